@@ -1,0 +1,45 @@
+// Define-by-run autograd. Each differentiable op that sees an input requiring gradients records
+// a Node holding its backward closure (with the tensors it saved, detached) and edges to the
+// nodes (or leaves) of its inputs. Tensor::backward() runs the nodes in reverse creation order
+// (a max-heap on the sequence number, so the last layer's gradients are final first),
+// accumulates leaf gradients (across backward calls too, for micro-batch accumulation), and calls
+// each leaf's grad-ready hooks as soon as its last contribution of this pass has arrived.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "trident/core/tensor.hpp"
+
+namespace trident::autograd {
+
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+struct Edge {
+  std::shared_ptr<Node> node;        // set when the input came from another op
+  std::shared_ptr<TensorImpl> leaf;  // set when the input is a leaf requiring grad
+  bool valid() const { return node || leaf; }
+};
+
+struct Node {
+  std::string name;
+  uint64_t sequence_nr = 0;
+  std::vector<Edge> edges;  // one per input, in the order backward returns gradients
+  BackwardFn backward;      // released after it runs: the graph is single-use
+};
+
+// True when any of the inputs requires a gradient and grad mode is on.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+
+// Makes `output` the result of a differentiable op over `inputs`: records a node whose `fn`
+// returns one gradient per input (an undefined Tensor for inputs without one). Does nothing
+// when no input requires a gradient or grad mode is off.
+void record(Tensor& output, const std::string& name, const std::vector<Tensor>& inputs,
+            BackwardFn fn);
+
+// Runs backward from `root` with the seed gradient `grad` (same shape as root).
+void run_backward(const Tensor& root, const Tensor& grad);
+
+}  // namespace trident::autograd

@@ -1,0 +1,100 @@
+// The op table: one Backend per device type, as ggml's backends. Ops in core/ops*.cpp check
+// shapes, allocate outputs and call the backend of their inputs' device; model code never knows
+// where a tensor lives. Buffers are contiguous unless strides are passed; pointers are device
+// pointers of the backend's device. Backward entries overwrite their outputs.
+#pragma once
+#include <cstdint>
+
+#include "trident/core/device.hpp"
+#include "trident/core/dtype.hpp"
+
+namespace trident {
+
+enum class BinaryOpKind : uint8_t { Add, Sub, Mul, Div };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Waits for queued work (a no-op on the CPU).
+  virtual void synchronize() {}
+
+  // --- memory and layout -------------------------------------------------------------
+  virtual void fill(DType t, void* out, double value, int64_t n) = 0;
+  virtual void copy_strided(DType t, void* out, const void* in, const int64_t* in_strides,
+                            const int64_t* shape, int ndim) = 0;
+  virtual void convert(DType to, void* out, DType from, const void* in, int64_t n) = 0;
+
+  // --- element-wise and reductions --------------------------------------------------
+  virtual void binary_strided(BinaryOpKind op, DType t, void* out, const void* a,
+                              const int64_t* a_strides, const void* b, const int64_t* b_strides,
+                              const int64_t* shape, int ndim) = 0;
+  virtual void reduce_sum_to(DType t, void* out, const void* in, const int64_t* shape,
+                             const bool* reduce_dim, int ndim) = 0;
+  virtual void scale(DType t, void* out, const void* in, double alpha, int64_t n) = 0;
+  virtual void axpy(DType t, void* y, const void* x, double alpha, int64_t n) = 0;
+  virtual double sum(DType t, const void* x, int64_t n) = 0;
+  virtual double sum_squares(DType t, const void* x, int64_t n) = 0;
+  virtual void add_bias(DType t, void* out, const void* in, const void* bias, int64_t rows,
+                        int64_t cols) = 0;
+  virtual void bias_backward(DType t, void* dbias, const void* dout, int64_t rows,
+                             int64_t cols) = 0;
+
+  // --- matrix multiply (row-major, see kernels/cpu/gemm.hpp) -------------------------
+  virtual void gemm_batched(DType t, bool transA, bool transB, int64_t batch, int64_t M,
+                            int64_t N, int64_t K, double alpha, const void* A, int64_t lda,
+                            int64_t strideA, const void* B, int64_t ldb, int64_t strideB,
+                            double beta, void* C, int64_t ldc, int64_t strideC) = 0;
+
+  // --- transformer ops (shapes as in kernels/cpu/*.hpp) -----------------------------
+  virtual void embedding_forward(DType t, void* out, const int32_t* ids, const void* table,
+                                 int64_t N, int64_t V, int64_t C) = 0;
+  virtual void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
+                                  int64_t N, int64_t V, int64_t C) = 0;
+  virtual void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,
+                                 const void* weight, const void* bias, int64_t N, int64_t C,
+                                 double eps) = 0;
+  virtual void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias,
+                                  const void* dout, const void* inp, const void* weight,
+                                  const void* mean, const void* rstd, int64_t N, int64_t C) = 0;
+  virtual void gelu_forward(DType t, void* out, const void* inp, int64_t n) = 0;
+  virtual void gelu_backward(DType t, void* dinp, const void* inp, const void* dout,
+                             int64_t n) = 0;
+  virtual void softmax_forward(DType t, void* out, const void* inp, int64_t rows,
+                               int64_t cols) = 0;
+  virtual void softmax_backward(DType t, void* dinp, const void* out, const void* dout,
+                                int64_t rows, int64_t cols) = 0;
+  virtual void attention_forward(DType t, void* out, void* att, const void* qkv, int64_t B,
+                                 int64_t T, int64_t C, int64_t NH) = 0;
+  virtual void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
+                                  const void* att, int64_t B, int64_t T, int64_t C,
+                                  int64_t NH) = 0;
+  virtual void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,
+                                     const int32_t* targets, int64_t N, int64_t V) = 0;
+  virtual void cross_entropy_backward(DType t, void* dlogits, const void* logits,
+                                      const void* lse, const int32_t* targets,
+                                      const void* dlosses, int64_t N, int64_t V) = 0;
+  virtual void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n,
+                               float p, uint64_t seed, uint64_t offset) = 0;
+  virtual void dropout_backward(DType t, void* dinp, const void* dout, const void* mask,
+                                int64_t n) = 0;
+
+  // --- optimizers (fp32 master weights and state) -----------------------------------
+  virtual void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
+                            float lr, float beta1, float beta2, float eps, float weight_decay,
+                            int64_t step) = 0;
+  virtual void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr,
+                          float momentum, float dampening, float weight_decay, bool nesterov,
+                          bool first_step) = 0;
+};
+
+// The backend serving `device`; throws trident::Error when the build or machine lacks it.
+Backend& backend_for(Device device);
+// Used by the CUDA backend to install itself.
+void register_backend(DeviceType type, Backend& (*get)());
+// Copies bytes between devices; registered by the CUDA backend for anything touching a GPU.
+using CopyFn = void (*)(void* dst, Device dst_device, const void* src, Device src_device,
+                        size_t bytes);
+void register_device_copy(CopyFn fn);
+
+}  // namespace trident

@@ -1,0 +1,55 @@
+// Differentiable tensor operations. Each checks its inputs (throwing trident::Error with the
+// shapes involved), runs the backend of its inputs' device and records its backward.
+#pragma once
+#include <cstdint>
+
+#include "trident/core/tensor.hpp"
+
+namespace trident::ops {
+
+// --- element-wise with numpy broadcasting ------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor mul_scalar(const Tensor& a, double s);
+Tensor add_scalar(const Tensor& a, double s);
+// In place, no autograd: a += b (same shape). Used for gradient accumulation.
+void add_(Tensor& a, const Tensor& b);
+// Sums `t` down to `shape` (the inverse of broadcasting).
+Tensor sum_to(const Tensor& t, const Shape& shape);
+
+// --- reductions ---------------------------------------------------------------------
+Tensor sum(const Tensor& a);   // all elements -> scalar (shape {})
+Tensor mean(const Tensor& a);  // all elements -> scalar
+
+// --- matrix multiply ------------------------------------------------------------------
+// (M,K)@(K,N); (B,M,K)@(B,K,N); (...,M,K)@(K,N) folds the leading dimensions.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x (..., in) W^T + b with W (out, in) and b (out) or undefined: torch.nn.functional.linear.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// --- neural-network ops ------------------------------------------------------------
+// ids (any shape, i32) -> (*ids.shape, C) rows of table (V, C).
+Tensor embedding(const Tensor& ids, const Tensor& table);
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+Tensor gelu(const Tensor& x);     // tanh approximation
+Tensor softmax(const Tensor& x);  // over the last dimension
+// qkv (B, T, 3C) -> (B, T, C), causal, n_head heads.
+Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
+// Mean over non-ignored rows of the cross entropy of logits (N, V) (or (B,T,V)) against
+// targets (N) (or (B,T)) i32; targets < 0 are ignored. Returns a scalar.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+// Inverted dropout; identity when !training or p == 0. (seed, offset) pick the random stream.
+Tensor dropout(const Tensor& x, float p, bool training, uint64_t seed, uint64_t offset);
+
+}  // namespace trident::ops
+
+namespace trident {
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return ops::sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return ops::mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return ops::div(a, b); }
+inline Tensor operator*(const Tensor& a, double s) { return ops::mul_scalar(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return ops::mul_scalar(a, s); }
+}  // namespace trident

@@ -1,0 +1,42 @@
+#include "trident/core/backend.hpp"
+
+#include <cstring>
+
+#include "trident/core/error.hpp"
+#include "trident/core/tensor.hpp"
+
+namespace trident {
+
+Backend& cpu_backend();  // backend_cpu.cpp
+
+namespace {
+Backend& (*g_cuda_backend)() = nullptr;
+CopyFn g_device_copy = nullptr;
+}  // namespace
+
+Backend& backend_for(Device device) {
+  if (device.is_cpu()) return cpu_backend();
+  TRIDENT_CHECK(g_cuda_backend != nullptr, "device ", device.str(),
+                " requested but this build of Trident has no CUDA backend "
+                "(rebuild with -DTRIDENT_ENABLE_CUDA=ON on a machine with nvcc)");
+  return g_cuda_backend();
+}
+
+void register_backend(DeviceType type, Backend& (*get)()) {
+  if (type == DeviceType::CUDA) g_cuda_backend = get;
+}
+
+void register_device_copy(CopyFn fn) { g_device_copy = fn; }
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  TRIDENT_CHECK(g_device_copy != nullptr, "copy between ", src_device.str(), " and ",
+                dst_device.str(), " needs the CUDA backend, which this build lacks");
+  g_device_copy(dst, dst_device, src, src_device, bytes);
+}
+
+}  // namespace trident

@@ -1,0 +1,302 @@
+// Matrix multiplies and the transformer ops. Backward closures capture detached inputs (never
+// the output, which would form a reference cycle through its grad_fn).
+#include <cmath>
+#include <stdexcept>
+
+#include "trident/core/autograd.hpp"
+#include "trident/core/backend.hpp"
+#include "trident/core/ops.hpp"
+
+namespace trident::ops {
+
+namespace {
+
+void check_float(const Tensor& t, const char* op, const char* what) {
+  TRIDENT_CHECK(t.defined(), op, ": ", what, " is undefined");
+  TRIDENT_CHECK(dtype_is_floating(t.dtype()), op, ": ", what, " must be floating, got ",
+                dtype_name(t.dtype()));
+}
+
+void check_same(const Tensor& a, const Tensor& b, const char* op) {
+  TRIDENT_CHECK(a.device() == b.device(), op, ": tensors on different devices (",
+                a.device().str(), " and ", b.device().str(), ")");
+  TRIDENT_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ (", dtype_name(a.dtype()), " and ",
+                dtype_name(b.dtype()), ")");
+}
+
+Backend& be(const Tensor& t) { return backend_for(t.device()); }
+
+// C (M,N) = op(A) op(B) on contiguous 2-D buffers, beta = 0.
+void gemm2d(const Tensor& A, bool ta, const Tensor& B, bool tb, Tensor& C, int64_t M, int64_t N,
+            int64_t K, double beta = 0.0) {
+  be(A).gemm_batched(A.dtype(), ta, tb, 1, M, N, K, 1.0, A.raw_data(), ta ? M : K, 0,
+                     B.raw_data(), tb ? K : N, 0, beta, C.raw_data(), N, 0);
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  check_float(a_in, "matmul", "left operand");
+  check_same(a_in, b_in, "matmul");
+  TRIDENT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands must be at least 2-d, got ",
+                a_in.shape_str(), " and ", b_in.shape_str());
+  const Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  const int64_t K = a.shape().back();
+  TRIDENT_CHECK(b.size(-2) == K, "matmul: inner dimensions differ: ", a.shape_str(), " @ ",
+                b.shape_str());
+  const int64_t M = a.size(-2), N = b.size(-1);
+  Shape out_shape = a.shape();
+  out_shape.back() = N;
+  Tensor out;
+  if (b.dim() == 2) {
+    // Fold every leading dimension of a into its rows: one large gemm.
+    const int64_t R = a.numel() / K;
+    out = Tensor::empty(out_shape, a.dtype(), a.device());
+    if (out.numel() > 0) gemm2d(a, false, b, false, out, R, N, K);
+    const Tensor ad = a.detach(), bd = b.detach();
+    autograd::record(out, "matmul", {a, b}, [ad, bd, R, N, K](const Tensor& g_in) {
+      const Tensor g = g_in.contiguous();
+      Tensor da = Tensor::empty(ad.shape(), ad.dtype(), ad.device());
+      Tensor db = Tensor::empty(bd.shape(), bd.dtype(), bd.device());
+      gemm2d(g, false, bd, true, da, R, K, N);  // dA = dC B^T
+      gemm2d(ad, true, g, false, db, K, N, R);  // dB = A^T dC
+      return std::vector<Tensor>{da, db};
+    });
+    return out;
+  }
+  TRIDENT_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0),
+                "matmul: batched operands must be (B,M,K) @ (B,K,N), got ", a.shape_str(), " @ ",
+                b.shape_str());
+  const int64_t Bn = a.size(0);
+  out = Tensor::empty({Bn, M, N}, a.dtype(), a.device());
+  if (out.numel() > 0) {
+    be(a).gemm_batched(a.dtype(), false, false, Bn, M, N, K, 1.0, a.raw_data(), K, M * K,
+                       b.raw_data(), N, K * N, 0.0, out.raw_data(), N, M * N);
+  }
+  const Tensor ad = a.detach(), bd = b.detach();
+  autograd::record(out, "bmm", {a, b}, [ad, bd, Bn, M, N, K](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous();
+    Tensor da = Tensor::empty(ad.shape(), ad.dtype(), ad.device());
+    Tensor db = Tensor::empty(bd.shape(), bd.dtype(), bd.device());
+    be(g).gemm_batched(g.dtype(), false, true, Bn, M, K, N, 1.0, g.raw_data(), N, M * N,
+                       bd.raw_data(), N, K * N, 0.0, da.raw_data(), K, M * K);
+    be(g).gemm_batched(g.dtype(), true, false, Bn, K, N, M, 1.0, ad.raw_data(), K, M * K,
+                       g.raw_data(), N, M * N, 0.0, db.raw_data(), N, K * N);
+    return std::vector<Tensor>{da, db};
+  });
+  return out;
+}
+
+Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
+  check_float(x_in, "linear", "input");
+  check_same(x_in, weight, "linear");
+  TRIDENT_CHECK(weight.dim() == 2, "linear: weight must be (out, in), got ", weight.shape_str());
+  const int64_t in = weight.size(1), outf = weight.size(0);
+  TRIDENT_CHECK(x_in.dim() >= 1 && x_in.shape().back() == in, "linear: input ", x_in.shape_str(),
+                " does not end in the weight's input size ", in);
+  if (bias.defined()) {
+    check_same(x_in, bias, "linear");
+    TRIDENT_CHECK(bias.dim() == 1 && bias.size(0) == outf, "linear: bias ", bias.shape_str(),
+                  " does not match ", outf, " outputs");
+  }
+  const Tensor x = x_in.contiguous(), w = weight.contiguous();
+  const int64_t R = x.numel() / in;
+  Shape out_shape = x.shape();
+  out_shape.back() = outf;
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  if (out.numel() > 0) {
+    gemm2d(x, false, w, true, out, R, outf, in);  // y = x W^T
+    if (bias.defined()) {
+      const Tensor b = bias.contiguous();
+      be(x).add_bias(x.dtype(), out.raw_data(), out.raw_data(), b.raw_data(), R, outf);
+    }
+  }
+  const Tensor xd = x.detach(), wd = w.detach();
+  const bool has_bias = bias.defined();
+  const bool need_dx = x_in.requires_grad();
+  autograd::record(out, "linear", {x, w, bias},
+                   [xd, wd, R, in, outf, has_bias, need_dx](const Tensor& g_in) {
+                     const Tensor g = g_in.contiguous();
+                     Tensor dx, db;
+                     if (need_dx) {
+                       dx = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
+                       gemm2d(g, false, wd, false, dx, R, in, outf);  // dx = dy W
+                     }
+                     Tensor dw = Tensor::empty(wd.shape(), wd.dtype(), wd.device());
+                     gemm2d(g, true, xd, false, dw, outf, in, R);  // dW = dy^T x
+                     if (has_bias) {
+                       db = Tensor::empty({outf}, g.dtype(), g.device());
+                       be(g).bias_backward(g.dtype(), db.raw_data(), g.raw_data(), R, outf);
+                     }
+                     return std::vector<Tensor>{dx, dw, db};
+                   });
+  return out;
+}
+
+Tensor embedding(const Tensor& ids_in, const Tensor& table) {
+  check_float(table, "embedding", "table");
+  TRIDENT_CHECK(table.dim() == 2, "embedding: table must be (V, C), got ", table.shape_str());
+  TRIDENT_CHECK(ids_in.dtype() == DType::I32, "embedding: ids must be i32, got ",
+                dtype_name(ids_in.dtype()));
+  TRIDENT_CHECK(ids_in.device() == table.device(), "embedding: ids on ", ids_in.device().str(),
+                ", table on ", table.device().str());
+  const Tensor ids = ids_in.contiguous(), t = table.contiguous();
+  const int64_t N = ids.numel(), V = t.size(0), C = t.size(1);
+  Shape out_shape = ids.shape();
+  out_shape.push_back(C);
+  Tensor out = Tensor::empty(out_shape, t.dtype(), t.device());
+  try {
+    if (N > 0) be(t).embedding_forward(t.dtype(), out.raw_data(), ids.data<int32_t>(),
+                                       t.raw_data(), N, V, C);
+  } catch (const std::out_of_range& e) {
+    throw Error(str_cat("embedding: ", e.what(), " (table has ", V, " rows)"));
+  }
+  autograd::record(out, "embedding", {t}, [ids, N, V, C](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous();
+    Tensor dt = Tensor::empty({V, C}, g.dtype(), g.device());
+    be(g).embedding_backward(g.dtype(), dt.raw_data(), g.raw_data(), ids.data<int32_t>(), N, V, C);
+    return std::vector<Tensor>{dt};
+  });
+  return out;
+}
+
+Tensor layer_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias, double eps) {
+  check_float(x_in, "layer_norm", "input");
+  check_same(x_in, weight, "layer_norm");
+  check_same(x_in, bias, "layer_norm");
+  const int64_t C = x_in.shape().back();
+  TRIDENT_CHECK(weight.dim() == 1 && weight.size(0) == C && bias.dim() == 1 && bias.size(0) == C,
+                "layer_norm: weight ", weight.shape_str(), " and bias ", bias.shape_str(),
+                " must be (", C, ",) for input ", x_in.shape_str());
+  const Tensor x = x_in.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  const int64_t N = x.numel() / C;
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({N}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({N}, x.dtype(), x.device());
+  if (N > 0) be(x).layernorm_forward(x.dtype(), out.raw_data(), mean.raw_data(), rstd.raw_data(),
+                                     x.raw_data(), w.raw_data(), b.raw_data(), N, C, eps);
+  const Tensor xd = x.detach(), wd = w.detach();
+  autograd::record(out, "layer_norm", {x, w, b}, [xd, wd, mean, rstd, N, C](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous();
+    Tensor dx = Tensor::empty(xd.shape(), g.dtype(), g.device());
+    Tensor dw = Tensor::empty({C}, g.dtype(), g.device());
+    Tensor db = Tensor::empty({C}, g.dtype(), g.device());
+    be(g).layernorm_backward(g.dtype(), dx.raw_data(), dw.raw_data(), db.raw_data(), g.raw_data(),
+                             xd.raw_data(), wd.raw_data(), mean.raw_data(), rstd.raw_data(), N, C);
+    return std::vector<Tensor>{dx, dw, db};
+  });
+  return out;
+}
+
+Tensor gelu(const Tensor& x_in) {
+  check_float(x_in, "gelu", "input");
+  const Tensor x = x_in.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (x.numel() > 0) be(x).gelu_forward(x.dtype(), out.raw_data(), x.raw_data(), x.numel());
+  const Tensor xd = x.detach();
+  autograd::record(out, "gelu", {x}, [xd](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous();
+    Tensor dx = Tensor::empty(xd.shape(), g.dtype(), g.device());
+    be(g).gelu_backward(g.dtype(), dx.raw_data(), xd.raw_data(), g.raw_data(), xd.numel());
+    return std::vector<Tensor>{dx};
+  });
+  return out;
+}
+
+Tensor softmax(const Tensor& x_in) {
+  check_float(x_in, "softmax", "input");
+  TRIDENT_CHECK(x_in.dim() >= 1, "softmax of a 0-d tensor");
+  const Tensor x = x_in.contiguous();
+  const int64_t cols = x.shape().back(), rows = cols ? x.numel() / cols : 0;
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (x.numel() > 0) be(x).softmax_forward(x.dtype(), out.raw_data(), x.raw_data(), rows, cols);
+  const Tensor od = out.detach();
+  autograd::record(out, "softmax", {x}, [od, rows, cols](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous();
+    Tensor dx = Tensor::empty(od.shape(), g.dtype(), g.device());
+    be(g).softmax_backward(g.dtype(), dx.raw_data(), od.raw_data(), g.raw_data(), rows, cols);
+    return std::vector<Tensor>{dx};
+  });
+  return out;
+}
+
+Tensor causal_self_attention(const Tensor& qkv_in, int64_t n_head) {
+  check_float(qkv_in, "attention", "qkv");
+  TRIDENT_CHECK(qkv_in.dim() == 3 && qkv_in.size(2) % 3 == 0,
+                "attention: qkv must be (B, T, 3C), got ", qkv_in.shape_str());
+  const Tensor qkv = qkv_in.contiguous();
+  const int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
+  TRIDENT_CHECK(n_head > 0 && C % n_head == 0, "attention: ", n_head,
+                " heads do not divide the width ", C);
+  Tensor out = Tensor::empty({B, T, C}, qkv.dtype(), qkv.device());
+  Tensor att = Tensor::empty({B, n_head, T, T}, qkv.dtype(), qkv.device());
+  if (out.numel() > 0) be(qkv).attention_forward(qkv.dtype(), out.raw_data(), att.raw_data(),
+                                                 qkv.raw_data(), B, T, C, n_head);
+  const Tensor qd = qkv.detach();
+  autograd::record(out, "attention", {qkv}, [qd, att, B, T, C, n_head](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous();
+    Tensor dqkv = Tensor::empty(qd.shape(), g.dtype(), g.device());
+    be(g).attention_backward(g.dtype(), dqkv.raw_data(), g.raw_data(), qd.raw_data(),
+                             att.raw_data(), B, T, C, n_head);
+    return std::vector<Tensor>{dqkv};
+  });
+  return out;
+}
+
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in) {
+  check_float(logits_in, "cross_entropy", "logits");
+  TRIDENT_CHECK(targets_in.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
+                dtype_name(targets_in.dtype()));
+  TRIDENT_CHECK(logits_in.dim() >= 2, "cross_entropy: logits must be (N, V) or (B, T, V), got ",
+                logits_in.shape_str());
+  const int64_t V = logits_in.shape().back();
+  const int64_t N = logits_in.numel() / V;
+  TRIDENT_CHECK(targets_in.numel() == N, "cross_entropy: ", targets_in.numel(),
+                " targets for ", N, " rows of logits ", logits_in.shape_str());
+  const Tensor logits = logits_in.contiguous();
+  const Tensor targets = targets_in.contiguous();
+  int64_t valid = 0;
+  for (int32_t t : targets.to_vector<int32_t>()) valid += t >= 0;
+  Tensor losses = Tensor::empty({N}, logits.dtype(), logits.device());
+  Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
+  try {
+    if (N > 0) be(logits).cross_entropy_forward(logits.dtype(), losses.raw_data(), lse.raw_data(),
+                                                logits.raw_data(), targets.data<int32_t>(), N, V);
+  } catch (const std::out_of_range& e) {
+    throw Error(str_cat("cross_entropy: ", e.what(), " (vocabulary of ", V, ")"));
+  }
+  const double denom = valid > 0 ? static_cast<double>(valid) : 1.0;
+  const double total = N > 0 ? be(logits).sum(logits.dtype(), losses.raw_data(), N) : 0.0;
+  Tensor out = Tensor::full({}, total / denom, logits.dtype(), logits.device());
+  const Tensor ld = logits.detach();
+  autograd::record(out, "cross_entropy", {logits},
+                   [ld, lse, targets, N, V, denom](const Tensor& g) {
+                     const double scale = g.item() / denom;
+                     Tensor dl = Tensor::full({N}, scale, ld.dtype(), ld.device());
+                     Tensor dlogits = Tensor::empty(ld.shape(), ld.dtype(), ld.device());
+                     be(ld).cross_entropy_backward(ld.dtype(), dlogits.raw_data(), ld.raw_data(),
+                                                   lse.raw_data(), targets.data<int32_t>(),
+                                                   dl.raw_data(), N, V);
+                     return std::vector<Tensor>{dlogits};
+                   });
+  return out;
+}
+
+Tensor dropout(const Tensor& x_in, float p, bool training, uint64_t seed, uint64_t offset) {
+  TRIDENT_CHECK(p >= 0.0f && p < 1.0f, "dropout probability must be in [0, 1), got ", p);
+  if (!training || p == 0.0f) return x_in;
+  const Tensor x = x_in.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (x.numel() > 0) be(x).dropout_forward(x.dtype(), out.raw_data(), mask.raw_data(),
+                                           x.raw_data(), x.numel(), p, seed, offset);
+  autograd::record(out, "dropout", {x}, [mask](const Tensor& g_in) {
+    const Tensor g = g_in.contiguous();
+    Tensor dx = Tensor::empty(mask.shape(), g.dtype(), g.device());
+    be(g).dropout_backward(g.dtype(), dx.raw_data(), g.raw_data(), mask.raw_data(), mask.numel());
+    return std::vector<Tensor>{dx};
+  });
+  return out;
+}
+
+}  // namespace trident::ops
