@@ -1,0 +1,53 @@
+// Module: the base of every layer and model, as in the PyTorch C++ frontend. A module registers
+// its parameters and children by name; named_parameters() walks them depth-first in
+// registration order and joins names with dots ("blocks.3.attn.qkv.weight"), so names are
+// stable across runs, layouts and checkpoints.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trident/core/tensor.hpp"
+
+namespace trident::nn {
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<Tensor> parameters() const;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const {
+    return children_;
+  }
+  // Throws trident::Error naming the parameter when absent.
+  Tensor parameter(const std::string& dotted_name) const;
+  int64_t num_parameters() const;
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void zero_grad();
+  // Moves every parameter to `device` in place (handles held by members stay valid).
+  void to(Device device);
+
+ protected:
+  Tensor register_parameter(const std::string& name, Tensor t);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+ private:
+  void collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+}  // namespace trident::nn

@@ -1,0 +1,111 @@
+// Autograd engine behaviour: accumulation, no_grad, grad-ready hooks, graph freeing.
+#include <catch2/catch.hpp>
+
+#include "grad_check.hpp"
+#include "trident/core/allocator.hpp"
+
+using namespace trident;
+using trident::testing::randn;
+
+TEST_CASE("gradients accumulate across backward passes (micro-batches)", "[core][autograd]") {
+  Tensor w = randn({3, 4}, 1).requires_grad_();
+  const Tensor x = randn({2, 4}, 2);
+  ops::sum(ops::linear(x, w)).backward();
+  const std::vector<double> once = w.grad().to_vector<double>();
+  ops::sum(ops::linear(x, w)).backward();
+  const std::vector<double> twice = w.grad().to_vector<double>();
+  for (size_t i = 0; i < once.size(); ++i) CHECK(twice[i] == Approx(2 * once[i]));
+  w.zero_grad();
+  CHECK_FALSE(w.grad().defined());
+}
+
+TEST_CASE("a tensor used twice gets the sum of both gradients", "[core][autograd]") {
+  Tensor a = Tensor::from_vector(std::vector<double>{1, 2, 3}, {3}).requires_grad_();
+  ops::sum(a * a + a).backward();  // d/da = 2a + 1
+  CHECK(a.grad().to_vector<double>() == std::vector<double>{3, 5, 7});
+}
+
+TEST_CASE("no_grad records no history", "[core][autograd]") {
+  Tensor w = randn({3}, 3).requires_grad_();
+  {
+    NoGradGuard guard;
+    Tensor y = w * 2.0;
+    CHECK_FALSE(y.requires_grad());
+    CHECK(y.grad_fn() == nullptr);
+  }
+  Tensor z = w * 2.0;
+  CHECK(z.requires_grad());
+  CHECK_THROWS_AS(Tensor::ones({2}).backward(), Error);
+}
+
+TEST_CASE("grad-ready hooks fire once per pass, last layer first", "[core][autograd]") {
+  Tensor w1 = randn({4, 4}, 4).requires_grad_();
+  Tensor w2 = randn({4, 4}, 5).requires_grad_();
+  std::vector<std::string> order;
+  w1.register_grad_ready_hook([&](Tensor& p) {
+    CHECK(p.grad().defined());
+    order.push_back("w1");
+  });
+  w2.register_grad_ready_hook([&](Tensor& p) {
+    CHECK(p.grad().defined());
+    order.push_back("w2");
+  });
+  const Tensor x = randn({3, 4}, 6);
+  // w1 is used twice: its hook must wait for both contributions.
+  Tensor h = ops::linear(ops::linear(x, w1), w1);
+  ops::sum(ops::linear(h, w2)).backward();
+  CHECK(order == std::vector<std::string>{"w2", "w1"});
+  ops::sum(ops::linear(x, w1)).backward();
+  CHECK(order.size() == 3);
+}
+
+TEST_CASE("the graph is freed after backward", "[core][autograd]") {
+  Tensor w = randn({3}, 7).requires_grad_();
+  Tensor loss = ops::sum(w * w);
+  loss.backward();
+  CHECK_THROWS_WITH(loss.backward(), Catch::Contains("second time"));
+}
+
+TEST_CASE("views share storage and report shapes", "[core][tensor]") {
+  Tensor a = Tensor::from_vector(std::vector<float>{0, 1, 2, 3, 4, 5}, {2, 3});
+  Tensor t = a.transpose(0, 1);
+  CHECK(t.shape() == Shape{3, 2});
+  CHECK_FALSE(t.is_contiguous());
+  CHECK(t.to_vector<float>() == std::vector<float>{0, 3, 1, 4, 2, 5});
+  Tensor s = a.slice(1, 1, 3);
+  CHECK(s.to_vector<float>() == std::vector<float>{1, 2, 4, 5});
+  a.data<float>()[1] = 10;
+  CHECK(s.to_vector<float>()[0] == 10);  // shared storage
+  CHECK(a.reshape({3, -1}).shape() == Shape{3, 2});
+  CHECK_THROWS_WITH(a.reshape({4, -1}), Catch::Contains("cannot reshape"));
+  CHECK_THROWS_WITH(a.slice(1, 2, 5), Catch::Contains("out of range"));
+}
+
+TEST_CASE("shape errors name the shapes", "[core][errors]") {
+  CHECK_THROWS_WITH(ops::add(Tensor::zeros({2, 3}), Tensor::zeros({4})),
+                    Catch::Contains("(2, 3)") && Catch::Contains("do not broadcast"));
+  CHECK_THROWS_WITH(ops::matmul(Tensor::zeros({2, 3}), Tensor::zeros({4, 5})),
+                    Catch::Contains("inner dimensions"));
+  CHECK_THROWS_WITH(ops::causal_self_attention(Tensor::zeros({1, 2, 12}), 3),
+                    Catch::Contains("do not divide"));
+  CHECK_THROWS_WITH(ops::embedding(Tensor::from_vector(std::vector<int32_t>{7}, {1}),
+                                   Tensor::zeros({5, 2})),
+                    Catch::Contains("7"));
+}
+
+TEST_CASE("the caching allocator reuses blocks and tracks the peak", "[core][allocator]") {
+  Allocator& alloc = allocator_for(Device::cpu());
+  alloc.release_cache();
+  alloc.reset_peak();
+  const AllocatorStats before = alloc.stats();
+  {
+    Tensor a = Tensor::empty({1 << 18});  // 1 MiB
+    Tensor b = Tensor::empty({1 << 18});
+    CHECK(alloc.stats().in_use_bytes >= before.in_use_bytes + (2u << 20));
+  }
+  const AllocatorStats mid = alloc.stats();
+  CHECK(mid.in_use_bytes == before.in_use_bytes);
+  CHECK(mid.peak_bytes >= before.in_use_bytes + (2u << 20));
+  for (int i = 0; i < 10; ++i) Tensor c = Tensor::empty({1 << 18});
+  CHECK(alloc.stats().system_allocs == mid.system_allocs);  // served from the cache
+}
