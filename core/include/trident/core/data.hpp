@@ -1,0 +1,40 @@
+// Token streams for language-model training, and the built-in synthetic data set.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trident/core/tensor.hpp"
+
+namespace trident::data {
+
+// Cuts (inputs, targets) batches of shape (B, T) from a token array: batch k of rank r covers
+// tokens [s, s + B*T + 1) with s = ((k * world + r) * B * T) mod (N - B*T - 1), targets shifted
+// by one. The order is a pure function of (step, rank, world), so it survives a resume.
+class TokenLoader {
+ public:
+  TokenLoader(std::vector<int32_t> tokens, int64_t batch, int64_t seq, int rank = 0,
+              int world = 1);
+  std::pair<Tensor, Tensor> batch(int64_t step, Device device = Device::cpu()) const;
+  int64_t num_tokens() const { return static_cast<int64_t>(tokens_.size()); }
+  int64_t max_token() const;
+
+ private:
+  std::vector<int32_t> tokens_;
+  int64_t B_, T_;
+  int rank_, world_;
+};
+
+// The built-in data set: lines "ab+cd=SUM\n" with two-digit operands a b and c d drawn
+// uniformly (leading zeros kept) and their three-digit sum written least-significant digit
+// first ("07+45=250\n" for 7 + 45 = 52), as bytes. Only the four operand digits are random,
+// so the best achievable loss is 4 ln(10) / 10 = 0.921 nats per character (a model that has
+// learnt addition); a unigram model stays near 2.2.
+std::vector<int32_t> make_addition_dataset(int64_t num_lines, uint64_t seed);
+double addition_dataset_loss_floor();
+
+// Reads a token file: llm.c .bin shards (HDF5 token files come with the data pipeline issue).
+std::vector<int32_t> load_tokens(const std::string& path);
+
+}  // namespace trident::data

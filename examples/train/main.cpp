@@ -1,0 +1,82 @@
+// trident-train: the main training job. With no arguments it trains the tiny GPT on the CPU on
+// the built-in addition data set (see README). `--mode eval` and `--mode sample` evaluate and
+// sample a trained or imported model.
+#include <CLI/CLI.hpp>
+#include <omp.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "options.hpp"
+#include "trident/core/error.hpp"
+
+using trident::train::Options;
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"trident-train: train, evaluate and sample GPT models"};
+  app.set_config("--config", "", "Read options from a TOML/INI file");
+  app.add_option("--mode", o.mode, "train, eval or sample")
+      ->check(CLI::IsMember({"train", "eval", "sample"}))->capture_default_str();
+  auto* m = app.add_option_group("Model");
+  m->add_option("--model", o.model, "Preset: tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+      ->capture_default_str();
+  m->add_option("--vocab", o.vocab, "Vocabulary size (overrides the preset)");
+  m->add_option("--block", o.block, "Context length (overrides the preset)");
+  m->add_option("--layers", o.layers, "Transformer blocks (overrides the preset)");
+  m->add_option("--heads", o.heads, "Attention heads (overrides the preset)");
+  m->add_option("--width", o.width, "Embedding width (overrides the preset)");
+  m->add_option("--dropout", o.dropout, "Dropout probability")->capture_default_str();
+  auto* d = app.add_option_group("Data");
+  d->add_option("--data", o.data, "Token file (llm.c .bin); default: built-in addition data");
+  d->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
+  d->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
+  d->add_option("--steps", o.steps, "Optimizer steps")->capture_default_str();
+  auto* op = app.add_option_group("Optimizer");
+  op->add_option("--optimizer", o.optimizer, "adamw or sgd")
+      ->check(CLI::IsMember({"adamw", "sgd"}))->capture_default_str();
+  op->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
+  op->add_option("--min-lr", o.min_lr, "Final learning rate of the cosine decay")
+      ->capture_default_str();
+  op->add_option("--warmup", o.warmup, "Linear warmup steps")->capture_default_str();
+  op->add_option("--weight-decay", o.weight_decay, "Weight decay (matrices only)")
+      ->capture_default_str();
+  op->add_option("--beta1", o.beta1, "AdamW beta1")->capture_default_str();
+  op->add_option("--beta2", o.beta2, "AdamW beta2")->capture_default_str();
+  op->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
+  op->add_flag("--nesterov", o.nesterov, "SGD with Nesterov momentum");
+  op->add_option("--grad-clip", o.grad_clip, "Global gradient-norm clip (0 = off)")
+      ->capture_default_str();
+  auto* r = app.add_option_group("Run");
+  r->add_option("--seed", o.seed, "Random seed")->capture_default_str();
+  r->add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
+  r->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  r->add_option("--log-interval", o.log_interval, "Steps between log lines")
+      ->capture_default_str();
+  r->add_option("--eval-interval", o.eval_interval, "Steps between validation (0 = end only)");
+  r->add_option("--out-dir", o.out_dir, "Where the trained weights are written")
+      ->capture_default_str();
+  auto* e = app.add_option_group("Evaluate and sample");
+  e->add_option("--load", o.load, "Trident weights (.safetensors) to start from");
+  e->add_option("--hf", o.hf, "Hugging Face GPT-2 directory (config.json + model.safetensors)");
+  e->add_option("--eval-windows", o.eval_windows, "Windows of --seq tokens to evaluate")
+      ->capture_default_str();
+  e->add_option("--prompt", o.prompt, "Text to continue (sample mode)")->capture_default_str();
+  e->add_option("--sample-tokens", o.sample_tokens, "Tokens to generate")->capture_default_str();
+  e->add_option("--temperature", o.temperature, "Sampling temperature")->capture_default_str();
+  e->add_option("--top-k", o.top_k, "Sample among the k likeliest tokens (0 = all)");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    if (o.mode == "eval") return trident::train::run_eval(o);
+    if (o.mode == "sample") return trident::train::run_sample(o);
+    return trident::train::run_train(o);
+  } catch (const trident::Error& err) {
+    std::fprintf(stderr, "trident-train: error: %s\n", err.what());
+    return 1;
+  } catch (const std::exception& err) {
+    std::fprintf(stderr, "trident-train: internal error: %s\n", err.what());
+    return 2;
+  }
+}

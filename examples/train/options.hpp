@@ -1,0 +1,51 @@
+// trident-train's options, filled by CLI11 in main.cpp.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "trident/models/gpt_config.hpp"
+
+namespace trident::train {
+
+struct Options {
+  std::string mode = "train";  // train | eval | sample
+  // model
+  std::string model = "tiny";
+  int64_t vocab = 0, block = 0, layers = 0, heads = 0, width = 0;  // 0 = preset's
+  float dropout = 0.0f;
+  // data and batch
+  std::string data;  // empty = built-in addition data set
+  int64_t batch = 16, seq = 64;
+  int64_t steps = 600;
+  // optimizer
+  std::string optimizer = "adamw";
+  float lr = 3e-3f, min_lr = 3e-4f;
+  int64_t warmup = 30;
+  float weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float momentum = 0.9f;
+  bool nesterov = false;
+  float grad_clip = 1.0f;  // 0 = off
+  // run
+  uint64_t seed = 1337;
+  std::string device = "cpu";
+  int threads = 0;  // 0 = OpenMP's default
+  int64_t log_interval = 25;
+  int64_t eval_interval = 0;  // 0 = only at the end
+  std::string out_dir = "runs/default";
+  // eval / sample
+  std::string load;     // Trident weights (.safetensors) to start from
+  std::string hf;       // Hugging Face GPT-2 directory to start from
+  int64_t eval_windows = 8;
+  std::string prompt = "12+34=";
+  int64_t sample_tokens = 64;
+  double temperature = 1.0;
+  int64_t top_k = 0;
+
+  models::GPTConfig model_config() const;
+};
+
+int run_train(const Options& opt);
+int run_eval(const Options& opt);
+int run_sample(const Options& opt);
+
+}  // namespace trident::train
