@@ -1,0 +1,118 @@
+// Fused softmax cross entropy: forward against a double log-sum-exp reference (with an ignored
+// target and large logits), backward by central differences, threaded size in float, and
+// out-of-range targets reported with their position.
+#include <limits>
+#include <stdexcept>
+
+#include "kernel_test_utils.hpp"
+#include "trident/kernels/cpu/cross_entropy.hpp"
+
+namespace cpu = trident::kernels::cpu;
+using trident::kernels::test::cast_vector;
+using trident::kernels::test::check_gradient;
+using trident::kernels::test::random_vector;
+using trident::kernels::test::require_close;
+using trident::kernels::test::weighted_sum;
+
+namespace {
+
+// Reference lse and losses; long double so that logits of 1e4 lose nothing.
+void reference_cross_entropy(const std::vector<double>& logits, const std::vector<int32_t>& targets,
+                             int64_t N, int64_t V, std::vector<double>& losses,
+                             std::vector<double>& lse) {
+  losses.assign(N, 0.0);
+  lse.assign(N, 0.0);
+  for (int64_t i = 0; i < N; ++i) {
+    long double mx = -INFINITY, s = 0;
+    for (int64_t j = 0; j < V; ++j) mx = std::max<long double>(mx, logits[i * V + j]);
+    for (int64_t j = 0; j < V; ++j) s += std::exp(logits[i * V + j] - mx);
+    lse[i] = static_cast<double>(mx + std::log(s));
+    if (targets[i] >= 0)
+      losses[i] = static_cast<double>(mx + std::log(s) - logits[i * V + targets[i]]);
+  }
+}
+
+std::vector<int32_t> make_targets(int64_t N, int64_t V) {
+  std::vector<int32_t> t(N);
+  for (int64_t i = 0; i < N; ++i) t[i] = static_cast<int32_t>((i * 7 + 3) % V);
+  t[N / 2] = -1;  // ignored position
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("cross entropy forward and backward (double, central differences)",
+          "[kernels][cross_entropy]") {
+  const int64_t N = 6, V = 37;
+  auto logits = random_vector<double>(N * V, 301, -3, 3);
+  const auto targets = make_targets(N, V);
+  const auto w = random_vector<double>(N, 302, 0.5, 1.5);
+  std::vector<double> losses(N), lse(N), want_losses, want_lse;
+  const auto loss = [&] {
+    cpu::cross_entropy_forward<double>(losses.data(), lse.data(), logits.data(), targets.data(), N,
+                                       V);
+    return weighted_sum(losses, w);
+  };
+  loss();
+  reference_cross_entropy(logits, targets, N, V, want_losses, want_lse);
+  require_close(losses, want_losses, 1e-13, 1e-14, "losses");
+  require_close(lse, want_lse, 1e-13, 1e-14, "lse");
+  REQUIRE(losses[N / 2] == 0.0);
+
+  std::vector<double> dlogits(N * V, std::numeric_limits<double>::quiet_NaN());
+  cpu::cross_entropy_backward<double>(dlogits.data(), logits.data(), lse.data(), targets.data(),
+                                      w.data(), N, V);
+  REQUIRE(std::vector<double>(dlogits.begin() + (N / 2) * V, dlogits.begin() + (N / 2 + 1) * V) ==
+          std::vector<double>(V, 0.0));
+  check_gradient(logits, dlogits, loss, "dlogits");
+}
+
+TEMPLATE_TEST_CASE("cross entropy is stable for large logits and on threaded sizes",
+                   "[kernels][cross_entropy]", float, double) {
+  using T = TestType;
+  const double rtol = std::is_same<T, float>::value ? 1e-6 : 1e-13;
+  for (auto [N, V, range] : {std::tuple<int64_t, int64_t, double>{6, 37, 1e4}, {301, 257, 5.0}}) {
+    const auto logits = random_vector<double>(N * V, 311, -range, range);
+    const auto targets = make_targets(N, V);
+    std::vector<double> want_losses, want_lse;
+    reference_cross_entropy(cast_vector<double>(cast_vector<T>(logits)), targets, N, V, want_losses,
+                            want_lse);
+    const auto lt = cast_vector<T>(logits);
+    std::vector<T> losses(N), lse(N);
+    cpu::cross_entropy_forward<T>(losses.data(), lse.data(), lt.data(), targets.data(), N, V);
+    require_close(lse, want_lse, rtol, rtol, "lse");
+    require_close(losses, want_losses, rtol, rtol * range, "losses");
+
+    // Gradient rows: softmax minus one-hot, scaled by dloss; they sum to zero.
+    const auto dl = cast_vector<T>(random_vector<double>(N, 312, 0.5, 1.5));
+    std::vector<T> dlogits(N * V);
+    cpu::cross_entropy_backward<T>(dlogits.data(), lt.data(), lse.data(), targets.data(), dl.data(),
+                                   N, V);
+    std::vector<double> want(N * V);
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t j = 0; j < V; ++j) {
+        if (targets[i] < 0) continue;
+        want[i * V + j] = (std::exp(static_cast<double>(lt[i * V + j]) - want_lse[i]) -
+                           (j == targets[i] ? 1.0 : 0.0)) *
+                          static_cast<double>(dl[i]);
+      }
+    }
+    require_close(dlogits, want, 1e-5, 1e-6, "dlogits");
+  }
+}
+
+TEST_CASE("cross entropy rejects targets >= V naming the target and position",
+          "[kernels][cross_entropy]") {
+  const int64_t N = 4, V = 37;
+  std::vector<float> logits(N * V), losses(N), lse(N), dlogits(N * V), dl(N, 1.f);
+  const std::vector<int32_t> targets = {1, -1, 2, 37};
+  REQUIRE_THROWS_AS(cpu::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(),
+                                                      targets.data(), N, V),
+                    std::out_of_range);
+  REQUIRE_THROWS_WITH(cpu::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(),
+                                                        targets.data(), N, V),
+                      Catch::Contains("target 37") && Catch::Contains("position 3"));
+  REQUIRE_THROWS_AS(cpu::cross_entropy_backward<float>(dlogits.data(), logits.data(), lse.data(),
+                                                       targets.data(), dl.data(), N, V),
+                    std::out_of_range);
+}
