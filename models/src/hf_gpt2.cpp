@@ -1,0 +1,220 @@
+#include "trident/models/hf_gpt2.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "trident/core/error.hpp"
+#include "trident/core/safetensors.hpp"
+
+namespace trident::models {
+namespace {
+
+using json = nlohmann::json;
+
+bool file_exists(const std::string& path) {
+  return std::ifstream(path).good();
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+int64_t positive_int(const json& j, const std::string& key, const std::string& path) {
+  TRIDENT_CHECK(j.contains(key), path, ": missing \"", key, "\"");
+  TRIDENT_CHECK(j[key].is_number_integer() && j[key].get<int64_t>() > 0, path, ": \"", key,
+                "\" must be a positive integer, found ", j[key].dump());
+  return j[key].get<int64_t>();
+}
+
+// One GPT parameter and where it lives in a Hugging Face GPT-2 checkpoint.
+struct HFTensor {
+  std::string ours;
+  std::string hf;              // without the optional "transformer." prefix
+  std::vector<int64_t> shape;  // ours
+  bool conv1d;                 // stored (in, out): transpose to our (out, in)
+};
+
+std::vector<HFTensor> hf_layout(const GPTConfig& c) {
+  std::vector<HFTensor> out;
+  for (const auto& [ours, shape] : gpt_parameter_shapes(c)) {
+    std::string hf = ours;
+    bool conv1d = false;
+    if (ours.rfind("blocks.", 0) == 0) {
+      const size_t dot = ours.find('.', 7);
+      const std::string layer = ours.substr(7, dot - 7);
+      static const std::pair<const char*, const char*> renames[] = {{"ln1.", "ln_1."},
+                                                                    {"ln2.", "ln_2."},
+                                                                    {"attn.qkv.", "attn.c_attn."},
+                                                                    {"attn.proj.", "attn.c_proj."},
+                                                                    {"mlp.fc.", "mlp.c_fc."},
+                                                                    {"mlp.proj.", "mlp.c_proj."}};
+      std::string rest = ours.substr(dot + 1);
+      for (const auto& [from, to] : renames) {
+        if (rest.rfind(from, 0) == 0) {
+          rest = to + rest.substr(std::string(from).size());
+          break;
+        }
+      }
+      hf = "h." + layer + "." + rest;
+      conv1d = ends_with(rest, ".weight") && rest.rfind("ln_", 0) != 0;
+    }
+    out.push_back({ours, hf, shape, conv1d});
+  }
+  return out;
+}
+
+std::vector<float> transpose(const std::vector<float>& src, int64_t rows, int64_t cols) {
+  std::vector<float> dst(src.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  return dst;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> gpt_parameter_shapes(
+    const GPTConfig& cfg) {
+  const int64_t C = cfg.n_embd;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
+      {"wte.weight", {cfg.vocab_size, C}}, {"wpe.weight", {cfg.block_size, C}}};
+  for (int64_t i = 0; i < cfg.n_layer; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    out.push_back({b + "ln1.weight", {C}});
+    out.push_back({b + "ln1.bias", {C}});
+    out.push_back({b + "attn.qkv.weight", {3 * C, C}});
+    out.push_back({b + "attn.qkv.bias", {3 * C}});
+    out.push_back({b + "attn.proj.weight", {C, C}});
+    out.push_back({b + "attn.proj.bias", {C}});
+    out.push_back({b + "ln2.weight", {C}});
+    out.push_back({b + "ln2.bias", {C}});
+    out.push_back({b + "mlp.fc.weight", {4 * C, C}});
+    out.push_back({b + "mlp.fc.bias", {4 * C}});
+    out.push_back({b + "mlp.proj.weight", {C, 4 * C}});
+    out.push_back({b + "mlp.proj.bias", {C}});
+  }
+  out.push_back({"ln_f.weight", {C}});
+  out.push_back({"ln_f.bias", {C}});
+  return out;
+}
+
+GPTConfig read_hf_gpt2_config(const std::string& path) {
+  std::ifstream in(path);
+  TRIDENT_CHECK(in.is_open(), path,
+                ": cannot open (a Hugging Face GPT-2 directory holds "
+                "config.json and model.safetensors)");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw Error(str_cat(path, ": not valid JSON (", e.what(), ")"));
+  }
+  TRIDENT_CHECK(j.is_object(), path, ": not a JSON object");
+  if (j.contains("model_type")) {
+    TRIDENT_CHECK(j["model_type"] == "gpt2", path, ": model_type is ", j["model_type"].dump(),
+                  ", not \"gpt2\"");
+  }
+  GPTConfig c;
+  c.n_embd = positive_int(j, "n_embd", path);
+  c.n_layer = positive_int(j, "n_layer", path);
+  c.n_head = positive_int(j, "n_head", path);
+  c.vocab_size = positive_int(j, "vocab_size", path);
+  c.block_size = positive_int(j, j.contains("n_positions") ? "n_positions" : "n_ctx", path);
+  c.dropout = 0.0f;
+  c.ln_eps = 1e-5f;
+  if (j.contains("layer_norm_epsilon")) {
+    TRIDENT_CHECK(j["layer_norm_epsilon"].is_number() && j["layer_norm_epsilon"] > 0, path,
+                  ": layer_norm_epsilon must be a positive number, found ",
+                  j["layer_norm_epsilon"].dump());
+    c.ln_eps = j["layer_norm_epsilon"].get<float>();
+  }
+  if (j.contains("activation_function")) {
+    const json& a = j["activation_function"];
+    TRIDENT_CHECK(a == "gelu_new" || a == "gelu_pytorch_tanh" || a == "gelu_fast", path,
+                  ": activation_function ", a.dump(),
+                  " is not the tanh GELU Trident's GPT uses (gelu_new)");
+  }
+  if (j.contains("n_inner") && !j["n_inner"].is_null()) {
+    TRIDENT_CHECK(j["n_inner"] == 4 * c.n_embd, path, ": n_inner ", j["n_inner"].dump(),
+                  " is not 4 * n_embd = ", 4 * c.n_embd, ", the MLP width Trident's GPT uses");
+  }
+  TRIDENT_CHECK(j.value("scale_attn_weights", true) == true, path,
+                ": scale_attn_weights false is not supported (attention is scaled by "
+                "1/sqrt(head size))");
+  TRIDENT_CHECK(j.value("scale_attn_by_inverse_layer_idx", false) == false, path,
+                ": scale_attn_by_inverse_layer_idx is not supported");
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(str_cat(path, ": ", e.what()));
+  }
+  return c;
+}
+
+HFGPT2Checkpoint load_hf_gpt2(const std::string& dir) {
+  HFGPT2Checkpoint ck;
+  ck.config = read_hf_gpt2_config(dir + "/config.json");
+  const std::string weights = dir + "/model.safetensors";
+  if (!file_exists(weights)) {
+    TRIDENT_CHECK(!file_exists(dir + "/model.safetensors.index.json"), dir,
+                  ": sharded checkpoints (model.safetensors.index.json) are not supported");
+    TRIDENT_CHECK(!file_exists(dir + "/pytorch_model.bin"), dir,
+                  ": has pytorch_model.bin but no model.safetensors; Trident reads only "
+                  "safetensors (convert it, e.g. save_pretrained(..., safe_serialization=True))");
+    throw Error(str_cat(dir, ": no model.safetensors"));
+  }
+  SafetensorsFile f = SafetensorsFile::open(weights);
+  std::string prefix;
+  if (f.has("transformer.wte.weight")) {
+    prefix = "transformer.";
+  } else {
+    TRIDENT_CHECK(f.has("wte.weight"), weights,
+                  ": missing tensor 'wte.weight' (or "
+                  "'transformer.wte.weight'): not a GPT-2 checkpoint");
+  }
+  const GPTConfig& c = ck.config;
+  const std::string config_desc =
+      str_cat("config.json: n_embd ", c.n_embd, ", n_layer ", c.n_layer, ", vocab_size ",
+              c.vocab_size, ", n_positions ", c.block_size);
+
+  std::set<std::string> used;
+  for (const HFTensor& t : hf_layout(c)) {
+    const std::string name = prefix + t.hf;
+    TRIDENT_CHECK(f.has(name), weights, ": missing tensor '", name, "' (Trident's ", t.ours,
+                  ", shape ", shape_str(t.shape), ")");
+    const std::vector<int64_t> expected =
+        t.conv1d ? std::vector<int64_t>{t.shape[1], t.shape[0]} : t.shape;
+    const std::vector<int64_t>& found = f.info(name).shape;
+    TRIDENT_CHECK(found == expected, weights, ": tensor '", name, "' has shape ", shape_str(found),
+                  ", expected ", shape_str(expected), t.conv1d ? " (Conv1D, (in, out))" : "",
+                  " for ", config_desc);
+    std::vector<float> v = f.read_f32(name);
+    ck.tensors[t.ours] = t.conv1d ? transpose(v, expected[0], expected[1]) : std::move(v);
+    ck.shapes[t.ours] = t.shape;
+    used.insert(name);
+  }
+  for (const std::string& name : f.names()) {
+    if (used.count(name) || ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias"))
+      continue;
+    if (name == "lm_head.weight") {
+      TRIDENT_CHECK(f.info(name).shape == ck.shapes["wte.weight"] &&
+                        f.read_f32(name) == ck.tensors["wte.weight"],
+                    weights,
+                    ": lm_head.weight differs from wte.weight; Trident's GPT ties the "
+                    "output head to the token embedding and cannot load an untied head");
+      continue;
+    }
+    throw Error(str_cat(weights, ": unexpected tensor '", name, "' for ", config_desc,
+                        " (do config.json and the weights match?)"));
+  }
+  return ck;
+}
+
+}  // namespace trident::models
