@@ -48,7 +48,7 @@ Tensor Dropout::forward(const Tensor& x) {
 }
 
 void Sequential::push_back(std::shared_ptr<UnaryModule> m) {
-  register_module(std::to_string(layers_.size()), m);
+  register_module(std::to_string(first_index_ + static_cast<int64_t>(layers_.size())), m);
   layers_.push_back(std::move(m));
 }
 

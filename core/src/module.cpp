@@ -4,23 +4,52 @@
 
 namespace trident::nn {
 
-Tensor Module::register_parameter(const std::string& name, Tensor t) {
+Shape ShardSpec::full_shape(const Shape& local) const {
+  Shape full = local;
+  if (sharded()) full[static_cast<size_t>(dim)] *= parts;
+  return full;
+}
+
+Tensor ShardSpec::slice(const Tensor& full) const {
+  if (!sharded()) return full.contiguous();
+  const int64_t n = full.size(dim);
+  TRIDENT_CHECK(n % (blocks * parts) == 0, "cannot split dimension ", dim, " of ",
+                full.shape_str(), " into ", blocks, " blocks of ", parts, " parts");
+  const int64_t block = n / blocks, piece = block / parts;
+  Shape local = full.shape();
+  local[static_cast<size_t>(dim)] = n / parts;
+  Tensor out = Tensor::empty(local, full.dtype(), full.device());
+  for (int b = 0; b < blocks; ++b) {
+    const int64_t src = b * block + index * piece;
+    out.slice(dim, b * piece, (b + 1) * piece).copy_(full.slice(dim, src, src + piece));
+  }
+  return out;
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor t, ShardSpec spec) {
   TRIDENT_CHECK(name.find('.') == std::string::npos, "parameter name '", name,
                 "' must not contain a dot");
   t.requires_grad_(true);
-  params_.emplace_back(name, t);
+  params_.push_back({name, t, spec});
   return t;
 }
 
-void Module::collect(const std::string& prefix,
-                     std::vector<std::pair<std::string, Tensor>>& out) const {
-  for (const auto& [name, p] : params_) out.emplace_back(prefix + name, p);
-  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
+template <typename T, typename Get>
+void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, T>>& out,
+                     const Get& get) const {
+  for (const auto& p : params_) out.emplace_back(prefix + p.name, get(p));
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out, get);
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  collect("", out);
+  collect("", out, [](const Param& p) { return p.tensor; });
+  return out;
+}
+
+std::vector<std::pair<std::string, ShardSpec>> Module::named_shard_specs() const {
+  std::vector<std::pair<std::string, ShardSpec>> out;
+  collect("", out, [](const Param& p) { return p.spec; });
   return out;
 }
 

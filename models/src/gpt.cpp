@@ -5,17 +5,39 @@
 #include <numeric>
 
 #include "trident/core/ops.hpp"
+#include "trident/core/rng.hpp"
 
 namespace trident::models {
 
-Block::Block(const GPTConfig& cfg, Generator& gen, const nn::InitOptions& init) {
-  const double proj_std = 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer));
-  ln1 = register_module("ln1", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.ln_eps, init));
-  attn = register_module("attn", std::make_shared<nn::CausalSelfAttention>(
-                                     cfg.n_embd, cfg.n_head, cfg.dropout, gen, init, proj_std));
-  ln2 = register_module("ln2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.ln_eps, init));
-  mlp = register_module("mlp",
-                        std::make_shared<nn::MLP>(cfg.n_embd, cfg.dropout, gen, init, proj_std));
+namespace {
+uint64_t name_hash(const std::string& s) {  // FNV-1a
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+double gpt_init_std(const std::string& name, const GPTConfig& cfg) {
+  if (ends_with(name, ".bias") || name.find(".ln") != std::string::npos ||
+      name.rfind("ln_f.", 0) == 0) {
+    return 0.0;
+  }
+  if (ends_with(name, "attn.proj.weight") || ends_with(name, "mlp.proj.weight")) {
+    return 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer));
+  }
+  return 0.02;
+}
+
+Block::Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp) {
+  ln1 = register_module("ln1", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.ln_eps));
+  attn = register_module("attn", std::make_shared<tp::ParallelCausalSelfAttention>(
+                                     cfg.n_embd, cfg.n_head, cfg.dropout, seed ^ 0xA77Eull, tp));
+  ln2 = register_module("ln2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.ln_eps));
+  mlp = register_module("mlp", std::make_shared<tp::ParallelMLP>(cfg.n_embd, cfg.dropout,
+                                                                 seed ^ 0x3A1Full, tp));
 }
 
 Tensor Block::forward(const Tensor& x) {
@@ -23,38 +45,111 @@ Tensor Block::forward(const Tensor& x) {
   return h + mlp->forward(ln2->forward(h));
 }
 
-GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device) : cfg_(cfg) {
+GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelContext* ctx)
+    : cfg_(cfg) {
   cfg_.validate();
-  Generator gen(seed);
-  nn::InitOptions init;
-  init.device = device;
-  wte = register_module("wte", std::make_shared<nn::Embedding>(cfg.vocab_size, cfg.n_embd, gen,
-                                                               init));
-  wpe = register_module("wpe", std::make_shared<nn::Embedding>(cfg.block_size, cfg.n_embd, gen,
-                                                               init));
-  drop = register_module("drop", std::make_shared<nn::Dropout>(cfg.dropout, seed ^ 0xE3B0ull));
-  blocks = register_module("blocks", std::make_shared<nn::Sequential>());
-  for (int64_t i = 0; i < cfg.n_layer; ++i) blocks->push_back(std::make_shared<Block>(cfg, gen, init));
-  ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.ln_eps, init));
+  if (ctx == nullptr) {
+    own_ctx_ = std::make_unique<ParallelContext>();
+    ctx = own_ctx_.get();
+  }
+  ctx_ = ctx;
+  const Topology& topo = ctx_->topology();
+  const int pp = topo.layout().pp;
+  TRIDENT_CHECK(cfg_.n_layer % pp == 0, "--pp ", pp, " does not divide the model's ",
+                cfg_.n_layer, " layers");
+  num_layers_ = cfg_.n_layer / pp;
+  first_layer_ = topo.pp_rank() * num_layers_;
+  Communicator& tpc = ctx_->tp();
+
+  if (is_first_stage() || is_last_stage()) {
+    wte = register_module("wte", std::make_shared<tp::VocabParallelEmbedding>(cfg_.vocab_size,
+                                                                             cfg_.n_embd, tpc));
+  }
+  if (is_first_stage()) {
+    Generator unused(seed);
+    wpe = register_module("wpe", std::make_shared<nn::Embedding>(cfg_.block_size, cfg_.n_embd,
+                                                                 unused));
+    drop = register_module("drop", std::make_shared<nn::Dropout>(cfg_.dropout, seed ^ 0xE3B0ull));
+  }
+  blocks = register_module("blocks", std::make_shared<nn::Sequential>(first_layer_));
+  for (int64_t i = 0; i < num_layers_; ++i) {
+    blocks->push_back(std::make_shared<Block>(cfg_, seed + 7919 * static_cast<uint64_t>(first_layer_ + i), tpc));
+  }
+  if (is_last_stage()) {
+    ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg_.n_embd, cfg_.ln_eps));
+  }
+  init_weights(seed);
+  to(device);
+}
+
+void GPT::init_weights(uint64_t seed) {
+  NoGradGuard no_grad;
+  const auto specs = named_shard_specs();
+  const auto params = named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    const nn::ShardSpec& spec = specs[i].second;
+    Tensor full = Tensor::empty(spec.full_shape(p.shape()), DType::F32);
+    const double std = gpt_init_std(name, cfg_);
+    const bool is_ln_weight = (name.find(".ln") != std::string::npos || name.rfind("ln_f.", 0) == 0) &&
+                              ends_with(name, ".weight");
+    if (std > 0) {
+      Generator gen(counter_hash(seed, name_hash(name)));
+      gen.normal_(full, 0.0, std);
+    } else {
+      full.fill_(is_ln_weight ? 1.0 : 0.0);
+    }
+    Tensor target = p;
+    target.copy_(spec.slice(full));
+  }
+}
+
+Tensor GPT::forward_stage(const Tensor& input) {
+  Tensor x;
+  if (is_first_stage()) {
+    TRIDENT_CHECK(input.dim() == 2 && input.dtype() == DType::I32,
+                  "GPT: token ids must be (B, T) i32, got ", input.shape_str(), " ",
+                  dtype_name(input.dtype()));
+    const int64_t T = input.size(1);
+    TRIDENT_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T,
+                  " is longer than the model's context of ", cfg_.block_size);
+    std::vector<int32_t> pos(static_cast<size_t>(T));
+    std::iota(pos.begin(), pos.end(), 0);
+    const Tensor pos_ids = Tensor::from_vector(pos, {T}, input.device());
+    x = drop->forward(wte->forward(input) + wpe->forward(pos_ids));
+  } else {
+    TRIDENT_CHECK(input.dim() == 3 && input.size(2) == cfg_.n_embd,
+                  "GPT stage ", ctx_->topology().pp_rank(), ": expected hidden states (B, T, ",
+                  cfg_.n_embd, "), got ", input.shape_str());
+    x = input;
+  }
+  x = blocks->forward(x);
+  return is_last_stage() ? ln_f->forward(x) : x;
+}
+
+Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
+  TRIDENT_CHECK(is_last_stage(), "head_loss on a stage that is not the last");
+  TRIDENT_CHECK(targets.dim() == 2 && targets.size(0) == hidden.size(0) &&
+                    targets.size(1) == hidden.size(1),
+                "GPT: targets ", targets.shape_str(), " do not match hidden states ",
+                hidden.shape_str());
+  Communicator& tpc = ctx_->tp();
+  const Tensor logits_local = ops::linear(tp::copy_to_tp_region(hidden, tpc), wte->weight);
+  return tp::vocab_parallel_cross_entropy(logits_local, targets, wte->vocab_start(), tpc);
 }
 
 Tensor GPT::forward(const Tensor& ids) {
-  TRIDENT_CHECK(ids.dim() == 2, "GPT: token ids must be (B, T), got ", ids.shape_str());
-  const int64_t T = ids.size(1);
-  TRIDENT_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T,
-                " is longer than the model's context of ", cfg_.block_size);
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  std::iota(pos.begin(), pos.end(), 0);
-  const Tensor pos_ids = Tensor::from_vector(pos, {T}, ids.device());
-  Tensor x = drop->forward(wte->forward(ids) + wpe->forward(pos_ids));
-  x = ln_f->forward(blocks->forward(x));
-  return ops::linear(x, wte->weight);  // tied head
+  TRIDENT_CHECK(ctx_->layout().pp == 1 && ctx_->layout().tp == 1,
+                "GPT::forward returns full logits: it needs the whole model on one rank");
+  return ops::linear(forward_stage(ids), wte->weight);  // tied head
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) {
+  TRIDENT_CHECK(ctx_->layout().pp == 1, "GPT::loss runs the whole model: use a pipeline "
+                "schedule when --pp > 1");
   TRIDENT_CHECK(targets.shape() == ids.shape(), "GPT: targets ", targets.shape_str(),
                 " do not match inputs ", ids.shape_str());
-  return ops::cross_entropy(forward(ids), targets);
+  return head_loss(forward_stage(ids), targets);
 }
 
 std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t n, double temperature,
@@ -100,14 +195,20 @@ std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t n, doubl
 }
 
 void GPT::load_named(const std::map<std::string, std::vector<float>>& values) {
-  for (auto& [name, p] : named_parameters()) {
+  NoGradGuard no_grad;
+  const auto specs = named_shard_specs();
+  const auto params = named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    const nn::ShardSpec& spec = specs[i].second;
     auto it = values.find(name);
     TRIDENT_CHECK(it != values.end(), "weights have no tensor for parameter '", name, "'");
-    TRIDENT_CHECK(static_cast<int64_t>(it->second.size()) == p.numel(), "parameter '", name,
-                  "' has ", p.numel(), " elements ", p.shape_str(), " but the weights hold ",
-                  it->second.size());
-    Tensor src = Tensor::from_vector(it->second, p.shape());
-    p.copy_(src);
+    const Shape full_shape = spec.full_shape(p.shape());
+    TRIDENT_CHECK(static_cast<int64_t>(it->second.size()) == shape_numel(full_shape), "parameter '",
+                  name, "' has ", shape_numel(full_shape), " elements ",
+                  shape_to_string(full_shape), " but the weights hold ", it->second.size());
+    Tensor target = p;
+    target.copy_(spec.slice(Tensor::from_vector(it->second, full_shape)));
   }
 }
 

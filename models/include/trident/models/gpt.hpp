@@ -1,5 +1,7 @@
-// GPT-2 (learned positions, pre-LN blocks, tied token embedding and output head), built from
-// core's nn layers. Sizes and parameter names: gpt_config.hpp.
+// GPT-2 (learned positions, pre-LN blocks, tied token embedding and output head), written once
+// and made 3D-parallel by its construction arguments: given a ParallelContext, a rank builds
+// only its pipeline stage's blocks (named by their global index) with its tensor-parallel
+// shards (heads, MLP columns, vocabulary rows). Sizes and parameter names: gpt_config.hpp.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -9,43 +11,70 @@
 
 #include "trident/core/nn/layers.hpp"
 #include "trident/models/gpt_config.hpp"
+#include "trident/parallel/parallel_context.hpp"
+#include "trident/parallel/tensor_parallel.hpp"
 
 namespace trident::models {
 
 class Block : public nn::UnaryModule {
  public:
-  Block(const GPTConfig& cfg, Generator& gen, const nn::InitOptions& init);
+  Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp);
   Tensor forward(const Tensor& x) override;  // x + attn(ln1(x)), then + mlp(ln2(.))
   std::shared_ptr<nn::LayerNorm> ln1, ln2;
-  std::shared_ptr<nn::CausalSelfAttention> attn;
-  std::shared_ptr<nn::MLP> mlp;
+  std::shared_ptr<tp::ParallelCausalSelfAttention> attn;
+  std::shared_ptr<tp::ParallelMLP> mlp;
 };
 
 class GPT : public nn::Module {
  public:
-  // Initialised as GPT-2: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)),
-  // zero biases, unit LayerNorm weights; deterministic given `seed`.
-  GPT(const GPTConfig& cfg, uint64_t seed, Device device = Device::cpu());
+  // Initialised as GPT-2 (N(0, 0.02); residual projections N(0, 0.02/sqrt(2 n_layer)); zero
+  // biases; unit LayerNorm weights). Each parameter's values come from its own stream, seeded
+  // by (seed, name), and a shard is cut from the full tensor, so every layout starts from the
+  // same weights. `ctx` (not owned, may be null for one process) must outlive the model.
+  GPT(const GPTConfig& cfg, uint64_t seed, Device device = Device::cpu(),
+      const ParallelContext* ctx = nullptr);
 
-  // ids (B, T) i32 -> logits (B, T, V).
+  // One pipeline stage: the first takes ids (B, T) i32, the others the previous stage's
+  // hidden states (B, T, C); the last returns ln_f's output, the others their blocks' output.
+  Tensor forward_stage(const Tensor& input);
+  // Last stage: mean cross entropy of the (vocabulary-parallel) tied head on `hidden`.
+  Tensor head_loss(const Tensor& hidden, const Tensor& targets);
+
+  // Single-stage, single-shard model: ids (B, T) -> logits (B, T, V).
   Tensor forward(const Tensor& ids);
-  // Mean cross entropy of forward(ids) against targets (B, T) i32.
+  // Single-stage model (any tp): mean cross entropy against targets (B, T) i32.
   Tensor loss(const Tensor& ids, const Tensor& targets);
   // Appends `n` tokens sampled with temperature and top-k (0 = all) to the prompt.
   std::vector<int32_t> generate(std::vector<int32_t> prompt, int64_t n, double temperature,
                                 int64_t top_k, Generator& gen);
 
   const GPTConfig& config() const { return cfg_; }
-  // Copies values into parameters by name; every parameter must be present with its shape.
+  const ParallelContext& parallel() const { return *ctx_; }
+  bool is_first_stage() const { return ctx_->topology().is_first_stage(); }
+  bool is_last_stage() const { return ctx_->topology().is_last_stage(); }
+  int64_t first_layer() const { return first_layer_; }
+  int64_t num_local_layers() const { return num_layers_; }
+  // Re-initialises every parameter from `seed` (see the constructor).
+  void init_weights(uint64_t seed);
+  // Copies full (unsharded) values into parameters by name, keeping this rank's shard; every
+  // parameter must be present with its full shape.
   void load_named(const std::map<std::string, std::vector<float>>& values);
 
-  std::shared_ptr<nn::Embedding> wte, wpe;
-  std::shared_ptr<nn::Dropout> drop;
+  std::shared_ptr<tp::VocabParallelEmbedding> wte;  // first and last stage
+  std::shared_ptr<nn::Embedding> wpe;               // first stage
+  std::shared_ptr<nn::Dropout> drop;                // first stage
   std::shared_ptr<nn::Sequential> blocks;
-  std::shared_ptr<nn::LayerNorm> ln_f;
+  std::shared_ptr<nn::LayerNorm> ln_f;  // last stage
 
  private:
   GPTConfig cfg_;
+  std::unique_ptr<ParallelContext> own_ctx_;
+  const ParallelContext* ctx_;
+  int64_t first_layer_ = 0, num_layers_ = 0;
 };
+
+// The initial standard deviation GPT-2 uses for the parameter `name` (0 for biases, which start
+// at zero; LayerNorm weights start at one and report 0 too).
+double gpt_init_std(const std::string& name, const GPTConfig& cfg);
 
 }  // namespace trident::models

@@ -68,8 +68,9 @@ class Dropout : public UnaryModule {
 
 class Sequential : public UnaryModule {
  public:
-  Sequential() = default;
-  // Children are named "0", "1", ... in the order pushed.
+  // Children are named first_index, first_index + 1, ... in the order pushed (a pipeline
+  // stage holding blocks 4..7 of a model names them "4".."7").
+  explicit Sequential(int64_t first_index = 0) : first_index_(first_index) {}
   void push_back(std::shared_ptr<UnaryModule> m);
   Tensor forward(const Tensor& x) override;
   size_t size() const { return layers_.size(); }
@@ -77,6 +78,7 @@ class Sequential : public UnaryModule {
 
  private:
   std::vector<std::shared_ptr<UnaryModule>> layers_;
+  int64_t first_index_ = 0;
 };
 
 // Causal multi-head self-attention with a fused q|k|v projection ("qkv") and an output

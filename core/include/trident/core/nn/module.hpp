@@ -12,6 +12,22 @@
 
 namespace trident::nn {
 
+// How a parameter held by this rank relates to the full (unsharded) parameter: the full tensor
+// is split along `dim` into `parts` equal pieces and this rank holds piece `index`. With
+// `blocks` > 1 the dimension is first cut into that many equal blocks (q|k|v of a fused
+// projection) and each block is split the same way, the rank holding its piece of every block.
+// dim < 0: not sharded (replicated).
+struct ShardSpec {
+  int dim = -1;
+  int parts = 1;
+  int index = 0;
+  int blocks = 1;
+  bool sharded() const { return dim >= 0 && parts > 1; }
+  Shape full_shape(const Shape& local) const;
+  // The piece of `full` this rank holds (a new contiguous tensor).
+  Tensor slice(const Tensor& full) const;
+};
+
 class Module {
  public:
   virtual ~Module() = default;
@@ -20,6 +36,8 @@ class Module {
   Module& operator=(const Module&) = delete;
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  // The shard spec of every parameter, by the same dotted names.
+  std::vector<std::pair<std::string, ShardSpec>> named_shard_specs() const;
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const {
     return children_;
@@ -36,7 +54,7 @@ class Module {
   void to(Device device);
 
  protected:
-  Tensor register_parameter(const std::string& name, Tensor t);
+  Tensor register_parameter(const std::string& name, Tensor t, ShardSpec spec = {});
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     children_.emplace_back(name, m);
@@ -44,8 +62,15 @@ class Module {
   }
 
  private:
-  void collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
-  std::vector<std::pair<std::string, Tensor>> params_;
+  template <typename T, typename Get>
+  void collect(const std::string& prefix, std::vector<std::pair<std::string, T>>& out,
+               const Get& get) const;
+  struct Param {
+    std::string name;
+    Tensor tensor;
+    ShardSpec spec;
+  };
+  std::vector<Param> params_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
 };
