@@ -16,8 +16,9 @@ void check_layout(const ParallelLayout& l, int world_size) {
   check_axis("--dp", l.dp);
   check_axis("--tp", l.tp);
   check_axis("--pp", l.pp);
-  TRIDENT_CHECK(l.world_size() == world_size, "--dp ", l.dp, " x --tp ", l.tp, " x --pp ", l.pp,
-                " = ", l.world_size(), " does not match the ", world_size, " ranks launched");
+  const long long product = static_cast<long long>(l.dp) * l.tp * l.pp;  // no int overflow
+  TRIDENT_CHECK(product == world_size, "--dp ", l.dp, " x --tp ", l.tp, " x --pp ", l.pp, " = ",
+                product, " does not match the ", world_size, " ranks launched");
 }
 
 ParallelLayout resolve_layout(int world_size, int dp_or_0, int tp, int pp) {

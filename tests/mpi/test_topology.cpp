@@ -99,6 +99,8 @@ TEST_CASE("layouts that do not match the world are refused with the numbers", "[
   CHECK_THAT(error_of_layout(8, 0, 0, 1), Catch::Contains("--tp 0 is not a positive"));
   CHECK_THAT(error_of_layout(8, 0, 2, -1), Catch::Contains("--pp -1 is not a positive"));
   CHECK_THAT(error_of_layout(8, -2, 2, 2), Catch::Contains("--dp -2 is not a positive"));
+  CHECK_THAT(error_of_layout(8, 65536, 65536, 2),
+             Catch::Contains("= 8589934592 does not match the 8 ranks"));
   CHECK_THROWS_WITH(Topology(8, 8, ParallelLayout{2, 2, 2}),
                     Catch::Contains("world rank 8 is outside the 8 ranks"));
   CHECK_THROWS_WITH(Topology(0, 4, ParallelLayout{2, 2, 2}),
