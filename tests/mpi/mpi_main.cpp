@@ -20,7 +20,15 @@ int main(int argc, char** argv) {
     args.push_back(const_cast<char*>("--name"));
     args.push_back(const_cast<char*>(name.c_str()));
     Catch::Session session;
-    const int failed = session.run(static_cast<int>(args.size()), args.data());
+    const int bad_args = session.applyCommandLine(static_cast<int>(args.size()), args.data());
+    if (bad_args != 0) return bad_args;
+    const Catch::ConfigData& config = session.configData();
+    if (config.showHelp || config.listTests || config.listTestNamesOnly || config.listTags ||
+        config.listReporters) {
+      session.run();  // prints the listing; its result is a count, not failures
+      return 0;
+    }
+    const int failed = session.run();
     int failed_anywhere = 0;
     MPI_Allreduce(&failed, &failed_anywhere, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (mpi.world_rank() == 0)
