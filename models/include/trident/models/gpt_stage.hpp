@@ -24,7 +24,9 @@ class GPTStage final : public PipelineStage {
   Device device() const override;
   // Sums wte.weight's gradient over the first and last stage (the embedding's share and the
   // output head's), so both hold the single-model gradient of the tied weight. Collective
-  // over the context's embedding group; nothing when pp == 1 or on a middle stage.
+  // over the context's embedding group; nothing when pp == 1 or on a middle stage. With a
+  // DataParallelReducer (wte.weight in a solo bucket) call its all_reduce_param_grad("wte.weight",
+  // *embedding_group()) after finish() instead: under ZeRO this rank owns only a shard.
   void finish_gradients() override;
 
   GPT& model() const { return model_; }
