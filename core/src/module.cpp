@@ -26,6 +26,22 @@ Tensor ShardSpec::slice(const Tensor& full) const {
   return out;
 }
 
+Tensor ShardSpec::assemble(const std::vector<Tensor>& pieces) const {
+  if (!sharded()) return pieces.at(0);
+  TRIDENT_CHECK(static_cast<int>(pieces.size()) == parts, "assemble: ", pieces.size(),
+                " pieces for a parameter split in ", parts);
+  const Tensor& first = pieces[0];
+  Tensor full = Tensor::empty(full_shape(first.shape()), first.dtype(), first.device());
+  const int64_t local = first.size(dim), piece = local / blocks, block = piece * parts;
+  for (int r = 0; r < parts; ++r) {
+    for (int b = 0; b < blocks; ++b) {
+      const int64_t dst = b * block + r * piece;
+      full.slice(dim, dst, dst + piece).copy_(pieces[static_cast<size_t>(r)].slice(dim, b * piece, (b + 1) * piece));
+    }
+  }
+  return full;
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor t, ShardSpec spec) {
   TRIDENT_CHECK(name.find('.') == std::string::npos, "parameter name '", name,
                 "' must not contain a dot");

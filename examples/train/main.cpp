@@ -9,6 +9,8 @@
 
 #include "options.hpp"
 #include "trident/core/error.hpp"
+#include "trident/parallel/launch_env.hpp"
+#include "trident/parallel/mpi_runtime.hpp"
 
 using trident::train::Options;
 
@@ -32,6 +34,22 @@ int main(int argc, char** argv) {
   d->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
   d->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
   d->add_option("--steps", o.steps, "Optimizer steps")->capture_default_str();
+  auto* par = app.add_option_group("Parallelism");
+  par->add_option("--dp", o.dp, "Data-parallel ranks (0 = world / (tp x pp))");
+  par->add_option("--tp", o.tp, "Tensor-parallel ranks")->capture_default_str();
+  par->add_option("--pp", o.pp, "Pipeline stages")->capture_default_str();
+  par->add_option("--micro-batches", o.micro_batches, "Micro-batches per step")
+      ->capture_default_str();
+  par->add_option("--zero", o.zero, "1: shard AdamW state over data-parallel ranks (ZeRO-1)")
+      ->check(CLI::IsMember({0, 1}))->capture_default_str();
+  par->add_option("--schedule", o.schedule, "Pipeline schedule: gpipe or 1f1b")
+      ->check(CLI::IsMember({"gpipe", "1f1b"}))->capture_default_str();
+  par->add_flag("--no-overlap", o.no_overlap,
+                "Reduce gradients after backward instead of during it");
+  par->add_option("--bucket-mb", o.bucket_mb, "Gradient bucket size in MiB")
+      ->capture_default_str();
+  par->add_option("--comm-timeout", o.comm_timeout_s,
+                  "Seconds a collective may stall before the job is ended")->capture_default_str();
   auto* op = app.add_option_group("Optimizer");
   op->add_option("--optimizer", o.optimizer, "adamw or sgd")
       ->check(CLI::IsMember({"adamw", "sgd"}))->capture_default_str();
@@ -65,18 +83,24 @@ int main(int argc, char** argv) {
   e->add_option("--sample-tokens", o.sample_tokens, "Tokens to generate")->capture_default_str();
   e->add_option("--temperature", o.temperature, "Sampling temperature")->capture_default_str();
   e->add_option("--top-k", o.top_k, "Sample among the k likeliest tokens (0 = all)");
-  CLI11_PARSE(app, argc, argv);
-
+  // Under mpirun every rank parses the same flags: only rank 0 prints a parse error, every rank
+  // exits with its code.
+  const trident::LaunchEnv env = trident::discover_launch_env();
   try {
-    if (o.threads > 0) omp_set_num_threads(o.threads);
-    if (o.mode == "eval") return trident::train::run_eval(o);
-    if (o.mode == "sample") return trident::train::run_sample(o);
-    return trident::train::run_train(o);
-  } catch (const trident::Error& err) {
-    std::fprintf(stderr, "trident-train: error: %s\n", err.what());
-    return 1;
-  } catch (const std::exception& err) {
-    std::fprintf(stderr, "trident-train: internal error: %s\n", err.what());
-    return 2;
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (env.rank == 0 || e.get_exit_code() == 0) return app.exit(e);
+    return e.get_exit_code();
   }
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+  if (o.mode != "train") {
+    try {
+      return o.mode == "eval" ? trident::train::run_eval(o) : trident::train::run_sample(o);
+    } catch (const trident::Error& err) {
+      std::fprintf(stderr, "trident-train: error: %s\n", err.what());
+      return 1;
+    }
+  }
+  trident::MpiRuntime mpi(&argc, &argv);
+  return trident::run_guarded([&] { return trident::train::run_train(o); });
 }

@@ -15,8 +15,16 @@ struct Options {
   float dropout = 0.0f;
   // data and batch
   std::string data;  // empty = built-in addition data set
-  int64_t batch = 16, seq = 64;
+  int64_t batch = 16, seq = 64;  // batch: sequences per micro-batch on each data-parallel rank
   int64_t steps = 600;
+  // parallelism: world = dp x pp x tp; global batch = dp x micro_batches x batch sequences
+  int dp = 0, tp = 1, pp = 1;  // dp 0: world / (tp x pp)
+  int64_t micro_batches = 1;
+  int zero = 0;  // 1: ZeRO-1 sharded optimizer state
+  std::string schedule = "1f1b";
+  bool no_overlap = false;
+  double bucket_mb = 25.0;
+  double comm_timeout_s = 300.0;
   // optimizer
   std::string optimizer = "adamw";
   float lr = 3e-3f, min_lr = 3e-4f;

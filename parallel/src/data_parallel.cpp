@@ -127,6 +127,14 @@ struct ReducerHook {
   void operator()(Tensor&) const { call(index); }
 };
 
+// Buffers an unfinished collective may still write into, kept until the process exits.
+void abandon_buffers(std::vector<Tensor> buffers) {
+  static std::mutex mu;
+  static std::vector<Tensor> abandoned;
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& t : buffers) abandoned.push_back(std::move(t));
+}
+
 int64_t round_up(int64_t n, int64_t m) {
   return (n + m - 1) / m * m;
 }
@@ -263,6 +271,21 @@ DataParallelReducer::~DataParallelReducer() {
                                  return r != nullptr && r->owner == this;
                                }),
                 hooks.end());
+  }
+  // A reduction still in flight writes into its bucket: wait for it. While an exception unwinds
+  // (the job is ending, a peer may never join) keep the buffers alive instead, for good.
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    Impl::BucketState& st = impl_->state[b];
+    if (!st.launched || st.waited) continue;
+    if (std::uncaught_exceptions() > 0) {
+      abandon_buffers({buckets_[b].grads, buckets_[b].shard_grads});
+      continue;
+    }
+    try {
+      st.work->wait();
+    } catch (const std::exception&) {
+      abandon_buffers({buckets_[b].grads, buckets_[b].shard_grads});
+    }
   }
 }
 
@@ -423,6 +446,29 @@ double DataParallelReducer::grad_sum_squares_local() const {
   for (const auto& bucket : buckets_) {
     const Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
     s += backend_for(g.device()).sum_squares(g.dtype(), g.raw_data(), g.numel());
+  }
+  return s;
+}
+
+double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& weights) const {
+  ensure_reduced("grad_sum_squares_local");
+  TRIDENT_CHECK(weights.size() == params_.size(), "grad_sum_squares_local: ", weights.size(),
+                " weights for ", params_.size(), " parameters");
+  double s = 0;
+  for (const auto& bucket : buckets_) {
+    const Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
+    const int64_t base = opts_.zero ? bucket.shard_begin : 0;
+    const char* data = static_cast<const char*>(g.raw_data());
+    const size_t esize = dtype_size(g.dtype());
+    for (size_t k = 0; k < bucket.params.size(); ++k) {
+      const double w = weights[bucket.params[k]];
+      if (w == 0) continue;
+      const int64_t lo = std::max(bucket.offsets[k], base);
+      const int64_t hi = std::min(bucket.offsets[k] + params_[bucket.params[k]].second.numel(),
+                                  base + g.numel());
+      if (hi <= lo) continue;
+      s += w * backend_for(g.device()).sum_squares(g.dtype(), data + (lo - base) * static_cast<int64_t>(esize), hi - lo);
+    }
   }
   return s;
 }

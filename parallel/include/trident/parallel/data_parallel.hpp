@@ -111,6 +111,10 @@ class DataParallelReducer {
   // Sum of squares of the reduced gradients this rank is responsible for: all of them, or
   // under ZeRO its shards (summing over dp then gives the total). After finish().
   double grad_sum_squares_local() const;
+  // The same with parameter i's squares multiplied by weights[i] (index as named_parameters());
+  // a weight of 0 leaves out a parameter that another rank counts (a tensor-parallel replica,
+  // the tied embedding's second copy).
+  double grad_sum_squares_local(const std::vector<double>& weights) const;
   // Multiplies those same gradients by `coef` (gradient clipping). After finish().
   void scale_grads(double coef);
 

@@ -26,6 +26,8 @@ struct ShardSpec {
   Shape full_shape(const Shape& local) const;
   // The piece of `full` this rank holds (a new contiguous tensor).
   Tensor slice(const Tensor& full) const;
+  // The inverse: the full tensor from every rank's piece (pieces[i] from index i).
+  Tensor assemble(const std::vector<Tensor>& pieces) const;
 };
 
 class Module {

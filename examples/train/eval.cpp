@@ -1,0 +1,64 @@
+// trident-train's evaluation and sampling modes (one process).
+#include <cmath>
+#include <cstdio>
+
+#include "model_io.hpp"
+#include "setup.hpp"
+#include "trident/core/data.hpp"
+#include "trident/core/rng.hpp"
+
+namespace trident::train {
+
+int run_eval(const Options& opt) {
+  TRIDENT_CHECK(!opt.data.empty(), "eval mode needs a token file: --data FILE");
+  TRIDENT_CHECK(opt.eval_windows > 0, "--eval-windows must be positive");
+  const Device device = Device::parse(opt.device);
+  const models::GPTConfig cfg = resolve_model_config(opt);
+  check_sizes(opt, cfg);
+  const std::vector<int32_t> tokens = data::load_tokens(opt.data);
+  const int64_t T = opt.seq;
+  const int64_t need = opt.eval_windows * T + 1;
+  TRIDENT_CHECK(static_cast<int64_t>(tokens.size()) >= need, opt.data, " holds ", tokens.size(),
+                " tokens; ", opt.eval_windows, " windows of ", T, " need ", need);
+  for (int64_t i = 0; i < need; ++i) {
+    TRIDENT_CHECK(tokens[static_cast<size_t>(i)] < cfg.vocab_size, opt.data, ": token ",
+                  tokens[static_cast<size_t>(i)], " at position ", i,
+                  " is outside the model's vocabulary of ", cfg.vocab_size);
+  }
+  auto model = build_model(opt, cfg, device, nullptr);
+  NoGradGuard no_grad;
+  model->eval();
+  double total = 0;
+  for (int64_t k = 0; k < opt.eval_windows; ++k) {
+    std::vector<int32_t> x(tokens.begin() + k * T, tokens.begin() + k * T + T);
+    std::vector<int32_t> y(tokens.begin() + k * T + 1, tokens.begin() + k * T + T + 1);
+    total += model->loss(Tensor::from_vector(x, {1, T}, device),
+                         Tensor::from_vector(y, {1, T}, device)).item();
+  }
+  const double mean = total / static_cast<double>(opt.eval_windows);
+  std::printf("eval: %lld windows x %lld tokens of %s: mean cross-entropy %.6f (perplexity %.3f)\n",
+              static_cast<long long>(opt.eval_windows), static_cast<long long>(T),
+              opt.data.c_str(), mean, std::exp(mean));
+  return 0;
+}
+
+int run_sample(const Options& opt) {
+  TRIDENT_CHECK(!opt.load.empty() || !opt.hf.empty(),
+                "sample mode needs a trained model: --load runs/default/model.safetensors or --hf DIR");
+  const Device device = Device::parse(opt.device);
+  const models::GPTConfig cfg = resolve_model_config(opt);
+  TRIDENT_CHECK(cfg.vocab_size >= 256, "sample mode decodes bytes: the model's vocabulary of ",
+                cfg.vocab_size, " is not byte-level");
+  auto model = build_model(opt, cfg, device, nullptr);
+  std::vector<int32_t> prompt;
+  for (unsigned char c : opt.prompt) prompt.push_back(c);
+  Generator gen(opt.seed);
+  const std::vector<int32_t> out =
+      model->generate(prompt, opt.sample_tokens, opt.temperature, opt.top_k, gen);
+  std::string text;
+  for (int32_t t : out) text += t < 256 ? static_cast<char>(t) : '?';
+  std::printf("%s\n", text.c_str());
+  return 0;
+}
+
+}  // namespace trident::train

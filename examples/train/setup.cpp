@@ -1,0 +1,83 @@
+#include "setup.hpp"
+
+#include <cstdio>
+
+#include "trident/core/data.hpp"
+#include "trident/core/safetensors.hpp"
+#include "trident/models/hf_gpt2.hpp"
+
+namespace trident::train {
+
+DataSplit load_data(const Options& opt, int64_t vocab) {
+  DataSplit d;
+  if (opt.data.empty()) {
+    TRIDENT_CHECK(vocab >= 128, "the built-in data set is byte-level text: it needs a vocabulary "
+                  "of at least 128 tokens, the model has ", vocab);
+    d.train = data::make_addition_dataset(200000, opt.seed);
+    d.val = data::make_addition_dataset(20000, opt.seed + 0x5EED);
+    d.builtin = true;
+    d.description = "built-in addition data set (2,000,000 train / 200,000 val characters)";
+    return d;
+  }
+  std::vector<int32_t> all = data::load_tokens(opt.data);
+  for (size_t i = 0; i < all.size(); ++i) {
+    TRIDENT_CHECK(all[i] < vocab, opt.data, ": token ", all[i], " at position ", i,
+                  " is outside the model's vocabulary of ", vocab);
+  }
+  const size_t cut = all.size() - all.size() / 10;  // the last 10% is held out
+  d.val.assign(all.begin() + static_cast<std::ptrdiff_t>(cut), all.end());
+  all.resize(cut);
+  d.train = std::move(all);
+  d.description = opt.data + " (" + std::to_string(d.train.size()) + " train / " +
+                  std::to_string(d.val.size()) + " val tokens)";
+  return d;
+}
+
+void check_sizes(const Options& opt, const models::GPTConfig& cfg) {
+  TRIDENT_CHECK(opt.seq > 0 && opt.batch > 0, "--batch and --seq must be positive");
+  TRIDENT_CHECK(opt.seq <= cfg.block_size, "--seq ", opt.seq,
+                " is longer than the model's context of ", cfg.block_size,
+                " tokens (raise --block or lower --seq)");
+  TRIDENT_CHECK(opt.steps >= 0, "--steps must not be negative");
+  TRIDENT_CHECK(opt.log_interval > 0, "--log-interval must be positive");
+  TRIDENT_CHECK(opt.micro_batches > 0, "--micro-batches must be positive");
+}
+
+models::GPTConfig resolve_model_config(const Options& opt) {
+  TRIDENT_CHECK(opt.load.empty() || opt.hf.empty(), "give --load or --hf, not both");
+  models::GPTConfig c;
+  if (!opt.hf.empty()) {
+    c = models::read_hf_gpt2_config(opt.hf + "/config.json");
+  } else if (!opt.load.empty()) {
+    auto f = SafetensorsFile::open(opt.load);
+    const auto& m = f.metadata();
+    auto get = [&](const char* key) {
+      auto it = m.find(key);
+      TRIDENT_CHECK(it != m.end(), opt.load, ": no '", key,
+                    "' in the metadata: not a model written by trident-train");
+      return std::stoll(it->second);
+    };
+    c.vocab_size = get("vocab_size");
+    c.block_size = get("block_size");
+    c.n_layer = get("n_layer");
+    c.n_head = get("n_head");
+    c.n_embd = get("n_embd");
+  } else {
+    return opt.model_config();
+  }
+  c.dropout = opt.dropout;
+  c.validate();
+  return c;
+}
+
+std::string human_bytes(size_t b) {
+  char buf[32];
+  if (b >= (size_t(1) << 30)) {
+    std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1 << 30));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
+  }
+  return buf;
+}
+
+}  // namespace trident::train

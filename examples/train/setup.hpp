@@ -1,0 +1,26 @@
+// What trident-train checks and loads before it builds anything collective.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "options.hpp"
+
+namespace trident::train {
+
+struct DataSplit {
+  std::vector<int32_t> train, val;
+  std::string description;
+  bool builtin = false;
+};
+
+// The built-in addition data set, or --data with its last 10% held out; every token must be
+// inside the model's vocabulary.
+DataSplit load_data(const Options& opt, int64_t vocab);
+// Batch, sequence and step flags against the model.
+void check_sizes(const Options& opt, const models::GPTConfig& cfg);
+// The model's sizes without loading weights: from --hf's config.json, --load's metadata or the
+// size flags.
+models::GPTConfig resolve_model_config(const Options& opt);
+std::string human_bytes(size_t bytes);
+
+}  // namespace trident::train

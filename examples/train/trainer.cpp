@@ -1,0 +1,311 @@
+// trident-train's training loop over a dp x pp x tp job (one process is the 1 x 1 x 1 case).
+//
+// Per step: every data-parallel rank takes its micro-batches of the global batch, runs them
+// through its pipeline stage (a schedule when pp > 1), the reducer averages gradients over dp
+// while backward runs, the tied embedding's gradient is summed between first and last stage,
+// gradients are clipped by their global norm, and the optimizer (ZeRO-1 sharded or not) steps.
+// World rank 0 logs; bad input found before the job's collectives are built is reported once.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "model_io.hpp"
+#include "setup.hpp"
+#include "trident/core/allocator.hpp"
+#include "trident/core/data.hpp"
+#include "trident/core/ops.hpp"
+#include "trident/core/optim/optimizer.hpp"
+#include "trident/models/gpt_stage.hpp"
+#include "trident/parallel/data_parallel.hpp"
+#include "trident/parallel/mpi_communicator.hpp"
+#include "trident/parallel/pipeline.hpp"
+#include "trident/parallel/zero_optimizer.hpp"
+
+namespace trident::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Plan {
+  ParallelLayout layout;
+  models::GPTConfig cfg;
+  DataSplit data;
+};
+
+// Everything that can be wrong with the flags or the inputs, checked before any collective.
+Plan validate(const Options& opt, int world_size) {
+  Plan p;
+  p.layout = resolve_layout(world_size, opt.dp, opt.tp, opt.pp);
+  p.cfg = resolve_model_config(opt);
+  check_sizes(opt, p.cfg);
+  const auto& L = p.layout;
+  TRIDENT_CHECK(p.cfg.n_head % L.tp == 0, "--tp ", L.tp, " does not divide ", p.cfg.n_head,
+                " attention heads");
+  TRIDENT_CHECK(p.cfg.vocab_size % L.tp == 0, "--tp ", L.tp, " does not divide the vocabulary of ",
+                p.cfg.vocab_size, " tokens");
+  TRIDENT_CHECK(p.cfg.n_layer % L.pp == 0, "--pp ", L.pp, " does not divide the model's ",
+                p.cfg.n_layer, " layers");
+  TRIDENT_CHECK(opt.zero == 0 || opt.optimizer == "adamw", "--zero 1 shards AdamW state: use "
+                "--optimizer adamw");
+  TRIDENT_CHECK(opt.bucket_mb > 0, "--bucket-mb must be positive");
+  Device::parse(opt.device);
+  p.data = load_data(opt, p.cfg.vocab_size);
+  return p;
+}
+
+// The global batch of step s is split into dp x m micro-batches; rank d's k-th is piece
+// d * m + k, so any layout consumes the same tokens as one rank with dp * m * batch sequences.
+std::vector<MicroBatch> micro_batches(const data::TokenLoader& loader, int64_t step,
+                                      const Topology& topo, int64_t m, Device device) {
+  std::vector<MicroBatch> out;
+  const int64_t dp = topo.layout().dp;
+  for (int64_t k = 0; k < m; ++k) {
+    auto [x, y] = loader.batch(step * dp * m + topo.dp_rank() * m + k, device);
+    out.push_back({x, y});
+  }
+  return out;
+}
+
+// Global gradient norm: every parameter element counted once over the job (tp-replicated
+// parameters on tp rank 0 only, the tied embedding on the first stage only).
+double global_grad_norm(const models::GPT& model, DataParallelReducer& reducer,
+                        Communicator& world) {
+  const ParallelContext& ctx = model.parallel();
+  const auto specs = model.named_shard_specs();
+  std::vector<double> weight(specs.size(), 1.0);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (!specs[i].second.sharded() && ctx.topology().tp_rank() != 0) weight[i] = 0;
+    if (specs[i].first == "wte.weight" && !model.is_first_stage()) weight[i] = 0;
+  }
+  double sq = reducer.grad_sum_squares_local(weight);
+  // Without ZeRO every dp replica holds the same reduced gradients: count one of them.
+  if (!reducer.options().zero && ctx.topology().dp_rank() != 0) sq = 0;
+  world.all_reduce(&sq, 1, DType::F64, ReduceOp::Sum);
+  return std::sqrt(sq);
+}
+
+// Mean loss over the first `batches` global batches of the validation tokens, each split into
+// micro-batches exactly as in training (so any layout evaluates the same sequences).
+double evaluate(models::GPT& model, const data::TokenLoader& loader, int64_t batches, int64_t m,
+                Device device, Communicator& dp) {
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  const ParallelContext& ctx = model.parallel();
+  Communicator& ppc = ctx.pp();
+  const Topology& topo = ctx.topology();
+  double total = 0;
+  for (int64_t k = 0; k < batches; ++k) {
+    for (const MicroBatch& mb : micro_batches(loader, k, topo, m, device)) {
+      Tensor in = mb.inputs;
+      if (!model.is_first_stage()) {
+        in = Tensor::empty({in.size(0), in.size(1), model.config().n_embd}, DType::F32, device);
+        ppc.recv(in.raw_data(), static_cast<size_t>(in.numel()), in.dtype(), topo.pp_rank() - 1, 71);
+      }
+      Tensor h = model.forward_stage(in).contiguous();
+      double loss = 0;
+      if (!model.is_last_stage()) {
+        ppc.send(h.raw_data(), static_cast<size_t>(h.numel()), h.dtype(), topo.pp_rank() + 1, 71);
+      } else {
+        loss = model.head_loss(h, mb.targets).item();
+      }
+      ppc.broadcast(&loss, 1, DType::F64, ppc.size() - 1);
+      total += loss;
+    }
+  }
+  dp.all_reduce(&total, 1, DType::F64, ReduceOp::Avg);
+  model.train(was_training);
+  return total / static_cast<double>(batches * m);
+}
+
+}  // namespace
+
+int run_train(const Options& opt) {
+  auto world = MpiCommunicator::world();
+  world->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(opt.comm_timeout_s * 1000)));
+  // Bad input is found on every rank alike; the lowest rank that found it reports it once.
+  Plan plan;
+  std::string error;
+  try {
+    plan = validate(opt, world->size());
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  int32_t first_bad = error.empty() ? world->size() : world->rank();
+  world->all_reduce(&first_bad, 1, DType::I32, ReduceOp::Min);
+  if (first_bad < world->size()) {
+    if (world->rank() == first_bad) std::fprintf(stderr, "trident-train: error: %s\n", error.c_str());
+    return 1;
+  }
+
+  const Topology topo(world->rank(), world->size(), plan.layout);
+  ProcessGroups groups(*world, topo);
+  groups.set_timeout(world->timeout());
+  const ParallelContext ctx(groups);
+  const Device device = Device::parse(opt.device);
+  const models::GPTConfig& cfg = plan.cfg;
+  auto model = build_model(opt, cfg, device, &ctx);
+  const bool log = topo.world_rank() == 0;
+  const int64_t m = opt.micro_batches, dp = plan.layout.dp, pp = plan.layout.pp;
+
+  DataParallelOptions dpo;
+  dpo.bucket_bytes = static_cast<size_t>(opt.bucket_mb * (1 << 20));
+  dpo.overlap = !opt.no_overlap;
+  dpo.zero = opt.zero == 1;
+  if (pp > 1) dpo.solo_params = {"wte.weight"};
+  DataParallelReducer reducer(model->named_parameters(), groups.dp(), dpo);
+
+  // Matrices (and embeddings) are decayed; biases and LayerNorm parameters are not.
+  optim::ParamGroup decay{{}, opt.weight_decay}, no_decay{{}, 0.0f};
+  for (auto& [name, p] : model->named_parameters()) (p.dim() >= 2 ? decay : no_decay).params.push_back(p);
+  std::vector<optim::ParamGroup> param_groups{decay, no_decay};
+  const optim::AdamWOptions adam{opt.lr, opt.beta1, opt.beta2, opt.eps};
+  std::unique_ptr<optim::Optimizer> optimizer;
+  if (dpo.zero) {
+    optimizer = std::make_unique<ZeroAdamW>(reducer, param_groups, adam);
+  } else if (opt.optimizer == "sgd") {
+    optimizer = std::make_unique<optim::SGD>(param_groups,
+                                             optim::SGDOptions{opt.lr, opt.momentum, 0.0f, opt.nesterov});
+  } else {
+    optimizer = std::make_unique<optim::AdamW>(param_groups, adam);
+  }
+  const optim::CosineSchedule schedule{opt.lr, opt.min_lr, opt.warmup, std::max<int64_t>(opt.steps, 1)};
+  std::unique_ptr<PipelineSchedule> pipeline;
+  std::unique_ptr<models::GPTStage> stage;
+  if (pp > 1) {
+    pipeline = make_pipeline_schedule(opt.schedule);
+    stage = std::make_unique<models::GPTStage>(*model);
+  }
+
+  data::TokenLoader train_loader(std::move(plan.data.train), opt.batch, opt.seq);
+  data::TokenLoader val_loader(std::move(plan.data.val), opt.batch, opt.seq);
+  // Validation: the first global batches of the held-out tokens (about 20 x 1024 tokens).
+  const int64_t global_tokens = dp * m * opt.batch * opt.seq;
+  const int64_t val_batches = std::max<int64_t>(
+      1, std::min<int64_t>((20 * 1024 + global_tokens - 1) / global_tokens,
+                           (val_loader.num_tokens() - 1) / global_tokens));
+  // A progress bar only for an interactive single process (mpirun gives ranks a pty too).
+  const bool tty = log && world->size() == 1 && isatty(STDOUT_FILENO) != 0;
+  std::FILE* metrics = nullptr;
+  if (log) {
+    std::filesystem::create_directories(opt.out_dir);
+    metrics = std::fopen((opt.out_dir + "/metrics.jsonl").c_str(), "w");
+    TRIDENT_CHECK(metrics != nullptr, "cannot write ", opt.out_dir, "/metrics.jsonl");
+  }
+  if (log) {
+    std::printf("trident-train: %s on %s\n", cfg.describe().c_str(), device.str().c_str());
+    std::printf("layout: dp %d x pp %d x tp %d on %d ranks%s%s\n", plan.layout.dp, plan.layout.pp,
+                plan.layout.tp, world->size(), dpo.zero ? ", ZeRO-1" : "",
+                pp > 1 ? (", " + opt.schedule + " schedule").c_str() : "");
+    std::printf("data: %s\n", plan.data.description.c_str());
+    std::printf("global batch %lld sequences (dp %lld x %lld micro-batches x %lld) of %lld tokens, "
+                "%lld steps, %s lr %.3g (warmup %lld, cosine to %.3g)\n",
+                static_cast<long long>(dp * m * opt.batch), static_cast<long long>(dp),
+                static_cast<long long>(m), static_cast<long long>(opt.batch),
+                static_cast<long long>(opt.seq), static_cast<long long>(opt.steps),
+                dpo.zero ? "zero-adamw" : opt.optimizer.c_str(), opt.lr,
+                static_cast<long long>(opt.warmup), opt.min_lr);
+    std::fflush(stdout);
+  }
+
+  Allocator& alloc = allocator_for(device);
+  const auto run_start = Clock::now();
+  const double tokens_per_step = static_cast<double>(dp * m * opt.batch * opt.seq);
+  double win_time = 0, win_comm = 0, win_bubble = 0, last_loss = 0;
+  int64_t win_steps = 0;
+  for (int64_t step = 0; step < opt.steps; ++step) {
+    const auto t0 = Clock::now();
+    const std::vector<MicroBatch> mbs = micro_batches(train_loader, step, topo, m, device);
+    optimizer->zero_grad();
+    double loss_sum = 0, bubble = 0;
+    if (pp == 1) {
+      for (int64_t k = 0; k < m; ++k) {
+        Tensor loss = model->loss(mbs[k].inputs, mbs[k].targets);
+        if (m > 1) loss = loss * (1.0 / static_cast<double>(m));
+        reducer.prepare(k == m - 1);
+        loss.backward();
+        loss_sum += loss.item();
+      }
+    } else {
+      const PipelineStepStats st = pipeline->run(*stage, mbs, groups.pp(),
+                                                 [&](int, bool last) { reducer.prepare(last); });
+      loss_sum = st.loss;
+      bubble = st.comm_wait_s;
+    }
+    reducer.finish();
+    if (Communicator* emb = ctx.embedding_group()) reducer.all_reduce_param_grad("wte.weight", *emb);
+    if (opt.grad_clip > 0) {
+      const double norm = global_grad_norm(*model, reducer, *world);
+      const double coef = opt.grad_clip / (norm + 1e-6);
+      if (coef < 1.0) reducer.scale_grads(coef);
+    }
+    optimizer->set_lr(schedule.lr(step));
+    optimizer->step();
+    groups.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
+    last_loss = loss_sum;
+    TRIDENT_CHECK(std::isfinite(last_loss), "loss is ", last_loss, " at step ", step + 1,
+                  " (lower --lr or enable --grad-clip)");
+    const double step_s = seconds_since(t0);
+    if (metrics) {
+      std::fprintf(metrics,
+                   "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_s\": %.1f, "
+                   "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
+                   "\"peak_mem_bytes\": %zu}\n",
+                   static_cast<long long>(step + 1), last_loss, static_cast<double>(optimizer->lr()),
+                   tokens_per_step / step_s, 1000 * step_s, 1000 * reducer.exposed_comm_seconds(),
+                   1000 * bubble, alloc.stats().peak_bytes);
+      std::fflush(metrics);
+    }
+    win_time += step_s;
+    win_comm += reducer.exposed_comm_seconds();
+    win_bubble += bubble;
+    ++win_steps;
+    const bool line = (step + 1) % opt.log_interval == 0 || step + 1 == opt.steps || step == 0;
+    if (log && line) {
+      if (tty) std::printf("\r\033[K");
+      const double ms = 1000.0 * win_time / static_cast<double>(win_steps);
+      std::printf("step %5lld/%lld | loss %.4f | lr %.3e | %8.0f tok/s | %7.1f ms/step "
+                  "(comm %.1f, bubble %.1f) | peak mem %s\n",
+                  static_cast<long long>(step + 1), static_cast<long long>(opt.steps), last_loss,
+                  optimizer->lr(), tokens_per_step * static_cast<double>(win_steps) / win_time, ms,
+                  1000.0 * win_comm / static_cast<double>(win_steps),
+                  1000.0 * win_bubble / static_cast<double>(win_steps),
+                  human_bytes(alloc.stats().peak_bytes).c_str());
+    } else if (tty) {
+      const int width = 30;
+      const int filled = static_cast<int>(width * (step + 1) / opt.steps);
+      std::printf("\r\033[K[%s%s] %lld/%lld loss %.4f", std::string(filled, '#').c_str(),
+                  std::string(width - filled, '.').c_str(), static_cast<long long>(step + 1),
+                  static_cast<long long>(opt.steps), last_loss);
+    }
+    if (line) win_time = win_comm = win_bubble = 0, win_steps = 0;
+    if (opt.eval_interval > 0 && (step + 1) % opt.eval_interval == 0 && step + 1 < opt.steps) {
+      const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
+      if (log) std::printf("step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
+    }
+    if (log) std::fflush(stdout);
+  }
+  const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
+  const auto full = gather_full_parameters(*model);
+  if (log) {
+    std::printf("done in %.1f s | final train loss %.4f | val loss %.4f", seconds_since(run_start),
+                last_loss, val);
+    if (plan.data.builtin) std::printf(" | best possible %.4f", data::addition_dataset_loss_floor());
+    std::printf("\n");
+    const std::string path = opt.out_dir + "/model.safetensors";
+    save_model(full, cfg, path);
+    std::printf("weights written to %s\n", path.c_str());
+    std::fprintf(metrics, "{\"final_val_loss\": %.9g}\n", val);
+    std::fclose(metrics);
+  }
+  return 0;
+}
+
+}  // namespace trident::train
