@@ -222,14 +222,22 @@ void reduce_run(T* out, const T* in, const int64_t* shape, const bool* reduced, 
     }
   } else {
     // Each output row of `inner` elements adds n_combos contiguous input lines, in column
-    // chunks so that threads also split a single wide row and the accumulator stays in L1.
-    constexpr int64_t kChunk = 512;
-    const int64_t n_chunks = (inner + kChunk - 1) / kChunk;
+    // chunks so that threads also split a single row (a bias gradient) and the accumulator
+    // stays in L1. With fewer rows than threads the chunks shrink (down to 16 elements) until
+    // every thread has one.
+    constexpr int64_t kMaxChunk = 512;
+    int64_t chunk = kMaxChunk;
+    const int64_t threads = parallel ? omp_get_max_threads() : 1;
+    if (n_rows < threads) {
+      const int64_t per_thread = (inner * n_rows + threads - 1) / threads;
+      chunk = std::clamp<int64_t>((per_thread + 15) / 16 * 16, 16, kMaxChunk);
+    }
+    const int64_t n_chunks = (inner + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t work = 0; work < n_rows * n_chunks; ++work) {
-      const int64_t row = work / n_chunks, c0 = (work % n_chunks) * kChunk;
-      const int64_t len = std::min(kChunk, inner - c0);
-      double acc[kChunk];
+      const int64_t row = work / n_chunks, c0 = (work % n_chunks) * chunk;
+      const int64_t len = std::min(chunk, inner - c0);
+      double acc[kMaxChunk];
       std::fill(acc, acc + len, 0.0);
       for_each_combo(row_base(row) + c0, [&](int64_t off) {
         const T* x = in + off;

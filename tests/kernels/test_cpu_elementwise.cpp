@@ -249,7 +249,8 @@ TEMPLATE_TEST_CASE("contiguous element-wise kernels", "[kernels][elementwise]", 
 TEMPLATE_TEST_CASE("add_bias and bias_backward", "[kernels][elementwise]", float, double) {
   using T = TestType;
   const double rtol = std::is_same<T, float>::value ? 1e-6 : 1e-13;
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{5, 12}, {300, 1025}, {4000, 12}}) {
+  for (auto [rows, cols] :
+       {std::pair<int64_t, int64_t>{5, 12}, {300, 1025}, {4000, 12}, {200, 384}}) {
     const auto in = random_vector<T>(rows * cols, 61), bias = random_vector<T>(cols, 62);
     std::vector<T> out(in), want(rows * cols);
     for (int64_t r = 0; r < rows; ++r) {

@@ -65,7 +65,7 @@ TEST_CASE("embedding backward is bit-identical on 1 and 2 threads", "[kernels][e
   REQUIRE(one == two);
 }
 
-TEST_CASE("embedding rejects ids outside [0, V) naming the id and its position",
+TEST_CASE("embedding rejects ids outside 0..V-1 naming the id and its position",
           "[kernels][embedding]") {
   const int64_t V = 37, C = 4;
   std::vector<float> table(V * C), out(3 * C), dout(3 * C), dtable(V * C);
