@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   op->add_option("--beta1", o.beta1, "AdamW beta1")->capture_default_str();
   op->add_option("--beta2", o.beta2, "AdamW beta2")->capture_default_str();
+  op->add_option("--eps", o.eps, "AdamW epsilon")->capture_default_str();
   op->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
   op->add_flag("--nesterov", o.nesterov, "SGD with Nesterov momentum");
   op->add_option("--grad-clip", o.grad_clip, "Global gradient-norm clip (0 = off)")

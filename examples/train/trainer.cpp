@@ -159,7 +159,7 @@ int run_train(const Options& opt) {
   dpo.bucket_bytes = static_cast<size_t>(opt.bucket_mb * (1 << 20));
   dpo.overlap = !opt.no_overlap;
   dpo.zero = opt.zero == 1;
-  if (pp > 1) dpo.solo_params = {"wte.weight"};
+  if (pp > 1 && (model->is_first_stage() || model->is_last_stage())) dpo.solo_params = {"wte.weight"};
   DataParallelReducer reducer(model->named_parameters(), groups.dp(), dpo);
 
   // Matrices (and embeddings) are decayed; biases and LayerNorm parameters are not.
