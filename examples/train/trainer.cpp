@@ -15,6 +15,7 @@
 #include "model_io.hpp"
 #include "setup.hpp"
 #include "trident/core/allocator.hpp"
+#include "trident/core/backend.hpp"
 #include "trident/core/data.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/optim/optimizer.hpp"
@@ -55,7 +56,7 @@ Plan validate(const Options& opt, int world_size) {
   TRIDENT_CHECK(opt.zero == 0 || opt.optimizer == "adamw", "--zero 1 shards AdamW state: use "
                 "--optimizer adamw");
   TRIDENT_CHECK(opt.bucket_mb > 0, "--bucket-mb must be positive");
-  Device::parse(opt.device);
+  backend_for(Device::parse(opt.device));  // a CUDA device without a CUDA build or GPU fails here
   p.data = load_data(opt, p.cfg.vocab_size);
   return p;
 }
