@@ -13,10 +13,10 @@ DataSplit load_data(const Options& opt, int64_t vocab) {
   if (opt.data.empty()) {
     TRIDENT_CHECK(vocab >= 128, "the built-in data set is byte-level text: it needs a vocabulary "
                   "of at least 128 tokens, the model has ", vocab);
-    d.train = data::make_addition_dataset(200000, opt.seed);
-    d.val = data::make_addition_dataset(20000, opt.seed + 0x5EED);
+    d.train = data::make_addition_dataset(300000, opt.seed);
+    d.val = data::make_addition_dataset(30000, opt.seed + 0x5EED);
     d.builtin = true;
-    d.description = "built-in addition data set (2,000,000 train / 200,000 val characters)";
+    d.description = "built-in addition data set (2,100,000 train / 210,000 val characters)";
     return d;
   }
   std::vector<int32_t> all = data::load_tokens(opt.data);
