@@ -2,8 +2,8 @@
 # Data-parallel gradient reduction overlapped with backward, or not, and ZeRO-1: step time,
 # exposed and total communication time for dp = 2 and 4 on a GPT whose gradients exceed 100 MB.
 #
-#   bench/dp_overlap.sh                          # dp 2 and 4, modes overlap, no-overlap, zero
-#   DPS="2" ROUNDS=3 STEPS=4 MODES=overlap,no-overlap BUILD_DIR=build-dp JOBS=2 bench/dp_overlap.sh
+#   bench/dp_overlap.sh            # dp 2 and 4, buckets 25 and 5 MiB, overlap, no-overlap, zero
+#   DPS="2" BUCKETS="25" ROUNDS=3 STEPS=4 MODES=overlap,no-overlap BUILD_DIR=build-dp bench/dp_overlap.sh
 #
 # Builds trident-bench-dp-overlap, runs it under mpirun (one rank per dp replica, one OpenMP
 # thread each), writes bench/results/dp_overlap-<UTC date>.json with the machine, the load
@@ -15,10 +15,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-build-dp}"
 JOBS="${JOBS:-2}"
 DPS="${DPS:-2 4}"
+BUCKETS="${BUCKETS:-25 5}"  # MiB
 ROUNDS="${ROUNDS:-4}"
 STEPS="${STEPS:-4}"
 MODES="${MODES:-overlap,no-overlap,zero}"
-# ~29.4M parameters (117.8 MB of f32 gradients, 4 buckets of ~25 MB), 32 tokens per rank.
+# ~29.4M parameters (117.8 MB of f32 gradients), 32 tokens per rank.
 MODEL="${MODEL:---vocab 8192 --block 64 --layers 8 --heads 8 --width 512 --batch 1 --seq 32}"
 RESULTS_DIR="${RESULTS_DIR:-bench/results}"
 cd "$ROOT"
@@ -30,19 +31,26 @@ cmake --build "$BUILD_DIR" --target trident-bench-dp-overlap -j "$JOBS"
 BIN="$BUILD_DIR/bench/trident-bench-dp-overlap"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-MPIRUN=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)
+# Ranks plus their communication threads outnumber the cores: a thread waiting inside an MPI
+# collective must yield its core (Open MPI only does so by itself when it knows it is
+# oversubscribed), or it spins against its own rank's backward pass and its peers.
+YIELD="${YIELD:-1}"
+MPIRUN=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none
+  --mca mpi_yield_when_idle "$YIELD")
 
 RAW="$(mktemp)"
 trap 'rm -f "$RAW"' EXIT
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 START="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 for dp in $DPS; do
-  cmd="${MPIRUN[*]} -np $dp $BIN $MODEL --modes $MODES --rounds $ROUNDS --steps $STEPS --warmup-steps 1"
-  echo "dp $dp: $cmd (load $(cut -d' ' -f1 /proc/loadavg))"
-  # shellcheck disable=SC2086
-  "${MPIRUN[@]}" -np "$dp" "$BIN" $MODEL --modes "$MODES" --rounds "$ROUNDS" --steps "$STEPS" \
-    --warmup-steps 1 | grep '^{' | while IFS= read -r line; do
-    printf '%s\t%s\n' "OMP_NUM_THREADS=1 $cmd" "$line" >>"$RAW"
+  for bucket in $BUCKETS; do
+    args="$MODEL --bucket-mb $bucket --modes $MODES --rounds $ROUNDS --steps $STEPS --warmup-steps 1"
+    cmd="${MPIRUN[*]} -np $dp $BIN $args"
+    echo "dp $dp, $bucket MiB buckets: $cmd (load $(cut -d' ' -f1 /proc/loadavg))"
+    # shellcheck disable=SC2086
+    "${MPIRUN[@]}" -np "$dp" "$BIN" $args | grep '^{' | while IFS= read -r line; do
+      printf '%s\t%s\n' "OMP_NUM_THREADS=1 $cmd" "$line" >>"$RAW"
+    done
   done
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -70,12 +78,12 @@ with open(os.environ["RAW"]) as f:
         runs.append(r)
 
 summary = []
-for dp in sorted({r["dp"] for r in runs}):
-    by = {r["mode"]: r for r in runs if r["dp"] == dp}
+for dp, bucket in sorted({(r["dp"], r["config"]["bucket_mb"]) for r in runs}):
+    by = {r["mode"]: r for r in runs if r["dp"] == dp and r["config"]["bucket_mb"] == bucket}
     for mode, r in by.items():
         comm = r["comm_s_median"]
         summary.append({
-            "dp": dp, "mode": mode, "step_s": r["step_s_median"], "step_s_min": min(r["step_s"]),
+            "dp": dp, "bucket_mb": bucket, "buckets": r["buckets"], "mode": mode, "step_s": r["step_s_median"], "step_s_min": min(r["step_s"]),
             "forward_s": r["forward_s_median"], "backward_s": r["backward_s_median"],
             "exposed_comm_s": r["exposed_comm_s_median"],
             "exposed_comm_s_min": min(r["exposed_comm_s"]), "comm_s": comm,
@@ -86,7 +94,7 @@ for dp in sorted({r["dp"] for r in runs}):
     if "overlap" in by and "no-overlap" in by:
         on, off = by["overlap"], by["no-overlap"]
         summary.append({
-            "dp": dp, "comparison": "overlap vs no-overlap",
+            "dp": dp, "bucket_mb": bucket, "comparison": "overlap vs no-overlap",
             "exposed_comm_reduction": 1 - on["exposed_comm_s_median"] / off["exposed_comm_s_median"],
             "step_time_speedup": off["step_s_median"] / on["step_s_median"],
         })
@@ -103,10 +111,13 @@ doc = {
     "trident_commit": subprocess.run(["git", "describe", "--always", "--dirty"],
                                      capture_output=True, text=True).stdout.strip(),
     "load_average_before": os.environ["LOAD_BEFORE"], "load_average_after": os.environ["LOAD_AFTER"],
-    "note": (f"{cores} cores shared by dp ranks, their communication threads and other users' jobs "
-             f"(load average up to {max(loads):.1f}): communication competes with compute for the "
-             "same cores, so hiding it behind backward cannot shorten the step the way it does "
-             "with a network and idle NICs; read the exposed-communication columns"),
+    "note": (f"{cores} cores shared by the dp ranks, their communication threads and other users' "
+             f"jobs (load average up to {max(loads):.1f}). Over shared memory an all-reduce is CPU "
+             "work (copies and sums by the ranks' own cores), so overlapping it with backward on "
+             "the same cores interleaves the two rather than hiding one behind the other: comm_s "
+             "stretches while overlapped and backward slows. The last bucket (it holds the token "
+             "embedding, whose gradient is final only at the end of backward) cannot overlap at "
+             "all. 'hidden' = 1 - exposed/comm."),
     "summary": summary,
     "runs": runs,
 }
@@ -114,20 +125,21 @@ with open(os.environ["OUT"], "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
 
-print(f"\n{'dp':>2s} {'mode':10s} {'step s':>7s} {'(min)':>6s} {'fwd s':>6s} {'bwd s':>6s} "
+print(f"\n{'dp':>2s} {'bucket':>9s} {'mode':10s} {'step s':>7s} {'(min)':>6s} {'fwd s':>6s} {'bwd s':>6s} "
       f"{'exposed s':>9s} {'(min)':>6s} {'comm s':>7s} {'hidden':>6s} {'optim s':>7s} "
       f"{'state MB/rank':>13s}")
 for s in summary:
     if "mode" not in s:
         continue
     hidden = f"{100 * s['hidden_fraction']:5.0f}%" if s["hidden_fraction"] is not None else "   - "
-    print(f"{s['dp']:>2d} {s['mode']:10s} {s['step_s']:7.2f} {s['step_s_min']:6.2f} "
+    bucket = f"{s['bucket_mb']:g}MBx{s['buckets']}"
+    print(f"{s['dp']:>2d} {bucket:>9s} {s['mode']:10s} {s['step_s']:7.2f} {s['step_s_min']:6.2f} "
           f"{s['forward_s']:6.2f} {s['backward_s']:6.2f} {s['exposed_comm_s']:9.2f} "
           f"{s['exposed_comm_s_min']:6.2f} {s['comm_s']:7.2f} {hidden:>6s} "
           f"{s['optimizer_s']:7.2f} {s['optimizer_state_bytes_per_rank'] / 1e6:13.1f}")
 for s in summary:
     if "comparison" in s:
-        print(f"dp {s['dp']}: overlap cuts exposed communication by "
+        print(f"dp {s['dp']}, {s['bucket_mb']:g} MiB buckets: overlap cuts exposed communication by "
               f"{100 * s['exposed_comm_reduction']:.0f}%, step time x{s['step_time_speedup']:.2f}")
 print(f"medians (and minima) over {runs[0]['config']['rounds'] * runs[0]['config']['steps']} "
       "timed steps; "
