@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trident's one-command entry points on a fresh Debian 12 machine:
 #   bash tools/dev.sh deps    install missing Debian packages (idempotent)
-#   bash tools/dev.sh build   deps + configure + build (build/cpu, or build/release with CUDA)
+#   bash tools/dev.sh build   deps + configure + build (build/release when nvcc exists, else build/cpu)
 #   bash tools/dev.sh train   build + run the default training job (tiny GPT, CPU, built-in data)
 #   bash tools/dev.sh test    build + the whole test suite through ctest
 # Environment: TRIDENT_PRESET (default: release when nvcc is found, else cpu), JOBS.
@@ -34,8 +34,12 @@ build() {
   deps
   local p; p=$(preset)
   [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
-  cmake --preset "$p" >/dev/null
-  cmake --build --preset "$p" -j "${JOBS:-$(nproc)}"
+  # The same settings as CMakePresets.json's presets, spelled out: Debian 12's CMake 3.25
+  # rejects every presets file ("Invalid preset"), even a minimal one.
+  local cuda=OFF
+  [[ $p == release ]] && cuda=ON
+  cmake -S . -B "build/$p" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_ENABLE_CUDA=$cuda >/dev/null
+  cmake --build "build/$p" -j "${JOBS:-$(nproc)}"
 }
 
 mpi_env() {
