@@ -35,7 +35,7 @@ build() {
   local p; p=$(preset)
   [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
   # The same settings as CMakePresets.json's presets, spelled out: Debian 12's CMake 3.25
-  # rejects every presets file ("Invalid preset"), even a minimal one.
+  # rejected every presets file we tried ("Invalid preset"), even a minimal one.
   local cuda=OFF
   [[ $p == release ]] && cuda=ON
   cmake -S . -B "build/$p" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_ENABLE_CUDA=$cuda >/dev/null
