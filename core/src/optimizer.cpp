@@ -36,24 +36,28 @@ SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& opts)
   for (auto& g : groups_) momentum_.emplace_back(g.params.size());
 }
 
-void SGD::step() {
-  ++step_;
+void Optimizer::for_each_param_with_grad(
+    const std::function<void(size_t, size_t, Tensor&, const Tensor&)>& update) {
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     auto& g = groups_[gi];
     for (size_t i = 0; i < g.params.size(); ++i) {
-      Tensor& p = g.params[i];
-      const Tensor grad = p.grad();
-      if (!grad.defined()) continue;
-      const Tensor gc = grad.contiguous();
-      Tensor& buf = momentum_[gi][i];
-      const bool first = !buf.defined();
-      if (opts_.momentum != 0 && first) buf = Tensor::empty(p.shape(), DType::F32, p.device());
-      backend_for(p.device())
-          .sgd_update(p.data<float>(), gc.data<float>(), buf.defined() ? buf.data<float>() : nullptr,
-                      p.numel(), lr_, opts_.momentum, opts_.dampening, g.weight_decay,
-                      opts_.nesterov, first);
+      const Tensor grad = g.params[i].grad();
+      if (grad.defined()) update(gi, i, g.params[i], grad.contiguous());
     }
   }
+}
+
+void SGD::step() {
+  ++step_;
+  for_each_param_with_grad([&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
+    Tensor& buf = momentum_[gi][i];
+    const bool first = !buf.defined();
+    if (opts_.momentum != 0 && first) buf = Tensor::empty(p.shape(), DType::F32, p.device());
+    backend_for(p.device())
+        .sgd_update(p.data<float>(), gc.data<float>(), buf.defined() ? buf.data<float>() : nullptr,
+                    p.numel(), lr_, opts_.momentum, opts_.dampening, groups_[gi].weight_decay,
+                    opts_.nesterov, first);
+  });
 }
 
 std::vector<std::pair<std::string, Tensor>> SGD::state_of(size_t group, size_t index) {
@@ -84,19 +88,12 @@ AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& opts)
 
 void AdamW::step() {
   ++step_;
-  for (size_t gi = 0; gi < groups_.size(); ++gi) {
-    auto& g = groups_[gi];
-    for (size_t i = 0; i < g.params.size(); ++i) {
-      Tensor& p = g.params[i];
-      const Tensor grad = p.grad();
-      if (!grad.defined()) continue;
-      const Tensor gc = grad.contiguous();
-      backend_for(p.device())
-          .adamw_update(p.data<float>(), gc.data<float>(), m_[gi][i].data<float>(),
-                        v_[gi][i].data<float>(), p.numel(), lr_, opts_.beta1, opts_.beta2,
-                        opts_.eps, g.weight_decay, step_);
-    }
-  }
+  for_each_param_with_grad([&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
+    backend_for(p.device())
+        .adamw_update(p.data<float>(), gc.data<float>(), m_[gi][i].data<float>(),
+                      v_[gi][i].data<float>(), p.numel(), lr_, opts_.beta1, opts_.beta2, opts_.eps,
+                      groups_[gi].weight_decay, step_);
+  });
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_of(size_t group, size_t index) {

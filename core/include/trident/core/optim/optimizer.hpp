@@ -32,6 +32,9 @@ class Optimizer {
   void set_steps_taken(int64_t s) { step_ = s; }
 
  protected:
+  // Calls update(group, index, param, contiguous grad) for every parameter that has a gradient.
+  void for_each_param_with_grad(
+      const std::function<void(size_t, size_t, Tensor&, const Tensor&)>& update);
   std::vector<ParamGroup> groups_;
   float lr_ = 1e-3f;
   int64_t step_ = 0;
