@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"trident-train: train, evaluate and sample GPT models"};
   app.set_config("--config", "", "Read options from a TOML/INI file");
+  // A flag given twice takes its last value (scripts append overrides to a base command line).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--mode", o.mode, "train, eval or sample")
       ->check(CLI::IsMember({"train", "eval", "sample"}))->capture_default_str();
   auto* m = app.add_option_group("Model");
