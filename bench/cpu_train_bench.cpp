@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "trident/core/error.hpp"
 #include "trident/core/optim/optimizer.hpp"
 #include "trident/core/rng.hpp"
@@ -29,6 +30,8 @@ using namespace trident;
 
 namespace {
 
+using namespace trident::bench;
+
 struct Args {
   int64_t vocab = 50257, block = 256, layers = 4, heads = 4, width = 256;
   int64_t batch = 8, seq = 256, steps = 20, warmup_steps = 3;
@@ -37,48 +40,6 @@ struct Args {
   double clip = 1.0;
   uint64_t seed = 1337;
 };
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  }
-  return "unknown";
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S+00:00", &tm);
-  return buf;
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  return gethostname(buf, sizeof buf - 1) == 0 ? buf : "unknown";
-}
-
-// Token (b, t) of batch k: a pure function of (seed, k, b, t), so a run is reproducible.
-Tensor random_tokens(const Args& a, uint64_t stream, int64_t k) {
-  std::vector<int32_t> ids(static_cast<size_t>(a.batch * a.seq));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const uint64_t index = (static_cast<uint64_t>(k) << 40) + i;
-    ids[i] =
-        static_cast<int32_t>(counter_hash(a.seed + stream, index) % static_cast<uint64_t>(a.vocab));
-  }
-  return Tensor::from_vector(ids, {a.batch, a.seq});
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 }  // namespace
 
@@ -121,8 +82,8 @@ int main(int argc, char** argv) {
     const int64_t n_batches = 4;  // cycle a few random batches; data loading is not measured
     std::vector<Tensor> xs, ys;
     for (int64_t k = 0; k < n_batches; ++k) {
-      xs.push_back(random_tokens(a, 1, k));
-      ys.push_back(random_tokens(a, 2, k));
+      xs.push_back(random_tokens(a.seed, a.vocab, a.batch, a.seq, 1, k));
+      ys.push_back(random_tokens(a.seed, a.vocab, a.batch, a.seq, 2, k));
     }
 
     using Clock = std::chrono::steady_clock;
@@ -168,10 +129,7 @@ int main(int argc, char** argv) {
           {"clip", a.clip}}},
         {"threads", omp_get_max_threads()},
         {"trident", TRIDENT_BENCH_VERSION},
-        {"machine",
-         {{"host", host_name()},
-          {"cpu", cpu_model()},
-          {"cores", static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN))}}},
+        {"machine", machine_json()},
         {"date", utc_now()},
         {"command", command},
     };

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "trident/core/error.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/optim/optimizer.hpp"
@@ -44,6 +45,8 @@ using namespace trident;
 
 namespace {
 
+using namespace trident::bench;
+
 using Clock = std::chrono::steady_clock;
 
 struct Args {
@@ -55,51 +58,8 @@ struct Args {
   uint64_t seed = 1337;
 };
 
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  }
-  return "unknown";
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S+00:00", &tm);
-  return buf;
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  return gethostname(buf, sizeof buf - 1) == 0 ? buf : "unknown";
-}
-
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// This rank's tokens of step `k` (each rank its own slice of the global batch).
-Tensor random_tokens(const Args& a, uint64_t stream, int rank, int64_t k) {
-  std::vector<int32_t> ids(static_cast<size_t>(a.batch * a.seq));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const uint64_t index =
-        (static_cast<uint64_t>(k) << 40) + (static_cast<uint64_t>(rank) << 32) + i;
-    ids[i] =
-        static_cast<int32_t>(counter_hash(a.seed + stream, index) % static_cast<uint64_t>(a.vocab));
-  }
-  return Tensor::from_vector(ids, {a.batch, a.seq});
 }
 
 // Per-step numbers of one rank, gathered on every rank.
@@ -138,8 +98,8 @@ void run_mode(const Args& a, const std::string& mode, models::GPT& model, MpiCom
 
   const int p = dp.size();
   for (int64_t step = 0; step < a.warmup_steps + a.steps; ++step) {
-    const Tensor ids = random_tokens(a, 1, dp.rank(), step);
-    const Tensor targets = random_tokens(a, 2, dp.rank(), step);
+    const Tensor ids = random_tokens(a.seed, a.vocab, a.batch, a.seq, 1, step, dp.rank());
+    const Tensor targets = random_tokens(a.seed, a.vocab, a.batch, a.seq, 2, step, dp.rank());
     dp.barrier();
     const auto t0 = Clock::now();
     opt->zero_grad();
@@ -264,10 +224,7 @@ int run(const Args& a, int argc, char** argv) {
           {"bucket_mb", a.bucket_mb},
           {"params", cfg.num_parameters()}}},
         {"threads_per_rank", a.threads},
-        {"machine",
-         {{"host", host_name()},
-          {"cpu", cpu_model()},
-          {"cores", static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN))}}},
+        {"machine", machine_json()},
         {"date", utc_now()},
         {"command", command},
     };

@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "trident/core/error.hpp"
 #include "trident/core/rng.hpp"
 #include "trident/models/gpt.hpp"
@@ -47,6 +48,8 @@ using namespace trident;
 
 namespace {
 
+using namespace trident::bench;
+
 struct Args {
   int64_t vocab = 512, block = 128, layers = 8, heads = 4, width = 256;
   int64_t micro_batch = 4, seq = 128, steps = 3, warmup_steps = 1;
@@ -55,47 +58,6 @@ struct Args {
   int threads = 1;
   uint64_t seed = 1337;
 };
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  }
-  return "unknown";
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S+00:00", &tm);
-  return buf;
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  return gethostname(buf, sizeof buf - 1) == 0 ? buf : "unknown";
-}
-
-Tensor random_tokens(const Args& a, uint64_t stream, int64_t k) {
-  std::vector<int32_t> ids(static_cast<size_t>(a.micro_batch * a.seq));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const uint64_t index = (static_cast<uint64_t>(k) << 40) + i;
-    ids[i] =
-        static_cast<int32_t>(counter_hash(a.seed + stream, index) % static_cast<uint64_t>(a.vocab));
-  }
-  return Tensor::from_vector(ids, {a.micro_batch, a.seq});
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Per-step numbers of one stage, gathered on every rank (7 doubles a stage).
 enum Field { kStep, kForward, kBackward, kWait, kPeak, kInFlight, kLoss, kFields };
@@ -127,7 +89,9 @@ int run(const Args& a, int argc, char** argv) {
     const auto schedule = make_pipeline_schedule(name);
     for (int m : a.micro_batches) {
       std::vector<MicroBatch> mbs;
-      for (int i = 0; i < m; ++i) mbs.push_back({random_tokens(a, 1, i), random_tokens(a, 2, i)});
+      for (int i = 0; i < m; ++i)
+        mbs.push_back({random_tokens(a.seed, a.vocab, a.micro_batch, a.seq, 1, i),
+                       random_tokens(a.seed, a.vocab, a.micro_batch, a.seq, 2, i)});
       std::vector<std::vector<double>> steps;  // [step][stage * kFields + field]
       for (int64_t step = 0; step < a.warmup_steps + a.steps; ++step) {
         model.zero_grad();
@@ -201,10 +165,7 @@ int run(const Args& a, int argc, char** argv) {
             {"warmup_steps", a.warmup_steps},
             {"params", cfg.num_parameters()}}},
           {"threads_per_rank", a.threads},
-          {"machine",
-           {{"host", host_name()},
-            {"cpu", cpu_model()},
-            {"cores", static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN))}}},
+          {"machine", machine_json()},
           {"date", utc_now()},
           {"command", command},
       };
