@@ -10,6 +10,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "trident/core/atomic_file.hpp"
 #include "trident/core/error.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -387,10 +388,7 @@ void SafetensorsWriter::write(const std::string& path) const {
   std::string text = header.dump(-1, ' ', false, json::error_handler_t::replace);
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');  // data starts 8-byte aligned
 
-  const std::string tmp = str_cat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TRIDENT_CHECK(out.is_open(), tmp, ": cannot create: ", std::strerror(errno));
+  write_file_atomically(path, [&](std::ostream& out) {
     unsigned char len_bytes[8];
     uint64_t n = text.size();
     for (int i = 0; i < 8; ++i, n >>= 8) len_bytes[i] = static_cast<unsigned char>(n & 0xff);
@@ -400,17 +398,7 @@ void SafetensorsWriter::write(const std::string& path) const {
       out.write(reinterpret_cast<const char*>(e.bytes.data()),
                 static_cast<std::streamsize>(e.bytes.size()));
     }
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(str_cat(tmp, ": write failed (disk full?)"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw Error(str_cat(path, ": cannot rename ", tmp, " into place: ", why));
-  }
+  });
 }
 
 }  // namespace trident

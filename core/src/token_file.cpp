@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 
+#include "trident/core/atomic_file.hpp"
 #include "trident/core/error.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -91,24 +92,11 @@ void write_token_file(const std::string& path, const std::vector<uint16_t>& toke
   header[0] = kTokenFileMagic;
   header[1] = kTokenFileVersion;
   header[2] = static_cast<int32_t>(tokens.size());
-  const std::string tmp = str_cat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TRIDENT_CHECK(out.is_open(), tmp, ": cannot create: ", std::strerror(errno));
+  write_file_atomically(path, [&](std::ostream& out) {
     out.write(reinterpret_cast<const char*>(header), sizeof(header));
     out.write(reinterpret_cast<const char*>(tokens.data()),
               static_cast<std::streamsize>(2 * tokens.size()));
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(str_cat(tmp, ": write failed (disk full?)"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw Error(str_cat(path, ": cannot rename ", tmp, " into place: ", why));
-  }
+  });
 }
 
 void check_tokens_in_vocab(const std::vector<uint16_t>& tokens, int64_t vocab_size,
