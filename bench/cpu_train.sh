@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # CPU training throughput, Trident vs PyTorch: the same GPT, batch, step and thread count.
 #
-#   bench/cpu_train.sh                 # all configs, threads 1 and 2, 3 rounds
+#   bench/cpu_train.sh                 # both configs, threads 1 and 2, 3 rounds (~6 min idle)
 #   ROUNDS=5 THREADS="1 2 4" ONLY=10M BUILD_DIR=build-bench JOBS=2 bench/cpu_train.sh
 #
 # Installs Debian's torch and a threaded OpenBLAS if missing (torch's BLAS is libblas.so.3,
 # which is the slow reference BLAS without OpenBLAS), builds trident-bench-cpu-train, then for
-# every (config, threads) runs the two implementations alternately, ROUNDS times each, so that
-# machine noise (other jobs, frequency changes) hits both. Reports the median tokens/s of each
+# every (config, threads) runs the implementations alternately, ROUNDS times each, so that
+# machine noise (other jobs, frequency changes) hits all of them. Reports the median tokens/s
 # and the ratio trident/torch. Writes bench/results/cpu_train-<UTC date>.json with the machine,
 # the load average, the exact commands and every raw JSON line; prints a short table.
+#
+# With more than one thread, each runs twice: with OpenMP's default wait policy (its threads
+# spin after each parallel region; for torch, OpenBLAS's own pthread pool then fights them for
+# the cores, and any other job on the machine makes spinning pools collapse) and with
+# OMP_WAIT_POLICY=passive ("*_passive"). "ratio" compares the defaults, "ratio_best" the faster
+# setting of each.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +23,11 @@ BUILD_DIR="${BUILD_DIR:-build-bench}"
 JOBS="${JOBS:-2}"
 ROUNDS="${ROUNDS:-3}"
 THREADS="${THREADS:-1 2}"
-ONLY="${ONLY:-}"                      # run only the config of this name
+ONLY="${ONLY:-}"  # run only the config of this name
+# Before each run, wait (up to QUIET_WAIT seconds) until other processes use less than
+# QUIET_BUSY percent of all cores over one second; the busy figure is recorded with the run.
+QUIET_BUSY="${QUIET_BUSY:-15}"
+QUIET_WAIT="${QUIET_WAIT:-90}"
 RESULTS_DIR="${RESULTS_DIR:-bench/results}"
 TORCH_PY=/usr/bin/python3  # Debian's torch; the python3 on PATH may have none
 cd "$ROOT"
@@ -49,6 +59,27 @@ CONFIGS=(
   "10M|--vocab 4096 --block 256 --layers 5 --heads 6 --width 384 --batch 8 --seq 128|6|2"
 )
 
+# Percent of all cores busy over the next second (from /proc/stat; we are idle meanwhile).
+cpu_busy() {
+  local a b
+  read -r -a a < <(head -n 1 /proc/stat)
+  sleep 1
+  read -r -a b < <(head -n 1 /proc/stat)
+  local total=0 i
+  for ((i = 1; i < ${#a[@]}; ++i)); do total=$((total + b[i] - a[i])); done
+  local idle=$((b[4] - a[4] + b[5] - a[5]))
+  echo $((total > 0 ? 100 * (total - idle) / total : 0))
+}
+wait_quiet() {
+  local start=$SECONDS busy
+  busy=$(cpu_busy)
+  while ((busy >= QUIET_BUSY && SECONDS - start < QUIET_WAIT)); do
+    sleep 4
+    busy=$(cpu_busy)
+  done
+  echo "$busy"
+}
+
 RAW="$(mktemp)"
 trap 'rm -f "$RAW"' EXIT
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -58,25 +89,39 @@ for entry in "${CONFIGS[@]}"; do
   IFS='|' read -r name model_args steps warmup <<<"$entry"
   [[ -n $ONLY && $name != "$ONLY" ]] && continue
   for t in $THREADS; do
-    common="$model_args --steps $steps --warmup-steps $warmup --threads $t --clip 1.0 --lr 3e-4 --seed 1337"
-    trident_cmd="$TRIDENT_BIN $common"
-    torch_cmd="$TORCH_PY bench/cpu_train_torch.py $common"
+    common="$model_args --steps $steps --warmup-steps $warmup --threads $t --clip 1.0 --lr 3e-4"
+    common+=" --seed 1337"
+    # Every thread pool is pinned to t (torch also reads OpenBLAS's variable).
+    envs="OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t"
+    declare -A cmds=(
+      [trident]="$envs $TRIDENT_BIN $common"
+      [pytorch]="$envs $TORCH_PY bench/cpu_train_torch.py $common"
+    )
+    impls=(trident pytorch)
+    if ((t > 1)); then
+      cmds[trident_passive]="$envs OMP_WAIT_POLICY=passive $TRIDENT_BIN $common"
+      cmds[pytorch_passive]="$envs OMP_WAIT_POLICY=passive $TORCH_PY bench/cpu_train_torch.py $common"
+      impls+=(trident_passive pytorch_passive)
+    fi
     for ((r = 0; r < ROUNDS; ++r)); do
-      # Alternate which goes first so neither always runs right after the other's warm caches.
-      if ((r % 2 == 0)); then order=(trident torch); else order=(torch trident); fi
-      for impl in "${order[@]}"; do
-        cmd="$trident_cmd"
-        [[ $impl == torch ]] && cmd="$torch_cmd"
+      # Rotate who goes first so that none always runs right after the same neighbour.
+      n=${#impls[@]}
+      for ((i = 0; i < n; ++i)); do
+        impl="${impls[(i + r) % n]}"
+        busy="$(wait_quiet)"
         load="$(cut -d' ' -f1 /proc/loadavg)"
-        # Both libraries' thread pools are pinned to t (torch also reads OpenBLAS's variable).
-        line="$(OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t $cmd | tail -n 1)"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "$impl" "$load" "$line" >>"$RAW"
-        printf '%-5s threads %s round %s %-8s %s tok/s (load %s)\n' "$name" "$t" "$r" "$impl" \
-          "$(sed -E 's/.*"tokens_per_s": ?([0-9.]+).*/\1/' <<<"$line" | cut -d. -f1)" "$load"
+        line="$(env ${cmds[$impl]} | tail -n 1)"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "$impl" "$load" "$busy" "$line" \
+          >>"$RAW"
+        printf '%-5s threads %s round %s %-16s %6s tok/s (others busy %s%%, load %s)\n' "$name" \
+          "$t" "$r" "$impl" "$(sed -E 's/.*"tokens_per_s": ?([0-9.]+).*/\1/' <<<"$line" |
+            cut -d. -f1)" "$busy" "$load"
       done
     done
-    printf '%s\t%s\tcommands\t%s\t%s\n' "$name" "$t" "OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t $trident_cmd" \
-      "OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t $torch_cmd" >>"$RAW"
+    for impl in "${impls[@]}"; do
+      printf '%s\t%s\tcommand\t%s\t%s\n' "$name" "$t" "$impl" "${cmds[$impl]}" >>"$RAW"
+    done
+    unset cmds
   done
 done
 
@@ -86,7 +131,7 @@ OUT="$RESULTS_DIR/cpu_train-$(date -u +%Y-%m-%d).json"
 [[ -e $OUT ]] && OUT="$RESULTS_DIR/cpu_train-$(date -u +%Y-%m-%dT%H%M%S).json"
 
 RAW="$RAW" OUT="$OUT" START="$START" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" \
-  ROUNDS="$ROUNDS" "$TORCH_PY" - <<'EOF'
+  ROUNDS="$ROUNDS" QUIET_BUSY="$QUIET_BUSY" "$TORCH_PY" - <<'EOF'
 import json, os, statistics, subprocess
 
 def lscpu(field):
@@ -98,28 +143,38 @@ def lscpu(field):
 runs, commands = {}, {}
 with open(os.environ["RAW"]) as f:
     for row in f.read().splitlines():
-        name, threads, rnd, *rest = row.split("\t")
+        name, threads, rnd, impl, rest = row.split("\t", 4)
         key = (name, int(threads))
-        if rnd == "commands":
-            commands[key] = {"trident": rest[0], "pytorch": rest[1]}
+        if rnd == "command":
+            commands.setdefault(key, {})[impl] = rest
             continue
-        impl, load, line = rest
+        load, busy, line = rest.split("\t", 2)
         r = json.loads(line)
-        r["round"], r["load_1min_before"] = int(rnd), float(load)
+        r["variant"], r["round"], r["load_1min_before"] = impl, int(rnd), float(load)
+        r["other_cpu_busy_percent_before"] = int(busy)
         runs.setdefault(key, []).append(r)
 
 loads = [float(x) for x in (os.environ["LOAD_BEFORE"] + " " + os.environ["LOAD_AFTER"]).split()]
 results = []
 for key, rs in runs.items():
-    by = {impl: [r for r in rs if r["impl"] == impl] for impl in ("trident", "pytorch")}
-    med = {impl: statistics.median(r["tokens_per_s"] for r in v) for impl, v in by.items()}
+    by = {}
+    for r in rs:
+        by.setdefault(r["variant"], []).append(r)
+    med = {v: statistics.median(r["tokens_per_s"] for r in x) for v, x in by.items()}
+    best = {v: x[0]["tokens_per_step"] / (min(r["step_ms_min"] for r in x) / 1e3)
+            for v, x in by.items()}
+    best_of = {impl: max(m for v, m in med.items() if v.startswith(impl))
+               for impl in ("trident", "pytorch")}
     results.append({
         "config": key[0], "threads": key[1], "params": by["pytorch"][0]["params"],
         "params_trident": by["trident"][0]["params"],
         "model": by["pytorch"][0]["config"],
         "tokens_per_s_median": med,
         "ratio_trident_over_pytorch": med["trident"] / med["pytorch"],
-        "tokens_per_s_rounds": {impl: [r["tokens_per_s"] for r in v] for impl, v in by.items()},
+        "ratio_best": best_of["trident"] / best_of["pytorch"],
+        # From the fastest single step of all rounds: less sensitive to other jobs on the cores.
+        "tokens_per_s_best_step": best,
+        "tokens_per_s_rounds": {v: [r["tokens_per_s"] for r in x] for v, x in by.items()},
         "commands": commands[key],
         "raw": rs,
     })
@@ -133,24 +188,37 @@ doc = {
     "trident_commit": subprocess.run(["git", "describe", "--always", "--dirty"],
                                      capture_output=True, text=True).stdout.strip(),
     "torch": next((r["torch"] for rs in runs.values() for r in rs if "torch" in r), "?"),
-    "load_average_before": os.environ["LOAD_BEFORE"], "load_average_after": os.environ["LOAD_AFTER"],
-    "note": ("machine busy (load average above 3): other jobs shared the cores, the runs were "
-             "interleaved so both implementations saw it; absolute numbers are low, the ratio is "
-             "the figure to read") if max(loads) > 3 else "machine quiet (load average <= 3)",
+    "load_average_before": os.environ["LOAD_BEFORE"],
+    "load_average_after": os.environ["LOAD_AFTER"],
+    "note": ("machine busy (load average above 3): other jobs shared the cores; the runs were "
+             "interleaved so all implementations saw it, but absolute numbers are low and "
+             "multi-threaded runs suffer most") if max(loads) > 3 else
+            "load average stayed at or below 3 (the benchmark itself adds 1-2)",
+    "contended_runs": sum(r["other_cpu_busy_percent_before"] >= int(os.environ["QUIET_BUSY"])
+                          for rs in runs.values() for r in rs),
+    "contended_definition": "runs that started although other processes used >= QUIET_BUSY "
+                            "percent of the cores in the second before (after waiting up to "
+                            "QUIET_WAIT s); each run's figure is other_cpu_busy_percent_before",
     "rounds": int(os.environ["ROUNDS"]),
-    "summary": "median tokens/s over the rounds; ratio = trident / pytorch (>= 1: Trident faster)",
+    "summary": "median tokens/s over the rounds; ratio = trident / pytorch (>= 1: Trident "
+               "faster); *_passive: with OMP_WAIT_POLICY=passive (threads > 1); ratio_best: "
+               "the faster setting of each; "
+               "best_step: tokens per step / fastest step of any round",
     "results": results,
 }
 with open(os.environ["OUT"], "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
 
-print(f"\n{'config':6s} {'params':>10s} {'threads':>7s} {'trident tok/s':>14s} "
-      f"{'torch tok/s':>12s} {'ratio':>6s}")
+print(f"\n{'config':6s} {'params':>10s} {'threads':>7s} {'trident':>8s} {'torch':>8s} "
+      f"{'ratio':>6s} {'trident passive':>15s} {'torch passive':>13s} {'ratio best':>10s}"
+      "   (median tokens/s)")
 for r in results:
     m = r["tokens_per_s_median"]
-    print(f"{r['config']:6s} {r['params']:>10,d} {r['threads']:>7d} {m['trident']:>14.0f} "
-          f"{m['pytorch']:>12.0f} {r['ratio_trident_over_pytorch']:>6.2f}")
+    tp, pp = (f"{m[v]:.0f}" if v in m else "-" for v in ("trident_passive", "pytorch_passive"))
+    print(f"{r['config']:6s} {r['params']:>10,d} {r['threads']:>7d} {m['trident']:>8.0f} "
+          f"{m['pytorch']:>8.0f} {r['ratio_trident_over_pytorch']:>6.2f} {tp:>15s} {pp:>13s} "
+          f"{r['ratio_best']:>10.2f}")
 print(f"load average before {os.environ['LOAD_BEFORE']}, after {os.environ['LOAD_AFTER']}")
 print(f"wrote {os.environ['OUT']}")
 EOF
