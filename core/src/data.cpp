@@ -52,4 +52,10 @@ std::vector<int32_t> load_tokens(const std::string& path) {
   return std::vector<int32_t>(raw.begin(), raw.end());
 }
 
+std::vector<int32_t> load_tokens(const std::string& path, int64_t vocab_size) {
+  const std::vector<uint16_t> raw = read_token_file(path);
+  check_tokens_in_vocab(raw, vocab_size, path);
+  return std::vector<int32_t>(raw.begin(), raw.end());
+}
+
 }  // namespace trident::data

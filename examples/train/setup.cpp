@@ -19,11 +19,7 @@ DataSplit load_data(const Options& opt, int64_t vocab) {
     d.description = "built-in addition data set (2,100,000 train / 210,000 val characters)";
     return d;
   }
-  std::vector<int32_t> all = data::load_tokens(opt.data);
-  for (size_t i = 0; i < all.size(); ++i) {
-    TRIDENT_CHECK(all[i] < vocab, opt.data, ": token ", all[i], " at position ", i,
-                  " is outside the model's vocabulary of ", vocab);
-  }
+  std::vector<int32_t> all = data::load_tokens(opt.data, vocab);
   const size_t cut = all.size() - all.size() / 10;  // the last 10% is held out
   d.val.assign(all.begin() + static_cast<std::ptrdiff_t>(cut), all.end());
   all.resize(cut);

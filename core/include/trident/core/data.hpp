@@ -37,5 +37,8 @@ double addition_dataset_loss_floor();
 
 // Reads a token file: llm.c .bin shards (HDF5 token files come with the data pipeline issue).
 std::vector<int32_t> load_tokens(const std::string& path);
+// The same, refusing a file with a token outside a vocabulary of `vocab_size` (the message names
+// the file, the token and its position).
+std::vector<int32_t> load_tokens(const std::string& path, int64_t vocab_size);
 
 }  // namespace trident::data
