@@ -5,6 +5,9 @@
 // Each (b, h) pair is independent: threads take pairs, gather the head's q, k, v into
 // contiguous (T, hs) scratch and run Eigen products on them. Rows go in blocks of kRowBlock so
 // that only the causal (lower) part of S = q k^T and of P v is ever computed.
+// The softmax runs on S rows in an aligned scratch (row stride a multiple of kAlignElems), never
+// in place in `att`: Eigen peels unaligned leading elements off its vectorised exp and sum, so
+// in place the result would depend on where the caller's buffer happens to start.
 // Backward, per pair, with dO = dout for the head:
 //   dP = dO v^T, dV = P^T dO, dS = P * (dP - rowsum(dP * P)), dQ = dS k * scale,
 //   dK = dS^T q * scale.
@@ -27,6 +30,11 @@ using detail::ConstMatrixMap;
 using detail::MatrixMap;
 
 constexpr int64_t kRowBlock = 64;
+// Scratch rows start on 64-byte boundaries (a whole number of SIMD packets of float or double).
+constexpr int64_t kAlignElems = 16;
+
+template <typename T>
+using AlignedVector = std::vector<T, Eigen::aligned_allocator<T>>;
 
 void check_heads(const char* who, int64_t C, int64_t NH) {
   if (NH <= 0 || C % NH != 0) {
@@ -68,10 +76,13 @@ void attention_forward(T* out, T* att, const T* qkv, int64_t B, int64_t T_, int6
   const T scale = T(1) / std::sqrt(static_cast<T>(hs));
 #pragma omp parallel if (parallel_over_pairs(pairs, T_, hs))
   {
-    std::vector<T> scratch(static_cast<size_t>(3 * T_ * hs));
+    const int64_t ld = (T_ + kAlignElems - 1) / kAlignElems * kAlignElems;
+    const int64_t th = (T_ * hs + kAlignElems - 1) / kAlignElems * kAlignElems;
+    AlignedVector<T> scratch(static_cast<size_t>(3 * th + std::min(kRowBlock, T_) * ld));
     T* qs = scratch.data();
-    T* ks = qs + T_ * hs;
-    T* vs = ks + T_ * hs;
+    T* ks = qs + th;
+    T* vs = ks + th;
+    T* ss = vs + th;  // S rows of one block, stride ld
     const ConstMatrixMap<T> Q(qs, T_, hs, Eigen::OuterStride<>(hs));
     const ConstMatrixMap<T> K(ks, T_, hs, Eigen::OuterStride<>(hs));
     const ConstMatrixMap<T> V(vs, T_, hs, Eigen::OuterStride<>(hs));
@@ -86,14 +97,14 @@ void attention_forward(T* out, T* att, const T* qkv, int64_t B, int64_t T_, int6
       MatrixMap<T> Pm(P, T_, T_, Eigen::OuterStride<>(T_));
       for (int64_t r0 = 0; r0 < T_; r0 += kRowBlock) {
         const int64_t n = std::min(kRowBlock, T_ - r0), r1 = r0 + n;
-        auto S = Pm.block(r0, 0, n, r1);
+        MatrixMap<T> S(ss, n, r1, Eigen::OuterStride<>(ld));
         S.noalias() = scale * Q.middleRows(r0, n) * K.topRows(r1).transpose();
         for (int64_t t = r0; t < r1; ++t) {
-          T* row = P + t * T_;
-          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> live(row, t + 1);
+          detail::ArrayMap<T> live(ss + (t - r0) * ld, t + 1);
           const T mx = live.maxCoeff();
           live = (live - mx).exp();
-          live *= T(1) / live.sum();
+          T* row = P + t * T_;
+          detail::ArrayMap<T>(row, t + 1) = live * (T(1) / live.sum());
           std::fill(row + t + 1, row + T_, T(0));
         }
         MatrixMap<T> O(out + (b * T_ + r0) * C + h * hs, n, hs, Eigen::OuterStride<>(C));

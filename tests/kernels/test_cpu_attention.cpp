@@ -1,6 +1,7 @@
 // Causal attention: forward against a naive double implementation (including the stored
 // probabilities, zero above the diagonal), backward by central differences in double, at a
-// small size and at T = 70 (two row blocks); threads over (b, h) pairs change nothing.
+// small size and at T = 70 (two row blocks); neither threads over (b, h) pairs nor the
+// alignment of the caller's buffers change a bit of the result.
 #include <limits>
 #include <stdexcept>
 
@@ -100,6 +101,42 @@ TEST_CASE("attention gives identical results on 1 and 2 threads", "[kernels][att
   REQUIRE(out[0] == out[1]);
   REQUIRE(att[0] == att[1]);
   REQUIRE(dqkv[0] == dqkv[1]);
+}
+
+// Regression: the softmax used to run in place in `att`, where Eigen's vectorised exp and sum
+// peel off the elements before the first 32-byte boundary, so results changed with where the
+// caller's buffers started (and the 1-vs-2-threads test above failed depending on which tests
+// had run before it and moved the heap).
+TEMPLATE_TEST_CASE("attention results do not depend on the buffers' alignment",
+                   "[kernels][attention]", float, double) {
+  using T = TestType;
+  const int64_t B = 1, T_ = 70, C = 24, NH = 3;
+  const auto qkv0 = random_vector<T>(B * T_ * 3 * C, 231, -1.5, 1.5);
+  const auto dout0 = random_vector<T>(B * T_ * C, 232);
+  const size_t n_out = B * T_ * C, n_att = B * NH * T_ * T_, n_qkv = qkv0.size();
+  std::vector<T> first_out, first_att, first_dqkv;
+  for (int64_t offset = 0; offset < 8; ++offset) {  // every start modulo 32 bytes
+    std::vector<T> qkv(n_qkv + offset), dout(n_out + offset), out(n_out + offset),
+        att(n_att + offset), dqkv(n_qkv + offset);
+    std::copy(qkv0.begin(), qkv0.end(), qkv.begin() + offset);
+    std::copy(dout0.begin(), dout0.end(), dout.begin() + offset);
+    cpu::attention_forward<T>(out.data() + offset, att.data() + offset, qkv.data() + offset, B,
+                              T_, C, NH);
+    cpu::attention_backward<T>(dqkv.data() + offset, dout.data() + offset, qkv.data() + offset,
+                               att.data() + offset, B, T_, C, NH);
+    std::vector<T> o(out.begin() + offset, out.end()), a(att.begin() + offset, att.end()),
+        d(dqkv.begin() + offset, dqkv.end());
+    if (offset == 0) {
+      first_out = o;
+      first_att = a;
+      first_dqkv = d;
+      continue;
+    }
+    INFO("buffers offset by " << offset << " elements");
+    REQUIRE(o == first_out);
+    REQUIRE(a == first_att);
+    REQUIRE(d == first_dqkv);
+  }
 }
 
 TEST_CASE("attention in float matches the double reference", "[kernels][attention]") {
