@@ -1,8 +1,11 @@
-// Dense GEMM on row-major buffers through Eigen. C[M,N] = alpha op(A) op(B) + beta C, with
-// A stored (M,K) or, transposed, (K,M) with row stride lda (same for B, C). Eigen splits large
-// products over OpenMP threads itself; gemm_batched instead runs whole products per thread
-// when the batch is large or each product small (Eigen does not nest threads inside a
-// parallel region, so each product is then single-threaded).
+// Dense GEMM on row-major buffers. C[M,N] = alpha op(A) op(B) + beta C, with A stored (M,K) or,
+// transposed, (K,M) with row stride lda (same for B, C).
+// gemm() checks the arguments, handles the empty cases (K == 0 or alpha == 0: C = beta C) and
+// runs the packed AVX2/FMA kernel (gemm_packed.cpp), which threads over OpenMP itself; builds
+// without AVX2/FMA use Eigen's product instead (gemm_eigen, also kept for comparison: it is
+// what bench/gemm_bench.cpp measures the packed kernel against). gemm_batched runs whole products
+// per thread when the batch is large or each product small, otherwise one threaded product
+// after the other.
 #include "trident/kernels/cpu/gemm.hpp"
 
 #include <omp.h>
@@ -11,6 +14,7 @@
 #include <string>
 
 #include "cpu_common.hpp"
+#include "gemm_packed.hpp"
 
 namespace trident::kernels::cpu {
 namespace {
@@ -36,19 +40,24 @@ void check_ld(const char* name, int64_t ld, int64_t cols) {
   }
 }
 
+// M, N > 0. Returns true when there is no product to compute (K == 0 or alpha == 0), after
+// setting C = beta C (beta == 0 overwrites: NaN/garbage in C never reaches the result).
 template <typename T>
-void gemm_one(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
+bool scale_only(int64_t M, int64_t N, int64_t K, T alpha, T beta, T* C, int64_t ldc) {
+  if (K != 0 && alpha != T(0)) return false;
   MatrixMap<T> c(C, M, N, Eigen::OuterStride<>(ldc));
-  if (K == 0 || alpha == T(0)) {
-    if (beta == T(0)) {
-      c.setZero();
-    } else if (beta != T(1)) {
-      c *= beta;
-    }
-    return;
+  if (beta == T(0)) {
+    c.setZero();
+  } else if (beta != T(1)) {
+    c *= beta;
   }
+  return true;
+}
+
+template <typename T>
+void eigen_product(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  MatrixMap<T> c(C, M, N, Eigen::OuterStride<>(ldc));
   ConstMatrixMap<T> a(A, transA ? K : M, transA ? M : K, Eigen::OuterStride<>(lda));
   ConstMatrixMap<T> b(B, transB ? N : K, transB ? K : N, Eigen::OuterStride<>(ldb));
   if (!transA && !transB) {
@@ -59,6 +68,18 @@ void gemm_one(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha
     multiply_into(c, a.transpose(), b, alpha, beta);
   } else {
     multiply_into(c, a.transpose(), b.transpose(), alpha, beta);
+  }
+}
+
+// One product on checked arguments: the packed kernel where the build has it.
+template <typename T>
+void gemm_one(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0 || scale_only(M, N, K, alpha, beta, C, ldc)) return;
+  if (detail::gemm_packed_native()) {
+    detail::gemm_packed_product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    eigen_product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 }
 
@@ -85,12 +106,22 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
 }
 
 template <typename T>
+void gemm_eigen(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  check_args(transA, transB, M, N, K, lda, ldb, ldc);
+  if (M == 0 || N == 0 || scale_only(M, N, K, alpha, beta, C, ldc)) return;
+  eigen_product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+bool gemm_is_packed() { return detail::gemm_packed_native(); }
+
+template <typename T>
 void gemm_batched(bool transA, bool transB, int64_t batch, int64_t M, int64_t N, int64_t K, T alpha,
                   const T* A, int64_t lda, int64_t strideA, const T* B, int64_t ldb,
                   int64_t strideB, T beta, T* C, int64_t ldc, int64_t strideC) {
   check_args(transA, transB, M, N, K, lda, ldb, ldc);
   if (batch <= 0) return;
-  // Products below ~128^3 multiply-adds gain little from Eigen's internal threading; larger
+  // Products below ~128^3 multiply-adds gain little from threading inside the product; larger
   // ones are split over the batch only when that balances the threads well.
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool small = M * N * K <= int64_t{128} * 128 * 128;
@@ -104,7 +135,7 @@ void gemm_batched(bool transA, bool transB, int64_t batch, int64_t M, int64_t N,
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < batch; ++i) one(i);
   } else {
-    for (int64_t i = 0; i < batch; ++i) one(i);  // Eigen threads each product
+    for (int64_t i = 0; i < batch; ++i) one(i);  // each product threads itself
   }
 }
 
@@ -112,6 +143,10 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           const float*, int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
                            const double*, int64_t, double, double*, int64_t);
+template void gemm_eigen<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
+                                int64_t, const float*, int64_t, float, float*, int64_t);
+template void gemm_eigen<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                                 int64_t, const double*, int64_t, double, double*, int64_t);
 template void gemm_batched<float>(bool, bool, int64_t, int64_t, int64_t, int64_t, float,
                                   const float*, int64_t, int64_t, const float*, int64_t, int64_t,
                                   float, float*, int64_t, int64_t);

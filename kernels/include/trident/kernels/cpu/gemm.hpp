@@ -1,4 +1,5 @@
-// Dense matrix multiply on the CPU (Eigen, multi-threaded through OpenMP).
+// Dense matrix multiply on the CPU: a packed AVX2/FMA kernel threaded through OpenMP (Eigen's
+// product in builds without AVX2/FMA). Results do not depend on the thread count.
 // Row-major: C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C[M,N],
 // op(X) = X^T when its trans flag is set. lda/ldb/ldc are row strides in elements
 // of the matrices as stored (A is stored K x M when transA).
@@ -16,5 +17,14 @@ template <typename T>
 void gemm_batched(bool transA, bool transB, int64_t batch, int64_t M, int64_t N, int64_t K,
                   T alpha, const T* A, int64_t lda, int64_t strideA, const T* B, int64_t ldb,
                   int64_t strideB, T beta, T* C, int64_t ldc, int64_t strideC);
+
+// Eigen's product with gemm's contract: the pre-packed-kernel path, kept as the fallback and
+// as the reference for bench/gemm_bench.cpp.
+template <typename T>
+void gemm_eigen(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// True when gemm runs the packed kernel (the build has AVX2 and FMA), false when it is Eigen's.
+bool gemm_is_packed();
 
 }  // namespace trident::kernels::cpu
