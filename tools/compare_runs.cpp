@@ -2,11 +2,15 @@
 // A/metrics.jsonl and B/metrics.jsonl and every tensor of A/model.safetensors and
 // B/model.safetensors; a loss differs when |a - b| > rtol |b|, a tensor when
 // max|a - b| > rtol max|b|. Exit 0 when all agree, 1 otherwise (with the worst offenders).
+// Losses are matched by step; with --from-step S only steps >= S are compared (a run resumed
+// from a checkpoint of step S - 1 against an uninterrupted one), else both must have the same
+// steps. --rtol 0 asks for bitwise-equal losses (they are printed with 17 digits).
 #include <CLI/CLI.hpp>
 
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "trident/core/error.hpp"
@@ -14,31 +18,42 @@
 
 namespace {
 
-std::vector<double> losses(const std::string& dir) {
+// step -> training loss (the last line of a step wins, as after a resume).
+std::map<int64_t, double> losses(const std::string& dir, int64_t from_step) {
   std::ifstream in(dir + "/metrics.jsonl");
   TRIDENT_CHECK(in.good(), dir, "/metrics.jsonl: cannot open");
-  std::vector<double> out;
+  std::map<int64_t, double> out;
   std::string line;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+    if (!j.contains("loss") || !j.contains("step")) continue;
+    const int64_t step = j["step"].get<int64_t>();
+    if (step >= from_step) out[step] = j["loss"].get<double>();
   }
   return out;
 }
 
-int run(const std::string& a, const std::string& b, double rtol) {
+int run(const std::string& a, const std::string& b, double rtol, int64_t from_step) {
   int bad = 0;
-  const auto la = losses(a), lb = losses(b);
-  if (la.size() != lb.size()) {
-    std::printf("step count differs: %zu vs %zu\n", la.size(), lb.size());
+  const auto la = losses(a, from_step), lb = losses(b, from_step);
+  if (la.size() != lb.size() || la.empty()) {
+    std::printf("steps differ: %zu vs %zu steps from step %lld\n", la.size(), lb.size(),
+                static_cast<long long>(from_step));
     return 1;
   }
   double worst_loss = 0;
-  for (size_t i = 0; i < la.size(); ++i) {
-    const double rel = std::abs(la[i] - lb[i]) / std::max(std::abs(lb[i]), 1e-30);
+  for (const auto& [step, loss] : la) {
+    const auto it = lb.find(step);
+    if (it == lb.end()) {
+      std::printf("step %lld: missing in %s\n", static_cast<long long>(step), b.c_str());
+      ++bad;
+      continue;
+    }
+    const double rel = std::abs(loss - it->second) / std::max(std::abs(it->second), 1e-30);
     worst_loss = std::max(worst_loss, rel);
     if (rel > rtol) {
-      std::printf("step %zu: loss %.9g vs %.9g (relative %.2e)\n", i + 1, la[i], lb[i], rel);
+      std::printf("step %lld: loss %.17g vs %.17g (relative %.2e)\n", static_cast<long long>(step),
+                  loss, it->second, rel);
       ++bad;
     }
   }
@@ -73,12 +88,14 @@ int main(int argc, char** argv) {
   CLI::App app{"Compare the losses and final weights of two trident-train runs"};
   std::string a, b;
   double rtol = 1e-5;
+  int64_t from_step = 0;
   app.add_option("run_a", a, "Output directory of the first run")->required();
   app.add_option("run_b", b, "Output directory of the reference run")->required();
-  app.add_option("--rtol", rtol, "Relative tolerance")->capture_default_str();
+  app.add_option("--rtol", rtol, "Relative tolerance (0: bitwise)")->capture_default_str();
+  app.add_option("--from-step", from_step, "Compare the losses of steps >= this one only");
   CLI11_PARSE(app, argc, argv);
   try {
-    return run(a, b, rtol);
+    return run(a, b, rtol, from_step);
   } catch (const trident::Error& e) {
     std::fprintf(stderr, "trident-compare_runs: error: %s\n", e.what());
     return 2;

@@ -60,6 +60,9 @@ class Dropout : public UnaryModule {
   Dropout(float p, uint64_t seed) : p_(p), gen_(seed) {}
   Tensor forward(const Tensor& x) override;
   float p() const { return p_; }
+  // The mask stream (its offset is checkpointed so a resumed run drops the same elements).
+  Generator& generator() { return gen_; }
+  const Generator& generator() const { return gen_; }
 
  private:
   float p_;

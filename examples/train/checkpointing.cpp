@@ -1,0 +1,177 @@
+#include "checkpointing.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "trident/core/checkpoint.hpp"
+#include "trident/parallel/distributed_checkpoint.hpp"
+
+namespace trident::train {
+
+namespace {
+
+using json = nlohmann::json;
+
+volatile std::sig_atomic_t g_signal = 0;
+
+extern "C" void on_preemption_signal(int sig) { g_signal = sig; }
+
+json model_json(const models::GPTConfig& c) {
+  return {{"vocab_size", c.vocab_size}, {"block_size", c.block_size}, {"n_layer", c.n_layer},
+          {"n_head", c.n_head},         {"n_embd", c.n_embd},         {"dropout", c.dropout}};
+}
+
+json layout_json(const RunInfo& info) {
+  const Options& o = *info.opt;
+  return {{"dp", info.layout.dp},         {"tp", info.layout.tp},
+          {"pp", info.layout.pp},         {"world_size", info.layout.dp * info.layout.tp * info.layout.pp},
+          {"zero", o.zero},               {"micro_batches", o.micro_batches},
+          {"batch", o.batch},             {"seq", o.seq},
+          {"schedule", o.schedule}};
+}
+
+json optimizer_json(const RunInfo& info) {
+  const Options& o = *info.opt;
+  return {{"name", info.optimizer_name}, {"lr", o.lr},         {"min_lr", o.min_lr},
+          {"warmup", o.warmup},          {"total_steps", o.steps},
+          {"weight_decay", o.weight_decay}, {"beta1", o.beta1}, {"beta2", o.beta2},
+          {"eps", o.eps},                {"momentum", o.momentum}, {"nesterov", o.nesterov},
+          {"grad_clip", o.grad_clip}};
+}
+
+std::string now_iso8601() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+// Everything in the file that must agree with this run before its tensors are used.
+void check_compatible(const CheckpointReader& r, const RunInfo& info) {
+  const json saved_model = json::parse(r.meta_string("model_config"));
+  const json want_model = model_json(info.cfg);
+  for (const char* key : {"vocab_size", "block_size", "n_layer", "n_head", "n_embd"}) {
+    TRIDENT_CHECK(saved_model.at(key) == want_model.at(key), r.path(), ": written for a model with ",
+                  key, " = ", saved_model.at(key).dump(), ", this run builds ", want_model.at(key).dump(),
+                  " (pass the same model flags to resume)");
+  }
+  const json saved_opt = json::parse(r.meta_string("optimizer"));
+  TRIDENT_CHECK(saved_opt.at("name") == info.optimizer_name, r.path(), ": written with optimizer ",
+                saved_opt.at("name").get<std::string>(), ", this run uses ", info.optimizer_name);
+  const json saved_layout = json::parse(r.meta_string("layout"));
+  TRIDENT_CHECK(saved_layout.at("seq") == info.opt->seq, r.path(), ": written with --seq ",
+                saved_layout.at("seq").dump(), ", this run uses ", info.opt->seq,
+                " (the data position would not carry over)");
+  const int64_t saved_global = saved_layout.at("dp").get<int64_t>() *
+                               saved_layout.at("micro_batches").get<int64_t>() *
+                               saved_layout.at("batch").get<int64_t>();
+  const int64_t saved_batch = saved_layout.at("batch").get<int64_t>();
+  TRIDENT_CHECK(saved_global == info.sequences_per_step && saved_batch == info.opt->batch,
+                r.path(), ": written with a global batch of ", saved_global, " sequences (",
+                saved_batch, " per micro-batch); this run has ", info.sequences_per_step, " (",
+                info.opt->batch, " per micro-batch): keep --batch and dp x --micro-batches equal "
+                "so the data order continues");
+}
+
+}  // namespace
+
+std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
+                            Communicator& world, int64_t step, double* seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Options& o = *info.opt;
+  const std::string path = checkpoint_path(info.checkpoint_dir, step);
+  std::unique_ptr<CheckpointWriter> writer;
+  if (world.rank() == 0) {
+    std::filesystem::create_directories(info.checkpoint_dir);
+    writer = std::make_unique<CheckpointWriter>(path);
+  }
+  const auto offsets = gather_rank_strings(dropout_offsets(model), world);
+  save_training_state(writer.get(), model, optimizer, model.parallel());
+  if (writer) {
+    json rng = json::object();
+    for (const auto& [rank, s] : offsets) rng[std::to_string(rank)] = s;
+    writer->set_meta("step", step);
+    writer->set_meta("samples_consumed", step * info.sequences_per_step);
+    writer->set_meta("tokens_seen", step * info.sequences_per_step * o.seq);
+    writer->set_meta("seed", static_cast<int64_t>(o.seed));
+    writer->set_meta("model_config", model_json(info.cfg).dump());
+    writer->set_meta("layout", layout_json(info).dump());
+    writer->set_meta("optimizer", optimizer_json(info).dump());
+    writer->set_meta("data", json{{"description", info.data_description},
+                                  {"position_unit", "global batches (= step)"},
+                                  {"position", step}}.dump());
+    writer->set_meta("rng_dropout_offsets", rng.dump());
+    writer->set_meta("created", now_iso8601());
+    writer->set_meta("trident_version", std::string("0.1.0"));
+    writer->commit();
+    prune_checkpoints(info.checkpoint_dir, o.keep_checkpoints);
+  }
+  if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return path;
+}
+
+int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
+                        Communicator& world) {
+  const Options& o = *info.opt;
+  std::string path = o.resume_from;
+  if (path.empty() && o.resume) path = latest_checkpoint(info.checkpoint_dir);
+  if (path.empty()) {
+    if (o.resume && world.rank() == 0) {
+      std::printf("resume: no checkpoint in %s yet, starting from step 0\n", info.checkpoint_dir.c_str());
+    }
+    return 0;
+  }
+  int64_t step = 0;
+  std::string error;
+  bool same_layout = false;
+  try {
+    CheckpointReader r(path);
+    check_compatible(r, info);
+    load_training_state(r, model, optimizer);
+    step = r.meta_int("step");
+    const json saved_layout = json::parse(r.meta_string("layout"));
+    same_layout = saved_layout.at("dp") == info.layout.dp && saved_layout.at("tp") == info.layout.tp &&
+                  saved_layout.at("pp") == info.layout.pp;
+    if (same_layout) {
+      const json rng = json::parse(r.meta_string("rng_dropout_offsets"));
+      set_dropout_offsets(model, rng.at(std::to_string(world.rank())).get<std::string>());
+    }
+  } catch (const std::exception& e) {  // trident::Error, and JSON errors of a foreign file
+    error = e.what();
+  }
+  int32_t first_bad = error.empty() ? world.size() : world.rank();
+  world.all_reduce(&first_bad, 1, DType::I32, ReduceOp::Min);
+  if (first_bad < world.size()) {
+    if (world.rank() == first_bad) std::fprintf(stderr, "trident-train: error: %s\n", error.c_str());
+    return -1;
+  }
+  if (world.rank() == 0) {
+    std::printf("resumed from %s at step %lld%s\n", path.c_str(), static_cast<long long>(step),
+                same_layout ? "" : " (resharded to this layout; dropout streams restart)");
+  }
+  return step;
+}
+
+void install_preemption_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_preemption_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+int preemption_signal() { return static_cast<int>(g_signal); }
+
+StepVerdict agree_on_step(Communicator& world, bool local_non_finite) {
+  int32_t flags[2] = {local_non_finite ? 1 : 0, preemption_signal()};
+  world.all_reduce(flags, 2, DType::I32, ReduceOp::Max);
+  return {flags[0] != 0, flags[1]};
+}
+
+}  // namespace trident::train

@@ -1,0 +1,45 @@
+// Saving and loading a model's training state under any dp x tp x pp layout.
+//
+// Checkpoints hold full-size tensors by parameter name (core/checkpoint.hpp), so a file written
+// by one layout loads under another: saving assembles tensor-parallel shards (all-gather over
+// tp), optimizer state sharded by ZeRO-1 (all-gather over dp) and pipeline stages (each stage's
+// first replica streams its tensors to world rank 0, which writes them); loading needs no
+// communication: every rank reads the file and slices its own shard (ShardSpec::slice), and a
+// ZeRO-1 rank keeps only its part of the state.
+//
+// Saved per parameter: "value" (fp32 master weights) and the optimizer's named state
+// ("exp_avg"/"exp_avg_sq" for AdamW and ZeroAdamW, "momentum_buffer" for SGD with momentum).
+// The optimizer's step count goes into the file's "optimizer_steps" attribute.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "trident/core/checkpoint.hpp"
+#include "trident/core/nn/module.hpp"
+#include "trident/core/optim/optimizer.hpp"
+#include "trident/parallel/communicator.hpp"
+#include "trident/parallel/parallel_context.hpp"
+
+namespace trident {
+
+// Collective over the whole job. World rank 0 passes its writer; the others pass nullptr.
+// `model` is this rank's share (its pipeline stage, its tensor-parallel shards).
+void save_training_state(CheckpointWriter* writer, const nn::Module& model,
+                         optim::Optimizer& optimizer, const ParallelContext& ctx);
+
+// Reads this rank's share of the parameters and optimizer state. Not collective: a rank that
+// fails (shape mismatch, corrupted dataset) throws; callers agree on failure before going on.
+void load_training_state(const CheckpointReader& reader, nn::Module& model,
+                         optim::Optimizer& optimizer);
+
+// Per-rank random-stream positions (the dropout modules' counters), as one string per rank
+// gathered to world rank 0 (`rank_states` filled there, keyed by world rank). Collective.
+std::map<int, std::string> gather_rank_strings(const std::string& mine, Communicator& world);
+
+// "h.0.attn.drop=1234;h.0.mlp.drop=5678": the stream offset of every Dropout in `model`.
+std::string dropout_offsets(const nn::Module& model);
+// Restores offsets written by dropout_offsets; throws when a name is unknown.
+void set_dropout_offsets(nn::Module& model, const std::string& offsets);
+
+}  // namespace trident
