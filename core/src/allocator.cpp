@@ -17,6 +17,10 @@ constexpr size_t kMaxWasteFactor = 2;
 Allocator& (*g_cuda_allocator)(int) = nullptr;
 }  // namespace
 
+#ifdef TRIDENT_WITH_CUDA
+void register_cuda_backend();  // backend_cuda.cpp
+#endif
+
 size_t CachingAllocator::round_size(size_t bytes) {
   if (bytes == 0) bytes = 1;
   if (bytes < kLargeThreshold) return (bytes + kSmallGranule - 1) / kSmallGranule * kSmallGranule;
@@ -112,6 +116,10 @@ Allocator& allocator_for(Device device) {
     static CpuAllocator cpu;
     return cpu;
   }
+#ifdef TRIDENT_WITH_CUDA
+  static const bool registered = (register_cuda_backend(), true);
+  (void)registered;
+#endif
   TRIDENT_CHECK(g_cuda_allocator != nullptr, "device ", device.str(),
                 " requested but this build of Trident has no CUDA backend");
   return g_cuda_allocator(device.index);

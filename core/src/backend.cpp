@@ -8,21 +8,33 @@
 namespace trident {
 
 Backend& cpu_backend();  // backend_cpu.cpp
+#ifdef TRIDENT_WITH_CUDA
+void register_cuda_backend();  // backend_cuda.cpp: installs the backend, allocator and copies
+#endif
 
 namespace {
-Backend& (*g_cuda_backend)() = nullptr;
+Backend& (*g_cuda_backend)(int) = nullptr;
 CopyFn g_device_copy = nullptr;
+
+// Explicit, so that the static library's linker keeps backend_cuda.cpp (no static initialiser).
+void ensure_cuda_registered() {
+#ifdef TRIDENT_WITH_CUDA
+  static const bool once = (register_cuda_backend(), true);
+  (void)once;
+#endif
+}
 }  // namespace
 
 Backend& backend_for(Device device) {
   if (device.is_cpu()) return cpu_backend();
+  ensure_cuda_registered();
   TRIDENT_CHECK(g_cuda_backend != nullptr, "device ", device.str(),
                 " requested but this build of Trident has no CUDA backend "
                 "(rebuild with -DTRIDENT_ENABLE_CUDA=ON on a machine with nvcc)");
-  return g_cuda_backend();
+  return g_cuda_backend(device.index);
 }
 
-void register_backend(DeviceType type, Backend& (*get)()) {
+void register_backend(DeviceType type, Backend& (*get)(int)) {
   if (type == DeviceType::CUDA) g_cuda_backend = get;
 }
 
@@ -34,6 +46,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     std::memcpy(dst, src, bytes);
     return;
   }
+  ensure_cuda_registered();
   TRIDENT_CHECK(g_device_copy != nullptr, "copy between ", src_device.str(), " and ",
                 dst_device.str(), " needs the CUDA backend, which this build lacks");
   g_device_copy(dst, dst_device, src, src_device, bytes);

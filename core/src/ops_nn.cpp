@@ -229,7 +229,9 @@ Tensor causal_self_attention(const Tensor& qkv_in, int64_t n_head) {
   TRIDENT_CHECK(n_head > 0 && C % n_head == 0, "attention: ", n_head,
                 " heads do not divide the width ", C);
   Tensor out = Tensor::empty({B, T, C}, qkv.dtype(), qkv.device());
-  Tensor att = Tensor::empty({B, n_head, T, T}, qkv.dtype(), qkv.device());
+  // What backward needs: (B, n_head, T, T) probabilities on the CPU, less on a GPU.
+  Tensor att = Tensor::empty({be(qkv).attention_saved_elements(qkv.dtype(), B, T, C, n_head)},
+                             qkv.dtype(), qkv.device());
   if (out.numel() > 0) be(qkv).attention_forward(qkv.dtype(), out.raw_data(), att.raw_data(),
                                                  qkv.raw_data(), B, T, C, n_head);
   const Tensor qd = qkv.detach();

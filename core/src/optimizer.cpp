@@ -1,6 +1,7 @@
 #include "trident/core/optim/optimizer.hpp"
 
 #include <cmath>
+#include <memory>
 
 #include "trident/core/backend.hpp"
 
@@ -49,15 +50,44 @@ void Optimizer::for_each_param_with_grad(
 
 void SGD::step() {
   ++step_;
+  // One multi-tensor call per run of parameters sharing a group and a device.
+  std::vector<Tensor> keep;  // contiguous gradients, alive until their update is queued
+  std::vector<float*> ps, bufs;
+  std::vector<const float*> gs;
+  std::vector<int64_t> ns;
+  size_t total = 1;
+  for (const auto& g : groups_) total += g.params.size();
+  const std::unique_ptr<bool[]> firsts = std::make_unique<bool[]>(total);
+  size_t group = 0;
+  Device device;
+  const auto flush = [&] {
+    if (!ps.empty()) {
+      backend_for(device).sgd_update_multi(static_cast<int>(ps.size()), ps.data(), gs.data(),
+                                           bufs.data(), ns.data(), firsts.get(), lr_,
+                                           opts_.momentum, opts_.dampening,
+                                           groups_[group].weight_decay, opts_.nesterov);
+    }
+    keep.clear();
+    ps.clear();
+    bufs.clear();
+    gs.clear();
+    ns.clear();
+  };
   for_each_param_with_grad([&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
+    if (!ps.empty() && (gi != group || p.device() != device)) flush();
+    group = gi;
+    device = p.device();
     Tensor& buf = momentum_[gi][i];
     const bool first = !buf.defined();
     if (opts_.momentum != 0 && first) buf = Tensor::empty(p.shape(), DType::F32, p.device());
-    backend_for(p.device())
-        .sgd_update(p.data<float>(), gc.data<float>(), buf.defined() ? buf.data<float>() : nullptr,
-                    p.numel(), lr_, opts_.momentum, opts_.dampening, groups_[gi].weight_decay,
-                    opts_.nesterov, first);
+    firsts[ps.size()] = first;
+    keep.push_back(gc);
+    ps.push_back(p.data<float>());
+    gs.push_back(gc.data<float>());
+    bufs.push_back(buf.defined() ? buf.data<float>() : nullptr);
+    ns.push_back(p.numel());
   });
+  flush();
 }
 
 std::vector<std::pair<std::string, Tensor>> SGD::state_of(size_t group, size_t index) {
@@ -88,12 +118,39 @@ AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& opts)
 
 void AdamW::step() {
   ++step_;
+  // One multi-tensor call per run of parameters sharing a group and a device.
+  std::vector<Tensor> keep;  // contiguous gradients, alive until their update is queued
+  std::vector<float*> ps, ms, vs;
+  std::vector<const float*> gs;
+  std::vector<int64_t> ns;
+  size_t group = 0;
+  Device device;
+  const auto flush = [&] {
+    if (!ps.empty()) {
+      backend_for(device).adamw_update_multi(static_cast<int>(ps.size()), ps.data(), gs.data(),
+                                             ms.data(), vs.data(), ns.data(), lr_, opts_.beta1,
+                                             opts_.beta2, opts_.eps, groups_[group].weight_decay,
+                                             step_);
+    }
+    keep.clear();
+    ps.clear();
+    ms.clear();
+    vs.clear();
+    gs.clear();
+    ns.clear();
+  };
   for_each_param_with_grad([&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
-    backend_for(p.device())
-        .adamw_update(p.data<float>(), gc.data<float>(), m_[gi][i].data<float>(),
-                      v_[gi][i].data<float>(), p.numel(), lr_, opts_.beta1, opts_.beta2, opts_.eps,
-                      groups_[gi].weight_decay, step_);
+    if (!ps.empty() && (gi != group || p.device() != device)) flush();
+    group = gi;
+    device = p.device();
+    keep.push_back(gc);
+    ps.push_back(p.data<float>());
+    gs.push_back(gc.data<float>());
+    ms.push_back(m_[gi][i].data<float>());
+    vs.push_back(v_[gi][i].data<float>());
+    ns.push_back(p.numel());
   });
+  flush();
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_of(size_t group, size_t index) {
@@ -101,13 +158,32 @@ std::vector<std::pair<std::string, Tensor>> AdamW::state_of(size_t group, size_t
 }
 
 double grad_sum_squares(const std::vector<Tensor>& params) {
+  // Runs of gradients sharing a device and dtype go to the backend in one call (one pass and
+  // one readback on a GPU); the CPU sums them one by one in order, as before.
+  std::vector<Tensor> run;
+  std::vector<const void*> ptrs;
+  std::vector<int64_t> ns;
   double s = 0;
+  const auto flush = [&] {
+    if (!run.empty()) {
+      s += backend_for(run[0].device())
+               .sum_squares_multi(run[0].dtype(), ptrs.data(), ns.data(),
+                                  static_cast<int>(run.size()));
+    }
+    run.clear();
+    ptrs.clear();
+    ns.clear();
+  };
   for (const auto& p : params) {
     const Tensor g = p.grad();
     if (!g.defined() || g.numel() == 0) continue;
     const Tensor gc = g.contiguous();
-    s += backend_for(g.device()).sum_squares(g.dtype(), gc.raw_data(), g.numel());
+    if (!run.empty() && (gc.device() != run[0].device() || gc.dtype() != run[0].dtype())) flush();
+    run.push_back(gc);
+    ptrs.push_back(gc.raw_data());
+    ns.push_back(gc.numel());
   }
+  flush();
   return s;
 }
 

@@ -35,6 +35,13 @@ class Backend {
   virtual void axpy(DType t, void* y, const void* x, double alpha, int64_t n) = 0;
   virtual double sum(DType t, const void* x, int64_t n) = 0;
   virtual double sum_squares(DType t, const void* x, int64_t n) = 0;
+  // Sum of sum_squares over `count` buffers (the global gradient norm); one pass on a GPU.
+  virtual double sum_squares_multi(DType t, const void* const* xs, const int64_t* ns,
+                                   int count) {
+    double s = 0;
+    for (int i = 0; i < count; ++i) s += sum_squares(t, xs[i], ns[i]);
+    return s;
+  }
   virtual void add_bias(DType t, void* out, const void* in, const void* bias, int64_t rows,
                         int64_t cols) = 0;
   virtual void bias_backward(DType t, void* dbias, const void* dout, int64_t rows,
@@ -64,6 +71,14 @@ class Backend {
                                int64_t cols) = 0;
   virtual void softmax_backward(DType t, void* dinp, const void* out, const void* dout,
                                 int64_t rows, int64_t cols) = 0;
+  // Elements of dtype t that attention_forward's `att` buffer needs: the CPU keeps the
+  // (B, NH, T, T) probabilities, the CUDA flash kernel the row log-sum-exps and a copy of out.
+  virtual int64_t attention_saved_elements(DType t, int64_t B, int64_t T, int64_t C,
+                                           int64_t NH) const {
+    (void)t;
+    (void)C;
+    return B * NH * T * T;
+  }
   virtual void attention_forward(DType t, void* out, void* att, const void* qkv, int64_t B,
                                  int64_t T, int64_t C, int64_t NH) = 0;
   virtual void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
@@ -86,12 +101,32 @@ class Backend {
   virtual void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr,
                           float momentum, float dampening, float weight_decay, bool nesterov,
                           bool first_step) = 0;
+  // Many tensors of one parameter group in one call (one launch per 32 tensors on a GPU).
+  virtual void adamw_update_multi(int count, float* const* params, const float* const* grads,
+                                  float* const* m, float* const* v, const int64_t* ns, float lr,
+                                  float beta1, float beta2, float eps, float weight_decay,
+                                  int64_t step) {
+    for (int i = 0; i < count; ++i) {
+      adamw_update(params[i], grads[i], m[i], v[i], ns[i], lr, beta1, beta2, eps, weight_decay,
+                   step);
+    }
+  }
+  virtual void sgd_update_multi(int count, float* const* params, const float* const* grads,
+                                float* const* bufs, const int64_t* ns, const bool* first_steps,
+                                float lr, float momentum, float dampening, float weight_decay,
+                                bool nesterov) {
+    for (int i = 0; i < count; ++i) {
+      sgd_update(params[i], grads[i], bufs[i], ns[i], lr, momentum, dampening, weight_decay,
+                 nesterov, first_steps[i]);
+    }
+  }
 };
 
 // The backend serving `device`; throws trident::Error when the build or machine lacks it.
 Backend& backend_for(Device device);
-// Used by the CUDA backend to install itself.
-void register_backend(DeviceType type, Backend& (*get)());
+// Used by the CUDA backend to install itself; `get` receives the device index and throws
+// trident::Error when that device cannot be used.
+void register_backend(DeviceType type, Backend& (*get)(int index));
 // Copies bytes between devices; registered by the CUDA backend for anything touching a GPU.
 using CopyFn = void (*)(void* dst, Device dst_device, const void* src, Device src_device,
                         size_t bytes);

@@ -1,0 +1,20 @@
+// The CUDA runtime as core sees it, callable from any build: without CUDA (a CPU-only build)
+// the device count is 0 and the rest throws trident::Error saying so.
+#pragma once
+#include <string>
+
+namespace trident {
+
+// Visible CUDA devices; 0 when there is no driver, no device or no CUDA in this build.
+int cuda_device_count_or_zero();
+// Why no CUDA device can be used ("" when at least one can): for skip messages and logs.
+std::string cuda_unavailable_reason();
+// Throws trident::Error with one line naming the cause when cuda:index cannot be used: no
+// driver (CUDA error 35), no device (100), an index out of range, a GPU older than sm_80, or a
+// build without CUDA.
+void cuda_check_device(int index);
+// The stream (a cudaStream_t) on which the CUDA backend queues all work of device `index`;
+// other streams (NCCL) must order themselves against it.
+void* cuda_compute_stream(int index);
+
+}  // namespace trident

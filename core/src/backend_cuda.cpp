@@ -1,0 +1,537 @@
+// The CUDA backend: every entry of the op table forwarded to kernels/cuda on the device's one
+// compute stream (work is queued asynchronously; entries that return a number, or that must
+// report bad token ids or targets, wait for it). One CudaBackend per device owns its stream,
+// cuBLASLt handle and workspace, a device slot for results and a pinned host slot to read them
+// back. Scratch memory (partial sums, sort buffers) comes from the device's caching allocator
+// and is given back when the entry returns, which is safe because every later use of a block
+// is queued on the same stream. register_cuda_backend() installs the backend, the allocator and
+// host<->device copies; core calls it explicitly on first use of a CUDA device.
+#ifdef TRIDENT_WITH_CUDA
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "trident/core/backend.hpp"
+#include "trident/core/cuda.hpp"
+#include "trident/core/cuda_allocator.hpp"
+#include "trident/core/error.hpp"
+#include "trident/kernels/cuda/activation.hpp"
+#include "trident/kernels/cuda/attention.hpp"
+#include "trident/kernels/cuda/bias.hpp"
+#include "trident/kernels/cuda/cross_entropy.hpp"
+#include "trident/kernels/cuda/dropout.hpp"
+#include "trident/kernels/cuda/elementwise.hpp"
+#include "trident/kernels/cuda/embedding.hpp"
+#include "trident/kernels/cuda/layernorm.hpp"
+#include "trident/kernels/cuda/matmul.hpp"
+#include "trident/kernels/cuda/optimizer.hpp"
+#include "trident/kernels/cuda/reduce.hpp"
+
+namespace trident {
+
+namespace {
+
+namespace kc = kernels::cuda;
+
+// cuBLASLt workspace: 32 MiB, what NVIDIA recommends for Hopper.
+constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
+
+void check(cudaError_t e, int device, const char* what) {
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Error(str_cat("cuda:", device, ": ", what, " failed: ", cudaGetErrorName(e), " (",
+                        cudaGetErrorString(e), ")"));
+  }
+}
+
+kc::ScalarType st(DType t) {
+  switch (t) {
+    case DType::F32: return kc::ScalarType::F32;
+    case DType::F64: return kc::ScalarType::F64;
+    case DType::BF16: return kc::ScalarType::BF16;
+    case DType::F16: return kc::ScalarType::F16;
+    case DType::I32: return kc::ScalarType::I32;
+    case DType::I64: return kc::ScalarType::I64;
+    case DType::U8: return kc::ScalarType::U8;
+  }
+  return kc::ScalarType::F32;
+}
+
+// --- RAII owners of CUDA handles --------------------------------------------------------
+class Stream {
+ public:
+  explicit Stream(int device) : device_(device) {
+    check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), device, "cudaStreamCreate");
+  }
+  ~Stream() {
+    if (s_ != nullptr) (void)cudaStreamDestroy(s_);
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return s_; }
+  void synchronize() const { check(cudaStreamSynchronize(s_), device_, "stream synchronize"); }
+
+ private:
+  int device_;
+  cudaStream_t s_ = nullptr;
+};
+
+class LtHandle {
+ public:
+  explicit LtHandle(int device) {
+    const cublasStatus_t s = cublasLtCreate(&h_);
+    TRIDENT_CHECK(s == CUBLAS_STATUS_SUCCESS, "cuda:", device, ": cublasLtCreate failed: ",
+                  cublasLtGetStatusString(s));
+  }
+  ~LtHandle() {
+    if (h_ != nullptr) (void)cublasLtDestroy(h_);
+  }
+  LtHandle(const LtHandle&) = delete;
+  LtHandle& operator=(const LtHandle&) = delete;
+  cublasLtHandle_t get() const { return h_; }
+
+ private:
+  cublasLtHandle_t h_ = nullptr;
+};
+
+// A device buffer held for the backend's lifetime (not from the caching allocator).
+class DeviceBuffer {
+ public:
+  DeviceBuffer(int device, size_t bytes) : bytes_(bytes) {
+    check(cudaMalloc(&p_, bytes), device, "cudaMalloc (backend buffer)");
+  }
+  ~DeviceBuffer() {
+    if (p_ != nullptr) (void)cudaFree(p_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const { return p_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_;
+};
+
+class PinnedBuffer {
+ public:
+  PinnedBuffer(int device, size_t bytes) {
+    check(cudaMallocHost(&p_, bytes), device, "cudaMallocHost");
+  }
+  ~PinnedBuffer() {
+    if (p_ != nullptr) (void)cudaFreeHost(p_);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* get() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// Scratch for one backend entry, from the caching allocator, returned on destruction.
+class CallScratch final : public kc::Scratch {
+ public:
+  explicit CallScratch(Allocator& a) : a_(a) {}
+  ~CallScratch() override {
+    for (auto& [p, bytes] : blocks_) a_.deallocate(p, bytes);
+  }
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  void* get(size_t bytes) override {
+    void* p = a_.allocate(bytes);
+    blocks_.emplace_back(p, bytes);
+    return p;
+  }
+
+ private:
+  Allocator& a_;
+  std::vector<std::pair<void*, size_t>> blocks_;
+};
+
+template <typename T> T* P(void* p) { return static_cast<T*>(p); }
+template <typename T> const T* P(const void* p) { return static_cast<const T*>(p); }
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device)
+      : device_(device),
+        guard_(activate_for_construction(device)),
+        stream_(device),
+        lt_(device),
+        workspace_(device, kGemmWorkspaceBytes),
+        result_(device, 64),
+        host_(device, 64),
+        alloc_(cuda_allocator(device)) {}
+
+  const char* name() const override { return "cuda"; }
+  cudaStream_t stream() const { return stream_.get(); }
+  int device() const { return device_; }
+
+  void synchronize() override {
+    activate();
+    stream_.synchronize();
+  }
+
+  // --- memory and layout -------------------------------------------------------------
+  void fill(DType t, void* out, double value, int64_t n) override {
+    run("fill", [&] { kc::fill(st(t), out, value, n, s()); });
+  }
+  void copy_strided(DType t, void* out, const void* in, const int64_t* in_strides,
+                    const int64_t* shape, int ndim) override {
+    run("copy_strided", [&] { kc::copy_strided(st(t), out, in, in_strides, shape, ndim, s()); });
+  }
+  void convert(DType to, void* out, DType from, const void* in, int64_t n) override {
+    run("convert", [&] { kc::convert(st(to), out, st(from), in, n, s()); });
+  }
+
+  // --- element-wise and reductions --------------------------------------------------
+  void binary_strided(BinaryOpKind op, DType t, void* out, const void* a,
+                      const int64_t* a_strides, const void* b, const int64_t* b_strides,
+                      const int64_t* shape, int ndim) override {
+    run("binary op", [&] {
+      kc::binary_strided(static_cast<kc::BinaryOp>(op), st(t), out, a, a_strides, b, b_strides,
+                         shape, ndim, s());
+    });
+  }
+  void reduce_sum_to(DType t, void* out, const void* in, const int64_t* shape,
+                     const bool* reduce_dim, int ndim) override {
+    run("sum", [&] {
+      CallScratch scratch(alloc_);
+      kc::reduce_sum_to(st(t), out, in, shape, reduce_dim, ndim, scratch, s());
+    });
+  }
+  void scale(DType t, void* out, const void* in, double alpha, int64_t n) override {
+    run("scale", [&] { kc::scale(st(t), out, in, static_cast<float>(alpha), n, s()); });
+  }
+  void axpy(DType t, void* y, const void* x, double alpha, int64_t n) override {
+    run("axpy", [&] { kc::axpy(st(t), y, x, static_cast<float>(alpha), n, s()); });
+  }
+  double sum(DType t, const void* x, int64_t n) override {
+    return read_double("sum", [&](double* out, kc::Scratch& scratch) {
+      kc::sum(st(t), x, n, false, out, scratch, s());
+    });
+  }
+  double sum_squares(DType t, const void* x, int64_t n) override {
+    return read_double("sum_squares", [&](double* out, kc::Scratch& scratch) {
+      kc::sum(st(t), x, n, true, out, scratch, s());
+    });
+  }
+  double sum_squares_multi(DType t, const void* const* xs, const int64_t* ns,
+                           int count) override {
+    return read_double("sum_squares", [&](double* out, kc::Scratch& scratch) {
+      kc::sum_squares_multi(st(t), xs, ns, count, out, scratch, s());
+    });
+  }
+  void add_bias(DType t, void* out, const void* in, const void* bias, int64_t rows,
+                int64_t cols) override {
+    run("add_bias", [&] { kc::add_bias(st(t), out, in, bias, rows, cols, s()); });
+  }
+  void bias_backward(DType t, void* dbias, const void* dout, int64_t rows,
+                     int64_t cols) override {
+    run("bias_backward", [&] {
+      CallScratch scratch(alloc_);
+      kc::bias_backward(st(t), dbias, dout, rows, cols, scratch, s());
+    });
+  }
+
+  // --- matrix multiply ---------------------------------------------------------------
+  void gemm_batched(DType t, bool transA, bool transB, int64_t batch, int64_t M, int64_t N,
+                    int64_t K, double alpha, const void* A, int64_t lda, int64_t strideA,
+                    const void* B, int64_t ldb, int64_t strideB, double beta, void* C,
+                    int64_t ldc, int64_t strideC) override {
+    kc::GemmArgs g;
+    g.transA = transA;
+    g.transB = transB;
+    g.batch = batch;
+    g.M = M;
+    g.N = N;
+    g.K = K;
+    g.alpha = static_cast<float>(alpha);
+    g.beta = static_cast<float>(beta);
+    g.A = A;
+    g.lda = lda;
+    g.strideA = strideA;
+    g.B = B;
+    g.ldb = ldb;
+    g.strideB = strideB;
+    g.C = C;
+    g.ldc = ldc;
+    g.strideC = strideC;
+    run("matmul", [&] {
+      kc::gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
+    });
+  }
+
+  // --- transformer ops ---------------------------------------------------------------
+  void embedding_forward(DType t, void* out, const int32_t* ids, const void* table, int64_t N,
+                         int64_t V, int64_t C) override {
+    run("embedding", [&] {
+      kc::embedding_forward(st(t), out, ids, table, N, V, C, bad_slot(), s());
+    });
+    const int32_t pos = read_bad_position(N);
+    if (pos >= 0) {
+      const int32_t id = read_int(ids + pos);
+      throw std::out_of_range(str_cat("embedding_forward: token id ", id, " at position ", pos,
+                                      " is outside [0, ", V,
+                                      "); check the tokenizer's vocabulary size"));
+    }
+  }
+  void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
+                          int64_t N, int64_t V, int64_t C) override {
+    run("embedding_backward", [&] {
+      CallScratch scratch(alloc_);
+      kc::embedding_backward(st(t), dtable, dout, ids, N, V, C, scratch, s());
+    });
+  }
+  void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,
+                         const void* weight, const void* bias, int64_t N, int64_t C,
+                         double eps) override {
+    run("layernorm", [&] {
+      kc::layernorm_forward(st(t), out, mean, rstd, inp, weight, bias, N, C,
+                            static_cast<float>(eps), s());
+    });
+  }
+  void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias, const void* dout,
+                          const void* inp, const void* weight, const void* mean,
+                          const void* rstd, int64_t N, int64_t C) override {
+    run("layernorm_backward", [&] {
+      CallScratch scratch(alloc_);
+      kc::layernorm_backward(st(t), dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C,
+                             scratch, s());
+    });
+  }
+  void gelu_forward(DType t, void* out, const void* inp, int64_t n) override {
+    run("gelu", [&] { kc::gelu_forward(st(t), out, inp, n, s()); });
+  }
+  void gelu_backward(DType t, void* dinp, const void* inp, const void* dout,
+                     int64_t n) override {
+    run("gelu_backward", [&] { kc::gelu_backward(st(t), dinp, inp, dout, n, s()); });
+  }
+  void softmax_forward(DType t, void* out, const void* inp, int64_t rows,
+                       int64_t cols) override {
+    run("softmax", [&] { kc::softmax_forward(st(t), out, inp, rows, cols, s()); });
+  }
+  void softmax_backward(DType t, void* dinp, const void* out, const void* dout, int64_t rows,
+                        int64_t cols) override {
+    run("softmax_backward",
+        [&] { kc::softmax_backward(st(t), dinp, out, dout, rows, cols, s()); });
+  }
+  int64_t attention_saved_elements(DType t, int64_t B, int64_t T, int64_t C,
+                                   int64_t NH) const override {
+    const int64_t es = static_cast<int64_t>(dtype_size(t));
+    const int64_t bytes = static_cast<int64_t>(kc::attention_saved_bytes(st(t), B, T, C, NH));
+    return (bytes + es - 1) / es;
+  }
+  void attention_forward(DType t, void* out, void* att, const void* qkv, int64_t B, int64_t T,
+                         int64_t C, int64_t NH) override {
+    run("attention", [&] { kc::attention_forward(st(t), out, att, qkv, B, T, C, NH, s()); });
+  }
+  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
+                          const void* att, int64_t B, int64_t T, int64_t C,
+                          int64_t NH) override {
+    run("attention_backward", [&] {
+      CallScratch scratch(alloc_);
+      kc::attention_backward(st(t), dqkv, dout, qkv, att, B, T, C, NH, scratch, s());
+    });
+  }
+  void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,
+                             const int32_t* targets, int64_t N, int64_t V) override {
+    run("cross_entropy", [&] {
+      kc::cross_entropy_forward(st(t), losses, lse, logits, targets, N, V, bad_slot(), s());
+    });
+    const int32_t pos = read_bad_position(N);
+    if (pos >= 0) {
+      const int32_t target = read_int(targets + pos);
+      throw std::out_of_range(str_cat("cross_entropy_forward: target ", target, " at position ",
+                                      pos, " is not below the ", V,
+                                      " classes (use a negative target to ignore a position)"));
+    }
+  }
+  void cross_entropy_backward(DType t, void* dlogits, const void* logits, const void* lse,
+                              const int32_t* targets, const void* dlosses, int64_t N,
+                              int64_t V) override {
+    run("cross_entropy_backward", [&] {
+      kc::cross_entropy_backward(st(t), dlogits, logits, lse, targets, dlosses, N, V, s());
+    });
+  }
+  void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n, float p,
+                       uint64_t seed, uint64_t offset) override {
+    run("dropout",
+        [&] { kc::dropout_forward(st(t), out, mask, inp, n, p, seed, offset, s()); });
+  }
+  void dropout_backward(DType t, void* dinp, const void* dout, const void* mask,
+                        int64_t n) override {
+    run("dropout_backward", [&] { kc::dropout_backward(st(t), dinp, dout, mask, n, s()); });
+  }
+
+  // --- optimizers ----------------------------------------------------------------------
+  void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                    float beta1, float beta2, float eps, float weight_decay,
+                    int64_t step) override {
+    adamw_update_multi(1, &param, &grad, &m, &v, &n, lr, beta1, beta2, eps, weight_decay, step);
+  }
+  void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr,
+                  float momentum, float dampening, float weight_decay, bool nesterov,
+                  bool first_step) override {
+    sgd_update_multi(1, &param, &grad, &buf, &n, &first_step, lr, momentum, dampening,
+                     weight_decay, nesterov);
+  }
+  void adamw_update_multi(int count, float* const* params, const float* const* grads,
+                          float* const* m, float* const* v, const int64_t* ns, float lr,
+                          float beta1, float beta2, float eps, float weight_decay,
+                          int64_t step) override {
+    run("adamw", [&] {
+      kc::adamw_update_multi(count, params, grads, m, v, ns, lr, beta1, beta2, eps, weight_decay,
+                             step, s());
+    });
+  }
+  void sgd_update_multi(int count, float* const* params, const float* const* grads,
+                        float* const* bufs, const int64_t* ns, const bool* first_steps,
+                        float lr, float momentum, float dampening, float weight_decay,
+                        bool nesterov) override {
+    run("sgd", [&] {
+      kc::sgd_update_multi(count, params, grads, bufs, ns, first_steps, lr, momentum, dampening,
+                           weight_decay, nesterov, s());
+    });
+  }
+
+  // Makes this backend's device current on the calling thread.
+  void activate() const {
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess || cur != device_) {
+      check(cudaSetDevice(device_), device_, "cudaSetDevice");
+    }
+  }
+
+ private:
+  static int activate_for_construction(int device) {
+    cuda_check_device(device);
+    check(cudaSetDevice(device), device, "cudaSetDevice");
+    return device;
+  }
+
+  cudaStream_t s() const { return stream_.get(); }
+  int32_t* bad_slot() const { return static_cast<int32_t*>(result_.get()) + 2; }
+
+  // Runs a launcher on this device; its exceptions become trident::Error naming the op and
+  // device, except std::out_of_range, which ops translate themselves.
+  template <typename F>
+  void run(const char* op, F&& f) {
+    activate();
+    try {
+      f();
+    } catch (const Error&) {
+      throw;
+    } catch (const std::invalid_argument& e) {
+      throw Error(str_cat(op, " on cuda:", device_, ": ", e.what()));
+    } catch (const std::runtime_error& e) {
+      throw Error(str_cat(op, " on cuda:", device_, ": ", e.what()));
+    }
+  }
+
+  // Queues `f(out_dev, scratch)`, which writes a double into the device result slot, and
+  // returns it after the stream has drained.
+  template <typename F>
+  double read_double(const char* op, F&& f) {
+    double* dev = static_cast<double*>(result_.get());
+    run(op, [&] {
+      CallScratch scratch(alloc_);
+      f(dev, scratch);
+      check(cudaMemcpyAsync(host_.get(), dev, sizeof(double), cudaMemcpyDeviceToHost, s()),
+            device_, op);
+    });
+    stream_.synchronize();
+    return *static_cast<const double*>(host_.get());
+  }
+
+  int32_t read_int(const int32_t* dev) {
+    check(cudaMemcpyAsync(host_.get(), dev, sizeof(int32_t), cudaMemcpyDeviceToHost, s()),
+          device_, "read back");
+    stream_.synchronize();
+    return *static_cast<const int32_t*>(host_.get());
+  }
+
+  // The position a validating launcher recorded, or -1 when every index was in range.
+  int32_t read_bad_position(int64_t n) {
+    const int32_t pos = read_int(bad_slot());
+    return (pos != kc::kNoBadIndex && pos >= 0 && pos < n) ? pos : -1;
+  }
+
+  int device_;
+  int guard_;  // constructed first: checks the device and makes it current
+  Stream stream_;
+  LtHandle lt_;
+  DeviceBuffer workspace_;
+  DeviceBuffer result_;  // [0, 8): a double; [8, 12): the bad-index slot
+  PinnedBuffer host_;
+  Allocator& alloc_;
+};
+
+std::mutex g_mu;
+std::vector<std::unique_ptr<CudaBackend>>& backends() {
+  static std::vector<std::unique_ptr<CudaBackend>> all;
+  return all;
+}
+
+CudaBackend& cuda_backend(int index) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto& all = backends();
+  if (index >= 0 && static_cast<size_t>(index) < all.size() && all[index]) return *all[index];
+  cuda_check_device(index);
+  if (all.size() <= static_cast<size_t>(index)) all.resize(index + 1);
+  all[index] = std::make_unique<CudaBackend>(index);
+  return *all[index];
+}
+
+Backend& get_backend(int index) { return cuda_backend(index); }
+Allocator& get_allocator(int index) { return cuda_allocator(index); }
+
+// Host<->device and device<->device copies, ordered on the devices' compute streams; a copy
+// to the host returns when the data has arrived.
+void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (dst_device.is_cuda() && src_device.is_cpu()) {
+    CudaBackend& be = cuda_backend(dst_device.index);
+    be.activate();
+    // From pageable memory the runtime stages the source before returning, so the caller may
+    // reuse it at once; the transfer itself is ordered after earlier work on the stream.
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, be.stream()),
+          dst_device.index, "copy to device");
+  } else if (dst_device.is_cpu() && src_device.is_cuda()) {
+    CudaBackend& be = cuda_backend(src_device.index);
+    be.activate();
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, be.stream()),
+          src_device.index, "copy to host");
+    be.synchronize();
+  } else if (dst_device == src_device) {
+    CudaBackend& be = cuda_backend(dst_device.index);
+    be.activate();
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, be.stream()),
+          dst_device.index, "device copy");
+  } else {
+    CudaBackend& from = cuda_backend(src_device.index);
+    CudaBackend& to = cuda_backend(dst_device.index);
+    to.synchronize();  // dst free of earlier work
+    from.activate();
+    check(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes, from.stream()),
+          src_device.index, "peer copy");
+    from.synchronize();
+  }
+}
+
+}  // namespace
+
+void* cuda_compute_stream(int index) { return cuda_backend(index).stream(); }
+
+void register_cuda_backend() {
+  register_backend(DeviceType::CUDA, &get_backend);
+  register_device_allocator(DeviceType::CUDA, &get_allocator);
+  register_device_copy(&copy);
+}
+
+}  // namespace trident
+#endif  // TRIDENT_WITH_CUDA

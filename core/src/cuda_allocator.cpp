@@ -1,0 +1,73 @@
+// CudaAllocator: the caching allocator over cudaMalloc/cudaFree of one device.
+#ifdef TRIDENT_WITH_CUDA
+#include "trident/core/cuda_allocator.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "trident/core/cuda.hpp"
+#include "trident/core/error.hpp"
+
+namespace trident {
+
+namespace {
+// Makes `device` current for the scope (restores the previous device).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    cudaGetDevice(&prev_);
+    if (prev_ != device) cudaSetDevice(device);
+  }
+  ~DeviceGuard() {
+    int cur = -1;
+    cudaGetDevice(&cur);
+    if (cur != prev_) cudaSetDevice(prev_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = 0;
+};
+}  // namespace
+
+CudaAllocator::~CudaAllocator() { release_all(); }
+
+void* CudaAllocator::raw_alloc(size_t bytes) {
+  DeviceGuard guard(device_);
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  TRIDENT_CHECK(e == cudaSuccess, "cudaMalloc of ", bytes, " bytes on cuda:", device_,
+                " failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  return p;
+}
+
+void CudaAllocator::raw_free(void* ptr) {
+  DeviceGuard guard(device_);
+  // At process exit the runtime may already be unloading; the memory goes with the process.
+  const cudaError_t e = cudaFree(ptr);
+  if (e != cudaSuccess) (void)cudaGetLastError();
+}
+
+Allocator& cuda_allocator(int index) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<CudaAllocator>> allocators;
+  std::lock_guard<std::mutex> lock(mu);
+  if (index >= 0 && static_cast<size_t>(index) < allocators.size() && allocators[index]) {
+    return *allocators[index];
+  }
+  cuda_check_device(index);
+  if (allocators.size() <= static_cast<size_t>(index)) allocators.resize(index + 1);
+  allocators[index] = std::make_unique<CudaAllocator>(index);
+  return *allocators[index];
+}
+
+}  // namespace trident
+#endif  // TRIDENT_WITH_CUDA

@@ -1,0 +1,118 @@
+// Embedding lookup: table (V, C) row-major, ids (N) int32, out/dout (N, C).
+// Forward: one thread per output element; ids are checked on the device (bad ones give zero
+// rows and are reported through an atomicMin on an int, which is deterministic).
+// Backward without float atomics: keys[i] = ids[i] (V for an invalid id) and values[i] = i are
+// sorted by key with CUB's radix sort, which is stable, so equal ids keep their positions in
+// increasing order. dtable is zeroed; then for each run of equal keys in the sorted order
+// (found by the block whose index starts the run), one block adds the run's dout rows in that
+// order, each thread owning columns c, c + blockDim, ... and writing the row once. The result
+// is the same on every run whatever the schedule.
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+
+#include "common.cuh"
+#include "trident/kernels/cuda/embedding.hpp"
+
+namespace trident::kernels::cuda {
+namespace {
+
+using detail::check_launch;
+
+template <typename T>
+__global__ void embedding_forward_kernel(T* out, const int32_t* ids, const T* table, int64_t N,
+                                         int64_t V, int64_t C, int32_t* bad_position) {
+  const int64_t total = N * C;
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = k / C, c = k - i * C;
+    const int32_t id = ids[i];
+    if (id < 0 || id >= V) {
+      out[k] = detail::from_float<T>(0.0f);
+      if (c == 0) atomicMin(bad_position, static_cast<int32_t>(min(i, int64_t{kNoBadIndex})));
+    } else {
+      out[k] = table[int64_t(id) * C + c];
+    }
+  }
+}
+
+__global__ void embedding_keys_kernel(const int32_t* ids, int64_t N, int64_t V, uint32_t* keys,
+                                      int32_t* positions) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int32_t id = ids[i];
+    keys[i] = (id < 0 || id >= V) ? static_cast<uint32_t>(V) : static_cast<uint32_t>(id);
+    positions[i] = static_cast<int32_t>(i);
+  }
+}
+
+template <typename T>
+__global__ void embedding_accumulate_kernel(T* dtable, const T* dout, const uint32_t* keys,
+                                            const int32_t* positions, int64_t N, int64_t V,
+                                            int64_t C) {
+  for (int64_t k = blockIdx.x; k < N; k += gridDim.x) {
+    const uint32_t key = keys[k];
+    if (key >= V || (k > 0 && keys[k - 1] == key)) continue;  // not the start of a valid run
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+      float acc = 0.0f;
+      for (int64_t j = k; j < N && keys[j] == key; ++j) {
+        acc += detail::to_float(dout[int64_t(positions[j]) * C + c]);
+      }
+      dtable[int64_t(key) * C + c] = detail::from_float<T>(acc);
+    }
+  }
+}
+
+}  // namespace
+
+void embedding_forward(ScalarType t, void* out, const int32_t* ids, const void* table, int64_t N,
+                       int64_t V, int64_t C, int32_t* bad_position, cudaStream_t stream) {
+  detail::check_cuda(cudaMemsetAsync(bad_position, 0x7F, sizeof(int32_t), stream),
+                     "embedding_forward");
+  if (N <= 0 || C <= 0) return;
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "embedding", {
+    embedding_forward_kernel<T><<<detail::grid_for(N * C, 256), 256, 0, stream>>>(
+        static_cast<T*>(out), ids, static_cast<const T*>(table), N, V, C, bad_position);
+    check_launch("embedding_forward_kernel");
+  });
+}
+
+void embedding_backward(ScalarType t, void* dtable, const void* dout, const int32_t* ids,
+                        int64_t N, int64_t V, int64_t C, Scratch& scratch, cudaStream_t stream) {
+  if (V <= 0 || C <= 0) return;
+  if (N > int64_t{1} << 30 || V >= int64_t{1} << 31) {
+    throw std::invalid_argument("embedding_backward: " + std::to_string(N) + " ids over " +
+                                std::to_string(V) + " rows exceed the 32-bit sort keys");
+  }
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "embedding_backward", {
+    detail::check_cuda(cudaMemsetAsync(dtable, 0, size_t(V) * size_t(C) * sizeof(T), stream),
+                       "embedding_backward (zero)");
+    if (N > 0) {
+      uint32_t* keys_in = scratch.get_as<uint32_t>(N);
+      uint32_t* keys_out = scratch.get_as<uint32_t>(N);
+      int32_t* pos_in = scratch.get_as<int32_t>(N);
+      int32_t* pos_out = scratch.get_as<int32_t>(N);
+      int end_bit = 1;
+      while (end_bit < 32 && (int64_t{1} << end_bit) <= V) ++end_bit;  // keys lie in [0, V]
+      embedding_keys_kernel<<<detail::grid_for(N, 256), 256, 0, stream>>>(ids, N, V, keys_in,
+                                                                          pos_in);
+      check_launch("embedding_keys_kernel");
+      size_t temp_bytes = 0;
+      const int n = static_cast<int>(N);
+      detail::check_cuda(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out,
+                                                         pos_in, pos_out, n, 0, end_bit, stream),
+                         "embedding_backward (sort size)");
+      void* temp = scratch.get(std::max<size_t>(temp_bytes, 1));
+      detail::check_cuda(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out,
+                                                         pos_in, pos_out, n, 0, end_bit, stream),
+                         "embedding_backward (sort)");
+      const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535));
+      const int threads = static_cast<int>(std::min<int64_t>(256, (C + 31) / 32 * 32));
+      embedding_accumulate_kernel<T><<<grid, threads, 0, stream>>>(
+          static_cast<T*>(dtable), static_cast<const T*>(dout), keys_out, pos_out, N, V, C);
+      check_launch("embedding_accumulate_kernel");
+    }
+  });
+}
+
+}  // namespace trident::kernels::cuda

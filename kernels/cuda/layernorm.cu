@@ -1,0 +1,183 @@
+// Layer normalisation over the last dimension of inp (N, C), rows contiguous.
+// Forward: one warp per row (8 rows per 256-thread block); mean = sum(x)/C, then
+// var = sum((x-mean)^2)/C in a second pass over the row (it is in L1 by then), rstd =
+// 1/sqrt(var + eps), out = (x - mean) rstd w + b; mean and rstd (N) saved.
+// Backward, with norm = (x - mean) rstd and dnorm = dout w:
+//   dinp = rstd (dnorm - mean(dnorm) - norm mean(dnorm norm))   one warp per row;
+//   dweight = sum_rows dout norm, dbias = sum_rows dout          deterministic column sums:
+//   block (32 x 8) threads per 32 columns and a fixed chunk of rows, then the chunks in order.
+#include <algorithm>
+
+#include "common.cuh"
+#include "trident/kernels/cuda/layernorm.hpp"
+
+namespace trident::kernels::cuda {
+namespace {
+
+using detail::check_launch;
+using detail::from_float;
+using detail::to_float;
+using detail::warp_sum;
+
+constexpr int kRowsPerBlock = 8;
+
+template <typename T>
+__global__ void layernorm_forward_kernel(T* out, T* mean, T* rstd, const T* inp, const T* weight,
+                                         const T* bias, int64_t N, int64_t C, float eps) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / 32;
+  if (row >= N) return;
+  const T* x = inp + row * C;
+  T* y = out + row * C;
+  float s = 0.0f;
+  for (int64_t c = lane; c < C; c += 32) s += to_float(x[c]);
+  const float m = warp_sum(s) / static_cast<float>(C);
+  float v = 0.0f;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float d = to_float(x[c]) - m;
+    v += d * d;
+  }
+  const float rs = rsqrtf(warp_sum(v) / static_cast<float>(C) + eps);
+  for (int64_t c = lane; c < C; c += 32) {
+    y[c] = from_float<T>((to_float(x[c]) - m) * rs * to_float(weight[c]) + to_float(bias[c]));
+  }
+  if (lane == 0) {
+    mean[row] = from_float<T>(m);
+    rstd[row] = from_float<T>(rs);
+  }
+}
+
+template <typename T>
+__global__ void layernorm_dinp_kernel(T* dinp, const T* dout, const T* inp, const T* weight,
+                                      const T* mean, const T* rstd, int64_t N, int64_t C) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / 32;
+  if (row >= N) return;
+  const T* x = inp + row * C;
+  const T* dy = dout + row * C;
+  T* dx = dinp + row * C;
+  const float m = to_float(mean[row]), rs = to_float(rstd[row]);
+  float a = 0.0f, b = 0.0f;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float dnorm = to_float(dy[c]) * to_float(weight[c]);
+    a += dnorm;
+    b += dnorm * (to_float(x[c]) - m) * rs;
+  }
+  const float inv_c = 1.0f / static_cast<float>(C);
+  const float dnorm_mean = warp_sum(a) * inv_c, dnorm_norm_mean = warp_sum(b) * inv_c;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float norm = (to_float(x[c]) - m) * rs;
+    dx[c] = from_float<T>(rs * (to_float(dy[c]) * to_float(weight[c]) - dnorm_mean -
+                                norm * dnorm_norm_mean));
+  }
+}
+
+// Partial dweight/dbias over rows [y * per_chunk, ...) for 32 columns; written to
+// partial[(2 * y) * C + c] (weight) and partial[(2 * y + 1) * C + c] (bias), or directly to
+// dweight/dbias when there is one chunk.
+template <typename T>
+__global__ void layernorm_param_partial_kernel(const T* dout, const T* inp, const T* mean,
+                                               const T* rstd, int64_t N, int64_t C,
+                                               int64_t per_chunk, float* partial, T* dweight,
+                                               T* dbias) {
+  __shared__ float sw[8][33], sb[8][33];
+  const int64_t c = blockIdx.x * 32 + threadIdx.x;
+  const int64_t r0 = blockIdx.y * per_chunk, r1 = min(N, r0 + per_chunk);
+  float aw = 0.0f, ab = 0.0f;
+  if (c < C) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
+      const float dy = to_float(dout[r * C + c]);
+      const float norm = (to_float(inp[r * C + c]) - to_float(mean[r])) * to_float(rstd[r]);
+      aw += dy * norm;
+      ab += dy;
+    }
+  }
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float w = 0.0f, b = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      w += sw[k][threadIdx.x];
+      b += sb[k][threadIdx.x];
+    }
+    if (partial == nullptr) {
+      dweight[c] = from_float<T>(w);
+      dbias[c] = from_float<T>(b);
+    } else {
+      partial[(2 * blockIdx.y) * C + c] = w;
+      partial[(2 * blockIdx.y + 1) * C + c] = b;
+    }
+  }
+}
+
+template <typename T>
+__global__ void layernorm_param_final_kernel(const float* partial, int64_t chunks, int64_t C,
+                                             T* dweight, T* dbias) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    float w = 0.0f, b = 0.0f;
+    for (int64_t k = 0; k < chunks; ++k) {
+      w += partial[(2 * k) * C + c];
+      b += partial[(2 * k + 1) * C + c];
+    }
+    dweight[c] = from_float<T>(w);
+    dbias[c] = from_float<T>(b);
+  }
+}
+
+unsigned row_blocks(int64_t N) {
+  return static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+}
+
+}  // namespace
+
+void layernorm_forward(ScalarType t, void* out, void* mean, void* rstd, const void* inp,
+                       const void* weight, const void* bias, int64_t N, int64_t C, float eps,
+                       cudaStream_t stream) {
+  if (N <= 0 || C <= 0) return;
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "layernorm", {
+    layernorm_forward_kernel<T><<<row_blocks(N), 32 * kRowsPerBlock, 0, stream>>>(
+        static_cast<T*>(out), static_cast<T*>(mean), static_cast<T*>(rstd),
+        static_cast<const T*>(inp), static_cast<const T*>(weight), static_cast<const T*>(bias),
+        N, C, eps);
+    check_launch("layernorm_forward_kernel");
+  });
+}
+
+void layernorm_backward(ScalarType t, void* dinp, void* dweight, void* dbias, const void* dout,
+                        const void* inp, const void* weight, const void* mean, const void* rstd,
+                        int64_t N, int64_t C, Scratch& scratch, cudaStream_t stream) {
+  if (C <= 0) return;
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "layernorm_backward", {
+    T* dw = static_cast<T*>(dweight);
+    T* db = static_cast<T*>(dbias);
+    if (N <= 0) {
+      detail::check_cuda(cudaMemsetAsync(dw, 0, size_t(C) * sizeof(T), stream), "layernorm_backward");
+      detail::check_cuda(cudaMemsetAsync(db, 0, size_t(C) * sizeof(T), stream), "layernorm_backward");
+      return;
+    }
+    const T* dy = static_cast<const T*>(dout);
+    const T* x = static_cast<const T*>(inp);
+    const T* m = static_cast<const T*>(mean);
+    const T* rs = static_cast<const T*>(rstd);
+    layernorm_dinp_kernel<T><<<row_blocks(N), 32 * kRowsPerBlock, 0, stream>>>(
+        static_cast<T*>(dinp), dy, x, static_cast<const T*>(weight), m, rs, N, C);
+    check_launch("layernorm_dinp_kernel");
+    const int64_t chunks = std::min<int64_t>(256, std::max<int64_t>(1, (N + 63) / 64));
+    const int64_t per_chunk = (N + chunks - 1) / chunks;
+    const dim3 block(32, 8), grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(chunks));
+    float* partial = chunks > 1 ? scratch.get_as<float>(2 * chunks * C) : nullptr;
+    layernorm_param_partial_kernel<T><<<grid, block, 0, stream>>>(dy, x, m, rs, N, C, per_chunk,
+                                                                  partial, dw, db);
+    check_launch("layernorm_param_partial_kernel");
+    if (partial != nullptr) {
+      layernorm_param_final_kernel<T><<<detail::grid_for(C, 256), 256, 0, stream>>>(
+          partial, chunks, C, dw, db);
+      check_launch("layernorm_param_final_kernel");
+    }
+  });
+}
+
+}  // namespace trident::kernels::cuda

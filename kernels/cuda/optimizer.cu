@@ -1,0 +1,142 @@
+// Multi-tensor AdamW and SGD (as PyTorch's multi_tensor_apply): the pointers and sizes of up
+// to 32 tensors travel in the kernel's parameter block; blockIdx.y picks the tensor and the
+// blocks along x stride over its elements. Per element, the arithmetic is the CPU's:
+// AdamW: p = p (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps) with
+//        m = m + (1 - b1)(g - m), v = b2 v + (1 - b2) g^2, bc_i = 1 - b_i^step (host, double).
+// SGD:   g += wd p; buf = first ? g : mu buf + (1 - dampening) g; g = nesterov ? g + mu buf : buf;
+//        p -= lr g.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "common.cuh"
+#include "trident/kernels/cuda/optimizer.hpp"
+
+namespace trident::kernels::cuda {
+namespace {
+
+constexpr int kTensorsPerLaunch = 32;
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocksPerTensor = 512;
+
+struct AdamWArgs {
+  float* p[kTensorsPerLaunch];
+  const float* g[kTensorsPerLaunch];
+  float* m[kTensorsPerLaunch];
+  float* v[kTensorsPerLaunch];
+  int64_t n[kTensorsPerLaunch];
+};
+
+struct SGDArgs {
+  float* p[kTensorsPerLaunch];
+  const float* g[kTensorsPerLaunch];
+  float* buf[kTensorsPerLaunch];
+  int64_t n[kTensorsPerLaunch];
+  bool first[kTensorsPerLaunch];
+};
+
+__global__ void adamw_kernel(AdamWArgs a, float beta1, float beta2, float eps, float step_size,
+                             float bc2_sqrt, float decay) {
+  const int t = blockIdx.y;
+  float* p = a.p[t];
+  const float* g = a.g[t];
+  float* m = a.m[t];
+  float* v = a.v[t];
+  const int64_t n = a.n[t];
+  const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float gi = g[i];
+    const float mi = m[i] + one_minus_b1 * (gi - m[i]);
+    const float vi = beta2 * v[i] + one_minus_b2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = sqrtf(vi) / bc2_sqrt + eps;
+    p[i] = p[i] * decay - step_size * (mi / denom);
+  }
+}
+
+__global__ void sgd_kernel(SGDArgs a, float lr, float momentum, float dampening,
+                           float weight_decay, bool nesterov) {
+  const int t = blockIdx.y;
+  float* p = a.p[t];
+  const float* g = a.g[t];
+  float* buf = a.buf[t];
+  const int64_t n = a.n[t];
+  const bool first = a.first[t];
+  const float keep = 1.0f - dampening;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float gi = g[i];
+    if (weight_decay != 0.0f) gi += weight_decay * p[i];
+    if (momentum != 0.0f) {
+      const float b = first ? gi : momentum * buf[i] + keep * gi;
+      buf[i] = b;
+      gi = nesterov ? gi + momentum * b : b;
+    }
+    p[i] -= lr * gi;
+  }
+}
+
+unsigned blocks_for(const int64_t* ns, int k) {
+  int64_t mx = 1;
+  for (int i = 0; i < k; ++i) mx = std::max(mx, ns[i]);
+  return static_cast<unsigned>(std::min(kMaxBlocksPerTensor, (mx + kThreads - 1) / kThreads));
+}
+
+}  // namespace
+
+void adamw_update_multi(int count, float* const* params, const float* const* grads,
+                        float* const* m, float* const* v, const int64_t* ns, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                        cudaStream_t stream) {
+  if (step < 1) {
+    throw std::invalid_argument("adamw_update: step = " + std::to_string(step) +
+                                " must be the 1-based step count");
+  }
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  const float step_size = static_cast<float>(lr / bc1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
+  for (int base = 0; base < count; base += kTensorsPerLaunch) {
+    const int k = std::min(kTensorsPerLaunch, count - base);
+    AdamWArgs a{};
+    for (int i = 0; i < k; ++i) {
+      a.p[i] = params[base + i];
+      a.g[i] = grads[base + i];
+      a.m[i] = m[base + i];
+      a.v[i] = v[base + i];
+      a.n[i] = ns[base + i];
+    }
+    adamw_kernel<<<dim3(blocks_for(ns + base, k), k), kThreads, 0, stream>>>(
+        a, beta1, beta2, eps, step_size, bc2_sqrt, decay);
+    detail::check_launch("adamw_kernel");
+  }
+}
+
+void sgd_update_multi(int count, float* const* params, const float* const* grads,
+                      float* const* bufs, const int64_t* ns, const bool* first_steps, float lr,
+                      float momentum, float dampening, float weight_decay, bool nesterov,
+                      cudaStream_t stream) {
+  for (int base = 0; base < count; base += kTensorsPerLaunch) {
+    const int k = std::min(kTensorsPerLaunch, count - base);
+    SGDArgs a{};
+    for (int i = 0; i < k; ++i) {
+      if (momentum != 0.0f && bufs[base + i] == nullptr) {
+        throw std::invalid_argument("sgd_update: momentum = " + std::to_string(momentum) +
+                                    " needs a momentum buffer, got null");
+      }
+      a.p[i] = params[base + i];
+      a.g[i] = grads[base + i];
+      a.buf[i] = bufs[base + i];
+      a.n[i] = ns[base + i];
+      a.first[i] = first_steps[base + i];
+    }
+    sgd_kernel<<<dim3(blocks_for(ns + base, k), k), kThreads, 0, stream>>>(
+        a, lr, momentum, dampening, weight_decay, nesterov);
+    detail::check_launch("sgd_kernel");
+  }
+}
+
+}  // namespace trident::kernels::cuda
