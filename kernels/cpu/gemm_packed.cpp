@@ -20,6 +20,7 @@
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <type_traits>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -215,7 +216,26 @@ void pack_a(bool trans, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t
     } else if (m == kMR) {
       const T* r0 = A + (i0 + p) * lda + k0;
       const T *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda, *r4 = r3 + lda, *r5 = r4 + lda;
-      for (int64_t k = 0; k < kc; ++k, dst += kMR) {
+      int64_t k = 0;
+      if constexpr (std::is_same<T, float>::value) {
+        // 4 k at a time: rows 0-3 by a 4x4 transpose, rows 4-5 by interleaving.
+        for (; k + 4 <= kc; k += 4, dst += 4 * kMR) {
+          __m128 x0 = _mm_loadu_ps(r0 + k), x1 = _mm_loadu_ps(r1 + k), x2 = _mm_loadu_ps(r2 + k),
+                 x3 = _mm_loadu_ps(r3 + k);
+          _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+          const __m128 x4 = _mm_loadu_ps(r4 + k), x5 = _mm_loadu_ps(r5 + k);
+          const __m128 lo = _mm_unpacklo_ps(x4, x5), hi = _mm_unpackhi_ps(x4, x5);
+          _mm_storeu_ps(dst + 0, x0);
+          _mm_storel_pi(reinterpret_cast<__m64*>(dst + 4), lo);
+          _mm_storeu_ps(dst + 6, x1);
+          _mm_storeh_pi(reinterpret_cast<__m64*>(dst + 10), lo);
+          _mm_storeu_ps(dst + 12, x2);
+          _mm_storel_pi(reinterpret_cast<__m64*>(dst + 16), hi);
+          _mm_storeu_ps(dst + 18, x3);
+          _mm_storeh_pi(reinterpret_cast<__m64*>(dst + 22), hi);
+        }
+      }
+      for (; k < kc; ++k, dst += kMR) {
         dst[0] = r0[k];
         dst[1] = r1[k];
         dst[2] = r2[k];
