@@ -55,7 +55,7 @@ slurm_cluster_start() {
   SLURM_CLUSTER_DIR=$dir
   SLURM_CLUSTER_ERROR=""
   local b
-  for b in munged slurmctld slurmd sbatch srun scancel sinfo squeue scontrol sacct; do
+  for b in munged slurmctld slurmd sbatch srun scancel sinfo squeue scontrol; do
     command -v "$b" >/dev/null 2>&1 ||
       slurm_cluster_fail "$b not found (apt-get install slurm-wlm munge, or bash tools/dev.sh deps)" ||
       return 1
@@ -74,9 +74,19 @@ slurm_cluster_start() {
   # munge: a fresh key and a private socket.
   head -c 1024 /dev/urandom >"$dir/munge.key"
   chmod 400 "$dir/munge.key"
-  timeout 20 munged --force --key-file="$dir/munge.key" --socket="$dir/munge.socket" \
-    --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" \
-    --seed-file="$dir/munged.seed" >"$dir/log/munged.out" 2>&1 ||
+  # Daemons run in the foreground as children of this shell (-F / -D), so that whoever kills
+  # this process tree (ctest on a timeout) also kills them; pid files let `stop` find them.
+  munged --foreground --force --key-file="$dir/munge.key" --socket="$dir/munge.socket" \
+    --pid-file="$dir/munged.daemon.pid" --log-file="$dir/log/munged.log" \
+    --seed-file="$dir/munged.seed" >"$dir/log/munged.out" 2>&1 &
+  echo $! >"$dir/munged.pid"
+  local i
+  for ((i = 0; i < 50; ++i)); do
+    [[ -S $dir/munge.socket ]] && break
+    kill -0 "$(<"$dir/munged.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -S $dir/munge.socket ]] ||
     slurm_cluster_fail "munged did not start: $(tail -n 3 "$dir/log/munged.out" "$dir/log/munged.log" 2>/dev/null | tr '\n' ' ')" ||
     return 1
 
@@ -93,8 +103,8 @@ SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
-SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmctldPidFile=$dir/slurmctld.daemon.pid
+SlurmdPidFile=$dir/slurmd.daemon.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 SlurmctldDebug=info
@@ -124,16 +134,19 @@ PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
   export SLURM_CONF=$dir/slurm.conf
 
-  # -i: ignore saved state; both fork into the background and write their pid files.
-  timeout 20 slurmctld -i -f "$SLURM_CONF" >"$dir/log/slurmctld.out" 2>&1 ||
-    slurm_cluster_fail "slurmctld did not start: $(tail -n 3 "$dir/log/slurmctld.out" "$dir/log/slurmctld.log" 2>/dev/null | tr '\n' ' ')" ||
-    return 1
-  timeout 20 slurmd -f "$SLURM_CONF" >"$dir/log/slurmd.out" 2>&1 ||
-    slurm_cluster_fail "slurmd did not start: $(tail -n 3 "$dir/log/slurmd.out" "$dir/log/slurmd.log" 2>/dev/null | tr '\n' ' ')" ||
-    return 1
+  # -i: ignore saved state.
+  slurmctld -D -i -f "$SLURM_CONF" >"$dir/log/slurmctld.out" 2>&1 &
+  echo $! >"$dir/slurmctld.pid"
+  slurmd -D -f "$SLURM_CONF" >"$dir/log/slurmd.out" 2>&1 &
+  echo $! >"$dir/slurmd.pid"
 
-  local i state=""
+  local d state=""
   for ((i = 0; i < 60; ++i)); do
+    for d in slurmctld slurmd; do
+      kill -0 "$(<"$dir/$d.pid")" 2>/dev/null ||
+        slurm_cluster_fail "$d exited at start: $(tail -n 3 "$dir/log/$d.out" "$dir/log/$d.log" 2>/dev/null | tr '\n' ' ')" ||
+        return 1
+    done
     state=$(timeout 5 sinfo -h -n "$node" -o %T 2>/dev/null | head -n 1)
     [[ $state == idle ]] && return 0
     sleep 0.5
@@ -145,7 +158,13 @@ slurm_cluster_stop() {
   local dir=${1:-$SLURM_CLUSTER_DIR}
   [[ -n $dir && -d $dir ]] || return 0
   if [[ -f $dir/slurm.conf ]]; then
-    SLURM_CONF=$dir/slurm.conf timeout 5 scancel --full --signal=KILL --partition=local >/dev/null 2>&1 || true
+    # Jobs first, so that no rank outlives slurmd; 15 s at most.
+    local i
+    SLURM_CONF=$dir/slurm.conf timeout 5 scancel --partition=local >/dev/null 2>&1 || true
+    for ((i = 0; i < 30; ++i)); do
+      [[ -z $(SLURM_CONF=$dir/slurm.conf timeout 5 squeue -h -t running,completing 2>/dev/null) ]] && break
+      sleep 0.5
+    done
   fi
   slurm_stop_pidfile "$dir/slurmd.pid"
   slurm_stop_pidfile "$dir/slurmctld.pid"

@@ -1,0 +1,63 @@
+# `cmake --install` for Trident: public headers, the static libraries and a CMake package, so
+# another project can write
+#
+#   find_package(Trident 0.1 REQUIRED)
+#   target_link_libraries(my_app PRIVATE Trident::trident)
+#
+# Installed layout (under CMAKE_INSTALL_PREFIX):
+#   include/trident/{kernels,core,parallel,models}/...   the four include/ trees, merged
+#   lib/libtrident_*.a                                    kernels, core, parallel, models (+ CUDA)
+#   lib/cmake/Trident/TridentConfig.cmake, TridentConfigVersion.cmake, TridentTargets*.cmake
+#
+# Included from the root CMakeLists.txt after the libraries are defined. Every target the
+# libraries link to is exported or found again by TridentConfig.cmake: static libraries carry
+# even their PRIVATE dependencies into the export (as link-only entries), which is why the
+# compile-flag interface targets trident_warnings and trident_cpu_tuning are exported too
+# (their flags do not reach users: link-only entries carry no compile options).
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+set(TRIDENT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Trident CACHE STRING
+    "Where TridentConfig.cmake is installed, relative to the prefix")
+
+set(_trident_export_targets trident trident_models trident_parallel trident_core
+                            trident_kernels trident_warnings trident_cpu_tuning)
+if(TARGET trident_kernels_cuda)
+  list(APPEND _trident_export_targets trident_kernels_cuda)
+endif()
+
+install(TARGETS ${_trident_export_targets}
+  EXPORT TridentTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+
+# Headers: every include/ tree of the libraries. The trailing slash installs the tree's
+# contents, so all four land in include/trident/<area>/.
+foreach(_dir kernels core parallel models)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/${_dir}/include/
+          DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+          FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h" PATTERN "*.cuh")
+endforeach()
+
+install(EXPORT TridentTargets
+  NAMESPACE Trident::
+  FILE TridentTargets.cmake
+  DESTINATION ${TRIDENT_INSTALL_CMAKEDIR})
+
+# What the config must find again, recorded from this build.
+set(TRIDENT_PACKAGE_WITH_CUDA OFF)
+if(TARGET trident_kernels_cuda)
+  set(TRIDENT_PACKAGE_WITH_CUDA ON)
+endif()
+configure_package_config_file(
+  ${CMAKE_CURRENT_LIST_DIR}/TridentConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/cmake/TridentConfig.cmake
+  INSTALL_DESTINATION ${TRIDENT_INSTALL_CMAKEDIR})
+# 0.x releases are not promised to be compatible with each other: same minor version only.
+write_basic_package_version_file(
+  ${PROJECT_BINARY_DIR}/cmake/TridentConfigVersion.cmake
+  VERSION ${PROJECT_VERSION}
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/cmake/TridentConfig.cmake
+              ${PROJECT_BINARY_DIR}/cmake/TridentConfigVersion.cmake
+        DESTINATION ${TRIDENT_INSTALL_CMAKEDIR})
