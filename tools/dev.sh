@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ pkg-config libeigen3-dev libcli11-dev catch2 libhdf5-dev
-          libopenmpi-dev openmpi-bin nlohmann-json3-dev)
+          libopenmpi-dev openmpi-bin nlohmann-json3-dev
+          slurm-wlm munge shellcheck)  # tests/slurm: a real one-node Slurm; lint.shellcheck
 
 deps() {
   local missing=()
