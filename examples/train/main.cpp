@@ -77,6 +77,9 @@ int main(int argc, char** argv) {
   r->add_option("--eval-interval", o.eval_interval, "Steps between validation (0 = end only)");
   r->add_option("--out-dir", o.out_dir, "Where the trained weights are written")
       ->capture_default_str();
+  r->add_option("--trace", o.trace,
+                "Record a timeline: Chrome trace JSON in FILE (rank 0) and FILE.rank<N>.json; "
+                "read with trident-report or ui.perfetto.dev");
   auto* e = app.add_option_group("Evaluate and sample");
   e->add_option("--load", o.load, "Trident weights (.safetensors) to start from");
   e->add_option("--hf", o.hf, "Hugging Face GPT-2 directory (config.json + model.safetensors)");

@@ -40,6 +40,7 @@ struct Options {
   int64_t log_interval = 25;
   int64_t eval_interval = 0;  // 0 = only at the end
   std::string out_dir = "runs/default";
+  std::string trace;  // Chrome trace JSON: FILE for rank 0, FILE.rank<N>.json (see trace.hpp)
   // eval / sample
   std::string load;     // Trident weights (.safetensors) to start from
   std::string hf;       // Hugging Face GPT-2 directory to start from

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <optional>
 
 #include "model_io.hpp"
 #include "setup.hpp"
@@ -19,6 +21,7 @@
 #include "trident/core/data.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/optim/optimizer.hpp"
+#include "trident/core/trace.hpp"
 #include "trident/models/gpt_stage.hpp"
 #include "trident/parallel/data_parallel.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
@@ -65,6 +68,7 @@ Plan validate(const Options& opt, int world_size) {
 // d * m + k, so any layout consumes the same tokens as one rank with dp * m * batch sequences.
 std::vector<MicroBatch> micro_batches(const data::TokenLoader& loader, int64_t step,
                                       const Topology& topo, int64_t m, Device device) {
+  trace::Span span("load batch", trace::Category::Data);
   std::vector<MicroBatch> out;
   const int64_t dp = topo.layout().dp;
   for (int64_t k = 0; k < m; ++k) {
@@ -126,9 +130,81 @@ double evaluate(models::GPT& model, const data::TokenLoader& loader, int64_t bat
   return total / static_cast<double>(batches * m);
 }
 
+// Peak dense FLOP/s of one rank's device, for MFU; 0 when unknown (the CPU: MFU is reported as
+// null). Hook for the CUDA backend: return the device's bf16 dense peak (H100 SXM 989e12,
+// A100 312e12), looked up from its name or compute capability.
+double peak_flops_per_rank(Device device) {
+  (void)device;
+  return 0.0;
+}
+
+// --trace FILE: this rank's recorder, with a time zero shared by every rank. Ranks on one host
+// share the monotonic clock: rank 0's reading is the zero everywhere. Across hosts, each rank
+// estimates its offset to rank 0 as rank 0's reading after a barrier minus its own, the median
+// of 5 rounds (error: the spread of barrier exits, microseconds on a fast network).
+std::unique_ptr<trace::Session> start_trace(const Options& opt, const Topology& topo,
+                                            Communicator& world, const models::GPTConfig& cfg,
+                                            Device device, double tokens_per_step) {
+  if (opt.trace.empty()) return nullptr;
+  const ParallelLayout& L = topo.layout();
+  trace::SessionOptions so;
+  so.rank = topo.world_rank();
+  so.world_size = topo.world_size();
+  so.process_name = str_cat("rank ", so.rank, " (dp ", topo.dp_rank(), ", pp ", topo.pp_rank(),
+                            ", tp ", topo.tp_rank(), ")");
+  auto session = std::make_unique<trace::Session>(so);
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  int64_t hash[2];
+  hash[0] = static_cast<int64_t>(std::hash<std::string>{}(host) >> 1);
+  hash[1] = -hash[0];
+  world.all_reduce(hash, 2, DType::I64, ReduceOp::Max);  // max and -min
+  const bool one_host = hash[0] == -hash[1];
+  std::vector<int64_t> offsets;
+  for (int round = 0; round < (one_host ? 1 : 5); ++round) {
+    world.barrier();
+    const int64_t local = trace::now_ns();
+    int64_t t0 = local;
+    world.broadcast(&t0, 1, DType::I64, 0);
+    offsets.push_back(t0 - local);
+  }
+  std::sort(offsets.begin(), offsets.end());
+  const int64_t offset = one_host ? 0 : offsets[offsets.size() / 2];
+  int64_t zero = trace::now_ns() + offset;
+  world.broadcast(&zero, 1, DType::I64, 0);  // rank 0's clock
+  session->set_time_zero(zero - offset);
+  session->set_metadata("clock_sync", one_host ? std::string("one host: shared monotonic clock")
+                                               : str_cat("barrier offsets, median of 5 rounds, "
+                                                         "spread ", (offsets.back() - offsets.front()) / 1000, " us"));
+  session->set_metadata("clock_offset_ns", offset);
+  session->set_metadata("hostname", std::string(host));
+  session->set_metadata("layout", str_cat("dp ", L.dp, " x pp ", L.pp, " x tp ", L.tp));
+  session->set_metadata("dp", static_cast<int64_t>(L.dp));
+  session->set_metadata("pp", static_cast<int64_t>(L.pp));
+  session->set_metadata("tp", static_cast<int64_t>(L.tp));
+  session->set_metadata("dp_rank", static_cast<int64_t>(topo.dp_rank()));
+  session->set_metadata("pp_rank", static_cast<int64_t>(topo.pp_rank()));
+  session->set_metadata("tp_rank", static_cast<int64_t>(topo.tp_rank()));
+  session->set_metadata("model", cfg.describe());
+  session->set_metadata("device", device.str());
+  session->set_metadata("micro_batches", opt.micro_batches);
+  session->set_metadata("schedule", opt.schedule);
+  session->set_metadata("tokens_per_step", tokens_per_step);
+  // Model FLOPs of one step of the whole job (6N + attention per token, cfg.flops_per_token).
+  session->set_metadata("flops_per_step", cfg.flops_per_token(opt.seq) * tokens_per_step);
+  const double peak = peak_flops_per_rank(device);
+  if (peak > 0) {
+    session->set_metadata("peak_flops_per_rank", peak);
+  } else {
+    session->set_metadata_null("peak_flops_per_rank");
+  }
+  return session;
+}
+
 }  // namespace
 
 int run_train(const Options& opt) {
+
   auto world = MpiCommunicator::world();
   world->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(opt.comm_timeout_s * 1000)));
   // Bad input is found on every rank alike; the lowest rank that found it reports it once.
@@ -217,19 +293,35 @@ int run_train(const Options& opt) {
   }
 
   Allocator& alloc = allocator_for(device);
-  const auto run_start = Clock::now();
   const double tokens_per_step = static_cast<double>(dp * m * opt.batch * opt.seq);
+  const double flops_per_step = cfg.flops_per_token(opt.seq) * tokens_per_step;
+  const double peak_flops = peak_flops_per_rank(device) * world->size();  // 0: unknown (CPU)
+  const auto tracing = start_trace(opt, topo, *world, cfg, device, tokens_per_step);
+  const auto run_start = Clock::now();
   double win_time = 0, win_comm = 0, win_bubble = 0, last_loss = 0;
   int64_t win_steps = 0;
   for (int64_t step = 0; step < opt.steps; ++step) {
     const auto t0 = Clock::now();
+    std::optional<trace::Span> step_span;  // ends before validation
+    step_span.emplace("step", trace::Category::Step);
+    step_span->arg("step", step + 1);
     const std::vector<MicroBatch> mbs = micro_batches(train_loader, step, topo, m, device);
-    optimizer->zero_grad();
+    {
+      trace::Span span("zero_grad", trace::Category::Optimizer);
+      optimizer->zero_grad();
+    }
     double loss_sum = 0, bubble = 0;
     if (pp == 1) {
       for (int64_t k = 0; k < m; ++k) {
-        Tensor loss = model->loss(mbs[k].inputs, mbs[k].targets);
-        if (m > 1) loss = loss * (1.0 / static_cast<double>(m));
+        Tensor loss;
+        {
+          trace::Span span("forward", trace::Category::Compute);
+          span.arg("micro", k);
+          loss = model->loss(mbs[k].inputs, mbs[k].targets);
+          if (m > 1) loss = loss * (1.0 / static_cast<double>(m));
+        }
+        trace::Span span("backward", trace::Category::Compute);
+        span.arg("micro", k);
         reducer.prepare(k == m - 1);
         loss.backward();
         loss_sum += loss.item();
@@ -241,27 +333,38 @@ int run_train(const Options& opt) {
       bubble = st.comm_wait_s;
     }
     reducer.finish();
-    if (Communicator* emb = ctx.embedding_group()) reducer.all_reduce_param_grad("wte.weight", *emb);
+    if (Communicator* emb = ctx.embedding_group()) {
+      trace::Span span("tied embedding grad", trace::Category::Comm);
+      reducer.all_reduce_param_grad("wte.weight", *emb);
+    }
     if (opt.grad_clip > 0) {
+      trace::Span span("clip grad norm", trace::Category::Optimizer);
       const double norm = global_grad_norm(*model, reducer, *world);
       const double coef = opt.grad_clip / (norm + 1e-6);
       if (coef < 1.0) reducer.scale_grads(coef);
     }
-    optimizer->set_lr(schedule.lr(step));
-    optimizer->step();
+    {
+      trace::Span span("optimizer step", trace::Category::Optimizer);
+      optimizer->set_lr(schedule.lr(step));
+      optimizer->step();
+    }
     groups.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
     last_loss = loss_sum;
     TRIDENT_CHECK(std::isfinite(last_loss), "loss is ", last_loss, " at step ", step + 1,
                   " (lower --lr or enable --grad-clip)");
     const double step_s = seconds_since(t0);
+    const int64_t log_begin = trace::enabled() ? trace::now_ns() : 0;
     if (metrics) {
+      // mfu: model FLOPs per second over the job's peak; null where the peak is unknown (CPU).
+      const std::string mfu =
+          peak_flops > 0 ? str_cat(flops_per_step / step_s / peak_flops) : std::string("null");
       std::fprintf(metrics,
                    "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_s\": %.1f, "
                    "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
-                   "\"peak_mem_bytes\": %zu}\n",
+                   "\"peak_mem_bytes\": %zu, \"mfu\": %s}\n",
                    static_cast<long long>(step + 1), last_loss, static_cast<double>(optimizer->lr()),
                    tokens_per_step / step_s, 1000 * step_s, 1000 * reducer.exposed_comm_seconds(),
-                   1000 * bubble, alloc.stats().peak_bytes);
+                   1000 * bubble, alloc.stats().peak_bytes, mfu.c_str());
       std::fflush(metrics);
     }
     win_time += step_s;
@@ -287,14 +390,38 @@ int run_train(const Options& opt) {
                   static_cast<long long>(opt.steps), last_loss);
     }
     if (line) win_time = win_comm = win_bubble = 0, win_steps = 0;
+    if (log_begin != 0) {
+      trace::record("log", trace::Category::Other, log_begin, trace::now_ns());
+      trace::counter("loss", last_loss);
+      trace::counter("peak_mem_bytes", static_cast<double>(alloc.stats().peak_bytes));
+    }
+    step_span.reset();
     if (opt.eval_interval > 0 && (step + 1) % opt.eval_interval == 0 && step + 1 < opt.steps) {
+      trace::Span span("evaluate", trace::Category::Other);
       const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
       if (log) std::printf("step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
+      if (metrics) {
+        std::fprintf(metrics, "{\"step\": %lld, \"val_loss\": %.9g}\n",
+                     static_cast<long long>(step + 1), val);
+        std::fflush(metrics);
+      }
     }
     if (log) std::fflush(stdout);
   }
+  std::optional<trace::Span> final_eval_span;
+  final_eval_span.emplace("evaluate", trace::Category::Other);
   const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
+  final_eval_span.reset();
   const auto full = gather_full_parameters(*model);
+  if (tracing) {
+    const std::string path = trace::trace_path_for_rank(opt.trace, topo.world_rank());
+    tracing->write(path);
+    if (log)
+      std::printf("trace written to %s%s\n", path.c_str(),
+                  world->size() > 1 ? str_cat(" and ", trace::trace_path_for_rank(opt.trace, 1),
+                                              " .. rank", world->size() - 1).c_str()
+                                    : "");
+  }
   if (log) {
     std::printf("done in %.1f s | final train loss %.4f | val loss %.4f", seconds_since(run_start),
                 last_loss, val);
@@ -303,6 +430,8 @@ int run_train(const Options& opt) {
     const std::string path = opt.out_dir + "/model.safetensors";
     save_model(full, cfg, path);
     std::printf("weights written to %s\n", path.c_str());
+    std::fprintf(metrics, "{\"step\": %lld, \"val_loss\": %.9g}\n",
+                 static_cast<long long>(opt.steps), val);
     std::fprintf(metrics, "{\"final_val_loss\": %.9g}\n", val);
     std::fclose(metrics);
   }

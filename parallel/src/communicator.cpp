@@ -1,5 +1,6 @@
 #include "trident/parallel/communicator.hpp"
 
+#include "trident/core/trace.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
 
 namespace trident {
@@ -19,6 +20,9 @@ const char* reduce_op_name(ReduceOp op) {
 }
 
 void Communicator::finish_blocking(const std::shared_ptr<Work>& work) {
+  // The caller's time blocked in a blocking collective or transfer (exposed communication).
+  trace::Span span("wait", trace::Category::Comm);
+  if (span.active()) span.rename("wait " + work->description());
   try {
     work->wait();
   } catch (const CollectiveTimeout& e) {

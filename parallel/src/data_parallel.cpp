@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "trident/core/backend.hpp"
+#include "trident/core/trace.hpp"
 
 namespace trident {
 
@@ -368,6 +369,9 @@ void DataParallelReducer::launch_ready_buckets(bool from_hook) {
 void DataParallelReducer::launch(size_t b) {
   GradientBucket& bucket = buckets_[b];
   Impl::BucketState& st = impl_->state[b];
+  trace::Span span("launch bucket", trace::Category::Comm);  // its reduction: "all_reduce dp"
+  span.arg("bucket", static_cast<int64_t>(b));
+  span.arg("bytes", static_cast<int64_t>(bucket.grads.nbytes()));
   backend_for(bucket.grads.device()).synchronize();  // gradients written before they travel
   const auto count = static_cast<size_t>(bucket.numel);
   if (opts_.zero) {
@@ -386,6 +390,9 @@ void DataParallelReducer::wait_launched(size_t b) {
   Impl::BucketState& st = impl_->state[b];
   if (st.waited) return;
   const auto t0 = Clock::now();
+  trace::Span span("wait bucket", trace::Category::Comm);
+  span.arg("bucket", static_cast<int64_t>(b));
+  span.arg("bytes", static_cast<int64_t>(buckets_[b].grads.nbytes()));
   st.work->wait();
   exposed_seconds_ += seconds_between(t0, Clock::now());
   st.waited = true;
@@ -396,6 +403,9 @@ void DataParallelReducer::wait_bucket(size_t b) {
   TRIDENT_CHECK(b < buckets_.size(), "DataParallelReducer::wait_bucket(", b, "): there are ",
                 buckets_.size(), " buckets");
   if (reduced_) return;
+  // The exposed data-parallel communication: launching what backward did not, and waiting.
+  trace::Span span("dp reduce wait", trace::Category::Comm);
+  span.arg("buckets", static_cast<int64_t>(b + 1));
   const auto t0 = Clock::now();
   while (impl_->next_launch <= b) {
     launch(impl_->next_launch);

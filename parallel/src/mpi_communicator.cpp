@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "half_float.hpp"
+#include "trident/core/trace.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
 
 namespace trident {
@@ -30,12 +31,20 @@ struct Task {
   std::function<MPI_Request()> start;
   std::function<void(const MPI_Status&)> on_complete;
   MPI_Request request = MPI_REQUEST_NULL;
+  // Timeline trace: the operation ("all_reduce", "send"), its bytes, for send/recv the peer
+  // (-1 for collectives), and when the thread started it (0 when not tracing).
+  const char* trace_op = "mpi";
+  int64_t trace_bytes = 0;
+  int trace_peer = -1;
+  int64_t started_ns = 0;
 };
 
 struct MpiCommState {
   MPI_Comm comm = MPI_COMM_NULL;
   std::string name;
   int rank = 0, size = 1, world_rank = 0, tag_ub = 32767;
+  int group_root = 0;       // world rank of this communicator's rank 0 (names the group in traces)
+  int64_t collectives = 0;  // collectives started so far, on the thread (their index in traces)
   std::atomic<int64_t> timeout_ms{300000};
   std::atomic<int64_t> last_progress_ns{0};  // when the thread last finished an operation
   std::atomic<bool> timed_out{false};
@@ -133,13 +142,31 @@ std::exception_ptr wrap_failure(const MpiCommState& s, const std::string& what,
   return std::make_exception_ptr(Error(str_cat(s.context(what), " failed: ", e.what())));
 }
 
+// A finished operation's span on this thread's track, e.g. "all_reduce dp" with its bytes;
+// collectives carry their index on the communicator and the group, which trident-report uses
+// to line up the same collective across ranks (its last arrival is the straggler).
+void trace_finished(MpiCommState& s, const Task& task) {
+  if (task.started_ns == 0 || !trace::enabled()) return;
+  std::string name = str_cat(task.trace_op, " ", s.name);
+  if (task.trace_peer < 0) {
+    trace::record(std::move(name), trace::Category::Comm, task.started_ns, trace::now_ns(),
+                  {{"bytes", task.trace_bytes}, {"seq", s.collectives - 1}, {"group", s.group_root}});
+  } else {
+    trace::record(std::move(name), trace::Category::Comm, task.started_ns, trace::now_ns(),
+                  {{"bytes", task.trace_bytes}, {"peer", task.trace_peer}});
+  }
+}
+
 void start_task(MpiCommState& s, Task& task, std::vector<Task>& pending) {
+  if (task.trace_peer < 0) ++s.collectives;
+  if (trace::enabled()) task.started_ns = trace::now_ns();
   try {
     task.request = task.start();
     if (task.request != MPI_REQUEST_NULL) {
       pending.push_back(std::move(task));
       return;
     }
+    trace_finished(s, task);
     task.work->finish(nullptr);
   } catch (const std::exception& e) {
     task.work->finish(wrap_failure(s, task.work->description(), e));
@@ -160,6 +187,7 @@ void poll_pending(MpiCommState& s, std::vector<Task>& pending) {
     try {
       check_mpi(rc);
       if (it->on_complete) it->on_complete(status);
+      trace_finished(s, *it);
     } catch (const std::exception& e) {
       error = wrap_failure(s, it->work->description(), e);
     }
@@ -171,6 +199,7 @@ void poll_pending(MpiCommState& s, std::vector<Task>& pending) {
 
 void run_thread(std::shared_ptr<MpiCommState> state) {
   MpiCommState& s = *state;
+  trace::set_thread_name("comm " + s.name);
   std::vector<Task> pending;  // posted send/recv, oldest first
   for (;;) {
     Task task;
@@ -204,15 +233,21 @@ void run_thread(std::shared_ptr<MpiCommState> state) {
   s.exited_cv.notify_all();
 }
 
+// `op`, `bytes` and `peer` (-1: a collective) label the operation in traces.
 std::shared_ptr<Work> enqueue(const std::shared_ptr<MpiCommState>& state, std::string what,
                               std::function<MPI_Request()> start,
-                              std::function<void(const MPI_Status&)> on_complete = {}) {
+                              std::function<void(const MPI_Status&)> on_complete = {},
+                              const char* op = "mpi", size_t bytes = 0, int peer = -1) {
   auto work = std::make_shared<QueuedWork>(state, std::move(what));
   {
     std::lock_guard<std::mutex> lock(state->mu);
     TRIDENT_CHECK(!state->stopping, state->context(work->description()),
                   ": the communicator is being destroyed");
     state->queue.push_back(Task{work, std::move(start), std::move(on_complete)});
+    Task& task = state->queue.back();
+    task.trace_op = op;
+    task.trace_bytes = static_cast<int64_t>(bytes);
+    task.trace_peer = peer;
   }
   state->cv.notify_one();
   return work;
@@ -220,11 +255,15 @@ std::shared_ptr<Work> enqueue(const std::shared_ptr<MpiCommState>& state, std::s
 
 // A collective: runs to completion on the thread.
 std::shared_ptr<Work> enqueue_collective(const std::shared_ptr<MpiCommState>& state,
-                                         std::string what, std::function<void()> run) {
-  return enqueue(state, std::move(what), [run = std::move(run)] {
-    run();
-    return MPI_REQUEST_NULL;
-  });
+                                         std::string what, std::function<void()> run,
+                                         const char* op = "collective", size_t bytes = 0) {
+  return enqueue(
+      state, std::move(what),
+      [run = std::move(run)] {
+        run();
+        return MPI_REQUEST_NULL;
+      },
+      {}, op, bytes);
 }
 
 bool is_half(DType t) {
@@ -324,6 +363,15 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name)
   MPI_Comm_rank(comm, &s.rank);
   MPI_Comm_size(comm, &s.size);
   MPI_Comm_rank(MPI_COMM_WORLD, &s.world_rank);
+  {
+    MPI_Group group = MPI_GROUP_NULL, world_group = MPI_GROUP_NULL;
+    const int zero = 0;
+    MPI_Comm_group(comm, &group);
+    MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+    MPI_Group_translate_ranks(group, 1, &zero, world_group, &s.group_root);
+    MPI_Group_free(&group);
+    MPI_Group_free(&world_group);
+  }
   void* tag_ub = nullptr;
   int found = 0;
   MPI_Comm_get_attr(comm, MPI_TAG_UB, &tag_ub, &found);
@@ -431,7 +479,7 @@ std::shared_ptr<Work> MpiCommunicator::all_reduce_async(void* data, size_t count
       check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, n, mpi_type(dtype), mpi_op(op), comm));
       divide_for_avg(data, count, dtype, op, size);
     }
-  });
+  }, "all_reduce", count * dtype_size(dtype));
 }
 
 std::shared_ptr<Work> MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
@@ -459,7 +507,7 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter_async(const void* send, vo
       check_mpi(MPI_Reduce_scatter_block(send, recv, n, mpi_type(dtype), mpi_op(op), comm));
       divide_for_avg(recv, recv_count, dtype, op, size);
     }
-  });
+  }, "reduce_scatter", total * dtype_size(dtype));
 }
 
 std::shared_ptr<Work> MpiCommunicator::all_gather_async(const void* send, void* recv,
@@ -476,7 +524,7 @@ std::shared_ptr<Work> MpiCommunicator::all_gather_async(const void* send, void* 
     if (n == 0) return;
     const MPI_Datatype type = mpi_type(dtype);
     check_mpi(MPI_Allgather(source, n, type, recv, n, type, comm));
-  });
+  }, "all_gather", send_count * dtype_size(dtype) * static_cast<size_t>(state_->size));
 }
 
 std::shared_ptr<Work> MpiCommunicator::broadcast_async(void* data, size_t count, DType dtype,
@@ -488,7 +536,7 @@ std::shared_ptr<Work> MpiCommunicator::broadcast_async(void* data, size_t count,
   const MPI_Comm comm = state_->comm;
   return enqueue_collective(state_, std::move(what), [=] {
     if (n > 0) check_mpi(MPI_Bcast(data, n, mpi_type(dtype), root, comm));
-  });
+  }, "broadcast", count * dtype_size(dtype));
 }
 
 std::shared_ptr<Work> MpiCommunicator::send_async(const void* data, size_t count, DType dtype,
@@ -505,7 +553,7 @@ std::shared_ptr<Work> MpiCommunicator::send_async(const void* data, size_t count
     MPI_Request request = MPI_REQUEST_NULL;
     if (n > 0) check_mpi(MPI_Isend(data, n, mpi_type(dtype), dst, tag, comm, &request));
     return request;
-  });
+  }, {}, "send", count * dtype_size(dtype), dst);
 }
 
 std::shared_ptr<Work> MpiCommunicator::recv_async(void* data, size_t count, DType dtype, int src,
@@ -530,13 +578,14 @@ std::shared_ptr<Work> MpiCommunicator::recv_async(void* data, size_t count, DTyp
         int received = 0;
         check_mpi(MPI_Get_count(&status, type, &received));
         TRIDENT_CHECK(received == n, "received ", received, " elements, expected ", n);
-      });
+      },
+      "recv", count * dtype_size(dtype), src);
 }
 
 std::shared_ptr<Work> MpiCommunicator::barrier_async() {
   const MPI_Comm comm = state_->comm;
-  return detail::enqueue_collective(state_, "barrier",
-                                    [=] { detail::check_mpi(MPI_Barrier(comm)); });
+  return detail::enqueue_collective(
+      state_, "barrier", [=] { detail::check_mpi(MPI_Barrier(comm)); }, "barrier");
 }
 
 }  // namespace trident

@@ -6,6 +6,7 @@
 
 #include "trident/core/allocator.hpp"
 #include "trident/core/ops.hpp"
+#include "trident/core/trace.hpp"
 
 namespace trident {
 
@@ -52,6 +53,9 @@ class StageStep {
       slot.input.requires_grad_(true);
     }
     const auto t0 = Clock::now();
+    trace::Span span("forward", trace::Category::Compute);
+    span.arg("micro", i);
+    span.arg("stage", pp_.rank());
     Tensor out = stage_.forward(slot.input);
     if (stage_.is_last()) {
       const Tensor& targets = mbs_[static_cast<size_t>(i)].targets;
@@ -83,6 +87,9 @@ class StageStep {
     if (!stage_.is_last())
       grad = take(gradients_, i, pp_.rank() + 1, kPipelineGradientTag, act_shape_);
     const auto t0 = Clock::now();
+    trace::Span span("backward", trace::Category::Compute);
+    span.arg("micro", i);
+    span.arg("stage", pp_.rank());
     if (before_backward_) before_backward_(i, i == m_ - 1);
     slot.output.backward(grad);
     stats_.backward_s += seconds_since(t0);
@@ -98,12 +105,13 @@ class StageStep {
   }
 
   PipelineStepStats finish() {
-    for (auto& s : sends_) wait(*s.work);
+    for (auto& s : sends_) wait(*s.work, "wait send");
     sends_.clear();
     // Every stage learns the loss; the stages finish together, so an early one's wait for the
     // pipeline's drain is counted as idle.
     double loss = stage_.is_last() ? loss_sum_ / m_ : 0.0;
     const auto t0 = Clock::now();
+    trace::Span span("pipeline drain", trace::Category::Idle);
     pp_.all_reduce(&loss, 1, DType::F64, ReduceOp::Sum);
     stats_.comm_wait_s += seconds_since(t0);
     stats_.loss = loss;
@@ -139,7 +147,10 @@ class StageStep {
       header[2] = ids.size(1);
     }
     const auto t0 = Clock::now();
-    pp_.broadcast(header, 3, DType::I64, 0);
+    {
+      trace::Span span("pipeline start", trace::Category::Idle);
+      pp_.broadcast(header, 3, DType::I64, 0);
+    }
     stats_.comm_wait_s += seconds_since(t0);
     TRIDENT_CHECK(static_cast<int64_t>(mbs_.size()) == header[0], "pipeline stage ", pp_.rank(),
                   " was given ", mbs_.size(), " micro-batches, stage 0 ", header[0]);
@@ -149,8 +160,10 @@ class StageStep {
     act_shape_ = stage_.activation_shape(b_, T_);
   }
 
-  void wait(Work& work) {
+  // Blocked on a neighbour stage: the bubble in the timeline (`what` names the message).
+  void wait(Work& work, const char* what) {
     const auto t0 = Clock::now();
+    trace::Span span(what, trace::Category::Idle);
     work.wait();
     stats_.comm_wait_s += seconds_since(t0);
   }
@@ -170,7 +183,7 @@ class StageStep {
     q.pop_front();
     TRIDENT_CHECK(t.micro == i, "pipeline: received micro-batch ", t.micro, " where ", i,
                   " was expected");
-    wait(*t.work);
+    wait(*t.work, tag == kPipelineActivationTag ? "wait activation" : "wait gradient");
     return t.buffer;
   }
 

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "trident/core/backend.hpp"
+#include "trident/core/trace.hpp"
 
 namespace trident {
 
@@ -77,6 +78,9 @@ void ZeroAdamW::step() {
     Backend& be = backend_for(bucket.values.device());
     float* values = bucket.values.data<float>();
     const float* grads = bucket.shard_grads.data<float>();
+    trace::Span span("zero adamw shard", trace::Category::Optimizer);
+    span.arg("bucket", static_cast<int64_t>(b));
+    span.arg("numel", bucket.shard_numel);
     float* m = exp_avg_[b].data<float>();
     float* v = exp_avg_sq_[b].data<float>();
     for (const Piece& piece : pieces_[b]) {
@@ -90,6 +94,8 @@ void ZeroAdamW::step() {
                                           static_cast<size_t>(bucket.shard_numel), DType::F32));
   }
   const auto t0 = std::chrono::steady_clock::now();
+  trace::Span span("wait all_gather (zero)", trace::Category::Comm);
+  span.arg("buckets", static_cast<int64_t>(gathers.size()));
   for (auto& w : gathers) w->wait();
   exposed_gather_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
