@@ -60,6 +60,8 @@ void cuda_check_device(int index) {
   int count = 0;
   const cudaError_t e = query_count(&count);
   TRIDENT_CHECK(e == cudaSuccess, "device cuda:", index, " requested but ", count_error_text(e));
+  TRIDENT_CHECK(count > 0, "device cuda:", index, " requested but no CUDA-capable GPU is visible"
+                " (check CUDA_VISIBLE_DEVICES or pass --device cpu)");
   TRIDENT_CHECK(index >= 0 && index < count, "device cuda:", index, " requested but ", count,
                 " CUDA device", count == 1 ? " is" : "s are", " visible (cuda:0 .. cuda:",
                 count - 1, ")");

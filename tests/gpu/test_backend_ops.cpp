@@ -1,0 +1,480 @@
+// ggml's test-backend-ops for Trident: every Backend entry runs on CUDA and on the CPU backend
+// on the same fresh random inputs, and each output must match the CPU's within 1e-4 (f32) or
+// 2e-2 (bf16 storage; the CPU reference computes in f32 on the same bf16-rounded inputs) in
+// ||gpu - cpu|| / ||cpu||. GPU outputs start as NaN, so an element a kernel never writes fails;
+// elements the CPU leaves untouched (gemm's row padding) must stay untouched on the GPU too.
+// A new op is covered by adding a case to kCases.
+#include <catch2/catch.hpp>
+
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.hpp"
+#include "trident/core/backend.hpp"
+
+namespace trident::gpu_test {
+namespace {
+
+// The buffers of one run of an op on one backend.
+struct Buffers {
+  Device dev;
+  std::vector<Tensor>* f;        // float buffers (dtype of the run; f32 on the CPU)
+  std::vector<Tensor>* i;        // int32 buffers
+  std::vector<Tensor>* scratch;  // extra buffers the op allocates (kept alive)
+  void* operator[](int k) const { return (*f)[static_cast<size_t>(k)].raw_data(); }
+  const int32_t* ids(int k) const { return (*i)[static_cast<size_t>(k)].data<int32_t>(); }
+  void* alloc(int64_t n, DType t) const {
+    scratch->push_back(Tensor::empty({n}, t, dev));
+    return scratch->back().raw_data();
+  }
+};
+
+// Declares an op's inputs and outputs, runs it on both backends and compares.
+class Harness {
+ public:
+  using Op = std::function<double(Backend&, DType, const Buffers&)>;
+  Harness(DType t, uint64_t seed) : t_(t), rng(seed) {}
+
+  int in(std::vector<float> v) { return add(std::move(v), Kind::In); }
+  int out(int64_t n) { return add(std::vector<float>(static_cast<size_t>(n), NAN), Kind::Out); }
+  int inout(std::vector<float> v) { return add(std::move(v), Kind::InOut); }
+  int ints(std::vector<int32_t> v) {
+    ints_.push_back(std::move(v));
+    return static_cast<int>(ints_.size()) - 1;
+  }
+  std::vector<float> normal_(int64_t n, float scale = 1.0f, float shift = 0.0f) {
+    return normal(static_cast<size_t>(n), rng, scale, shift);
+  }
+  std::vector<float> uniform_(int64_t n, float lo, float hi) {
+    return uniform(static_cast<size_t>(n), rng, lo, hi);
+  }
+
+  // Runs op on both backends; compares every Out/InOut buffer, and the returned number when
+  // `compare_result`.
+  void check(const std::string& what, const Op& op, bool compare_result = false) {
+    INFO(what << " (" << dtype_name(t_) << ")");
+    std::vector<std::vector<float>> ref, got;
+    const double r_cpu = run_on(Device::cpu(), DType::F32, op, ref);
+    const double r_gpu = run_on(gpu(), t_, op, got);
+    const double tol = t_ == DType::F32 ? 1e-4 : 2e-2;
+    for (size_t k = 0; k < bufs_.size(); ++k) {
+      if (bufs_[k].kind == Kind::In) continue;
+      INFO("output buffer " << k << " of " << ref[k].size() << " elements");
+      CHECK(error_vs_reference(got[k], ref[k]) < tol);
+    }
+    if (compare_result) {
+      INFO("returned " << r_gpu << ", CPU " << r_cpu);
+      CHECK(std::abs(r_gpu - r_cpu) <= tol * std::max(std::abs(r_cpu), 1e-12));
+    }
+  }
+
+ private:
+  enum class Kind { In, Out, InOut };
+  struct Buf {
+    std::vector<float> init;
+    Kind kind;
+  };
+
+  int add(std::vector<float> v, Kind kind) {
+    if (t_ == DType::BF16) {
+      for (float& x : v) x = round_bf16(x);  // both backends see the same values
+    }
+    bufs_.push_back({std::move(v), kind});
+    return static_cast<int>(bufs_.size()) - 1;
+  }
+
+  double run_on(Device dev, DType t, const Op& op, std::vector<std::vector<float>>& outs) {
+    std::vector<Tensor> f, i, scratch;
+    for (const Buf& b : bufs_) f.push_back(upload(b.init, t, dev));  // Out buffers hold NaN
+    for (const auto& v : ints_) i.push_back(upload_i32(v, dev));
+    Backend& be = backend_for(dev);
+    const double r = op(be, t, Buffers{dev, &f, &i, &scratch});
+    be.synchronize();
+    for (const Tensor& x : f) outs.push_back(download(x));
+    return r;
+  }
+
+  // As rel_error, but where the reference is NaN (left unwritten) the GPU must be NaN too.
+  static double error_vs_reference(const std::vector<float>& got, const std::vector<float>& ref) {
+    std::vector<float> g, r;
+    for (size_t k = 0; k < ref.size(); ++k) {
+      if (std::isnan(ref[k])) {
+        if (!std::isnan(got[k])) return INFINITY;
+        continue;
+      }
+      g.push_back(got[k]);
+      r.push_back(ref[k]);
+    }
+    REQUIRE(!r.empty());
+    return rel_error(g, r);
+  }
+
+  DType t_;
+  std::vector<Buf> bufs_;
+  std::vector<std::vector<int32_t>> ints_;
+
+ public:
+  std::mt19937_64 rng;
+};
+
+struct OpCase {
+  const char* name;
+  bool bf16;  // also runs with bf16 storage
+  std::function<void(Harness&)> body;
+};
+
+const std::vector<OpCase> kCases = {
+    {"fill", true,
+     [](Harness& h) {
+       const int o = h.out(1001);
+       h.check("fill", [=](Backend& be, DType t, const Buffers& b) {
+         be.fill(t, b[o], 0.375, 1001);
+         return 0.0;
+       });
+     }},
+    {"copy_strided", true,
+     [](Harness& h) {
+       const int x = h.in(h.normal_(4 * 5 * 6)), o1 = h.out(120), o2 = h.out(4 * 7 * 6);
+       h.check("transposed (6,5,4) view", [=](Backend& be, DType t, const Buffers& b) {
+         const int64_t shape[3] = {6, 5, 4}, strides[3] = {1, 6, 30};
+         be.copy_strided(t, b[o1], b[x], strides, shape, 3);
+         const int64_t shape2[3] = {4, 7, 6}, strides2[3] = {30, 0, 1};  // broadcast dim 1
+         be.copy_strided(t, b[o2], b[x], strides2, shape2, 3);
+         return 0.0;
+       });
+     }},
+    {"binary_strided", true,
+     [](Harness& h) {
+       const int a = h.in(h.normal_(4 * 5 * 6)), bb = h.in(h.uniform_(4 * 5 * 6, 0.5f, 2.0f));
+       for (int op = 0; op < 4; ++op) {
+         const int o1 = h.out(120), o2 = h.out(120), o3 = h.out(120), o4 = h.out(120);
+         h.check("binary op " + std::to_string(op), [=](Backend& be, DType t, const Buffers& b) {
+           const auto kind = static_cast<BinaryOpKind>(op);
+           const int64_t shape[3] = {4, 5, 6}, full[3] = {30, 6, 1}, row[3] = {0, 0, 1},
+                         outer[3] = {6, 0, 1}, mid[3] = {0, 1, 0}, scalar[3] = {0, 0, 0};
+           be.binary_strided(kind, t, b[o1], b[a], full, b[bb], full, shape, 3);
+           be.binary_strided(kind, t, b[o2], b[a], full, b[bb], row, shape, 3);
+           be.binary_strided(kind, t, b[o3], b[a], outer, b[bb], mid, shape, 3);
+           be.binary_strided(kind, t, b[o4], b[a], full, b[bb], scalar, shape, 3);
+           return 0.0;
+         });
+       }
+     }},
+    {"reduce_sum_to", true,
+     [](Harness& h) {
+       const int x = h.in(h.normal_(4 * 5 * 6)), big = h.in(h.normal_(300 * 70));
+       const int o02 = h.out(5), o1 = h.out(24), o0 = h.out(30), o2 = h.out(20), oall = h.out(1),
+                 rows = h.out(70), cols = h.out(300);
+       h.check("reduce_sum_to", [=](Backend& be, DType t, const Buffers& b) {
+         const int64_t shape[3] = {4, 5, 6};
+         const bool r02[3] = {true, false, true}, r1[3] = {false, true, false},
+                    r0[3] = {true, false, false}, r2[3] = {false, false, true},
+                    rall[3] = {true, true, true};
+         be.reduce_sum_to(t, b[o02], b[x], shape, r02, 3);
+         be.reduce_sum_to(t, b[o1], b[x], shape, r1, 3);
+         be.reduce_sum_to(t, b[o0], b[x], shape, r0, 3);
+         be.reduce_sum_to(t, b[o2], b[x], shape, r2, 3);
+         be.reduce_sum_to(t, b[oall], b[x], shape, rall, 3);
+         const int64_t s2[2] = {300, 70};
+         const bool rr[2] = {true, false}, rc[2] = {false, true};
+         be.reduce_sum_to(t, b[rows], b[big], s2, rr, 2);
+         be.reduce_sum_to(t, b[cols], b[big], s2, rc, 2);
+         return 0.0;
+       });
+     }},
+    {"scale_axpy", true,
+     [](Harness& h) {
+       const int x = h.in(h.normal_(5000)), o = h.out(5000), y = h.inout(h.normal_(5000));
+       h.check("scale, axpy", [=](Backend& be, DType t, const Buffers& b) {
+         be.scale(t, b[o], b[x], -0.7, 5000);
+         be.axpy(t, b[y], b[x], 1.25, 5000);
+         return 0.0;
+       });
+     }},
+    {"sum", true,
+     [](Harness& h) {
+       const int x = h.in(h.normal_(100003, 1.0f, 0.3f));
+       h.check("sum", [=](Backend& be, DType t, const Buffers& b) { return be.sum(t, b[x], 100003); },
+               true);
+       h.check("sum_squares",
+               [=](Backend& be, DType t, const Buffers& b) { return be.sum_squares(t, b[x], 100003); },
+               true);
+     }},
+    {"sum_squares_multi", true,
+     [](Harness& h) {
+       const int a = h.in(h.normal_(1000)), c = h.in(h.normal_(3)), d = h.in(h.normal_(70001));
+       h.check("sum_squares_multi",
+               [=](Backend& be, DType t, const Buffers& b) {
+                 const void* xs[3] = {b[a], b[c], b[d]};
+                 const int64_t ns[3] = {1000, 3, 70001};
+                 return be.sum_squares_multi(t, xs, ns, 3);
+               },
+               true);
+     }},
+    {"bias", true,
+     [](Harness& h) {
+       const int x = h.in(h.normal_(300 * 70)), bias = h.in(h.normal_(70)), o = h.out(300 * 70),
+                 db = h.out(70), db1 = h.out(70);
+       h.check("add_bias, bias_backward", [=](Backend& be, DType t, const Buffers& b) {
+         be.add_bias(t, b[o], b[x], b[bias], 300, 70);
+         be.bias_backward(t, b[db], b[x], 300, 70);
+         be.bias_backward(t, b[db1], b[x], 5, 70);  // one chunk
+         return 0.0;
+       });
+     }},
+    {"gemm_batched", true,
+     [](Harness& h) {
+       const int64_t M = 33, N = 17, K = 45, pad = 3;
+       for (int ta = 0; ta < 2; ++ta) {
+         for (int tb = 0; tb < 2; ++tb) {
+           for (int64_t batch : {int64_t{1}, int64_t{3}}) {
+             for (double beta : {0.0, 0.5}) {
+               const int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+               const int64_t sa = (ta ? K : M) * lda + 5, sb = (tb ? N : K) * ldb + 7,
+                             sc = M * ldc + 2;
+               const int a = h.in(h.normal_(batch * sa)), bm = h.in(h.normal_(batch * sb));
+               const int c = beta == 0.0 ? h.out(batch * sc) : h.inout(h.normal_(batch * sc));
+               h.check("gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
+                           " batch=" + std::to_string(batch) + " beta=" + std::to_string(beta),
+                       [=](Backend& be, DType t, const Buffers& b) {
+                         be.gemm_batched(t, ta, tb, batch, M, N, K, 0.7, b[a], lda, sa, b[bm], ldb,
+                                         sb, beta, b[c], ldc, sc);
+                         return 0.0;
+                       });
+             }
+           }
+         }
+       }
+     }},
+    {"embedding", true,
+     [](Harness& h) {
+       const int64_t N = 40, V = 11, C = 24;
+       std::vector<int32_t> ids(N);
+       std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(V) - 2);  // V-1 unused
+       for (auto& v : ids) v = pick(h.rng);
+       const int id = h.ints(ids), table = h.in(h.normal_(V * C)), dout = h.in(h.normal_(N * C));
+       const int o = h.out(N * C), dt = h.out(V * C);
+       h.check("embedding forward and backward", [=](Backend& be, DType t, const Buffers& b) {
+         be.embedding_forward(t, b[o], b.ids(id), b[table], N, V, C);
+         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C);
+         return 0.0;
+       });
+     }},
+    {"layernorm", true,
+     [](Harness& h) {
+       for (int64_t C : {int64_t{48}, int64_t{777}}) {
+         const int64_t N = 70;
+         const int x = h.in(h.normal_(N * C, 2.0f, 0.5f)), w = h.in(h.normal_(C)),
+                   bias = h.in(h.normal_(C)), dout = h.in(h.normal_(N * C)),
+                   mean = h.in(h.normal_(N, 0.3f)), rstd = h.in(h.uniform_(N, 0.5f, 2.0f));
+         const int o = h.out(N * C), om = h.out(N), ors = h.out(N), dx = h.out(N * C),
+                   dw = h.out(C), db = h.out(C);
+         h.check("layernorm C=" + std::to_string(C), [=](Backend& be, DType t, const Buffers& b) {
+           be.layernorm_forward(t, b[o], b[om], b[ors], b[x], b[w], b[bias], N, C, 1e-5);
+           be.layernorm_backward(t, b[dx], b[dw], b[db], b[dout], b[x], b[w], b[mean], b[rstd], N,
+                                 C);
+           return 0.0;
+         });
+       }
+     }},
+    {"gelu", true,
+     [](Harness& h) {
+       const int64_t n = 10000;
+       const int x = h.in(h.normal_(n, 3.0f)), dout = h.in(h.normal_(n)), o = h.out(n),
+                 dx = h.out(n);
+       h.check("gelu", [=](Backend& be, DType t, const Buffers& b) {
+         be.gelu_forward(t, b[o], b[x], n);
+         be.gelu_backward(t, b[dx], b[x], b[dout], n);
+         return 0.0;
+       });
+     }},
+    {"softmax", true,
+     [](Harness& h) {
+       for (int64_t cols : {int64_t{5}, int64_t{1000}}) {
+         const int64_t rows = 7;
+         const int x = h.in(h.normal_(rows * cols, 3.0f)), y = h.in(h.uniform_(rows * cols, 0, 1)),
+                   dout = h.in(h.normal_(rows * cols)), o = h.out(rows * cols),
+                   dx = h.out(rows * cols);
+         h.check("softmax cols=" + std::to_string(cols), [=](Backend& be, DType t, const Buffers& b) {
+           be.softmax_forward(t, b[o], b[x], rows, cols);
+           be.softmax_backward(t, b[dx], b[y], b[dout], rows, cols);
+           return 0.0;
+         });
+       }
+     }},
+    {"attention", true,
+     [](Harness& h) {
+       struct Shape {
+         int64_t B, T, C, NH;
+       };
+       // Head sizes 16, 64 and 96 (the 32-, 64- and 128-wide kernels); T across tile edges.
+       for (const Shape s : {Shape{2, 37, 48, 3}, Shape{1, 64, 128, 2}, Shape{1, 33, 96, 1},
+                             Shape{2, 1, 32, 2}, Shape{1, 100, 64, 4}}) {
+         const int qkv = h.in(h.normal_(s.B * s.T * 3 * s.C)),
+                   dout = h.in(h.normal_(s.B * s.T * s.C));
+         const int o = h.out(s.B * s.T * s.C), dqkv = h.out(s.B * s.T * 3 * s.C);
+         h.check("attention B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) +
+                     " C=" + std::to_string(s.C) + " NH=" + std::to_string(s.NH),
+                 [=](Backend& be, DType t, const Buffers& b) {
+                   void* att = b.alloc(be.attention_saved_elements(t, s.B, s.T, s.C, s.NH), t);
+                   be.attention_forward(t, b[o], att, b[qkv], s.B, s.T, s.C, s.NH);
+                   be.attention_backward(t, b[dqkv], b[dout], b[qkv], att, s.B, s.T, s.C, s.NH);
+                   return 0.0;
+                 });
+       }
+     }},
+    {"cross_entropy", true,
+     [](Harness& h) {
+       for (int64_t V : {int64_t{7}, int64_t{3000}}) {
+         const int64_t N = 9;
+         std::vector<int32_t> targets(N);
+         std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(V) - 1);
+         for (auto& v : targets) v = pick(h.rng);
+         targets[2] = -1;  // ignored
+         const int tg = h.ints(targets), x = h.in(h.normal_(N * V, 2.0f)),
+                   dl = h.in(h.normal_(N)), loss = h.out(N), lse = h.out(N), dx = h.out(N * V);
+         h.check("cross_entropy V=" + std::to_string(V), [=](Backend& be, DType t, const Buffers& b) {
+           be.cross_entropy_forward(t, b[loss], b[lse], b[x], b.ids(tg), N, V);
+           be.cross_entropy_backward(t, b[dx], b[x], b[lse], b.ids(tg), b[dl], N, V);
+           return 0.0;
+         });
+       }
+     }},
+    {"dropout", true,
+     [](Harness& h) {
+       const int64_t n = 20000;
+       const uint64_t seed = h.rng();
+       const int x = h.in(h.normal_(n)), dout = h.in(h.normal_(n)), o = h.out(n), mask = h.out(n),
+                 dx = h.out(n), o0 = h.out(n), m0 = h.out(n);
+       h.check("dropout", [=](Backend& be, DType t, const Buffers& b) {
+         be.dropout_forward(t, b[o], b[mask], b[x], n, 0.3f, seed, 12345);
+         be.dropout_backward(t, b[dx], b[dout], b[mask], n);
+         be.dropout_forward(t, b[o0], b[m0], b[x], n, 0.0f, seed, 0);
+         return 0.0;
+       });
+     }},
+    {"adamw", false,
+     [](Harness& h) {
+       const int64_t sizes[3] = {1000, 3, 70001};
+       int p[3], g[3], m[3], v[3];
+       for (int k = 0; k < 3; ++k) {
+         p[k] = h.inout(h.normal_(sizes[k]));
+         g[k] = h.in(h.normal_(sizes[k], 0.1f));
+         m[k] = h.inout(h.normal_(sizes[k], 0.05f));
+         v[k] = h.inout(h.uniform_(sizes[k], 0.0f, 0.01f));
+       }
+       h.check("adamw_update and adamw_update_multi", [=](Backend& be, DType, const Buffers& b) {
+         be.adamw_update(static_cast<float*>(b[p[0]]), static_cast<const float*>(b[g[0]]),
+                         static_cast<float*>(b[m[0]]), static_cast<float*>(b[v[0]]), sizes[0],
+                         1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 5);
+         float* ps[2] = {static_cast<float*>(b[p[1]]), static_cast<float*>(b[p[2]])};
+         const float* gs[2] = {static_cast<const float*>(b[g[1]]), static_cast<const float*>(b[g[2]])};
+         float* ms[2] = {static_cast<float*>(b[m[1]]), static_cast<float*>(b[m[2]])};
+         float* vs[2] = {static_cast<float*>(b[v[1]]), static_cast<float*>(b[v[2]])};
+         be.adamw_update_multi(2, ps, gs, ms, vs, sizes + 1, 3e-3f, 0.8f, 0.99f, 1e-6f, 0.0f, 1);
+         return 0.0;
+       });
+     }},
+    {"sgd", false,
+     [](Harness& h) {
+       const int64_t sizes[3] = {1000, 3, 70001};
+       int p[3], g[3], buf[3];
+       for (int k = 0; k < 3; ++k) {
+         p[k] = h.inout(h.normal_(sizes[k]));
+         g[k] = h.in(h.normal_(sizes[k], 0.1f));
+         buf[k] = h.inout(h.normal_(sizes[k], 0.1f));
+       }
+       h.check("sgd_update and sgd_update_multi", [=](Backend& be, DType, const Buffers& b) {
+         be.sgd_update(static_cast<float*>(b[p[0]]), static_cast<const float*>(b[g[0]]),
+                       static_cast<float*>(b[buf[0]]), sizes[0], 0.05f, 0.9f, 0.0f, 0.01f, true,
+                       false);
+         float* ps[2] = {static_cast<float*>(b[p[1]]), static_cast<float*>(b[p[2]])};
+         const float* gs[2] = {static_cast<const float*>(b[g[1]]), static_cast<const float*>(b[g[2]])};
+         float* bufs[2] = {static_cast<float*>(b[buf[1]]), static_cast<float*>(b[buf[2]])};
+         const bool firsts[2] = {true, false};
+         be.sgd_update_multi(2, ps, gs, bufs, sizes + 1, firsts, 0.1f, 0.8f, 0.1f, 0.0f, false);
+         return 0.0;
+       });
+     }},
+};
+
+}  // namespace
+
+TEST_CASE("every Backend op on CUDA matches the CPU backend on fresh random inputs", "[ops]") {
+  for (const OpCase& c : kCases) {
+    for (DType t : {DType::F32, DType::BF16}) {
+      if (t == DType::BF16 && !c.bf16) continue;
+      const uint64_t seed = fresh_seed();
+      INFO("op " << c.name << ", seed " << seed);
+      Harness h(t, seed);
+      c.body(h);
+    }
+  }
+}
+
+TEST_CASE("f32 <-> bf16 conversion on CUDA rounds to nearest even, as the host", "[ops]") {
+  std::mt19937_64 rng(fresh_seed());
+  std::vector<float> x = normal(4099, rng, 10.0f);
+  x[0] = 1.0f + 1.0f / 256.0f;  // a tie: rounds to even (1.0)
+  x[1] = -0.0f;
+  const Tensor f = upload(x, DType::F32);
+  Tensor b = Tensor::empty({4099}, DType::BF16, gpu());
+  backend_for(gpu()).convert(DType::BF16, b.raw_data(), DType::F32, f.raw_data(), 4099);
+  const std::vector<float> got = download(b);
+  for (size_t i = 0; i < x.size(); ++i) {
+    INFO("element " << i << " = " << x[i]);
+    REQUIRE(got[i] == round_bf16(x[i]));
+  }
+  Tensor back = Tensor::empty({4099}, DType::F32, gpu());
+  backend_for(gpu()).convert(DType::F32, back.raw_data(), DType::BF16, b.raw_data(), 4099);
+  CHECK(download(back) == got);
+}
+
+TEST_CASE("dropout masks on CUDA equal the CPU's bit for bit", "[ops]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  const int64_t n = 100000;
+  std::mt19937_64 rng(seed);
+  const std::vector<float> x = normal(n, rng);
+  Tensor out_g = poisoned(n, DType::F32), mask_g = poisoned(n, DType::F32);
+  const Tensor x_g = upload(x, DType::F32);
+  backend_for(gpu()).dropout_forward(DType::F32, out_g.raw_data(), mask_g.raw_data(),
+                                     x_g.raw_data(), n, 0.1f, seed, 777);
+  std::vector<float> out_c(n), mask_c(n);
+  backend_for(Device::cpu())
+      .dropout_forward(DType::F32, out_c.data(), mask_c.data(), x.data(), n, 0.1f, seed, 777);
+  CHECK(download(mask_g) == mask_c);
+  CHECK(download(out_g) == out_c);
+}
+
+TEST_CASE("reductions and sorted-scatter gradients are bitwise deterministic", "[ops]") {
+  std::mt19937_64 rng(fresh_seed());
+  const int64_t N = 4096, V = 50, C = 96;
+  std::vector<int32_t> ids(N);
+  std::uniform_int_distribution<int32_t> pick(0, V - 1);
+  for (auto& v : ids) v = pick(rng);
+  const Tensor ids_g = upload_i32(ids), dout = upload(normal(N * C, rng), DType::F32);
+  Backend& be = backend_for(gpu());
+  std::vector<float> first_table, first_bias;
+  double first_sum = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    Tensor dt = poisoned(V * C, DType::F32), db = poisoned(C, DType::F32);
+    be.embedding_backward(DType::F32, dt.raw_data(), dout.raw_data(), ids_g.data<int32_t>(), N, V,
+                          C);
+    be.bias_backward(DType::F32, db.raw_data(), dout.raw_data(), N, C);
+    const double s = be.sum_squares(DType::F32, dout.raw_data(), N * C);
+    if (rep == 0) {
+      first_table = download(dt);
+      first_bias = download(db);
+      first_sum = s;
+    } else {
+      CHECK(download(dt) == first_table);
+      CHECK(download(db) == first_bias);
+      CHECK(s == first_sum);
+    }
+  }
+}
+
+}  // namespace trident::gpu_test
