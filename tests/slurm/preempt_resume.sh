@@ -114,7 +114,7 @@ check "the message names the mismatch" grep -q "DP x TP x PP = 3 x 1 x 1 = 3" "$
 check "nothing was launched" test ! -e "$work/runs/layout-$job/run-0/rank-0.log"
 
 # --- 2. train, preempt with USR1 to the batch shell, checkpoint, exit 0 ---------------------------
-STEPS=60
+STEPS=40
 job=$(submit first TRIDENT_STEPS=$STEPS TRIDENT_CKPT_EVERY=0 TRIDENT_REQUEUE=0) || fail "sbatch refused"
 d1=$(rundir first "$job")
 wait_steps "$d1" 4 || fail "training did not reach step 4"
@@ -159,7 +159,10 @@ scancel --batch --signal=USR1 "$job"
 state=$(wait_final "$job" requeue)
 check "USR1 made the job requeue itself (state $state, restarts $(field "$job" Restarts))" test "$state" = REQUEUED
 check "the batch script said so" grep -q "requeueing job $job" "$work/slurm-requeue-$job.out"
-# Slurm holds a requeued job for about two minutes (BeginTime); release it now.
+# Slurm holds a requeued job for about two minutes (BeginTime); release it sooner, but not in
+# the same second as the requeue: slurmd rejects a job credential created in the second its
+# previous one was revoked ("Job credential revoked").
+sleep 3
 scontrol update jobid="$job" starttime=now >/dev/null 2>&1 || true
 state=$(wait_final "$job")
 d4=$(rundir requeue "$job" 1)
