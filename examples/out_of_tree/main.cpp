@@ -35,6 +35,7 @@
 namespace {
 
 using trident::Tensor;
+using trident::nn::Linear;
 
 constexpr int64_t kIn = 8, kHidden = 64, kOut = 2;
 
@@ -45,13 +46,13 @@ class TwoLayerMLP : public trident::nn::Module {
   TwoLayerMLP(int64_t in, int64_t hidden, int64_t out, trident::Generator& gen) {
     trident::nn::InitOptions init;
     init.std = 1.0 / std::sqrt(static_cast<double>(in));
-    fc1 = register_module("fc1", std::make_shared<trident::nn::Linear>(in, hidden, true, gen, init));
+    fc1 = register_module("fc1", std::make_shared<Linear>(in, hidden, true, gen, init));
     init.std = 1.0 / std::sqrt(static_cast<double>(hidden));
-    fc2 = register_module("fc2", std::make_shared<trident::nn::Linear>(hidden, out, true, gen, init));
+    fc2 = register_module("fc2", std::make_shared<Linear>(hidden, out, true, gen, init));
   }
   Tensor forward(const Tensor& x) { return fc2->forward(trident::ops::gelu(fc1->forward(x))); }
 
-  std::shared_ptr<trident::nn::Linear> fc1, fc2;
+  std::shared_ptr<Linear> fc1, fc2;
 };
 
 struct Args {
@@ -67,10 +68,14 @@ Args parse_args(int argc, char** argv) {
     const std::string flag = argv[i];
     TRIDENT_CHECK(i + 1 < argc, flag, " needs a value (usage: --steps N --lr LR --batch B)");
     const char* v = argv[++i];
-    if (flag == "--steps") a.steps = std::atoll(v);
-    else if (flag == "--batch") a.global_batch = std::atoll(v);
-    else if (flag == "--lr") a.lr = static_cast<float>(std::atof(v));
-    else TRIDENT_CHECK(false, "unknown flag ", flag, " (known: --steps, --batch, --lr)");
+    if (flag == "--steps")
+      a.steps = std::atoll(v);
+    else if (flag == "--batch")
+      a.global_batch = std::atoll(v);
+    else if (flag == "--lr")
+      a.lr = static_cast<float>(std::atof(v));
+    else
+      TRIDENT_CHECK(false, "unknown flag ", flag, " (known: --steps, --batch, --lr)");
   }
   TRIDENT_CHECK(a.steps > 0 && a.global_batch > 0 && a.lr > 0,
                 "--steps, --batch and --lr must be positive");
@@ -108,8 +113,8 @@ double weight_checksum(const trident::nn::Module& m) {
 int train(const Args& a) {
   auto world = trident::MpiCommunicator::world();
   const int rank = world->rank(), size = world->size();
-  TRIDENT_CHECK(a.global_batch % size == 0, "--batch ", a.global_batch,
-                " is not divisible by the ", size, " ranks");
+  TRIDENT_CHECK(a.global_batch % size == 0, "--batch ", a.global_batch, " is not divisible by the ",
+                size, " ranks");
 
   trident::Generator init_gen(a.seed);
   TwoLayerMLP model(kIn, kHidden, kOut, init_gen);
@@ -118,10 +123,11 @@ int train(const Args& a) {
   trident::optim::AdamW opt({{model.parameters(), 0.0f}}, {a.lr, 0.9f, 0.99f, 1e-8f});
 
   if (rank == 0)
-    std::printf("trident_dp_mlp: %lld parameters, %d data-parallel ranks, global batch %lld, "
-                "%lld steps\n",
-                static_cast<long long>(model.num_parameters()), size,
-                static_cast<long long>(a.global_batch), static_cast<long long>(a.steps));
+    std::printf(
+        "trident_dp_mlp: %lld parameters, %d data-parallel ranks, global batch %lld, "
+        "%lld steps\n",
+        static_cast<long long>(model.num_parameters()), size,
+        static_cast<long long>(a.global_batch), static_cast<long long>(a.steps));
   for (int64_t step = 0; step < a.steps; ++step) {
     auto [x, y] = batch(a, step, rank, size);
     opt.zero_grad();
