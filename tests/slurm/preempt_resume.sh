@@ -63,11 +63,11 @@ submit() {
   shift
   local vars
   vars=$(IFS=,; echo "$*")
-  sbatch --parsable --job-name="$name" --chdir="$work" --output="$work/slurm-%x-%j.out" \
+  timeout 30 sbatch --parsable --job-name="$name" --chdir="$work" --output="$work/slurm-%x-%j.out" \
     --export="ALL,TRIDENT_HOME=$src,TRIDENT_TRAIN=$train,TRIDENT_RUN_ROOT=$work/runs,TRIDENT_CKPT_DIR=$ckpt,$vars" \
     "$src/slurm/local-test.sbatch"
 }
-field() { scontrol show job "$1" 2>/dev/null | grep -oE "(^| )$2=[^ ]*" | head -n 1 | cut -d= -f2; }
+field() { timeout 20 scontrol show job "$1" 2>/dev/null | grep -oE "(^| )$2=[^ ]*" | head -n 1 | cut -d= -f2; }
 # Waits until job $1 is in a final state (or requeued, with $2=requeue); prints it.
 wait_final() {
   local s
@@ -119,7 +119,7 @@ job=$(submit first TRIDENT_STEPS=$STEPS TRIDENT_CKPT_EVERY=0 TRIDENT_REQUEUE=0) 
 d1=$(rundir first "$job")
 wait_steps "$d1" 4 || fail "training did not reach step 4"
 say "job $job trains; scancel --batch --signal=USR1 $job"
-scancel --batch --signal=USR1 "$job"
+timeout 20 scancel --batch --signal=USR1 "$job"
 state=$(wait_final "$job")
 log=$work/slurm-first-$job.out
 check "preempted job COMPLETED with exit 0:0 (state $state, exit $(field "$job" ExitCode))" \
@@ -155,7 +155,7 @@ ckpt=$work/ckpt-requeue
 job=$(submit requeue TRIDENT_STEPS=$STEPS TRIDENT_CKPT_EVERY=0 TRIDENT_REQUEUE=1) || fail "sbatch refused"
 d3=$(rundir requeue "$job" 0)
 wait_steps "$d3" $((n + 4)) || fail "the requeue job did not reach step $((n + 4))"
-scancel --batch --signal=USR1 "$job"
+timeout 20 scancel --batch --signal=USR1 "$job"
 state=$(wait_final "$job" requeue)
 check "USR1 made the job requeue itself (state $state, restarts $(field "$job" Restarts))" test "$state" = REQUEUED
 check "the batch script said so" grep -q "requeueing job $job" "$work/slurm-requeue-$job.out"
@@ -163,7 +163,7 @@ check "the batch script said so" grep -q "requeueing job $job" "$work/slurm-requ
 # the same second as the requeue: slurmd rejects a job credential created in the second its
 # previous one was revoked ("Job credential revoked").
 sleep 3
-scontrol update jobid="$job" starttime=now >/dev/null 2>&1 || true
+timeout 20 scontrol update jobid="$job" starttime=now >/dev/null 2>&1 || true
 state=$(wait_final "$job")
 d4=$(rundir requeue "$job" 1)
 check "the requeued job COMPLETED with exit 0:0 (state $state)" \
