@@ -123,7 +123,7 @@ JobCompType=jobcomp/none
 MailProg=/bin/true
 ReturnToService=2
 SlurmdParameters=config_overrides
-# A requeued job may start again at once; a killed step has 10 s between TERM and KILL.
+# A cancelled step gets 10 s between TERM and KILL (the default is 30).
 KillWait=10
 MinJobAge=300
 InactiveLimit=0
