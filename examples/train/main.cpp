@@ -88,6 +88,21 @@ int main(int argc, char** argv) {
   e->add_option("--prompt", o.prompt, "Text to continue (sample mode)")->capture_default_str();
   e->add_option("--sample-tokens", o.sample_tokens, "Tokens to generate")->capture_default_str();
   e->add_option("--temperature", o.temperature, "Sampling temperature")->capture_default_str();
+  auto* ck = app.add_option_group("Checkpoints and faults");
+  ck->add_option("--checkpoint-dir", o.checkpoint_dir,
+                 "Directory of HDF5 checkpoints (step_<N>.h5); written at the end, every "
+                 "--checkpoint-every steps and on SIGUSR1/SIGTERM");
+  ck->add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints (0 = end only)");
+  ck->add_option("--keep-checkpoints", o.keep_checkpoints, "Newest checkpoints kept (0 = all)")
+      ->capture_default_str();
+  ck->add_flag("--resume", o.resume, "Continue from the newest checkpoint in --checkpoint-dir, "
+               "if there is one");
+  ck->add_option("--resume-from", o.resume_from, "Continue from this checkpoint file");
+  ck->add_option("--nan-policy", o.nan_policy,
+                 "On a NaN/Inf loss or gradient norm: stop (exit 1) or skip (drop the update)")
+      ->capture_default_str();
+  ck->add_option("--fault-nan-step", o.fault_nan_step,
+                 "Testing: pretend the loss of this step (1-based) is NaN");
   e->add_option("--top-k", o.top_k, "Sample among the k likeliest tokens (0 = all)");
   // Under mpirun every rank parses the same flags: only rank 0 prints a parse error, every rank
   // exits with its code.

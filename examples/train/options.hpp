@@ -43,6 +43,14 @@ struct Options {
   std::string trace;  // Chrome trace JSON: FILE for rank 0, FILE.rank<N>.json (see trace.hpp)
   // eval / sample
   std::string load;     // Trident weights (.safetensors) to start from
+  // checkpoints and faults (see checkpointing.hpp)
+  std::string checkpoint_dir;     // empty: no checkpoints
+  int64_t checkpoint_every = 0;   // steps between checkpoints (0: at the end and on preemption)
+  int keep_checkpoints = 3;       // newest kept (0: all)
+  bool resume = false;            // continue from the newest checkpoint in checkpoint_dir
+  std::string resume_from;        // or from this file
+  std::string nan_policy = "stop";  // stop | skip: a non-finite loss or gradient norm
+  int64_t fault_nan_step = 0;     // testing: report a NaN loss at this step (1-based)
   std::string hf;       // Hugging Face GPT-2 directory to start from
   int64_t eval_windows = 8;
   std::string prompt = "12+34=";

@@ -9,11 +9,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <iomanip>
 #include <functional>
 #include <optional>
 
+#include "checkpointing.hpp"
 #include "model_io.hpp"
 #include "setup.hpp"
 #include "trident/core/allocator.hpp"
@@ -59,6 +62,12 @@ Plan validate(const Options& opt, int world_size) {
   TRIDENT_CHECK(opt.zero == 0 || opt.optimizer == "adamw", "--zero 1 shards AdamW state: use "
                 "--optimizer adamw");
   TRIDENT_CHECK(opt.bucket_mb > 0, "--bucket-mb must be positive");
+  TRIDENT_CHECK(opt.nan_policy == "stop" || opt.nan_policy == "skip", "--nan-policy must be stop "
+                "or skip, got '", opt.nan_policy, "'");
+  TRIDENT_CHECK(opt.checkpoint_every >= 0 && opt.keep_checkpoints >= 0 && opt.fault_nan_step >= 0,
+                "--checkpoint-every, --keep-checkpoints and --fault-nan-step must not be negative");
+  TRIDENT_CHECK(opt.resume_from.empty() || std::filesystem::exists(opt.resume_from),
+                "--resume-from ", opt.resume_from, ": no such file");
   backend_for(Device::parse(opt.device));  // a CUDA device without a CUDA build or GPU fails here
   p.data = load_data(opt, p.cfg.vocab_size);
   return p;
@@ -253,6 +262,14 @@ int run_train(const Options& opt) {
   } else {
     optimizer = std::make_unique<optim::AdamW>(param_groups, adam);
   }
+  RunInfo run_info{&opt, cfg, plan.layout, dpo.zero || opt.optimizer != "sgd" ? "adamw" : "sgd",
+                   plan.data.description, dp * m * opt.batch,
+                   opt.checkpoint_dir.empty() ? opt.out_dir + "/checkpoints" : opt.checkpoint_dir};
+  const int64_t start_step = resume_if_asked(run_info, *model, *optimizer, *world);
+  if (start_step < 0) return 1;
+  // Periodic and final checkpoints when asked; a preemption signal always writes one.
+  const bool checkpoints = !opt.checkpoint_dir.empty() || opt.checkpoint_every > 0;
+  install_preemption_handlers();
   const optim::CosineSchedule schedule{opt.lr, opt.min_lr, opt.warmup, std::max<int64_t>(opt.steps, 1)};
   std::unique_ptr<PipelineSchedule> pipeline;
   std::unique_ptr<models::GPTStage> stage;
@@ -273,7 +290,7 @@ int run_train(const Options& opt) {
   std::FILE* metrics = nullptr;
   if (log) {
     std::filesystem::create_directories(opt.out_dir);
-    metrics = std::fopen((opt.out_dir + "/metrics.jsonl").c_str(), "w");
+    metrics = std::fopen((opt.out_dir + "/metrics.jsonl").c_str(), start_step > 0 ? "a" : "w");
     TRIDENT_CHECK(metrics != nullptr, "cannot write ", opt.out_dir, "/metrics.jsonl");
   }
   if (log) {
@@ -300,7 +317,7 @@ int run_train(const Options& opt) {
   const auto run_start = Clock::now();
   double win_time = 0, win_comm = 0, win_bubble = 0, last_loss = 0;
   int64_t win_steps = 0;
-  for (int64_t step = 0; step < opt.steps; ++step) {
+  for (int64_t step = start_step; step < opt.steps; ++step) {
     const auto t0 = Clock::now();
     std::optional<trace::Span> step_span;  // ends before validation
     step_span.emplace("step", trace::Category::Step);
@@ -339,19 +356,33 @@ int run_train(const Options& opt) {
     }
     if (opt.grad_clip > 0) {
       trace::Span span("clip grad norm", trace::Category::Optimizer);
-      const double norm = global_grad_norm(*model, reducer, *world);
-      const double coef = opt.grad_clip / (norm + 1e-6);
+    double grad_norm = 0;
+      grad_norm = global_grad_norm(*model, reducer, *world);
+      const double coef = opt.grad_clip / (grad_norm + 1e-6);
       if (coef < 1.0) reducer.scale_grads(coef);
     }
-    {
+    groups.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
+    if (opt.fault_nan_step == step + 1) loss_sum = std::nan("");
+    last_loss = loss_sum;
+    // Every rank learns whether any saw a non-finite loss or norm, or a preemption signal.
+    const StepVerdict verdict =
+        agree_on_step(*world, !std::isfinite(loss_sum) || !std::isfinite(grad_norm));
+    if (verdict.non_finite && opt.nan_policy == "stop") {
+      if (log) {
+        std::fprintf(stderr, "trident-train: error: step %lld: the loss (%g) or gradient norm (%g) "
+                     "is not finite; stopping (lower --lr, enable --grad-clip, or --nan-policy "
+                     "skip)\n", static_cast<long long>(step + 1), loss_sum, grad_norm);
+      }
+      return 1;
+    }
+    if (verdict.non_finite) {
+      if (log) std::printf("step %5lld | loss %g, gradient norm %g: not finite, update skipped "
+                           "(--nan-policy skip)\n", static_cast<long long>(step + 1), loss_sum, grad_norm);
+    } else {
       trace::Span span("optimizer step", trace::Category::Optimizer);
       optimizer->set_lr(schedule.lr(step));
       optimizer->step();
     }
-    groups.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
-    last_loss = loss_sum;
-    TRIDENT_CHECK(std::isfinite(last_loss), "loss is ", last_loss, " at step ", step + 1,
-                  " (lower --lr or enable --grad-clip)");
     const double step_s = seconds_since(t0);
     const int64_t log_begin = trace::enabled() ? trace::now_ns() : 0;
     if (metrics) {
@@ -359,10 +390,14 @@ int run_train(const Options& opt) {
       const std::string mfu =
           peak_flops > 0 ? str_cat(flops_per_step / step_s / peak_flops) : std::string("null");
       std::fprintf(metrics,
-                   "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_s\": %.1f, "
+      // 17 digits: a resumed run's losses can be compared bit for bit; JSON has no NaN.
+      const std::string loss_json =
+          std::isfinite(last_loss) ? str_cat(std::setprecision(17), last_loss) : "null";
+                   "{\"step\": %lld, \"loss\": %s, \"lr\": %.9g, \"tokens_per_s\": %.1f, "
                    "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
                    "\"peak_mem_bytes\": %zu, \"mfu\": %s}\n",
-                   static_cast<long long>(step + 1), last_loss, static_cast<double>(optimizer->lr()),
+                   static_cast<long long>(step + 1), loss_json.c_str(),
+                   static_cast<double>(optimizer->lr()),
                    tokens_per_step / step_s, 1000 * step_s, 1000 * reducer.exposed_comm_seconds(),
                    1000 * bubble, alloc.stats().peak_bytes, mfu.c_str());
       std::fflush(metrics);
@@ -410,6 +445,24 @@ int run_train(const Options& opt) {
   }
   std::optional<trace::Span> final_eval_span;
   final_eval_span.emplace("evaluate", trace::Category::Other);
+    const bool due = opt.checkpoint_every > 0 && (step + 1) % opt.checkpoint_every == 0;
+    if ((checkpoints && (due || step + 1 == opt.steps)) || verdict.stop_signal != 0) {
+      trace::Span span("checkpoint", trace::Category::Checkpoint);
+      double secs = 0;
+      const std::string path = save_checkpoint(run_info, *model, *optimizer, *world, step + 1, &secs);
+      if (log) std::printf("checkpoint written to %s in %.2f s\n", path.c_str(), secs);
+      if (verdict.stop_signal != 0) {
+        if (log) {
+          std::printf("preempted by %s at step %lld: checkpoint %s written, exiting (resume with "
+                      "--resume --checkpoint-dir %s)\n",
+                      verdict.stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM",
+                      static_cast<long long>(step + 1), path.c_str(), run_info.checkpoint_dir.c_str());
+          std::fclose(metrics);
+          std::fflush(stdout);
+        }
+        return 0;
+      }
+    }
   const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
   final_eval_span.reset();
   const auto full = gather_full_parameters(*model);

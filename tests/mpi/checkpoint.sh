@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Checkpoint, resume, resharding, preemption and fault tests of trident-train.
+# usage: checkpoint.sh MODE WORKDIR TRAIN COMPARE
+#   reshard   save under dp2 x tp2 x pp2, resume under the same layout (bitwise), 1x1x1 and
+#             dp4 x pp2 (within 1e-5 of the uninterrupted run)
+#   zero      save under dp2 x tp2 with ZeRO-1, resume under dp4 without it and 1x1x1
+#   preempt   SIGUSR1 to mpirun and SIGTERM to every rank: checkpoint, exit 0, resume bitwise
+#   kill      SIGKILL one rank of a 4-rank job: the job ends within 60 s; resuming from the last
+#             checkpoint reproduces the uninterrupted losses bit for bit
+#   nan       --nan-policy stop ends the job with one message; skip drops the update
+#   corrupt   a flipped byte or a truncated checkpoint is named on resume, never loaded
+set -uo pipefail
+mode=$1 work=$2 train=$3 compare=$4
+mpirun_cmd=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)
+model=(--layers 4 --width 32 --heads 4 --block 16 --seq 16 --warmup 2 --lr 1e-3 --min-lr 1e-4
+       --eps 1e-5 --threads 1 --log-interval 50)
+rm -rf "$work"
+mkdir -p "$work"
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+# run NAME NP ARGS...: trident-train on NP ranks into $work/NAME; its log is $work/NAME.log.
+run() {
+  local name=$1 np=$2
+  shift 2
+  local launcher=()
+  [[ $np -gt 1 ]] && launcher=("${mpirun_cmd[@]}" -np "$np")
+  if ! timeout -k 10 600 "${launcher[@]}" "$train" "${model[@]}" --out-dir "$work/$name" "$@" \
+      >"$work/$name.log" 2>&1; then
+    cat "$work/$name.log"
+    fail "run $name exited non-zero"
+  fi
+  grep -E "^layout|^resumed|^done|^preempted" "$work/$name.log" || true
+}
+
+# same NAME REF FROM RTOL: the losses of NAME from step FROM and its final weights match REF.
+same() {
+  "$compare" "$work/$1" "$work/$2" --from-step "$3" --rtol "$4" || fail "$1 differs from $2"
+}
+
+# background NAME NP ARGS...: starts a run in the background; sets $bg_pid (mpirun's pid).
+background() {
+  local name=$1 np=$2
+  shift 2
+  "${mpirun_cmd[@]}" -np "$np" "$train" "${model[@]}" --out-dir "$work/$name" "$@" \
+    >"$work/$name.log" 2>&1 &
+  bg_pid=$!
+}
+
+# wait_for SECONDS TEST...: polls until the test command succeeds.
+wait_for() {
+  local limit=$1
+  shift
+  for ((i = 0; i < limit * 10; ++i)); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+metrics_steps() {
+  local n
+  n=$(grep -c '"loss"' "$work/$1/metrics.jsonl" 2>/dev/null) || true
+  echo "${n:-0}"
+}
+has_steps() { (( $(metrics_steps "$1") >= $2 )); }
+last_checkpoint_step() { ls "$1" | sed -n 's/^step_0*\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | tail -1; }
+
+case $mode in
+reshard)
+  layout=(--dp 2 --tp 2 --pp 2 --micro-batches 2 --batch 2 --steps 10)
+  run ref 8 "${layout[@]}" --checkpoint-dir "$work/ck" --checkpoint-every 5
+  ckpt=$work/ck/step_00000005.h5
+  [[ -f $ckpt ]] || fail "no checkpoint at step 5"
+  run same 8 "${layout[@]}" --resume-from "$ckpt"
+  same same ref 6 0
+  run r111 1 --micro-batches 4 --batch 2 --steps 10 --resume-from "$ckpt"
+  same r111 ref 6 1e-5
+  run r412 8 --dp 4 --pp 2 --micro-batches 1 --batch 2 --steps 10 --resume-from "$ckpt"
+  same r412 ref 6 1e-5
+  grep -q "resharded" "$work/r412.log" || fail "r412 did not report resharding"
+  ;;
+zero)
+  run ref 4 --dp 2 --tp 2 --zero 1 --micro-batches 2 --batch 2 --steps 10 \
+    --checkpoint-dir "$work/ck" --checkpoint-every 5
+  ckpt=$work/ck/step_00000005.h5
+  run dp4 4 --dp 4 --batch 2 --steps 10 --resume-from "$ckpt"
+  same dp4 ref 6 1e-5
+  run r111 1 --micro-batches 4 --batch 2 --steps 10 --resume-from "$ckpt"
+  same r111 ref 6 1e-5
+  ;;
+preempt | kill)
+  layout=(--dp 2 --pp 2 --micro-batches 2 --batch 2 --steps 200)
+  run ref 4 "${layout[@]}"
+  if [[ $mode == preempt ]]; then
+    # SIGUSR1 to mpirun, which forwards it to every rank (as scancel --signal=USR1 does).
+    background usr1 4 "${layout[@]}" --checkpoint-dir "$work/ck_usr1"
+    wait_for 120 has_steps usr1 5 || fail "usr1 run did not start"
+    kill -USR1 "$bg_pid"
+    timeout 120 tail --pid="$bg_pid" -f /dev/null
+    wait "$bg_pid"
+    status=$?
+    cat "$work/usr1.log"
+    [[ $status -eq 0 ]] || fail "preempted job exited $status"
+    grep -q "^preempted by SIGUSR1 at step" "$work/usr1.log" || fail "no preemption message"
+    k=$(last_checkpoint_step "$work/ck_usr1")
+    [[ -n $k && $k -lt 200 ]] || fail "no checkpoint before the end (got '$k')"
+    run usr1_resumed 4 "${layout[@]}" --checkpoint-dir "$work/ck_usr1" --resume
+    grep -q "^resumed from .*step_0*$k.h5 at step $k" "$work/usr1_resumed.log" || fail "did not resume at $k"
+    same usr1_resumed ref $((k + 1)) 0
+    # SIGTERM straight to every rank (a cluster's preemption notice), default checkpoint dir.
+    background term 4 "${layout[@]}"
+    wait_for 120 has_steps term 5 || fail "term run did not start"
+    pkill -TERM -P "$bg_pid" -f trident-train
+    timeout 120 tail --pid="$bg_pid" -f /dev/null
+    wait "$bg_pid"
+    status=$?
+    [[ $status -eq 0 ]] || { cat "$work/term.log"; fail "SIGTERM'd job exited $status"; }
+    grep -q "^preempted by SIGTERM" "$work/term.log" || fail "no SIGTERM preemption message"
+    k=$(last_checkpoint_step "$work/term/checkpoints")
+    run term_resumed 4 "${layout[@]}" --checkpoint-dir "$work/term/checkpoints" --resume
+    same term_resumed ref $((k + 1)) 0
+  else
+    background killed 4 "${layout[@]}" --checkpoint-dir "$work/ck_kill" --checkpoint-every 10
+    wait_for 300 test -f "$work/ck_kill/step_00000020.h5" || fail "no checkpoint at step 20"
+    victim=$(pgrep -P "$bg_pid" -f trident-train | tail -1)
+    [[ -n $victim ]] || fail "no rank process found"
+    start=$(date +%s)
+    kill -KILL "$victim"
+    timeout 90 tail --pid="$bg_pid" -f /dev/null
+    wait "$bg_pid"
+    status=$?
+    elapsed=$(($(date +%s) - start))
+    echo "job ended ${elapsed}s after SIGKILL of rank pid $victim, exit status $status"
+    [[ $status -ne 0 ]] || fail "the job exited 0 after losing a rank"
+    (( elapsed < 60 )) || fail "the job took ${elapsed}s to end"
+    pgrep -f "$work/killed" >/dev/null && fail "ranks of the killed job are still running"
+    k=$(last_checkpoint_step "$work/ck_kill")
+    (( k >= 20 )) || fail "latest checkpoint is step $k"
+    run resumed 4 "${layout[@]}" --checkpoint-dir "$work/ck_kill" --checkpoint-every 10 --resume
+    grep -q "^resumed from .*step_0*$k.h5 at step $k" "$work/resumed.log" || fail "did not resume at $k"
+    same resumed ref $((k + 1)) 0
+  fi
+  ;;
+nan)
+  # stop: every rank exits non-zero, the message appears once, within the time limit.
+  timeout -k 10 120 "${mpirun_cmd[@]}" -np 2 "$train" "${model[@]}" --batch 2 --steps 6 \
+    --fault-nan-step 3 --out-dir "$work/stop" >"$work/stop.log" 2>"$work/stop.err"
+  status=$?
+  cat "$work/stop.log" "$work/stop.err"
+  [[ $status -ne 0 && $status -ne 124 ]] || fail "the stopped job exited $status"
+  [[ $(grep -c "trident-train: error: step 3: the loss (nan) or gradient norm" "$work/stop.err") -eq 1 ]] \
+    || fail "expected the NaN message exactly once"
+  grep -q '"step": 3' "$work/stop/metrics.jsonl" && fail "the NaN step was recorded as done"
+  run skip 2 --batch 2 --steps 6 --fault-nan-step 3 --nan-policy skip --log-interval 1
+  grep -q "step     3 | loss nan, gradient norm .*: not finite, update skipped" "$work/skip.log" \
+    || { cat "$work/skip.log"; fail "no skip message"; }
+  grep -q "^step     6/6" "$work/skip.log" || fail "the skip run did not finish"
+  ;;
+corrupt)
+  run ok 2 --batch 2 --steps 6 --checkpoint-dir "$work/ck" --checkpoint-every 3
+  ckpt=$work/ck/step_00000006.h5
+  # Flip one byte three quarters into the file: inside the parameter data.
+  size=$(stat -c %s "$ckpt")
+  off=$((size * 3 / 4))
+  byte=$(od -An -tu1 -j "$off" -N1 "$ckpt" | tr -d ' ')
+  printf "$(printf '\\%03o' $(((byte ^ 0x5a) & 255)))" |
+    dd of="$ckpt" bs=1 seek="$off" conv=notrunc status=none
+  bash "$(dirname "$0")/expect_job_failure.sh" 120 "step_00000006.h5" \
+    "trident-train: error: .*(corrupted|truncated|cannot)" -- \
+    "${mpirun_cmd[@]}" -np 2 "$train" "${model[@]}" --batch 2 --steps 9 \
+    --checkpoint-dir "$work/ck" --resume --out-dir "$work/flip" || fail "flipped byte"
+  truncate -s $((size / 2)) "$work/ck/step_00000003.h5"
+  bash "$(dirname "$0")/expect_job_failure.sh" 120 "step_00000003.h5" -- \
+    "${mpirun_cmd[@]}" -np 2 "$train" "${model[@]}" --batch 2 --steps 9 \
+    --resume-from "$work/ck/step_00000003.h5" --out-dir "$work/trunc" || fail "truncated file"
+  ;;
+*)
+  fail "unknown mode $mode"
+  ;;
+esac
+echo "PASS: $mode"
