@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "device_staging.hpp"
 #include "half_float.hpp"
 #include "trident/core/trace.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
@@ -340,7 +341,9 @@ std::string elements(size_t count, DType dtype) {
 }  // namespace
 }  // namespace detail
 
+using detail::make_device_staging;
 using detail::MpiCommState;
+using detail::StageDir;
 using detail::Task;
 
 std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const std::string& name) {
@@ -467,18 +470,23 @@ std::shared_ptr<Work> MpiCommunicator::all_reduce_async(void* data, size_t count
   check_reduction(*state_, what, dtype, op);
   const MPI_Comm comm = state_->comm;
   const int size = state_->size;
+  // Device buffers go through pinned host memory (device_staging.hpp); null for host buffers.
+  const auto dev = make_device_staging({{data, count * dtype_size(dtype), StageDir::InOut}});
   return enqueue_collective(state_, std::move(what), [=] {
     if (n == 0) return;
+    if (dev) dev->copy_in();
+    void* const buf = dev ? dev->host(0) : data;
     if (is_half(dtype)) {
       std::vector<float> staged(count);
-      half_float::to_f32(data, staged.data(), count, dtype == DType::BF16);
+      half_float::to_f32(buf, staged.data(), count, dtype == DType::BF16);
       check_mpi(MPI_Allreduce(MPI_IN_PLACE, staged.data(), n, MPI_FLOAT, mpi_op(op), comm));
       divide_for_avg(staged.data(), count, DType::F32, op, size);
-      half_float::from_f32(staged.data(), data, count, dtype == DType::BF16);
+      half_float::from_f32(staged.data(), buf, count, dtype == DType::BF16);
     } else {
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, n, mpi_type(dtype), mpi_op(op), comm));
-      divide_for_avg(data, count, dtype, op, size);
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf, n, mpi_type(dtype), mpi_op(op), comm));
+      divide_for_avg(buf, count, dtype, op, size);
     }
+    if (dev) dev->copy_out();
   }, "all_reduce", count * dtype_size(dtype));
 }
 
@@ -494,19 +502,25 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter_async(const void* send, vo
   const int n = checked_count(*state_, what, recv_count);
   check_reduction(*state_, what, dtype, op);
   const MPI_Comm comm = state_->comm;
+  const auto dev = make_device_staging({{send, total * dtype_size(dtype), StageDir::In},
+                                        {recv, recv_count * dtype_size(dtype), StageDir::Out}});
   return enqueue_collective(state_, std::move(what), [=] {
     if (n == 0) return;
+    if (dev) dev->copy_in();
+    const void* const in_buf = dev ? dev->host(0) : send;
+    void* const out_buf = dev ? dev->host(1) : recv;
     if (is_half(dtype)) {
       const bool bf16 = dtype == DType::BF16;
       std::vector<float> in(total), out(recv_count);
-      half_float::to_f32(send, in.data(), total, bf16);
+      half_float::to_f32(in_buf, in.data(), total, bf16);
       check_mpi(MPI_Reduce_scatter_block(in.data(), out.data(), n, MPI_FLOAT, mpi_op(op), comm));
       divide_for_avg(out.data(), recv_count, DType::F32, op, size);
-      half_float::from_f32(out.data(), recv, recv_count, bf16);
+      half_float::from_f32(out.data(), out_buf, recv_count, bf16);
     } else {
-      check_mpi(MPI_Reduce_scatter_block(send, recv, n, mpi_type(dtype), mpi_op(op), comm));
-      divide_for_avg(recv, recv_count, dtype, op, size);
+      check_mpi(MPI_Reduce_scatter_block(in_buf, out_buf, n, mpi_type(dtype), mpi_op(op), comm));
+      divide_for_avg(out_buf, recv_count, dtype, op, size);
     }
+    if (dev) dev->copy_out();
   }, "reduce_scatter", total * dtype_size(dtype));
 }
 
@@ -520,10 +534,20 @@ std::shared_ptr<Work> MpiCommunicator::all_gather_async(const void* send, void* 
   const char* own_block = static_cast<const char*>(recv) +
                           send_count * dtype_size(dtype) * static_cast<size_t>(state_->rank);
   const void* source = send == own_block ? MPI_IN_PLACE : send;
+  // In place, the own block is staged in with the rest of recv.
+  const size_t block_bytes = send_count * dtype_size(dtype);
+  const auto dev = make_device_staging(
+      {{source == MPI_IN_PLACE ? nullptr : send, block_bytes, StageDir::In},
+       {recv, block_bytes * static_cast<size_t>(state_->size),
+        source == MPI_IN_PLACE ? StageDir::InOut : StageDir::Out}});
   return enqueue_collective(state_, std::move(what), [=] {
     if (n == 0) return;
+    if (dev) dev->copy_in();
+    const void* const in_buf = dev && source != MPI_IN_PLACE ? dev->host(0) : source;
+    void* const out_buf = dev ? dev->host(1) : recv;
     const MPI_Datatype type = mpi_type(dtype);
-    check_mpi(MPI_Allgather(source, n, type, recv, n, type, comm));
+    check_mpi(MPI_Allgather(in_buf, n, type, out_buf, n, type, comm));
+    if (dev) dev->copy_out();
   }, "all_gather", send_count * dtype_size(dtype) * static_cast<size_t>(state_->size));
 }
 
@@ -534,8 +558,13 @@ std::shared_ptr<Work> MpiCommunicator::broadcast_async(void* data, size_t count,
   const int n = checked_count(*state_, what, count);
   check_peer(*state_, what, root, "root");
   const MPI_Comm comm = state_->comm;
+  const auto dev = make_device_staging({{data, count * dtype_size(dtype),
+                                         state_->rank == root ? StageDir::In : StageDir::Out}});
   return enqueue_collective(state_, std::move(what), [=] {
-    if (n > 0) check_mpi(MPI_Bcast(data, n, mpi_type(dtype), root, comm));
+    if (n == 0) return;
+    if (dev) dev->copy_in();
+    check_mpi(MPI_Bcast(dev ? dev->host(0) : data, n, mpi_type(dtype), root, comm));
+    if (dev) dev->copy_out();
   }, "broadcast", count * dtype_size(dtype));
 }
 
@@ -549,9 +578,14 @@ std::shared_ptr<Work> MpiCommunicator::send_async(const void* data, size_t count
   TRIDENT_CHECK(tag >= 0 && tag <= state_->tag_ub, state_->context(what), ": tag must be in 0..",
                 state_->tag_ub);
   const MPI_Comm comm = state_->comm;
+  // The pinned copy lives in the lambda until the task (and its request) is done.
+  const auto dev = make_device_staging({{data, count * dtype_size(dtype), StageDir::In}});
   return enqueue(state_, std::move(what), [=] {
     MPI_Request request = MPI_REQUEST_NULL;
-    if (n > 0) check_mpi(MPI_Isend(data, n, mpi_type(dtype), dst, tag, comm, &request));
+    if (n == 0) return request;
+    if (dev) dev->copy_in();
+    const void* const buf = dev ? dev->host(0) : data;
+    check_mpi(MPI_Isend(buf, n, mpi_type(dtype), dst, tag, comm, &request));
     return request;
   }, {}, "send", count * dtype_size(dtype), dst);
 }
@@ -567,17 +601,21 @@ std::shared_ptr<Work> MpiCommunicator::recv_async(void* data, size_t count, DTyp
                 state_->tag_ub);
   const MPI_Comm comm = state_->comm;
   const MPI_Datatype type = mpi_type(dtype);
+  const auto dev = make_device_staging({{data, count * dtype_size(dtype), StageDir::Out}});
   return enqueue(
       state_, std::move(what),
       [=] {
         MPI_Request request = MPI_REQUEST_NULL;
-        if (n > 0) check_mpi(MPI_Irecv(data, n, type, src, tag, comm, &request));
+        if (n == 0) return request;
+        if (dev) dev->copy_in();
+        check_mpi(MPI_Irecv(dev ? dev->host(0) : data, n, type, src, tag, comm, &request));
         return request;
       },
       [=](const MPI_Status& status) {
         int received = 0;
         check_mpi(MPI_Get_count(&status, type, &received));
         TRIDENT_CHECK(received == n, "received ", received, " elements, expected ", n);
+        if (dev) dev->copy_out();
       },
       "recv", count * dtype_size(dtype), src);
 }
