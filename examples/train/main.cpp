@@ -32,7 +32,11 @@ int main(int argc, char** argv) {
   m->add_option("--width", o.width, "Embedding width (overrides the preset)");
   m->add_option("--dropout", o.dropout, "Dropout probability")->capture_default_str();
   auto* d = app.add_option_group("Data");
-  d->add_option("--data", o.data, "Token file (llm.c .bin); default: built-in addition data");
+  d->add_option("--data", o.data, "Token files: HDF5 or llm.c .bin, globs or a comma list "
+                "(default: built-in addition data)");
+  d->add_option("--val-data", o.val_data, "Validation token files (default: last 10% of --data)");
+  d->add_flag("--shuffle,!--no-shuffle", o.shuffle,
+              "Read --data's windows in a new seeded order every epoch (default on)");
   d->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
   d->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
   d->add_option("--steps", o.steps, "Optimizer steps")->capture_default_str();

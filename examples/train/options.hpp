@@ -15,6 +15,8 @@ struct Options {
   float dropout = 0.0f;
   // data and batch
   std::string data;  // empty = built-in addition data set
+  std::string val_data;  // empty = the last 10% of --data
+  bool shuffle = true;   // --data windows in a new seeded order every epoch (validation in order)
   int64_t batch = 16, seq = 64;  // batch: sequences per micro-batch on each data-parallel rank
   int64_t steps = 600;
   // parallelism: world = dp x pp x tp; global batch = dp x micro_batches x batch sequences
