@@ -247,6 +247,12 @@ Tensor causal_self_attention(const Tensor& qkv_in, int64_t n_head) {
 
 Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in) {
   check_float(logits_in, "cross_entropy", "logits");
+  // Low-precision logits: the loss of an f32 copy (Megatron-LM's default), so the per-row
+  // log-sum-exp, the loss and the softmax of the backward are f32; the copy's backward hands
+  // the gradient back in the logits' dtype.
+  if (logits_in.dtype() == DType::BF16 || logits_in.dtype() == DType::F16) {
+    return cross_entropy(logits_in.to(DType::F32), targets_in);
+  }
   TRIDENT_CHECK(targets_in.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
                 dtype_name(targets_in.dtype()));
   TRIDENT_CHECK(logits_in.dim() >= 2, "cross_entropy: logits must be (N, V) or (B, T, V), got ",

@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
   auto* r = app.add_option_group("Run");
   r->add_option("--seed", o.seed, "Random seed")->capture_default_str();
   r->add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
+  r->add_option("--precision", o.precision,
+                "fp32, or bf16: bf16 activations and weight copies, f32 master weights, "
+                "optimizer state, gradients and loss")
+      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   r->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
   r->add_option("--log-interval", o.log_interval, "Steps between log lines")
       ->capture_default_str();

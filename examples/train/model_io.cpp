@@ -31,6 +31,7 @@ std::unique_ptr<models::GPT> build_model(const Options& opt, const models::GPTCo
     model->load_named(values);
   }
   model->to(device);
+  model->set_compute_dtype(opt.precision == "bf16" ? DType::BF16 : DType::F32);
   return model;
 }
 

@@ -38,6 +38,7 @@ struct Options {
   // run
   uint64_t seed = 1337;
   std::string device = "cpu";
+  std::string precision = "fp32";  // fp32 | bf16 (bf16 compute, f32 master weights and state)
   int threads = 0;  // 0 = OpenMP's default
   int64_t log_interval = 25;
   int64_t eval_interval = 0;  // 0 = only at the end

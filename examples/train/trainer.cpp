@@ -294,7 +294,8 @@ int run_train(const Options& opt) {
     TRIDENT_CHECK(metrics != nullptr, "cannot write ", opt.out_dir, "/metrics.jsonl");
   }
   if (log) {
-    std::printf("trident-train: %s on %s\n", cfg.describe().c_str(), device.str().c_str());
+    std::printf("trident-train: %s on %s%s\n", cfg.describe().c_str(), device.str().c_str(),
+                opt.precision == "bf16" ? ", bf16 mixed precision" : "");
     std::printf("layout: dp %d x pp %d x tp %d on %d ranks%s%s\n", plan.layout.dp, plan.layout.pp,
                 plan.layout.tp, world->size(), dpo.zero ? ", ZeRO-1" : "",
                 pp > 1 ? (", " + opt.schedule + " schedule").c_str() : "");

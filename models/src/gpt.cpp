@@ -18,6 +18,10 @@ uint64_t name_hash(const std::string& s) {  // FNV-1a
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
+// A LayerNorm in x's dtype: its (f32) parameters are cast to it (a no-op in f32).
+Tensor layer_norm_in_dtype_of(const nn::LayerNorm& ln, const Tensor& x) {
+  return ops::layer_norm(x, ln.weight.to(x.dtype()), ln.bias.to(x.dtype()), ln.eps);
+}
 }  // namespace
 
 double gpt_init_std(const std::string& name, const GPTConfig& cfg) {
@@ -41,8 +45,8 @@ Block::Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp) {
 }
 
 Tensor Block::forward(const Tensor& x) {
-  Tensor h = x + attn->forward(ln1->forward(x));
-  return h + mlp->forward(ln2->forward(h));
+  Tensor h = x + attn->forward(layer_norm_in_dtype_of(*ln1, x));
+  return h + mlp->forward(layer_norm_in_dtype_of(*ln2, h));
 }
 
 GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelContext* ctx)
@@ -82,6 +86,13 @@ GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelConte
   to(device);
 }
 
+void GPT::set_compute_dtype(DType t) {
+  TRIDENT_CHECK(t == DType::F32 || t == DType::BF16, "GPT: compute dtype ", dtype_name(t),
+                " is not supported (use f32, or bf16 for mixed precision; f16 would need loss "
+                "scaling)");
+  compute_dtype_ = t;
+}
+
 void GPT::init_weights(uint64_t seed) {
   NoGradGuard no_grad;
   const auto specs = named_shard_specs();
@@ -116,15 +127,17 @@ Tensor GPT::forward_stage(const Tensor& input) {
     std::vector<int32_t> pos(static_cast<size_t>(T));
     std::iota(pos.begin(), pos.end(), 0);
     const Tensor pos_ids = Tensor::from_vector(pos, {T}, input.device());
-    x = drop->forward(wte->forward(input) + wpe->forward(pos_ids));
+    // Looked up in f32 (the embedding gradients scatter-add in f32), then cast once.
+    x = drop->forward((wte->forward(input) + wpe->forward(pos_ids)).to(compute_dtype_));
   } else {
     TRIDENT_CHECK(input.dim() == 3 && input.size(2) == cfg_.n_embd,
                   "GPT stage ", ctx_->topology().pp_rank(), ": expected hidden states (B, T, ",
                   cfg_.n_embd, "), got ", input.shape_str());
-    x = input;
+    x = input.to(compute_dtype_);
   }
   x = blocks->forward(x);
-  return is_last_stage() ? ln_f->forward(x) : x;
+  // Between stages hidden states travel as f32 (the pipeline's interface).
+  return is_last_stage() ? layer_norm_in_dtype_of(*ln_f, x) : x.to(DType::F32);
 }
 
 Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
@@ -134,14 +147,17 @@ Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
                 "GPT: targets ", targets.shape_str(), " do not match hidden states ",
                 hidden.shape_str());
   Communicator& tpc = ctx_->tp();
-  const Tensor logits_local = ops::linear(tp::copy_to_tp_region(hidden, tpc), wte->weight);
+  // The tied head in the hidden states' dtype; the loss itself is computed in f32.
+  const Tensor logits_local = ops::linear(tp::copy_to_tp_region(hidden, tpc),
+                                          wte->weight.to(hidden.dtype()));
   return tp::vocab_parallel_cross_entropy(logits_local, targets, wte->vocab_start(), tpc);
 }
 
 Tensor GPT::forward(const Tensor& ids) {
   TRIDENT_CHECK(ctx_->layout().pp == 1 && ctx_->layout().tp == 1,
                 "GPT::forward returns full logits: it needs the whole model on one rank");
-  return ops::linear(forward_stage(ids), wte->weight);  // tied head
+  const Tensor hidden = forward_stage(ids);
+  return ops::linear(hidden, wte->weight.to(hidden.dtype()));  // tied head
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) {

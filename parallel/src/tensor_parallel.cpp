@@ -43,6 +43,11 @@ namespace {
 void check_divides(int64_t n, int parts, const char* what) {
   TRIDENT_CHECK(n % parts == 0, "--tp ", parts, " does not divide ", what, " ", n);
 }
+// A parameter as the layer uses it: cast to its input's dtype (mixed precision: bf16 working
+// copies of f32 master weights, whose gradients the cast returns as f32); a no-op otherwise.
+Tensor in_dtype_of(const Tensor& param, const Tensor& x) {
+  return param.defined() ? param.to(x.dtype()) : param;
+}
 }  // namespace
 
 ColumnParallelLinear::ColumnParallelLinear(int64_t in, int64_t out, bool has_bias,
@@ -56,7 +61,7 @@ ColumnParallelLinear::ColumnParallelLinear(int64_t in, int64_t out, bool has_bia
 }
 
 Tensor ColumnParallelLinear::forward(const Tensor& x) {
-  return ops::linear(copy_to_tp_region(x, comm_), weight, bias);
+  return ops::linear(copy_to_tp_region(x, comm_), in_dtype_of(weight, x), in_dtype_of(bias, x));
 }
 
 RowParallelLinear::RowParallelLinear(int64_t in, int64_t out, bool has_bias, Communicator& comm)
@@ -69,8 +74,8 @@ RowParallelLinear::RowParallelLinear(int64_t in, int64_t out, bool has_bias, Com
 }
 
 Tensor RowParallelLinear::forward(const Tensor& x) {
-  Tensor y = reduce_from_tp_region(ops::linear(x, weight), comm_);
-  return bias.defined() ? y + bias : y;
+  Tensor y = reduce_from_tp_region(ops::linear(x, in_dtype_of(weight, x)), comm_);
+  return bias.defined() ? y + in_dtype_of(bias, x) : y;
 }
 
 VocabParallelEmbedding::VocabParallelEmbedding(int64_t vocab, int64_t dim, Communicator& comm)
@@ -132,8 +137,12 @@ Tensor ParallelMLP::forward(const Tensor& x) {
 Tensor vocab_parallel_cross_entropy(const Tensor& logits_in, const Tensor& targets_in,
                                     int64_t vocab_start, Communicator& comm) {
   if (comm.size() == 1) return ops::cross_entropy(logits_in, targets_in);
+  // bf16 logits: the loss of an f32 copy, whose backward returns the gradient as bf16.
+  if (logits_in.dtype() == DType::BF16) {
+    return vocab_parallel_cross_entropy(logits_in.to(DType::F32), targets_in, vocab_start, comm);
+  }
   TRIDENT_CHECK(logits_in.device().is_cpu() && logits_in.dtype() == DType::F32,
-                "vocab-parallel cross entropy runs on f32 CPU tensors in this build");
+                "vocab-parallel cross entropy runs on f32 or bf16 CPU tensors in this build");
   const Tensor logits = logits_in.contiguous();
   const int64_t Vl = logits.shape().back(), N = logits.numel() / Vl;
   const std::vector<int32_t> targets = targets_in.to_vector<int32_t>();

@@ -38,7 +38,7 @@ Tensor softmax(const Tensor& x);  // over the last dimension
 // qkv (B, T, 3C) -> (B, T, C), causal, n_head heads.
 Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
 // Mean over non-ignored rows of the cross entropy of logits (N, V) (or (B,T,V)) against
-// targets (N) (or (B,T)) i32; targets < 0 are ignored. Returns a scalar.
+// targets (N) (or (B,T)) i32; targets < 0 are ignored. Returns a scalar, f32 for bf16 logits.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 // Inverted dropout; identity when !training or p == 0. (seed, offset) pick the random stream.
 Tensor dropout(const Tensor& x, float p, bool training, uint64_t seed, uint64_t offset);

@@ -2,6 +2,15 @@
 // and made 3D-parallel by its construction arguments: given a ParallelContext, a rank builds
 // only its pipeline stage's blocks (named by their global index) with its tensor-parallel
 // shards (heads, MLP columns, vocabulary rows). Sizes and parameter names: gpt_config.hpp.
+//
+// Mixed precision (set_compute_dtype(DType::BF16)), as Megatron-LM with bf16 and torch.autocast:
+// parameters stay f32 (the master weights the optimizer and the data-parallel reducer see);
+// activations run in bf16. The embeddings are looked up in f32 and their sum is cast to bf16;
+// every other layer casts its parameters to its input's dtype where it uses them (once per
+// forward; the cast's backward returns each gradient to its f32 parameter as f32, so
+// micro-batch gradients accumulate in f32). Layer-norm statistics, softmax and attention
+// accumulate in f32 inside the kernels, and the loss is computed on f32 logits. Hidden states
+// cross pipeline stages as f32 (exact for bf16 values).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -19,7 +28,8 @@ namespace trident::models {
 class Block : public nn::UnaryModule {
  public:
   Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp);
-  Tensor forward(const Tensor& x) override;  // x + attn(ln1(x)), then + mlp(ln2(.))
+  // x + attn(ln1(x)), then + mlp(ln2(.)), in x's dtype (parameters cast to it).
+  Tensor forward(const Tensor& x) override;
   std::shared_ptr<nn::LayerNorm> ln1, ln2;
   std::shared_ptr<tp::ParallelCausalSelfAttention> attn;
   std::shared_ptr<tp::ParallelMLP> mlp;
@@ -40,13 +50,17 @@ class GPT : public nn::Module {
   // Last stage: mean cross entropy of the (vocabulary-parallel) tied head on `hidden`.
   Tensor head_loss(const Tensor& hidden, const Tensor& targets);
 
-  // Single-stage, single-shard model: ids (B, T) -> logits (B, T, V).
+  // Single-stage, single-shard model: ids (B, T) -> logits (B, T, V) in the compute dtype.
   Tensor forward(const Tensor& ids);
   // Single-stage model (any tp): mean cross entropy against targets (B, T) i32.
   Tensor loss(const Tensor& ids, const Tensor& targets);
   // Appends `n` tokens sampled with temperature and top-k (0 = all) to the prompt.
   std::vector<int32_t> generate(std::vector<int32_t> prompt, int64_t n, double temperature,
                                 int64_t top_k, Generator& gen);
+
+  // The dtype activations run in: f32 (default) or bf16 (mixed precision, see the top).
+  void set_compute_dtype(DType t);
+  DType compute_dtype() const { return compute_dtype_; }
 
   const GPTConfig& config() const { return cfg_; }
   const ParallelContext& parallel() const { return *ctx_; }
@@ -71,6 +85,7 @@ class GPT : public nn::Module {
   std::unique_ptr<ParallelContext> own_ctx_;
   const ParallelContext* ctx_;
   int64_t first_layer_ = 0, num_layers_ = 0;
+  DType compute_dtype_ = DType::F32;
 };
 
 // The initial standard deviation GPT-2 uses for the parameter `name` (0 for biases, which start
