@@ -4,6 +4,9 @@
 #   bench/cpu_train.sh                 # both configs, threads 1 and 2, 3 rounds (~6 min idle)
 #   ROUNDS=5 THREADS="1 2 4" ONLY=10M BUILD_DIR=build-bench JOBS=2 bench/cpu_train.sh
 #
+# At the end it runs trident-bench-gemm (the packed GEMM against Eigen at these models' shapes,
+# GEMM_ROUNDS rounds; 0 skips it) and embeds its results in the JSON as "gemm_microbenchmark".
+#
 # Installs Debian's torch and a threaded OpenBLAS if missing (torch's BLAS is libblas.so.3,
 # which is the slow reference BLAS without OpenBLAS), builds trident-bench-cpu-train, then for
 # every (config, threads) runs the implementations alternately, ROUNDS times each, so that
@@ -24,6 +27,7 @@ JOBS="${JOBS:-2}"
 ROUNDS="${ROUNDS:-3}"
 THREADS="${THREADS:-1 2}"
 ONLY="${ONLY:-}"  # run only the config of this name
+GEMM_ROUNDS="${GEMM_ROUNDS:-5}"  # rounds of the GEMM micro-benchmark at the end; 0 skips it
 # Before each run, wait (up to QUIET_WAIT seconds) until other processes use less than
 # QUIET_BUSY percent of all cores over one second; the busy figure is recorded with the run.
 QUIET_BUSY="${QUIET_BUSY:-15}"
@@ -50,8 +54,9 @@ fi
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_ENABLE_CUDA=OFF
 fi
-cmake --build "$BUILD_DIR" --target trident-bench-cpu-train -j "$JOBS"
+cmake --build "$BUILD_DIR" --target trident-bench-cpu-train trident-bench-gemm -j "$JOBS"
 TRIDENT_BIN="$BUILD_DIR/bench/trident-bench-cpu-train"
+GEMM_BIN="$BUILD_DIR/bench/trident-bench-gemm"
 
 # --- configs: name|model and batch arguments|timed steps|warmup steps -------------------------
 CONFIGS=(
@@ -125,12 +130,21 @@ for entry in "${CONFIGS[@]}"; do
   done
 done
 
+# The GEMM micro-benchmark (packed kernel vs Eigen at these models' shapes), embedded in the JSON.
+GEMM_JSON="$(mktemp)"
+trap 'rm -f "$RAW" "$GEMM_JSON"' EXIT
+if ((GEMM_ROUNDS > 0)); then
+  echo "GEMM micro-benchmark (others busy $(wait_quiet)%)"
+  "$GEMM_BIN" --threads ${THREADS// /,} --rounds "$GEMM_ROUNDS" --json "$GEMM_JSON" | grep "geometric mean"
+fi
+
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$RESULTS_DIR"
 OUT="$RESULTS_DIR/cpu_train-$(date -u +%Y-%m-%d).json"
 [[ -e $OUT ]] && OUT="$RESULTS_DIR/cpu_train-$(date -u +%Y-%m-%dT%H%M%S).json"
 
-RAW="$RAW" OUT="$OUT" START="$START" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" \
+RAW="$RAW" GEMM_JSON="$GEMM_JSON" OUT="$OUT" START="$START" LOAD_BEFORE="$LOAD_BEFORE" \
+  LOAD_AFTER="$LOAD_AFTER" \
   ROUNDS="$ROUNDS" QUIET_BUSY="$QUIET_BUSY" "$TORCH_PY" - <<'EOF'
 import json, os, statistics, subprocess
 
@@ -161,6 +175,8 @@ for key, rs in runs.items():
     for r in rs:
         by.setdefault(r["variant"], []).append(r)
     med = {v: statistics.median(r["tokens_per_s"] for r in x) for v, x in by.items()}
+    cpu = {v: statistics.median(r["step_cpu_ms"] for r in x) for v, x in by.items()
+           if all("step_cpu_ms" in r for r in x)}
     best = {v: x[0]["tokens_per_step"] / (min(r["step_ms_min"] for r in x) / 1e3)
             for v, x in by.items()}
     best_of = {impl: max(m for v, m in med.items() if v.startswith(impl))
@@ -175,6 +191,11 @@ for key, rs in runs.items():
         # From the fastest single step of all rounds: less sensitive to other jobs on the cores.
         "tokens_per_s_best_step": best,
         "tokens_per_s_rounds": {v: [r["tokens_per_s"] for r in x] for v, x in by.items()},
+        # Process CPU time per step: with one thread, the work itself, which other jobs on the
+        # machine barely change (they stretch wall time instead).
+        "step_cpu_ms_median": cpu,
+        "ratio_cpu_pytorch_over_trident": (cpu["pytorch"] / cpu["trident"]
+                                           if "pytorch" in cpu and "trident" in cpu else None),
         "commands": commands[key],
         "raw": rs,
     })
@@ -203,22 +224,30 @@ doc = {
     "summary": "median tokens/s over the rounds; ratio = trident / pytorch (>= 1: Trident "
                "faster); *_passive: with OMP_WAIT_POLICY=passive (threads > 1); ratio_best: "
                "the faster setting of each; "
-               "best_step: tokens per step / fastest step of any round",
+               "best_step: tokens per step / fastest step of any round; "
+               "ratio_cpu_pytorch_over_trident: median process CPU time per step, pytorch / "
+               "trident (>= 1: Trident does the step with less CPU time; spinning threads "
+               "count, so it is the load-independent measure for 1 thread only)",
     "results": results,
 }
+if os.path.getsize(os.environ["GEMM_JSON"]) > 0:
+    with open(os.environ["GEMM_JSON"]) as f:
+        doc["gemm_microbenchmark"] = json.load(f)
 with open(os.environ["OUT"], "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
 
 print(f"\n{'config':6s} {'params':>10s} {'threads':>7s} {'trident':>8s} {'torch':>8s} "
-      f"{'ratio':>6s} {'trident passive':>15s} {'torch passive':>13s} {'ratio best':>10s}"
-      "   (median tokens/s)")
+      f"{'ratio':>6s} {'trident passive':>15s} {'torch passive':>13s} {'ratio best':>10s} "
+      f"{'cpu ratio':>9s}   (median tokens/s; cpu ratio: torch / trident CPU ms per step)")
 for r in results:
     m = r["tokens_per_s_median"]
     tp, pp = (f"{m[v]:.0f}" if v in m else "-" for v in ("trident_passive", "pytorch_passive"))
+    c = r["ratio_cpu_pytorch_over_trident"]
+    cr = f"{c:.2f}" if c is not None else "-"
     print(f"{r['config']:6s} {r['params']:>10,d} {r['threads']:>7d} {m['trident']:>8.0f} "
           f"{m['pytorch']:>8.0f} {r['ratio_trident_over_pytorch']:>6.2f} {tp:>15s} {pp:>13s} "
-          f"{r['ratio_best']:>10.2f}")
+          f"{r['ratio_best']:>10.2f} {cr:>9s}")
 print(f"load average before {os.environ['LOAD_BEFORE']}, after {os.environ['LOAD_AFTER']}")
 print(f"wrote {os.environ['OUT']}")
 EOF

@@ -5,7 +5,8 @@
 //
 // A timed step is zero_grad + forward + loss + backward + clip_grad_norm + AdamW step + reading
 // the loss, exactly the torch script's step. The first --warmup-steps are not timed. Prints one
-// JSON line with the torch script's fields: {"impl": "trident", "tokens_per_s": ..., ...}.
+// JSON line with the torch script's fields: {"impl": "trident", "tokens_per_s": ..., ...},
+// step_cpu_ms included (process CPU time per timed step, all threads).
 #include <omp.h>
 #include <unistd.h>
 
@@ -31,6 +32,12 @@ using namespace trident;
 namespace {
 
 using namespace trident::bench;
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 
 struct Args {
   int64_t vocab = 50257, block = 256, layers = 4, heads = 4, width = 256;
@@ -88,8 +95,10 @@ int main(int argc, char** argv) {
 
     using Clock = std::chrono::steady_clock;
     std::vector<double> times, losses;
+    double cpu_s = 0;  // process CPU time (all threads) of the timed steps
     for (int64_t step = 0; step < a.warmup_steps + a.steps; ++step) {
       const auto t0 = Clock::now();
+      const double c0 = process_cpu_seconds();
       opt.zero_grad();
       Tensor loss = model.loss(xs[step % n_batches], ys[step % n_batches]);
       loss.backward();
@@ -98,6 +107,7 @@ int main(int argc, char** argv) {
       losses.push_back(loss.item());
       if (step >= a.warmup_steps) {
         times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+        cpu_s += process_cpu_seconds() - c0;
       }
     }
 
@@ -111,6 +121,7 @@ int main(int argc, char** argv) {
         {"step_ms", step_s * 1e3},
         {"step_ms_median", median(times) * 1e3},
         {"step_ms_min", *std::min_element(times.begin(), times.end()) * 1e3},
+        {"step_cpu_ms", cpu_s / times.size() * 1e3},
         {"tokens_per_step", tokens},
         {"params", cfg.num_parameters()},
         {"first_loss", losses.front()},

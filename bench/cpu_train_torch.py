@@ -7,7 +7,9 @@ Run with Debian's torch (the pyenv python on PATH has none), e.g.
         --seq 256 --steps 20 --threads 2
 A step is zero_grad + forward + backward + clip_grad_norm_ + AdamW step (the same work as a
 trident-train step). The first --warmup-steps steps are not timed. Prints one JSON line:
-{"impl": "pytorch", "tokens_per_s": ..., "step_ms": ..., ...}.
+{"impl": "pytorch", "tokens_per_s": ..., "step_ms": ..., ...}; step_cpu_ms is the process's CPU
+time per timed step (all threads, spinning included): with one thread, a measure of the work
+that other jobs on the machine barely disturb.
 """
 import argparse
 import datetime
@@ -73,8 +75,9 @@ def main():
     ys = torch.randint(0, args.vocab, (n_batches, args.batch, args.seq), generator=g)
 
     times, losses = [], []
+    cpu_s = 0.0  # process CPU time (all threads) of the timed steps
     for step in range(args.warmup_steps + args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         _, loss = model(xs[step % n_batches], ys[step % n_batches])
         loss.backward()
@@ -84,6 +87,7 @@ def main():
         losses.append(loss.item())  # also synchronises
         if step >= args.warmup_steps:
             times.append(time.perf_counter() - t0)
+            cpu_s += time.process_time() - c0
 
     step_s = statistics.mean(times)
     tokens = args.batch * args.seq
@@ -93,6 +97,7 @@ def main():
         "step_ms": step_s * 1e3,
         "step_ms_median": statistics.median(times) * 1e3,
         "step_ms_min": min(times) * 1e3,
+        "step_cpu_ms": cpu_s / len(times) * 1e3,
         "tokens_per_step": tokens,
         "params": num_parameters(model),
         "first_loss": losses[0],

@@ -75,7 +75,9 @@ int main(int argc, char** argv) {
   int rounds = 5, reps = 5;
   std::string json_path;
   CLI::App app{"GEMM at the GPT's shapes: packed kernel vs Eigen (prints a table)"};
-  app.add_option("--threads", threads, "OpenMP thread counts")->capture_default_str();
+  app.add_option("--threads", threads, "OpenMP thread counts, e.g. 1,2")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--rounds", rounds, "Alternating rounds per shape")->capture_default_str();
   app.add_option("--reps", reps, "Timed calls per round")->capture_default_str();
   app.add_option("--json", json_path, "Also write the results here");
