@@ -4,30 +4,32 @@
 #include <cmath>
 
 #include "trident/core/rng.hpp"
-#include "trident/core/token_file.hpp"
 
 namespace trident::data {
 
+TokenLoader::TokenLoader(TokenStream stream, int64_t batch, int64_t seq)
+    : dataset_(std::move(stream.source), seq, stream.shuffle, stream.seed), B_(batch), T_(seq) {
+  TRIDENT_CHECK(batch > 0, "the batch size must be positive (got ", batch, ")");
+}
+
 TokenLoader::TokenLoader(std::vector<int32_t> tokens, int64_t batch, int64_t seq, int rank,
                          int world)
-    : tokens_(std::move(tokens)), B_(batch), T_(seq), rank_(rank), world_(world) {
-  TRIDENT_CHECK(batch > 0 && seq > 0, "batch size and sequence length must be positive (got ",
-                batch, " and ", seq, ")");
-  TRIDENT_CHECK(static_cast<int64_t>(tokens_.size()) > batch * seq + 1, "the data set has ",
-                tokens_.size(), " tokens, fewer than one batch of ", batch, " x ", seq, " + 1");
+    : TokenLoader(TokenStream{memory_token_source(std::move(tokens), "tokens"), false, 0}, batch,
+                  seq) {
+  rank_ = rank;
+  world_ = world;
 }
 
-std::pair<Tensor, Tensor> TokenLoader::batch(int64_t step, Device device) const {
-  const int64_t span = B_ * T_;
-  const int64_t room = static_cast<int64_t>(tokens_.size()) - span - 1;
-  const int64_t start = ((step * world_ + rank_) * span) % (room + 1);
-  std::vector<int32_t> x(tokens_.begin() + start, tokens_.begin() + start + span);
-  std::vector<int32_t> y(tokens_.begin() + start + 1, tokens_.begin() + start + span + 1);
+std::pair<Tensor, Tensor> TokenLoader::batch(int64_t index, Device device) const {
+  return batch_at(position(index * world_ + rank_), device);
+}
+
+std::pair<Tensor, Tensor> TokenLoader::batch_at(int64_t first_sample, Device device) const {
+  std::vector<int32_t> x(static_cast<size_t>(B_ * T_)), y(x.size());
+  for (int64_t b = 0; b < B_; ++b) {
+    dataset_.read_sample(first_sample + b, x.data() + b * T_, y.data() + b * T_);
+  }
   return {Tensor::from_vector(x, {B_, T_}, device), Tensor::from_vector(y, {B_, T_}, device)};
-}
-
-int64_t TokenLoader::max_token() const {
-  return tokens_.empty() ? -1 : *std::max_element(tokens_.begin(), tokens_.end());
 }
 
 std::vector<int32_t> make_addition_dataset(int64_t num_lines, uint64_t seed) {
@@ -47,15 +49,13 @@ std::vector<int32_t> make_addition_dataset(int64_t num_lines, uint64_t seed) {
 
 double addition_dataset_loss_floor() { return 2.0 * std::log(10.0) / 8.0; }
 
-std::vector<int32_t> load_tokens(const std::string& path) {
-  const std::vector<uint16_t> raw = read_token_file(path);
-  return std::vector<int32_t>(raw.begin(), raw.end());
-}
+std::vector<int32_t> load_tokens(const std::string& path) { return load_tokens(path, 0); }
 
 std::vector<int32_t> load_tokens(const std::string& path, int64_t vocab_size) {
-  const std::vector<uint16_t> raw = read_token_file(path);
-  check_tokens_in_vocab(raw, vocab_size, path);
-  return std::vector<int32_t>(raw.begin(), raw.end());
+  const TokenSourcePtr source = open_token_source(path, vocab_size);
+  std::vector<int32_t> tokens(static_cast<size_t>(source->size()));
+  source->read(0, source->size(), tokens.data());
+  return tokens;
 }
 
 }  // namespace trident::data

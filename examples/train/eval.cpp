@@ -15,16 +15,14 @@ int run_eval(const Options& opt) {
   const Device device = Device::parse(opt.device);
   const models::GPTConfig cfg = resolve_model_config(opt);
   check_sizes(opt, cfg);
-  const std::vector<int32_t> tokens = data::load_tokens(opt.data);
+  // Only the evaluated windows are read (and checked against the vocabulary).
+  const data::TokenSourcePtr source = data::open_token_source(opt.data, cfg.vocab_size);
   const int64_t T = opt.seq;
   const int64_t need = opt.eval_windows * T + 1;
-  TRIDENT_CHECK(static_cast<int64_t>(tokens.size()) >= need, opt.data, " holds ", tokens.size(),
-                " tokens; ", opt.eval_windows, " windows of ", T, " need ", need);
-  for (int64_t i = 0; i < need; ++i) {
-    TRIDENT_CHECK(tokens[static_cast<size_t>(i)] < cfg.vocab_size, opt.data, ": token ",
-                  tokens[static_cast<size_t>(i)], " at position ", i,
-                  " is outside the model's vocabulary of ", cfg.vocab_size);
-  }
+  TRIDENT_CHECK(source->size() >= need, opt.data, " holds ", source->size(), " tokens; ",
+                opt.eval_windows, " windows of ", T, " need ", need);
+  std::vector<int32_t> tokens(static_cast<size_t>(need));
+  source->read(0, need, tokens.data());
   auto model = build_model(opt, cfg, device, nullptr);
   NoGradGuard no_grad;
   model->eval();

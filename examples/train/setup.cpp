@@ -11,21 +11,43 @@ namespace trident::train {
 DataSplit load_data(const Options& opt, int64_t vocab) {
   DataSplit d;
   if (opt.data.empty()) {
+    TRIDENT_CHECK(opt.val_data.empty(), "--val-data needs --data (the built-in data set holds "
+                  "its own validation lines)");
     TRIDENT_CHECK(vocab >= 128, "the built-in data set is byte-level text: it needs a vocabulary "
                   "of at least 128 tokens, the model has ", vocab);
-    d.train = data::make_addition_dataset(300000, opt.seed);
-    d.val = data::make_addition_dataset(30000, opt.seed + 0x5EED);
+    // i.i.d. lines already: read in order, whatever --shuffle says.
+    auto train = data::make_addition_dataset(300000, opt.seed);
+    auto val = data::make_addition_dataset(30000, opt.seed + 0x5EED);
+    d.description = "built-in addition data set (" + std::to_string(train.size()) + " train / " +
+                    std::to_string(val.size()) + " val characters, read in order)";
+    d.train = {data::memory_token_source(std::move(train), "built-in data", vocab), false, 0};
+    d.val = {data::memory_token_source(std::move(val), "built-in validation data", vocab), false, 0};
     d.builtin = true;
-    d.description = "built-in addition data set (2,100,000 train / 210,000 val characters)";
     return d;
   }
-  std::vector<int32_t> all = data::load_tokens(opt.data, vocab);
-  const size_t cut = all.size() - all.size() / 10;  // the last 10% is held out
-  d.val.assign(all.begin() + static_cast<std::ptrdiff_t>(cut), all.end());
-  all.resize(cut);
-  d.train = std::move(all);
-  d.description = opt.data + " (" + std::to_string(d.train.size()) + " train / " +
-                  std::to_string(d.val.size()) + " val tokens)";
+  data::TokenSourcePtr train = data::open_token_source(opt.data, vocab), val;
+  if (!opt.val_data.empty()) {
+    val = data::open_token_source(opt.val_data, vocab);
+  } else {
+    const int64_t n = train->size(), cut = n - n / 10;  // the last 10% is held out
+    val = data::slice_token_source(train, cut, n);
+    train = data::slice_token_source(train, 0, cut);
+  }
+  for (const auto* s : {&train, &val}) {
+    const bool is_val = s == &val;
+    TRIDENT_CHECK((*s)->size() >= opt.seq + 1, (*s)->name(), ": its ", is_val ? "validation" : "training",
+                  " part holds ", (*s)->size(), " tokens, fewer than one window of --seq ", opt.seq,
+                  " + 1", is_val && opt.val_data.empty() ? " (give --val-data)" : "");
+    data::verify_token_source(**s);
+  }
+  const std::string tok = train->tokenizer();
+  d.description = str_cat(opt.data, tok.empty() ? "" : " (" + tok + " tokens)", ": ",
+                          train->size(), " train / ", val->size(), " val tokens",
+                          opt.val_data.empty() ? " (last 10%)" : " from " + opt.val_data, ", ",
+                          opt.shuffle ? "shuffled every epoch (seed " + std::to_string(opt.seed) + ")"
+                                      : "read in order");
+  d.train = {train, opt.shuffle, opt.seed};
+  d.val = {val, false, 0};
   return d;
 }
 

@@ -4,17 +4,19 @@
 #include <vector>
 
 #include "options.hpp"
+#include "trident/core/data.hpp"
 
 namespace trident::train {
 
 struct DataSplit {
-  std::vector<int32_t> train, val;
+  data::TokenStream train, val;  // sources opened, not loaded: each rank reads its windows
   std::string description;
   bool builtin = false;
 };
 
-// The built-in addition data set, or --data with its last 10% held out; every token must be
-// inside the model's vocabulary.
+// The built-in addition data set, or --data (HDF5 or .bin files, globs, comma lists) with
+// --val-data or else its last 10% held out; every token must be inside the model's vocabulary
+// (checked at open for data sets up to 64Mi tokens, and on every window read).
 DataSplit load_data(const Options& opt, int64_t vocab);
 // Batch, sequence and step flags against the model.
 void check_sizes(const Options& opt, const models::GPTConfig& cfg);
