@@ -126,6 +126,7 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
     }
     return 0;
   }
+  const auto t0 = std::chrono::steady_clock::now();
   int64_t step = 0;
   std::string error;
   bool same_layout = false;
@@ -151,7 +152,9 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
     return -1;
   }
   if (world.rank() == 0) {
-    std::printf("resumed from %s at step %lld%s\n", path.c_str(), static_cast<long long>(step),
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("resumed from %s at step %lld in %.2f s%s\n", path.c_str(),
+                static_cast<long long>(step), secs,
                 same_layout ? "" : " (resharded to this layout; dropout streams restart)");
   }
   return step;

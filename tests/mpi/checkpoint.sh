@@ -64,7 +64,10 @@ metrics_steps() {
   echo "${n:-0}"
 }
 has_steps() { (( $(metrics_steps "$1") >= $2 )); }
-last_checkpoint_step() { ls "$1" | sed -n 's/^step_0*\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | tail -1; }
+last_checkpoint_step() {
+  find "$1" -maxdepth 1 -name 'step_*.h5' -printf '%f\n' |
+    sed -n 's/^step_0*\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | tail -1
+}
 
 case $mode in
 reshard)
@@ -106,7 +109,7 @@ preempt | kill)
     k=$(last_checkpoint_step "$work/ck_usr1")
     [[ -n $k && $k -lt 200 ]] || fail "no checkpoint before the end (got '$k')"
     run usr1_resumed 4 "${layout[@]}" --checkpoint-dir "$work/ck_usr1" --resume
-    grep -q "^resumed from .*step_0*$k.h5 at step $k" "$work/usr1_resumed.log" || fail "did not resume at $k"
+    grep -q "^resumed from .*step_0*$k.h5 at step $k " "$work/usr1_resumed.log" || fail "did not resume at $k"
     same usr1_resumed ref $((k + 1)) 0
     # SIGTERM straight to every rank (a cluster's preemption notice), default checkpoint dir.
     background term 4 "${layout[@]}"
@@ -138,7 +141,7 @@ preempt | kill)
     k=$(last_checkpoint_step "$work/ck_kill")
     (( k >= 20 )) || fail "latest checkpoint is step $k"
     run resumed 4 "${layout[@]}" --checkpoint-dir "$work/ck_kill" --checkpoint-every 10 --resume
-    grep -q "^resumed from .*step_0*$k.h5 at step $k" "$work/resumed.log" || fail "did not resume at $k"
+    grep -q "^resumed from .*step_0*$k.h5 at step $k " "$work/resumed.log" || fail "did not resume at $k"
     same resumed ref $((k + 1)) 0
   fi
   ;;
@@ -164,6 +167,7 @@ corrupt)
   size=$(stat -c %s "$ckpt")
   off=$((size * 3 / 4))
   byte=$(od -An -tu1 -j "$off" -N1 "$ckpt" | tr -d ' ')
+  # shellcheck disable=SC2059  # the format is the escaped byte itself
   printf "$(printf '\\%03o' $(((byte ^ 0x5a) & 255)))" |
     dd of="$ckpt" bs=1 seek="$off" conv=notrunc status=none
   bash "$(dirname "$0")/expect_job_failure.sh" 120 "step_00000006.h5" \
