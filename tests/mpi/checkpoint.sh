@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checkpoint, resume, resharding, preemption and fault tests of trident-train.
 # usage: checkpoint.sh MODE WORKDIR TRAIN COMPARE
+#   resume50  one process stopped at step 50 and resumed: bitwise the uninterrupted losses
 #   reshard   save under dp2 x tp2 x pp2, resume under the same layout (bitwise), 1x1x1 and
 #             dp4 x pp2 (within 1e-5 of the uninterrupted run)
 #   zero      save under dp2 x tp2 with ZeRO-1, resume under dp4 without it and 1x1x1
@@ -70,6 +71,13 @@ last_checkpoint_step() {
 }
 
 case $mode in
+resume50)
+  # One process stopped at step 50 and resumed: the same losses, bit for bit.
+  run ref 1 --batch 4 --steps 60 --checkpoint-dir "$work/ck" --checkpoint-every 50
+  run resumed 1 --batch 4 --steps 60 --resume-from "$work/ck/step_00000050.h5"
+  grep -q "^resumed from .*step_00000050.h5 at step 50 " "$work/resumed.log" || fail "did not resume at 50"
+  same resumed ref 51 0
+  ;;
 reshard)
   layout=(--dp 2 --tp 2 --pp 2 --micro-batches 2 --batch 2 --steps 10)
   run ref 8 "${layout[@]}" --checkpoint-dir "$work/ck" --checkpoint-every 5
