@@ -304,10 +304,22 @@ void check_usable(const NcclCommState& s, const std::string& what) {
                 s.failure.empty() ? std::string("destroyed") : s.failure, ")");
 }
 
+void launch_locked(NcclCommState& s, std::vector<GroupedOp>& ops);
+
 // Issues `ops` as one NCCL group on the communication stream, after the compute stream's
-// queued work, and hands their works to the watchdog.
+// queued work, and hands their works to the watchdog. When that fails, their works fail too
+// (the caller also gets the exception).
 void launch(NcclCommState& s, std::vector<GroupedOp>& ops) {
-  std::lock_guard<std::mutex> lock(s.issue_mu);
+  try {
+    std::lock_guard<std::mutex> lock(s.issue_mu);
+    launch_locked(s, ops);
+  } catch (...) {
+    for (GroupedOp& op : ops) op.work->finish(std::current_exception());
+    throw;
+  }
+}
+
+void launch_locked(NcclCommState& s, std::vector<GroupedOp>& ops) {
   const std::string what = ops.size() == 1 ? ops.front().work->description()
                                            : str_cat("group of ", ops.size(), " operations");
   {
@@ -448,13 +460,15 @@ std::shared_ptr<NcclCommState> make_state(ncclComm_t comm, int device, MpiCommun
   return s;
 }
 
-// Waits for a non-blocking init or split of `comm` (from the caller's thread).
+// Waits for a non-blocking init or split (from the caller's thread), polling `comm`: the new
+// communicator, which is aborted on failure, or (`is_new` false: a split this rank takes no
+// part in) the parent, which is left to its owner.
 void finish_comm_creation(const std::string& context, ncclComm_t comm, ncclResult_t r,
-                          std::chrono::milliseconds timeout) {
+                          std::chrono::milliseconds timeout, bool is_new = true) {
   const auto deadline = Clock::now() + timeout;
   while (r == ncclInProgress && comm != nullptr) {
     if (timeout.count() > 0 && Clock::now() >= deadline) {
-      ncclCommAbort(comm);
+      if (is_new) ncclCommAbort(comm);
       throw CollectiveTimeout(str_cat(context, " did not finish within ",
                                       static_cast<double>(timeout.count()) / 1000.0,
                                       " s: a peer rank may have died, hung or skipped this call"));
@@ -468,7 +482,7 @@ void finish_comm_creation(const std::string& context, ncclComm_t comm, ncclResul
                               ncclGetErrorString(r), ")");
     const char* last = comm != nullptr ? ncclGetLastError(comm) : nullptr;
     if (last != nullptr && last[0] != '\0') msg += str_cat(": ", last);
-    if (comm != nullptr) ncclCommAbort(comm);
+    if (comm != nullptr && is_new) ncclCommAbort(comm);
     throw Error(msg);
   }
 }
@@ -586,7 +600,8 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::split(int color, int key,
     config.blocking = 0;
     const ncclResult_t r =
         ncclCommSplit(s.comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &out, &config);
-    detail::finish_comm_creation(s.context(what), out != nullptr ? out : s.comm, r, s.timeout());
+    detail::finish_comm_creation(s.context(what), out != nullptr ? out : s.comm, r, s.timeout(),
+                                 out != nullptr);
   }
   if (color < 0) return nullptr;
   TRIDENT_CHECK(out != nullptr, s.context(what), ": ncclCommSplit returned no communicator");
