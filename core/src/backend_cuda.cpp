@@ -438,6 +438,7 @@ class CudaBackend final : public Backend {
   // returns it after the stream has drained.
   template <typename F>
   double read_double(const char* op, F&& f) {
+    std::lock_guard<std::mutex> lock(readback_mu_);
     double* dev = static_cast<double*>(result_.get());
     run(op, [&] {
       CallScratch scratch(alloc_);
@@ -450,6 +451,7 @@ class CudaBackend final : public Backend {
   }
 
   int32_t read_int(const int32_t* dev) {
+    std::lock_guard<std::mutex> lock(readback_mu_);
     check(cudaMemcpyAsync(host_.get(), dev, sizeof(int32_t), cudaMemcpyDeviceToHost, s()),
           device_, "read back");
     stream_.synchronize();
@@ -470,6 +472,9 @@ class CudaBackend final : public Backend {
   DeviceBuffer result_;  // [0, 8): a double; [8, 12): the bad-index slot
   PinnedBuffer host_;
   Allocator& alloc_;
+  // The result and host slots are shared: one readback at a time (a communication thread may
+  // ask for a norm while the main thread validates ids).
+  std::mutex readback_mu_;
 };
 
 std::mutex g_mu;
