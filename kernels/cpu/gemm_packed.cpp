@@ -70,10 +70,10 @@ constexpr int64_t kMR = 6;
 template <typename T>
 constexpr int64_t kNR = 2 * Simd<T>::kLanes;
 
-// Cache blocking, in elements (float; double halves kc so the panels keep their size in bytes):
-// a kc x NR B micro-panel (16 KiB) in L1, an mc x kc A block (~150 KiB) in L2, packed B in L3.
-template <typename T>
-constexpr int64_t kKC = 256 * 4 / static_cast<int64_t>(sizeof(T));
+// Cache blocking (Zen 3: 32 KiB L1d, 512 KiB L2 per core), in elements: a kc x NR B
+// micro-panel (16 KiB of float) in L1, an mc x kc A block (144 KiB of float) in L2, packed B in
+// L3. Blocks are then evened out (K = 384 runs as two blocks of 192, not 256 + 128).
+constexpr int64_t kKC = 256;
 constexpr int64_t kMC = 144;
 // Elements of B packed at a time (16 MiB of float): the whole of B at the GPT's shapes.
 constexpr int64_t kBPackElems = int64_t{1} << 22;
@@ -206,14 +206,31 @@ void edge_kernel(int64_t kc, const T* a, const T* b, T alpha, T beta, T* c, int6
 template <typename T>
 void pack_a(bool trans, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
             T* __restrict dst) {
+  if (trans) {
+    // Row k of A holds element k of every panel: read it once, front to back, and deal it out
+    // (panel by panel would fetch each cache line of A several times, kc rows apart).
+    const int64_t full = mc / kMR * kMR;
+    constexpr int64_t kAhead = 4, kLine = 64 / sizeof(T);
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + (k0 + k) * lda + i0;
+      if (k + kAhead < kc) {  // rows lda apart defeat the hardware prefetcher
+        for (int64_t x = 0; x < mc; x += kLine) {
+          _mm_prefetch(reinterpret_cast<const char*>(src + kAhead * lda + x), _MM_HINT_T0);
+        }
+      }
+      T* d = dst + k * kMR;
+      for (int64_t p = 0; p < full; p += kMR, d += kc * kMR) {
+        for (int64_t r = 0; r < kMR; ++r) d[r] = src[p + r];
+      }
+      if (full < mc) {
+        for (int64_t r = 0; r < kMR; ++r) d[r] = full + r < mc ? src[full + r] : T(0);
+      }
+    }
+    return;
+  }
   for (int64_t p = 0; p < mc; p += kMR) {
     const int64_t m = std::min(kMR, mc - p);
-    if (trans) {
-      const T* src = A + k0 * lda + i0 + p;
-      for (int64_t k = 0; k < kc; ++k, src += lda, dst += kMR) {
-        for (int64_t r = 0; r < kMR; ++r) dst[r] = r < m ? src[r] : T(0);
-      }
-    } else if (m == kMR) {
+    if (m == kMR) {
       const T* r0 = A + (i0 + p) * lda + k0;
       const T *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda, *r4 = r3 + lda, *r5 = r4 + lda;
       int64_t k = 0;
@@ -259,13 +276,14 @@ void pack_b_panel(bool trans, const T* B, int64_t ldb, int64_t k0, int64_t kc, i
                   int64_t n, T* __restrict dst) {
   constexpr int64_t NR = kNR<T>;
   if (!trans) {
+    using S = Simd<T>;
     const T* src = B + k0 * ldb + j0;
     for (int64_t k = 0; k < kc; ++k, src += ldb, dst += NR) {
-      if (n == NR) {
-        std::copy(src, src + NR, dst);
+      if (n == NR) {  // two vectors, not a memcpy call per 64 bytes
+        S::storeu(dst, S::loadu(src));
+        S::storeu(dst + S::kLanes, S::loadu(src + S::kLanes));
       } else {
-        std::copy(src, src + n, dst);
-        std::fill(dst + n, dst + NR, T(0));
+        for (int64_t j = 0; j < NR; ++j) dst[j] = j < n ? src[j] : T(0);
       }
     }
     return;
@@ -315,7 +333,7 @@ void gemm_packed_product(bool transA, bool transB, int64_t M, int64_t N, int64_t
                          const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C,
                          int64_t ldc) {
   constexpr int64_t NR = kNR<T>;
-  const int64_t kc_max = balanced_block(K, kKC<T>, 1);
+  const int64_t kc_max = balanced_block(K, kKC, 1);
   const int64_t mc_max = balanced_block(M, kMC, kMR);
   const int64_t m_blocks = ceil_div(M, mc_max);
   const bool threaded =
