@@ -2,6 +2,7 @@
 # Checkpoint, resume, resharding, preemption and fault tests of trident-train.
 # usage: checkpoint.sh MODE WORKDIR TRAIN COMPARE
 #   resume50  one process stopped at step 50 and resumed: bitwise the uninterrupted losses
+#   resume_data  the same with an HDF5 token file read shuffled over several epochs (dp 2)
 #   reshard   save under dp2 x tp2 x pp2, resume under the same layout (bitwise), 1x1x1 and
 #             dp4 x pp2 (within 1e-5 of the uninterrupted run)
 #   zero      save under dp2 x tp2 with ZeRO-1, resume under dp4 without it and 1x1x1
@@ -76,6 +77,19 @@ resume50)
   run ref 1 --batch 4 --steps 60 --checkpoint-dir "$work/ck" --checkpoint-every 50
   run resumed 1 --batch 4 --steps 60 --resume-from "$work/ck/step_00000050.h5"
   grep -q "^resumed from .*step_00000050.h5 at step 50 " "$work/resumed.log" || fail "did not resume at 50"
+  same resumed ref 51 0
+  ;;
+resume_data)
+  # An HDF5 token file read in a shuffled order over several epochs: the resumed run (dp 2)
+  # continues the data order, epochs included, bit for bit.
+  tokenize="$(dirname "$train")/../tools/trident-tokenize"
+  for ((i = 0; i < 60; ++i)); do echo "line $i: the quick brown fox $((i * i % 97)) jumps"; done \
+    >"$work/corpus.txt"
+  "$tokenize" "$work/corpus.txt" -o "$work/tokens.h5" >"$work/tokenize.log" 2>&1 \
+    || { cat "$work/tokenize.log"; fail "trident-tokenize"; }
+  data=(--data "$work/tokens.h5" --vocab 257 --batch 4 --steps 60 --dp 2)
+  run ref 2 "${data[@]}" --checkpoint-dir "$work/ck" --checkpoint-every 50
+  run resumed 2 "${data[@]}" --resume-from "$work/ck/step_00000050.h5"
   same resumed ref 51 0
   ;;
 reshard)
