@@ -175,18 +175,20 @@ def main():
         with open(ncu) as f:
             breakdown["ncu_per_kernel_summary"] = f.read()[-20000:]
 
-    ctest = {"status": stages.get("ctest_gpu", {}).get("status", "not run")}
-    try:
-        with open(os.path.join(raw, "..", "logs", "ctest_gpu.log")) as f:
-            log = f.read()
+    ctest = {}
+    for name in ("ctest_gpu_comm", "ctest_gpu"):
+        c = ctest[name] = {"status": stages.get(name, {}).get("status", "not run")}
+        try:
+            with open(os.path.join(raw, "..", "logs", name + ".log")) as f:
+                log = f.read()
+        except OSError:
+            continue
         m = re.search(r"(\d+)% tests passed, (\d+) tests failed out of (\d+)", log)
         if m:
-            ctest.update(passed_percent=int(m.group(1)), failed=int(m.group(2)),
-                         total=int(m.group(3)))
-        ctest["skipped"] = re.findall(r"^\s*\d+ - (\S+) \(Skipped\)", log, re.M)
-        ctest["failed_tests"] = re.findall(r"^\s*\d+ - (\S+) \((?:Failed|Timeout|SEGFAULT|Subprocess aborted|Exception)\)", log, re.M)
-    except OSError:
-        pass
+            c.update(passed_percent=int(m.group(1)), failed=int(m.group(2)), total=int(m.group(3)))
+        c["skipped"] = re.findall(r"^\s*\d+ - (\S+) \(Skipped\)", log, re.M)
+        c["failed_tests"] = re.findall(
+            r"^\s*\d+ - (\S+) \((?:Failed|Timeout|SEGFAULT|Subprocess aborted|Exception)\)", log, re.M)
 
     doc = {
         "benchmark": "GPU: GPT-2 training step, attention, memory-bound kernels, step breakdown "
@@ -208,7 +210,9 @@ def main():
 
     print(f"\n{gpu_name or 'unknown GPU'} | peak {peak['tflops']} TFLOP/s ({peak['sku']}) | "
           f"matmul 8192^3 {fmt(matmul_tflops)} TFLOP/s | copy {fmt(copy_ceiling)} GB/s")
-    print(f"ctest -L gpu: {ctest}")
+    for name, c in ctest.items():
+        print(f"{name}: {c.get('status')}, {c.get('total', '?')} tests, {c.get('failed', '?')} failed, "
+              f"skipped {c.get('skipped', [])}, failed {c.get('failed_tests', [])}")
     print(f"{'model':12s} {'impl':8s} {'tok/s':>9s} {'step ms':>8s} {'MFU pk':>7s} {'MFU mm':>7s}")
     for e in gpt2:
         for impl in ("trident", "pytorch"):

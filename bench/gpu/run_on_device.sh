@@ -10,7 +10,8 @@
 # goes on; the results are assembled on exit whatever happened.
 #   deps, configure, build   .gpu-deps/deps.tar.xz (MPI, HDF5, header libraries), NCCL from
 #                            PyTorch's wheel or the CUDA toolkit, build-gpu/ with ninja
-#   ctest_gpu                ctest -L gpu (tests skip without a GPU; here they must run)
+#   ctest_gpu_comm, ctest_gpu  ctest -L gpu: the communication tests, then the others (they
+#                            skip without a GPU; here they must run)
 #   torch_kernels            torch.matmul 8192^3 bf16, 1 GiB device copy, SDPA attention,
 #                            torch's memory-bound kernels (bench/gpu/torch_kernels.py)
 #   kernel_bench             trident-bench-gpu-kernels: attention, memory-bound GB/s, per-op
@@ -127,6 +128,7 @@ if [[ -d "$D" ]]; then
     -DMPIEXEC_EXECUTABLE="$D/bin/mpirun"
     -DHDF5_ROOT="$D" -DHDF5_C_INCLUDE_DIR="$D/include/hdf5/serial"
     -DHDF5_C_LIBRARY_hdf5="$A/hdf5/serial/libhdf5.so"
+    -DHDF5_hdf5_LIBRARY_RELEASE="$A/hdf5/serial/libhdf5.so"
     -DCMAKE_EXE_LINKER_FLAGS="$LINK" -DCMAKE_SHARED_LINKER_FLAGS="$LINK"
   )
 fi
@@ -137,7 +139,8 @@ if [[ -n "$NCCL_ROOT" ]]; then
   RUN_LD="$RUN_LD:$NCCL_ROOT/lib"
 fi
 echo "[$(elapsed) s] deps: ${D} ($([[ -d $D ]] && echo unpacked || echo absent)), NCCL_ROOT=${NCCL_ROOT:-cuda toolkit}"
-run_env() { env LD_LIBRARY_PATH="$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
+# Prefix for Trident's programs (a command, since `timeout` cannot run shell functions).
+RUN=(env "LD_LIBRARY_PATH=$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 
 # --- build ---------------------------------------------------------------------------------------
 stage configure 150 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -155,14 +158,17 @@ grep -E 'warning:' "$LOGS/build.log" | sort -u >"$RAW/build_warnings.txt"
 echo "[$(elapsed) s] build warnings: $(wc -l <"$RAW/build_warnings.txt")"
 
 # --- tests ---------------------------------------------------------------------------------------
-stage ctest_gpu 150 run_env ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 120
+# The communication tests first (NCCL on one rank, MPI staging on 1 and 2 ranks), then the rest.
+stage ctest_gpu_comm 90 "${RUN[@]}" ctest --test-dir "$BUILD" -L gpu -R '^gpu_comm' --output-on-failure
+stage ctest_gpu 150 "${RUN[@]}" ctest --test-dir "$BUILD" -L gpu -E '^gpu_comm' --output-on-failure \
+  --timeout 120
 
 # --- references and kernels ----------------------------------------------------------------------
 export PYTHONUNBUFFERED=1
 stage torch_kernels 90 sh -c "python3 bench/gpu/torch_kernels.py > '$RAW/torch_kernels.json'"
 BENCH="$BUILD/bench/trident-bench-gpu-kernels"
 if [[ -x "$BENCH" ]]; then
-  stage kernel_bench 120 run_env "$BENCH" --out "$RAW/kernel_bench.json"
+  stage kernel_bench 120 "${RUN[@]}" "$BENCH" --out "$RAW/kernel_bench.json"
 else
   printf 'kernel_bench\tmissing: %s not built\t0\t\n' "$BENCH" >>"$RAW/stages.tsv"
 fi
@@ -175,7 +181,7 @@ for model in gpt2 gpt2-medium; do
   if [[ -x "$TRAIN" ]]; then
     # Flags the trainer documents: bf16 compute with fp32 master weights on the GPU. The first 3
     # steps are not counted (assemble_results.py).
-    stage "trident_$model" "$cap" run_env "$TRAIN" --device cuda --precision bf16 \
+    stage "trident_$model" "$cap" "${RUN[@]}" "$TRAIN" --device cuda --precision bf16 \
       --model "$model" --batch 8 --seq 1024 --steps $((STEPS + 3)) --warmup 2 \
       --log-interval 5 --out-dir "$RAW/train_$model"
   else
@@ -192,7 +198,7 @@ done
 
 # --- per-kernel profile of the real step (optional: ncu replays every kernel) --------------------
 if [[ "${NCU:-0}" == 1 && -x "$TRAIN" ]] && command -v ncu >/dev/null; then
-  stage ncu 150 run_env ncu --print-summary per-kernel --metrics gpu__time_duration.sum \
+  stage ncu 150 "${RUN[@]}" ncu --print-summary per-kernel --metrics gpu__time_duration.sum \
     "$TRAIN" --device cuda --precision bf16 --model gpt2 --batch 8 --seq 1024 --steps 2 \
     --out-dir "$WORK/ncu_run"
   cp "$LOGS/ncu.log" "$RAW/ncu_summary.txt" 2>/dev/null
