@@ -11,9 +11,9 @@
 // temporary file and renamed into place at the end. Files are read in 4 MiB blocks cut where a
 // GPT-2 pre-token cannot span (before whitespace that follows non-whitespace), so memory stays
 // flat for any input size.
-#include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -42,8 +42,8 @@ size_t safe_cut(const std::string& text) {
     while (k > 0 && (static_cast<uint8_t>(text[k]) & 0xC0) == 0x80 && p - k < 4) --k;
     size_t len = 0;
     const uint32_t cp = trident::data::detail::next_code_point(text, k, &len);
-    const bool space = k + len == p && cp != 0xFFFFFFFFu &&
-                       trident::data::char_class(cp) == CharClass::Space;
+    const bool space =
+        k + len == p && cp != 0xFFFFFFFFu && trident::data::char_class(cp) == CharClass::Space;
     if (!space) return p;
   }
   return 0;
@@ -145,7 +145,8 @@ int run(const std::vector<std::string>& inputs, const std::string& output, std::
     if (progress.tty) {
       progress.update(true);
     } else {
-      std::printf("%s: %lld bytes -> %lld tokens\n", path.c_str(), static_cast<long long>(file_bytes),
+      std::printf("%s: %lld bytes -> %lld tokens\n", path.c_str(),
+                  static_cast<long long>(file_bytes),
                   static_cast<long long>(writer->num_tokens() - tokens_before));
       std::fflush(stdout);
     }
@@ -153,13 +154,14 @@ int run(const std::vector<std::string>& inputs, const std::string& output, std::
   writer->finish();
   if (progress.tty) std::fprintf(stderr, "\n");
   const double s = std::max(progress.seconds(), 1e-9);
-  std::printf("trident-tokenize: read %zu files (%lld bytes), wrote %lld tokens to %s (%s, %s "
-              "tokenizer, vocabulary %lld%s) in %.2f s: %.0f tokens/s\n",
-              paths.size(), static_cast<long long>(progress.bytes),
-              static_cast<long long>(writer->num_tokens()), output.c_str(), format.c_str(),
-              tokenizer.c_str(), static_cast<long long>(vocab_size),
-              eot_id >= 0 ? (", end-of-text " + std::to_string(eot_id)).c_str() : "", s,
-              static_cast<double>(writer->num_tokens()) / s);
+  std::printf(
+      "trident-tokenize: read %zu files (%lld bytes), wrote %lld tokens to %s (%s, %s "
+      "tokenizer, vocabulary %lld%s) in %.2f s: %.0f tokens/s\n",
+      paths.size(), static_cast<long long>(progress.bytes),
+      static_cast<long long>(writer->num_tokens()), output.c_str(), format.c_str(),
+      tokenizer.c_str(), static_cast<long long>(vocab_size),
+      eot_id >= 0 ? (", end-of-text " + std::to_string(eot_id)).c_str() : "", s,
+      static_cast<double>(writer->num_tokens()) / s);
   return 0;
 }
 

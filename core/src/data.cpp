@@ -39,17 +39,26 @@ std::vector<int32_t> make_addition_dataset(int64_t num_lines, uint64_t seed) {
     const uint64_t h = counter_hash(seed, static_cast<uint64_t>(i));
     const int a = static_cast<int>(h % 10), b = static_cast<int>((h >> 20) % 10);
     const int s = a + b;
-    const char line[8] = {static_cast<char>('0' + a), '+', static_cast<char>('0' + b), '=',
-                          static_cast<char>('0' + s % 10), static_cast<char>('0' + s / 10), ';',
+    const char line[8] = {static_cast<char>('0' + a),
+                          '+',
+                          static_cast<char>('0' + b),
+                          '=',
+                          static_cast<char>('0' + s % 10),
+                          static_cast<char>('0' + s / 10),
+                          ';',
                           '\n'};
     for (char c : line) out.push_back(static_cast<unsigned char>(c));
   }
   return out;
 }
 
-double addition_dataset_loss_floor() { return 2.0 * std::log(10.0) / 8.0; }
+double addition_dataset_loss_floor() {
+  return 2.0 * std::log(10.0) / 8.0;
+}
 
-std::vector<int32_t> load_tokens(const std::string& path) { return load_tokens(path, 0); }
+std::vector<int32_t> load_tokens(const std::string& path) {
+  return load_tokens(path, 0);
+}
 
 std::vector<int32_t> load_tokens(const std::string& path, int64_t vocab_size) {
   const TokenSourcePtr source = open_token_source(path, vocab_size);

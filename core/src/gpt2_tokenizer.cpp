@@ -21,10 +21,14 @@ uint32_t next_code_point(std::string_view t, size_t i, size_t* length) {
   if (b0 < 0x80) return b0;
   size_t n = 0;
   uint32_t cp = 0, min = 0;
-  if ((b0 & 0xE0) == 0xC0) n = 2, cp = b0 & 0x1F, min = 0x80;
-  else if ((b0 & 0xF0) == 0xE0) n = 3, cp = b0 & 0x0F, min = 0x800;
-  else if ((b0 & 0xF8) == 0xF0) n = 4, cp = b0 & 0x07, min = 0x10000;
-  else return 0xFFFFFFFFu;
+  if ((b0 & 0xE0) == 0xC0)
+    n = 2, cp = b0 & 0x1F, min = 0x80;
+  else if ((b0 & 0xF0) == 0xE0)
+    n = 3, cp = b0 & 0x0F, min = 0x800;
+  else if ((b0 & 0xF8) == 0xF0)
+    n = 4, cp = b0 & 0x07, min = 0x10000;
+  else
+    return 0xFFFFFFFFu;
   if (i + n > t.size()) return 0xFFFFFFFFu;
   for (size_t k = 1; k < n; ++k) {
     if ((byte(i + k) & 0xC0) != 0x80) return 0xFFFFFFFFu;
@@ -85,7 +89,8 @@ Gpt2Tokenizer::Gpt2Tokenizer(const std::string& encoder_json, const std::string&
   for (uint32_t b = 0; b < 256; ++b) cp_byte[byte_cp[b]] = static_cast<uint8_t>(b);
 
   std::ifstream in(encoder_json);
-  TRIDENT_CHECK(in.is_open(), encoder_json, ": cannot open (GPT-2's encoder.json: see the README "
+  TRIDENT_CHECK(in.is_open(), encoder_json,
+                ": cannot open (GPT-2's encoder.json: see the README "
                 "for where to get it)");
   nlohmann::json j;
   try {
@@ -125,7 +130,8 @@ Gpt2Tokenizer::Gpt2Tokenizer(const std::string& encoder_json, const std::string&
   if (auto it = vocab.find("<|endoftext|>"); it != vocab.end()) eot_ = it->second;
 
   std::ifstream mf(merges_bpe);
-  TRIDENT_CHECK(mf.is_open(), merges_bpe, ": cannot open (GPT-2's vocab.bpe merge list: see the "
+  TRIDENT_CHECK(mf.is_open(), merges_bpe,
+                ": cannot open (GPT-2's vocab.bpe merge list: see the "
                 "README for where to get it)");
   std::string line;
   uint32_t rank = 0;
@@ -139,8 +145,8 @@ Gpt2Tokenizer::Gpt2Tokenizer(const std::string& encoder_json, const std::string&
     const std::string a = line.substr(0, sp), b = line.substr(sp + 1);
     auto ia = vocab.find(a), ib = vocab.find(b), im = vocab.find(a + b);
     TRIDENT_CHECK(ia != vocab.end() && ib != vocab.end() && im != vocab.end(), merges_bpe, ":",
-                  line_no, ": merge '", line, "' uses or makes a token missing from ",
-                  encoder_json, " (mismatched files?)");
+                  line_no, ": merge '", line, "' uses or makes a token missing from ", encoder_json,
+                  " (mismatched files?)");
     merges_.emplace(pair_key(ia->second, ib->second), Merge{rank++, im->second});
   }
   TRIDENT_CHECK(rank > 0, merges_bpe, ": no merges");

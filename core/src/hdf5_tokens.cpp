@@ -105,21 +105,26 @@ void check_ok(herr_t rc, const std::string& path, const std::string& what) {
 // Integer attribute `name` of `obj`; false when absent.
 bool read_int_attribute(hid_t obj, const char* name, const std::string& path, int64_t* value) {
   if (H5Aexists(obj, name) <= 0) return false;
-  H5Handle a(check_id(H5Aopen(obj, name, H5P_DEFAULT), path, str_cat("cannot open attribute ", name)),
-             H5Aclose);
+  H5Handle a(
+      check_id(H5Aopen(obj, name, H5P_DEFAULT), path, str_cat("cannot open attribute ", name)),
+      H5Aclose);
   H5Handle type(H5Aget_type(a.get()), H5Tclose);
   H5Handle space(H5Aget_space(a.get()), H5Sclose);
-  TRIDENT_CHECK(H5Tget_class(type.get()) == H5T_INTEGER && H5Sget_simple_extent_npoints(space.get()) == 1,
-                path, ": attribute ", name, " must be one integer");
-  check_ok(H5Aread(a.get(), H5T_NATIVE_INT64, value), path, str_cat("cannot read attribute ", name));
+  TRIDENT_CHECK(
+      H5Tget_class(type.get()) == H5T_INTEGER && H5Sget_simple_extent_npoints(space.get()) == 1,
+      path, ": attribute ", name, " must be one integer");
+  check_ok(H5Aread(a.get(), H5T_NATIVE_INT64, value), path,
+           str_cat("cannot read attribute ", name));
   return true;
 }
 
 // String attribute `name` (variable- or fixed-length); false when absent.
-bool read_string_attribute(hid_t obj, const char* name, const std::string& path, std::string* value) {
+bool read_string_attribute(hid_t obj, const char* name, const std::string& path,
+                           std::string* value) {
   if (H5Aexists(obj, name) <= 0) return false;
-  H5Handle a(check_id(H5Aopen(obj, name, H5P_DEFAULT), path, str_cat("cannot open attribute ", name)),
-             H5Aclose);
+  H5Handle a(
+      check_id(H5Aopen(obj, name, H5P_DEFAULT), path, str_cat("cannot open attribute ", name)),
+      H5Aclose);
   H5Handle type(H5Aget_type(a.get()), H5Tclose);
   TRIDENT_CHECK(H5Tget_class(type.get()) == H5T_STRING, path, ": attribute ", name,
                 " must be a string");
@@ -135,7 +140,8 @@ bool read_string_attribute(hid_t obj, const char* name, const std::string& path,
     const size_t n = H5Tget_size(type.get());
     H5Tset_size(mem.get(), n);
     std::string buf(n, '\0');
-    check_ok(H5Aread(a.get(), mem.get(), buf.data()), path, str_cat("cannot read attribute ", name));
+    check_ok(H5Aread(a.get(), mem.get(), buf.data()), path,
+             str_cat("cannot read attribute ", name));
     buf.resize(std::strlen(buf.c_str()));
     while (!buf.empty() && buf.back() == ' ') buf.pop_back();
     *value = buf;
@@ -201,8 +207,8 @@ Hdf5TokenReader::Hdf5TokenReader(const std::string& path)
   TRIDENT_CHECK(H5Lexists(f, "tokens", H5P_DEFAULT) > 0, path,
                 ": no dataset 'tokens' (an HDF5 token file holds its ids in /tokens; write one "
                 "with trident-tokenize)");
-  h_->dset = H5Handle(check_id(H5Dopen2(f, "tokens", H5P_DEFAULT), path, "cannot open /tokens"),
-                      H5Dclose);
+  h_->dset =
+      H5Handle(check_id(H5Dopen2(f, "tokens", H5P_DEFAULT), path, "cannot open /tokens"), H5Dclose);
   const hid_t d = h_->dset.get();
   H5Handle type(H5Dget_type(d), H5Tclose);
   TRIDENT_CHECK(H5Tget_class(type.get()) == H5T_INTEGER, path,
@@ -249,10 +255,10 @@ Hdf5TokenReader::Hdf5TokenReader(Hdf5TokenReader&&) noexcept = default;
 Hdf5TokenReader& Hdf5TokenReader::operator=(Hdf5TokenReader&&) noexcept = default;
 
 void Hdf5TokenReader::read(int64_t begin, int64_t count, int32_t* out) const {
-  TRIDENT_CHECK(begin >= 0 && count >= 0 && begin <= meta_.num_tokens &&
-                    count <= meta_.num_tokens - begin,
-                path_, ": tokens [", begin, ", ", begin + count, ") are outside the file's ",
-                meta_.num_tokens, " tokens");
+  TRIDENT_CHECK(
+      begin >= 0 && count >= 0 && begin <= meta_.num_tokens && count <= meta_.num_tokens - begin,
+      path_, ": tokens [", begin, ", ", begin + count, ") are outside the file's ",
+      meta_.num_tokens, " tokens");
   if (count == 0) return;
   Hdf5Quiet quiet;
   const hid_t d = h_->dset.get();
@@ -269,9 +275,9 @@ void Hdf5TokenReader::read(int64_t begin, int64_t count, int32_t* out) const {
                          : (h_->is_signed ? H5T_NATIVE_INT32 : H5T_NATIVE_UINT32);
   if (H5Dread(d, mem, mspace.get(), fspace.get(), H5P_DEFAULT,
               wide ? static_cast<void*>(buf.data()) : static_cast<void*>(out)) < 0) {
-    throw Error(str_cat(path_, ": reading tokens [", begin, ", ", begin + count,
-                        ") failed: ", hdf5_reason(),
-                        " (the file is corrupted or truncated; re-create it with trident-tokenize)"));
+    throw Error(str_cat(
+        path_, ": reading tokens [", begin, ", ", begin + count, ") failed: ", hdf5_reason(),
+        " (the file is corrupted or truncated; re-create it with trident-tokenize)"));
   }
   for (int64_t i = 0; i < count; ++i) {
     int64_t v = out[i];
@@ -302,8 +308,8 @@ Hdf5TokenWriter::Hdf5TokenWriter(const std::string& path, int64_t vocab_size,
       tokenizer_(tokenizer),
       eot_token_(eot_token),
       h_(std::make_unique<Handles>()) {
-  TRIDENT_CHECK(vocab_size > 0 && vocab_size <= (int64_t(1) << 31), path,
-                ": vocabulary size ", vocab_size, " must be in [1, 2^31]");
+  TRIDENT_CHECK(vocab_size > 0 && vocab_size <= (int64_t(1) << 31), path, ": vocabulary size ",
+                vocab_size, " must be in [1, 2^31]");
   TRIDENT_CHECK(eot_token < vocab_size, path, ": end-of-text token ", eot_token,
                 " is outside the vocabulary of ", vocab_size);
   Hdf5Quiet quiet;

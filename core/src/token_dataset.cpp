@@ -84,9 +84,9 @@ class BinShardSource final : public TokenSource {
     while (want > 0) {
       const ssize_t got = ::pread(fd_.get(), p, want, at);
       if (got < 0 && errno == EINTR) continue;
-      TRIDENT_CHECK(got > 0, path_, ": reading tokens [", begin, ", ", begin + count, ") failed: ",
-                    got == 0 ? "unexpected end of file (truncated while open?)"
-                             : std::strerror(errno));
+      TRIDENT_CHECK(
+          got > 0, path_, ": reading tokens [", begin, ", ", begin + count, ") failed: ",
+          got == 0 ? "unexpected end of file (truncated while open?)" : std::strerror(errno));
       p += got, want -= static_cast<size_t>(got), at += got;
     }
     for (int64_t i = 0; i < count; ++i) out[i] = buf_[static_cast<size_t>(i)];
@@ -164,7 +164,8 @@ class ConcatSource final : public TokenSource {
   void read(int64_t begin, int64_t count, int32_t* out) const override {
     check_range(begin, count, size(), name());
     size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), begin) -
-                                   starts_.begin()) - 1;
+                                   starts_.begin()) -
+               1;
     while (count > 0) {
       const int64_t local = begin - starts_[i];
       const int64_t take = std::min(count, starts_[i + 1] - begin);
@@ -197,8 +198,8 @@ class SliceSource final : public TokenSource {
  public:
   SliceSource(TokenSourcePtr base, int64_t begin, int64_t end)
       : base_(std::move(base)), begin_(begin), end_(end) {
-    TRIDENT_CHECK(0 <= begin && begin <= end && end <= base_->size(), base_->name(),
-                  ": slice [", begin, ", ", end, ") is outside its ", base_->size(), " tokens");
+    TRIDENT_CHECK(0 <= begin && begin <= end && end <= base_->size(), base_->name(), ": slice [",
+                  begin, ", ", end, ") is outside its ", base_->size(), " tokens");
   }
   int64_t size() const override { return end_ - begin_; }
   std::string name() const override { return base_->name(); }
@@ -233,7 +234,9 @@ class MemorySource final : public TokenSource {
   int64_t vocab_;
 };
 
-bool has_glob_chars(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
+bool has_glob_chars(const std::string& s) {
+  return s.find_first_of("*?[") != std::string::npos;
+}
 
 std::vector<std::string> glob_sorted(const std::string& pattern) {
   glob_t g{};
@@ -255,8 +258,10 @@ class BinTokenWriter final : public TokenWriter {
  public:
   BinTokenWriter(std::string path, int64_t vocab)
       : path_(std::move(path)), tmp_(temporary_path_for(path_)), vocab_(vocab) {
-    TRIDENT_CHECK(vocab > 0 && vocab <= 65536, path_, ": an llm.c .bin file holds uint16 ids: a "
-                  "vocabulary of ", vocab, " does not fit (use --format hdf5)");
+    TRIDENT_CHECK(vocab > 0 && vocab <= 65536, path_,
+                  ": an llm.c .bin file holds uint16 ids: a "
+                  "vocabulary of ",
+                  vocab, " does not fit (use --format hdf5)");
     out_.open(tmp_, std::ios::binary | std::ios::trunc);
     TRIDENT_CHECK(out_.is_open(), path_, ": cannot create ", tmp_, ": ", std::strerror(errno));
     const std::vector<char> zeros(kTokenFileHeaderBytes, 0);

@@ -12,7 +12,7 @@ namespace trident::train {
 int run_eval(const Options& opt) {
   TRIDENT_CHECK(!opt.data.empty(), "eval mode needs a token file: --data FILE");
   TRIDENT_CHECK(opt.eval_windows > 0, "--eval-windows must be positive");
-  const Device device = Device::parse(opt.device);
+  const Device device = resolve_device(opt.device);
   const models::GPTConfig cfg = resolve_model_config(opt);
   check_sizes(opt, cfg);
   // Only the evaluated windows are read (and checked against the vocabulary).
@@ -30,20 +30,22 @@ int run_eval(const Options& opt) {
   for (int64_t k = 0; k < opt.eval_windows; ++k) {
     std::vector<int32_t> x(tokens.begin() + k * T, tokens.begin() + k * T + T);
     std::vector<int32_t> y(tokens.begin() + k * T + 1, tokens.begin() + k * T + T + 1);
-    total += model->loss(Tensor::from_vector(x, {1, T}, device),
-                         Tensor::from_vector(y, {1, T}, device)).item();
+    total +=
+        model->loss(Tensor::from_vector(x, {1, T}, device), Tensor::from_vector(y, {1, T}, device))
+            .item();
   }
   const double mean = total / static_cast<double>(opt.eval_windows);
   std::printf("eval: %lld windows x %lld tokens of %s: mean cross-entropy %.6f (perplexity %.3f)\n",
-              static_cast<long long>(opt.eval_windows), static_cast<long long>(T),
-              opt.data.c_str(), mean, std::exp(mean));
+              static_cast<long long>(opt.eval_windows), static_cast<long long>(T), opt.data.c_str(),
+              mean, std::exp(mean));
   return 0;
 }
 
 int run_sample(const Options& opt) {
-  TRIDENT_CHECK(!opt.load.empty() || !opt.hf.empty(),
-                "sample mode needs a trained model: --load runs/default/model.safetensors or --hf DIR");
-  const Device device = Device::parse(opt.device);
+  TRIDENT_CHECK(
+      !opt.load.empty() || !opt.hf.empty(),
+      "sample mode needs a trained model: --load runs/default/model.safetensors or --hf DIR");
+  const Device device = resolve_device(opt.device);
   const models::GPTConfig cfg = resolve_model_config(opt);
   TRIDENT_CHECK(cfg.vocab_size >= 256, "sample mode decodes bytes: the model's vocabulary of ",
                 cfg.vocab_size, " is not byte-level");

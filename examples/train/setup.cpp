@@ -2,26 +2,32 @@
 
 #include <cstdio>
 
+#include "trident/core/cuda.hpp"
 #include "trident/core/data.hpp"
 #include "trident/core/safetensors.hpp"
 #include "trident/models/hf_gpt2.hpp"
+#include "trident/parallel/launch_env.hpp"
 
 namespace trident::train {
 
 DataSplit load_data(const Options& opt, int64_t vocab) {
   DataSplit d;
   if (opt.data.empty()) {
-    TRIDENT_CHECK(opt.val_data.empty(), "--val-data needs --data (the built-in data set holds "
+    TRIDENT_CHECK(opt.val_data.empty(),
+                  "--val-data needs --data (the built-in data set holds "
                   "its own validation lines)");
-    TRIDENT_CHECK(vocab >= 128, "the built-in data set is byte-level text: it needs a vocabulary "
-                  "of at least 128 tokens, the model has ", vocab);
+    TRIDENT_CHECK(vocab >= 128,
+                  "the built-in data set is byte-level text: it needs a vocabulary "
+                  "of at least 128 tokens, the model has ",
+                  vocab);
     // i.i.d. lines already: read in order, whatever --shuffle says.
     auto train = data::make_addition_dataset(300000, opt.seed);
     auto val = data::make_addition_dataset(30000, opt.seed + 0x5EED);
     d.description = "built-in addition data set (" + std::to_string(train.size()) + " train / " +
                     std::to_string(val.size()) + " val characters, read in order)";
     d.train = {data::memory_token_source(std::move(train), "built-in data", vocab), false, 0};
-    d.val = {data::memory_token_source(std::move(val), "built-in validation data", vocab), false, 0};
+    d.val = {data::memory_token_source(std::move(val), "built-in validation data", vocab), false,
+             0};
     d.builtin = true;
     return d;
   }
@@ -35,17 +41,19 @@ DataSplit load_data(const Options& opt, int64_t vocab) {
   }
   for (const auto* s : {&train, &val}) {
     const bool is_val = s == &val;
-    TRIDENT_CHECK((*s)->size() >= opt.seq + 1, (*s)->name(), ": its ", is_val ? "validation" : "training",
-                  " part holds ", (*s)->size(), " tokens, fewer than one window of --seq ", opt.seq,
-                  " + 1", is_val && opt.val_data.empty() ? " (give --val-data)" : "");
+    TRIDENT_CHECK((*s)->size() >= opt.seq + 1, (*s)->name(), ": its ",
+                  is_val ? "validation" : "training", " part holds ", (*s)->size(),
+                  " tokens, fewer than one window of --seq ", opt.seq, " + 1",
+                  is_val && opt.val_data.empty() ? " (give --val-data)" : "");
     data::verify_token_source(**s);
   }
   const std::string tok = train->tokenizer();
-  d.description = str_cat(opt.data, tok.empty() ? "" : " (" + tok + " tokens)", ": ",
-                          train->size(), " train / ", val->size(), " val tokens",
-                          opt.val_data.empty() ? " (last 10%)" : " from " + opt.val_data, ", ",
-                          opt.shuffle ? "shuffled every epoch (seed " + std::to_string(opt.seed) + ")"
-                                      : "read in order");
+  d.description =
+      str_cat(opt.data, tok.empty() ? "" : " (" + tok + " tokens)", ": ", train->size(),
+              " train / ", val->size(), " val tokens",
+              opt.val_data.empty() ? " (last 10%)" : " from " + opt.val_data, ", ",
+              opt.shuffle ? "shuffled every epoch (seed " + std::to_string(opt.seed) + ")"
+                          : "read in order");
   d.train = {train, opt.shuffle, opt.seed};
   d.val = {val, false, 0};
   return d;
@@ -96,6 +104,21 @@ std::string human_bytes(size_t b) {
     std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
   }
   return buf;
+}
+
+Device resolve_device(const std::string& flag) {
+  Device d = Device::parse(flag);
+  if (d.is_cuda() && flag.find(':') == std::string::npos) {
+    const int count = cuda_device_count_or_zero();
+    if (count > 0) d.index = discover_launch_env().local_rank % count;
+  }
+  return d;
+}
+
+double peak_flops_per_rank(Device device, const std::string& precision) {
+  if (!device.is_cuda()) return 0.0;
+  const CudaDeviceInfo info = cuda_device_info(device.index);
+  return precision == "bf16" ? info.peak_bf16_flops : info.peak_fp32_flops;
 }
 
 }  // namespace trident::train

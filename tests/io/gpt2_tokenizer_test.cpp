@@ -78,13 +78,14 @@ TEST_CASE("GPT-2 pre-tokenizer follows the pattern's rules", "[io]") {
   auto split = [](const std::string& s) { return trident::data::gpt2_pretokenize(s); };
   CHECK(split("Hello world") == V{"Hello", " world"});
   CHECK(split("a   b") == V{"a", "  ", " b"});        // the last space joins the word
-  CHECK(split("x\n\ny") == V{"x", "\n", "\n", "y"});   // \s+(?!\S) then \s+
-  CHECK(split("end   ") == V{"end", "   "});           // trailing whitespace stays whole
+  CHECK(split("x\n\ny") == V{"x", "\n", "\n", "y"});  // \s+(?!\S) then \s+
+  CHECK(split("end   ") == V{"end", "   "});          // trailing whitespace stays whole
   CHECK(split("don't I'M we'll") == V{"don", "'t", " I", "'", "M", " we", "'ll"});
   CHECK(split("x?'s") == V{"x", "?'", "s"});
   CHECK(split("abc123 4.5!!") == V{"abc", "123", " 4", ".", "5", "!!"});
   CHECK(split(" \xc3\xa9t\xc3\xa9") == V{" \xc3\xa9t\xc3\xa9"});  // " été": letters
-  CHECK(split("\xff\xfe" "ab") == V{"\xff\xfe", "ab"});          // invalid UTF-8: "other"
+  CHECK(split("\xff\xfe"
+              "ab") == V{"\xff\xfe", "ab"});  // invalid UTF-8: "other"
   CHECK(split("").empty());
   // The pieces always cover the text.
   std::string joined;
@@ -141,8 +142,9 @@ TEST_CASE("GPT-2 vocabulary files: malformed entries are named", "[io]") {
   }
   SECTION("an encoder without the byte tokens") {
     trident::test::write_bytes(dir.file("encoder.json"), "{\"a\": 0, \"b\": 1}");
-    REQUIRE_THROWS_WITH(Gpt2Tokenizer(dir.file("encoder.json"), kFixtures + "/gpt2_small/vocab.bpe"),
-                        Contains("encoder.json") && Contains("no token for byte 0"));
+    REQUIRE_THROWS_WITH(
+        Gpt2Tokenizer(dir.file("encoder.json"), kFixtures + "/gpt2_small/vocab.bpe"),
+        Contains("encoder.json") && Contains("no token for byte 0"));
   }
   SECTION("missing files") {
     REQUIRE_THROWS_WITH(Gpt2Tokenizer(dir.file("nope.json"), dir.file("nope.bpe")),

@@ -113,8 +113,8 @@ TEST_CASE("HDF5 token file round trip with its attributes", "[io]") {
     {
       trident::Hdf5TokenWriter w(path, 300, "byte");
       const int32_t bad[3] = {1, 2, 300};
-      REQUIRE_THROWS_WITH(w.append(bad, 3), Contains("bad.h5") && Contains("token 300") &&
-                                                Contains("position 2"));
+      REQUIRE_THROWS_WITH(w.append(bad, 3),
+                          Contains("bad.h5") && Contains("token 300") && Contains("position 2"));
     }
     CHECK_FALSE(std::filesystem::exists(path));
     CHECK_FALSE(std::filesystem::exists(trident::temporary_path_for(path)));
@@ -129,12 +129,12 @@ TEST_CASE("HDF5 token files from other writers: int64 ids, attributes on the roo
     const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     const hsize_t n = ids.size();
     const hid_t space = H5Screate_simple(1, &n, nullptr);
-    const hid_t d = H5Dcreate2(f, "tokens", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT,
-                               H5P_DEFAULT);
+    const hid_t d =
+        H5Dcreate2(f, "tokens", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids.data());
     const hid_t scalar = H5Screate(H5S_SCALAR);
-    for (auto [name, value] : {std::pair<const char*, int64_t>{"vocab_size", 16},
-                               {"num_tokens", num_tokens_attr}}) {
+    for (auto [name, value] :
+         {std::pair<const char*, int64_t>{"vocab_size", 16}, {"num_tokens", num_tokens_attr}}) {
       const hid_t a = H5Acreate2(f, name, H5T_STD_I32LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
       const int32_t v = static_cast<int32_t>(value);
       H5Awrite(a, H5T_NATIVE_INT32, &v);
@@ -157,9 +157,9 @@ TEST_CASE("HDF5 token files from other writers: int64 ids, attributes on the roo
   REQUIRE_THROWS_WITH(read_all(*data::open_token_file(path)),
                       Contains("foreign.h5: token -6 at position 1 is not a valid token id"));
   write({5, 6, 7}, 9);
-  REQUIRE_THROWS_WITH(trident::Hdf5TokenReader(path),
-                      Contains("foreign.h5") && Contains("num_tokens attribute says 9") &&
-                          Contains("holds 3"));
+  REQUIRE_THROWS_WITH(trident::Hdf5TokenReader(path), Contains("foreign.h5") &&
+                                                          Contains("num_tokens attribute says 9") &&
+                                                          Contains("holds 3"));
 }
 
 TEST_CASE("truncated and corrupted token files are detected and named", "[io]") {
@@ -186,14 +186,14 @@ TEST_CASE("truncated and corrupted token files are detected and named", "[io]") 
     std::string bytes = trident::test::read_all(path);
     bytes[1] = 'X';
     trident::test::write_bytes(path, bytes);
-    REQUIRE_THROWS_WITH(data::open_token_file(path), Contains("nosig.h5") &&
-                                                         Contains("not an HDF5 file"));
+    REQUIRE_THROWS_WITH(data::open_token_file(path),
+                        Contains("nosig.h5") && Contains("not an HDF5 file"));
   }
   SECTION("an HDF5 file without /tokens") {
     const std::string path = dir.file("empty.h5");
     H5Fclose(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
-    REQUIRE_THROWS_WITH(data::open_token_file(path), Contains("empty.h5") &&
-                                                         Contains("no dataset 'tokens'"));
+    REQUIRE_THROWS_WITH(data::open_token_file(path),
+                        Contains("empty.h5") && Contains("no dataset 'tokens'"));
   }
   SECTION(".bin shorter than its header says, inside a glob") {
     write_bin(dir.file("shard_000.bin"), pattern_tokens(100, 256));
@@ -276,9 +276,9 @@ TEST_CASE("vocabulary checks name the file and the position", "[io]") {
   }
   SECTION("an HDF5 file recording a larger vocabulary than the model's") {
     write_h5(dir.file("gpt2.h5"), tokens, 50257, "gpt2");
-    REQUIRE_THROWS_WITH(data::open_token_file(dir.file("gpt2.h5"), 256),
-                        Contains("gpt2.h5") && Contains("vocabulary of 50257 (gpt2)") &&
-                            Contains("--vocab 50257"));
+    REQUIRE_THROWS_WITH(
+        data::open_token_file(dir.file("gpt2.h5"), 256),
+        Contains("gpt2.h5") && Contains("vocabulary of 50257 (gpt2)") && Contains("--vocab 50257"));
     CHECK(data::open_token_file(dir.file("gpt2.h5"), 50304)->size() == 3000);
   }
 }
@@ -386,13 +386,15 @@ TEST_CASE("per-rank micro-batches read only their windows and equal the global b
         int64_t read = 0;
         // ... and each rank's micro-batches, as trident-train indexes them.
         for (int64_t r = 0; r < dp; ++r) {
-          auto counting = std::make_shared<CountingSource>(data::open_token_source(dir.file("d_*"), 512));
+          auto counting =
+              std::make_shared<CountingSource>(data::open_token_source(dir.file("d_*"), 512));
           data::TokenLoader rank_loader({counting, true, 99}, B, T);
           for (int64_t k = 0; k < m; ++k) {
             const auto x = rank_loader.batch(step * dp * m + r * m + k).first.to_vector<int32_t>();
             cat.insert(cat.end(), x.begin(), x.end());
             // Every row is a slice of the whole array at its window.
-            const int64_t f = rank_loader.dataset().locate((step * dp * m + r * m + k) * B).first_token;
+            const int64_t f =
+                rank_loader.dataset().locate((step * dp * m + r * m + k) * B).first_token;
             REQUIRE(std::vector<int32_t>(x.begin(), x.begin() + T) ==
                     std::vector<int32_t>(tokens.begin() + f, tokens.begin() + f + T));
           }

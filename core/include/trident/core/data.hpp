@@ -27,8 +27,7 @@ class TokenLoader {
  public:
   TokenLoader(TokenStream stream, int64_t batch, int64_t seq);
   // In-memory tokens read in order; rank r of `world` takes batch index k * world + r.
-  TokenLoader(std::vector<int32_t> tokens, int64_t batch, int64_t seq, int rank = 0,
-              int world = 1);
+  TokenLoader(std::vector<int32_t> tokens, int64_t batch, int64_t seq, int rank = 0, int world = 1);
   std::pair<Tensor, Tensor> batch(int64_t index, Device device = Device::cpu()) const;
   // The B samples starting at `first_sample` (a resume from a saved position).
   std::pair<Tensor, Tensor> batch_at(int64_t first_sample, Device device = Device::cpu()) const;

@@ -88,8 +88,10 @@ void gpt2_pretokenize(std::string_view text, F&& piece) {
     if (ch == '\'' && i + 1 < n) {  // 's 't 're 've 'm 'll 'd
       const char a = text[i + 1], b = i + 2 < n ? text[i + 2] : '\0';
       size_t m = 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd') m = 2;
-      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) m = 3;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        m = 2;
+      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+        m = 3;
       if (m) {
         piece(i, i + m);
         i += m;
