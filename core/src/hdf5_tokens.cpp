@@ -186,6 +186,8 @@ bool has_hdf5_signature(const std::string& path) {
 struct Hdf5TokenReader::Handles {
   H5Handle file, dset;
   bool is_signed = false;
+  hid_t memory_type = -1;  // the native integer of the stored width and sign (a library constant)
+  std::vector<unsigned char> scratch;
 };
 
 Hdf5TokenReader::Hdf5TokenReader(const std::string& path)
@@ -215,6 +217,15 @@ Hdf5TokenReader::Hdf5TokenReader(const std::string& path)
                 ": /tokens must hold integers (uint16 or uint32 token ids)");
   meta_.token_bytes = static_cast<int>(H5Tget_size(type.get()));
   h_->is_signed = H5Tget_sign(type.get()) == H5T_SGN_2;
+  TRIDENT_CHECK(meta_.token_bytes == 1 || meta_.token_bytes == 2 || meta_.token_bytes == 4 ||
+                    meta_.token_bytes == 8,
+                path, ": /tokens holds ", meta_.token_bytes,
+                "-byte integers (1, 2, 4 or 8 expected)");
+  const bool s = h_->is_signed;
+  h_->memory_type = meta_.token_bytes == 1   ? (s ? H5T_NATIVE_INT8 : H5T_NATIVE_UINT8)
+                    : meta_.token_bytes == 2 ? (s ? H5T_NATIVE_INT16 : H5T_NATIVE_UINT16)
+                    : meta_.token_bytes == 4 ? (s ? H5T_NATIVE_INT32 : H5T_NATIVE_UINT32)
+                                             : (s ? H5T_NATIVE_INT64 : H5T_NATIVE_UINT64);
   H5Handle space(H5Dget_space(d), H5Sclose);
   TRIDENT_CHECK(H5Sget_simple_extent_ndims(space.get()) == 1, path,
                 ": /tokens must be one-dimensional, it has ",
@@ -267,29 +278,45 @@ void Hdf5TokenReader::read(int64_t begin, int64_t count, int32_t* out) const {
   check_ok(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &n, nullptr), path_,
            "cannot select tokens");
   H5Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  // Ids of up to 32 bits are read in place (HDF5 widens uint16); 64-bit ids (numpy's default
-  // integer, as h5py writes it) through a buffer. Either way an id must fit a non-negative int32.
-  const bool wide = meta_.token_bytes > 4;
-  std::vector<int64_t> buf(wide ? static_cast<size_t>(count) : 0);
-  const hid_t mem = wide ? (h_->is_signed ? H5T_NATIVE_INT64 : H5T_NATIVE_UINT64)
-                         : (h_->is_signed ? H5T_NATIVE_INT32 : H5T_NATIVE_UINT32);
-  if (H5Dread(d, mem, mspace.get(), fspace.get(), H5P_DEFAULT,
-              wide ? static_cast<void*>(buf.data()) : static_cast<void*>(out)) < 0) {
+  // Read in the file's own width (HDF5's type conversion costs more than the read of a cached
+  // chunk), then widen here; every id must fit a non-negative int32.
+  const size_t width = static_cast<size_t>(meta_.token_bytes);
+  const bool in_place = width == 4;
+  std::vector<unsigned char>& raw = h_->scratch;
+  if (!in_place) raw.resize(width * static_cast<size_t>(count));
+  if (H5Dread(d, h_->memory_type, mspace.get(), fspace.get(), H5P_DEFAULT,
+              in_place ? static_cast<void*>(out) : static_cast<void*>(raw.data())) < 0) {
     throw Error(str_cat(
         path_, ": reading tokens [", begin, ", ", begin + count, ") failed: ", hdf5_reason(),
         " (the file is corrupted or truncated; re-create it with trident-tokenize)"));
   }
-  for (int64_t i = 0; i < count; ++i) {
-    int64_t v = out[i];
-    if (wide) {
-      v = buf[static_cast<size_t>(i)];
-      if (!h_->is_signed && v < 0) v = INT64_MAX;  // a uint64 past 2^63
-    } else if (!h_->is_signed) {
-      v = static_cast<uint32_t>(out[i]);
+  const bool is_signed = h_->is_signed;
+  auto widen = [&](auto tag) {
+    using T = decltype(tag);
+    const T* v =
+        in_place ? reinterpret_cast<const T*>(out) : reinterpret_cast<const T*>(raw.data());
+    for (int64_t i = 0; i < count; ++i) {
+      const T t = v[i];
+      if (t < 0 || static_cast<uint64_t>(t) > static_cast<uint64_t>(INT32_MAX)) {
+        throw Error(
+            str_cat(path_, ": token ", +t, " at position ", begin + i, " is not a valid token id"));
+      }
+      out[i] = static_cast<int32_t>(t);
     }
-    TRIDENT_CHECK(v >= 0 && v <= INT32_MAX, path_, ": token ", v, " at position ", begin + i,
-                  " is not a valid token id");
-    out[i] = static_cast<int32_t>(v);
+  };
+  switch (width) {
+    case 1:
+      is_signed ? widen(int8_t{}) : widen(uint8_t{});
+      break;
+    case 2:
+      is_signed ? widen(int16_t{}) : widen(uint16_t{});
+      break;
+    case 4:
+      is_signed ? widen(int32_t{}) : widen(uint32_t{});
+      break;
+    default:
+      is_signed ? widen(int64_t{}) : widen(uint64_t{});
+      break;
   }
 }
 
