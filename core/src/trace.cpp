@@ -12,6 +12,12 @@
 #include "trident/core/atomic_file.hpp"
 #include "trident/core/error.hpp"
 
+#ifdef TRIDENT_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "trident/core/cuda.hpp"
+#endif
+
 namespace trident::trace {
 
 namespace detail {
@@ -237,6 +243,141 @@ void counter(const char* name, double value) {
   e.begin = e.end = now_ns();
   e.value = value;
   push(*t, std::move(e));
+}
+
+// --- device spans ---------------------------------------------------------------------------
+namespace {
+
+#ifdef TRIDENT_WITH_CUDA
+struct PendingDeviceSpan {
+  const char* name;
+  Category cat;
+  int device;
+  cudaEvent_t begin, end;
+  bool ended;
+};
+
+// The host time of a reference event on a device's stream.
+struct DeviceClock {
+  cudaEvent_t ref = nullptr;
+  int64_t host_ns = 0;
+};
+
+struct DeviceState {
+  std::mutex mu;  // guards the fields below
+  uint64_t generation = 1;  // bumped by every flush: open spans of an older one are dropped
+  std::vector<PendingDeviceSpan> pending;
+  std::vector<cudaEvent_t> free_events;
+  std::map<int, DeviceClock> clocks;
+};
+
+DeviceState& device_state() {
+  static DeviceState s;
+  return s;
+}
+
+cudaStream_t stream_of(int device) {
+  return static_cast<cudaStream_t>(cuda_compute_stream(device));
+}
+
+cudaEvent_t take_event(DeviceState& s) {
+  if (!s.free_events.empty()) {
+    cudaEvent_t e = s.free_events.back();
+    s.free_events.pop_back();
+    return e;
+  }
+  cudaEvent_t e = nullptr;
+  if (cudaEventCreate(&e) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return e;
+}
+
+// Waits for the stream to drain, then records the reference event and reads the host clock
+// on both sides of its completion: the reference's host time is known to the sync latency.
+bool anchor(DeviceClock& c, int device) {
+  if (c.ref == nullptr && cudaEventCreate(&c.ref) != cudaSuccess) return false;
+  const cudaStream_t st = stream_of(device);
+  if (cudaStreamSynchronize(st) != cudaSuccess) return false;
+  const int64_t h0 = now_ns();
+  if (cudaEventRecord(c.ref, st) != cudaSuccess || cudaEventSynchronize(c.ref) != cudaSuccess)
+    return false;
+  c.host_ns = (h0 + now_ns()) / 2;
+  return true;
+}
+#endif
+
+}  // namespace
+
+DeviceSpan::DeviceSpan(const char* name, Category cat, Device device) {
+#ifdef TRIDENT_WITH_CUDA
+  if (!enabled() || !device.is_cuda()) return;
+  DeviceState& s = device_state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  DeviceClock& clock = s.clocks[device.index];
+  if (clock.ref == nullptr && !anchor(clock, device.index)) {
+    (void)cudaGetLastError();
+    return;
+  }
+  PendingDeviceSpan p{name, cat, device.index, take_event(s), take_event(s), false};
+  if (p.begin == nullptr || p.end == nullptr ||
+      cudaEventRecord(p.begin, stream_of(device.index)) != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (p.begin) s.free_events.push_back(p.begin);
+    if (p.end) s.free_events.push_back(p.end);
+    return;
+  }
+  s.pending.push_back(p);
+  slot_ = static_cast<int64_t>(s.pending.size()) - 1;
+  generation_ = s.generation;
+#else
+  (void)name;
+  (void)cat;
+  (void)device;
+#endif
+}
+
+DeviceSpan::~DeviceSpan() {
+#ifdef TRIDENT_WITH_CUDA
+  if (slot_ < 0) return;
+  DeviceState& s = device_state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (generation_ != s.generation || slot_ >= static_cast<int64_t>(s.pending.size())) return;
+  PendingDeviceSpan& p = s.pending[static_cast<size_t>(slot_)];
+  p.ended = cudaEventRecord(p.end, stream_of(p.device)) == cudaSuccess;
+  if (!p.ended) (void)cudaGetLastError();
+#endif
+}
+
+void flush_device_spans() {
+#ifdef TRIDENT_WITH_CUDA
+  DeviceState& s = device_state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.pending.empty()) return;
+  ++s.generation;
+  std::map<int, bool> used;
+  for (const PendingDeviceSpan& p : s.pending) {
+    const DeviceClock& clock = s.clocks[p.device];
+    float ms0 = 0, ms1 = 0;
+    if (p.ended && cudaEventSynchronize(p.end) == cudaSuccess &&
+        cudaEventElapsedTime(&ms0, clock.ref, p.begin) == cudaSuccess &&
+        cudaEventElapsedTime(&ms1, clock.ref, p.end) == cudaSuccess) {
+      record_on(str_cat("cuda:", p.device), p.name, p.cat,
+                clock.host_ns + static_cast<int64_t>(static_cast<double>(ms0) * 1e6),
+                clock.host_ns + static_cast<int64_t>(static_cast<double>(ms1) * 1e6));
+    } else {
+      (void)cudaGetLastError();
+    }
+    s.free_events.push_back(p.begin);
+    s.free_events.push_back(p.end);
+    used[p.device] = true;
+  }
+  s.pending.clear();
+  for (const auto& [device, yes] : used) {
+    if (!anchor(s.clocks[device], device)) (void)cudaGetLastError();
+  }
+#endif
 }
 
 Session::Session(SessionOptions opts) : opts_(std::move(opts)) {

@@ -68,7 +68,7 @@ Plan validate(const Options& opt, int world_size) {
                 "--checkpoint-every, --keep-checkpoints and --fault-nan-step must not be negative");
   TRIDENT_CHECK(opt.resume_from.empty() || std::filesystem::exists(opt.resume_from),
                 "--resume-from ", opt.resume_from, ": no such file");
-  backend_for(Device::parse(opt.device));  // a CUDA device without a CUDA build or GPU fails here
+  backend_for(resolve_device(opt.device));  // a CUDA device without a CUDA build or GPU fails here
   p.data = load_data(opt, p.cfg.vocab_size);
   return p;
 }
@@ -139,14 +139,6 @@ double evaluate(models::GPT& model, const data::TokenLoader& loader, int64_t bat
   return total / static_cast<double>(batches * m);
 }
 
-// Peak dense FLOP/s of one rank's device, for MFU; 0 when unknown (the CPU: MFU is reported as
-// null). Hook for the CUDA backend: return the device's bf16 dense peak (H100 SXM 989e12,
-// A100 312e12), looked up from its name or compute capability.
-double peak_flops_per_rank(Device device) {
-  (void)device;
-  return 0.0;
-}
-
 // --trace FILE: this rank's recorder, with a time zero shared by every rank. Ranks on one host
 // share the monotonic clock: rank 0's reading is the zero everywhere. Across hosts, each rank
 // estimates its offset to rank 0 as rank 0's reading after a barrier minus its own, the median
@@ -201,7 +193,7 @@ std::unique_ptr<trace::Session> start_trace(const Options& opt, const Topology& 
   session->set_metadata("tokens_per_step", tokens_per_step);
   // Model FLOPs of one step of the whole job (6N + attention per token, cfg.flops_per_token).
   session->set_metadata("flops_per_step", cfg.flops_per_token(opt.seq) * tokens_per_step);
-  const double peak = peak_flops_per_rank(device);
+  const double peak = peak_flops_per_rank(device, opt.precision);
   if (peak > 0) {
     session->set_metadata("peak_flops_per_rank", peak);
   } else {
@@ -213,7 +205,6 @@ std::unique_ptr<trace::Session> start_trace(const Options& opt, const Topology& 
 }  // namespace
 
 int run_train(const Options& opt) {
-
   auto world = MpiCommunicator::world();
   world->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(opt.comm_timeout_s * 1000)));
   // Bad input is found on every rank alike; the lowest rank that found it reports it once.
@@ -235,7 +226,7 @@ int run_train(const Options& opt) {
   ProcessGroups groups(*world, topo);
   groups.set_timeout(world->timeout());
   const ParallelContext ctx(groups);
-  const Device device = Device::parse(opt.device);
+  const Device device = resolve_device(opt.device);
   const models::GPTConfig& cfg = plan.cfg;
   auto model = build_model(opt, cfg, device, &ctx);
   const bool log = topo.world_rank() == 0;
@@ -262,6 +253,7 @@ int run_train(const Options& opt) {
   } else {
     optimizer = std::make_unique<optim::AdamW>(param_groups, adam);
   }
+  const optim::CosineSchedule schedule{opt.lr, opt.min_lr, opt.warmup, std::max<int64_t>(opt.steps, 1)};
   RunInfo run_info{&opt, cfg, plan.layout, dpo.zero || opt.optimizer != "sgd" ? "adamw" : "sgd",
                    plan.data.description, dp * m * opt.batch,
                    opt.checkpoint_dir.empty() ? opt.out_dir + "/checkpoints" : opt.checkpoint_dir};
@@ -270,7 +262,6 @@ int run_train(const Options& opt) {
   // Periodic and final checkpoints when asked; a preemption signal always writes one.
   const bool checkpoints = !opt.checkpoint_dir.empty() || opt.checkpoint_every > 0;
   install_preemption_handlers();
-  const optim::CosineSchedule schedule{opt.lr, opt.min_lr, opt.warmup, std::max<int64_t>(opt.steps, 1)};
   std::unique_ptr<PipelineSchedule> pipeline;
   std::unique_ptr<models::GPTStage> stage;
   if (pp > 1) {
@@ -313,7 +304,7 @@ int run_train(const Options& opt) {
   Allocator& alloc = allocator_for(device);
   const double tokens_per_step = static_cast<double>(dp * m * opt.batch * opt.seq);
   const double flops_per_step = cfg.flops_per_token(opt.seq) * tokens_per_step;
-  const double peak_flops = peak_flops_per_rank(device) * world->size();  // 0: unknown (CPU)
+  const double peak_flops = peak_flops_per_rank(device, opt.precision) * world->size();  // 0: unknown (CPU)
   const auto tracing = start_trace(opt, topo, *world, cfg, device, tokens_per_step);
   const auto run_start = Clock::now();
   double win_time = 0, win_comm = 0, win_bubble = 0, last_loss = 0;
@@ -335,11 +326,13 @@ int run_train(const Options& opt) {
         {
           trace::Span span("forward", trace::Category::Compute);
           span.arg("micro", k);
+          const trace::DeviceSpan gpu_span("forward", trace::Category::Compute, device);
           loss = model->loss(mbs[k].inputs, mbs[k].targets);
           if (m > 1) loss = loss * (1.0 / static_cast<double>(m));
         }
         trace::Span span("backward", trace::Category::Compute);
         span.arg("micro", k);
+        const trace::DeviceSpan gpu_span("backward", trace::Category::Compute, device);
         reducer.prepare(k == m - 1);
         loss.backward();
         loss_sum += loss.item();
@@ -355,9 +348,9 @@ int run_train(const Options& opt) {
       trace::Span span("tied embedding grad", trace::Category::Comm);
       reducer.all_reduce_param_grad("wte.weight", *emb);
     }
+    double grad_norm = 0;
     if (opt.grad_clip > 0) {
       trace::Span span("clip grad norm", trace::Category::Optimizer);
-    double grad_norm = 0;
       grad_norm = global_grad_norm(*model, reducer, *world);
       const double coef = opt.grad_clip / (grad_norm + 1e-6);
       if (coef < 1.0) reducer.scale_grads(coef);
@@ -381,6 +374,7 @@ int run_train(const Options& opt) {
                            "(--nan-policy skip)\n", static_cast<long long>(step + 1), loss_sum, grad_norm);
     } else {
       trace::Span span("optimizer step", trace::Category::Optimizer);
+      const trace::DeviceSpan gpu_span("optimizer step", trace::Category::Optimizer, device);
       optimizer->set_lr(schedule.lr(step));
       optimizer->step();
     }
@@ -388,12 +382,12 @@ int run_train(const Options& opt) {
     const int64_t log_begin = trace::enabled() ? trace::now_ns() : 0;
     if (metrics) {
       // mfu: model FLOPs per second over the job's peak; null where the peak is unknown (CPU).
-      const std::string mfu =
-          peak_flops > 0 ? str_cat(flops_per_step / step_s / peak_flops) : std::string("null");
-      std::fprintf(metrics,
       // 17 digits: a resumed run's losses can be compared bit for bit; JSON has no NaN.
       const std::string loss_json =
           std::isfinite(last_loss) ? str_cat(std::setprecision(17), last_loss) : "null";
+      const std::string mfu =
+          peak_flops > 0 ? str_cat(flops_per_step / step_s / peak_flops) : std::string("null");
+      std::fprintf(metrics,
                    "{\"step\": %lld, \"loss\": %s, \"lr\": %.9g, \"tokens_per_s\": %.1f, "
                    "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
                    "\"peak_mem_bytes\": %zu, \"mfu\": %s}\n",
@@ -412,12 +406,17 @@ int run_train(const Options& opt) {
       if (tty) std::printf("\r\033[K");
       const double ms = 1000.0 * win_time / static_cast<double>(win_steps);
       std::printf("step %5lld/%lld | loss %.4f | lr %.3e | %8.0f tok/s | %7.1f ms/step "
-                  "(comm %.1f, bubble %.1f) | peak mem %s\n",
+                  "(comm %.1f, bubble %.1f) | peak mem %s%s\n",
                   static_cast<long long>(step + 1), static_cast<long long>(opt.steps), last_loss,
                   optimizer->lr(), tokens_per_step * static_cast<double>(win_steps) / win_time, ms,
                   1000.0 * win_comm / static_cast<double>(win_steps),
                   1000.0 * win_bubble / static_cast<double>(win_steps),
-                  human_bytes(alloc.stats().peak_bytes).c_str());
+                  human_bytes(alloc.stats().peak_bytes).c_str(),
+                  // MFU on GPUs: the job's model FLOP/s over its ranks' dense peak.
+                  peak_flops > 0 ? str_cat(" | MFU ", std::setprecision(3),
+                                           100.0 * flops_per_step * static_cast<double>(win_steps) /
+                                               win_time / peak_flops, "%").c_str()
+                                 : "");
     } else if (tty) {
       const int width = 30;
       const int filled = static_cast<int>(width * (step + 1) / opt.steps);
@@ -427,6 +426,7 @@ int run_train(const Options& opt) {
     }
     if (line) win_time = win_comm = win_bubble = 0, win_steps = 0;
     if (log_begin != 0) {
+      trace::flush_device_spans();  // GPU spans of this step onto the "cuda:N" track
       trace::record("log", trace::Category::Other, log_begin, trace::now_ns());
       trace::counter("loss", last_loss);
       trace::counter("peak_mem_bytes", static_cast<double>(alloc.stats().peak_bytes));
@@ -442,10 +442,6 @@ int run_train(const Options& opt) {
         std::fflush(metrics);
       }
     }
-    if (log) std::fflush(stdout);
-  }
-  std::optional<trace::Span> final_eval_span;
-  final_eval_span.emplace("evaluate", trace::Category::Other);
     const bool due = opt.checkpoint_every > 0 && (step + 1) % opt.checkpoint_every == 0;
     if ((checkpoints && (due || step + 1 == opt.steps)) || verdict.stop_signal != 0) {
       trace::Span span("checkpoint", trace::Category::Checkpoint);
@@ -464,6 +460,10 @@ int run_train(const Options& opt) {
         return 0;
       }
     }
+    if (log) std::fflush(stdout);
+  }
+  std::optional<trace::Span> final_eval_span;
+  final_eval_span.emplace("evaluate", trace::Category::Other);
   const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
   final_eval_span.reset();
   const auto full = gather_full_parameters(*model);

@@ -56,6 +56,7 @@ class StageStep {
     trace::Span span("forward", trace::Category::Compute);
     span.arg("micro", i);
     span.arg("stage", pp_.rank());
+    const trace::DeviceSpan gpu_span("forward", trace::Category::Compute, stage_.device());
     Tensor out = stage_.forward(slot.input);
     if (stage_.is_last()) {
       const Tensor& targets = mbs_[static_cast<size_t>(i)].targets;
@@ -90,6 +91,7 @@ class StageStep {
     trace::Span span("backward", trace::Category::Compute);
     span.arg("micro", i);
     span.arg("stage", pp_.rank());
+    const trace::DeviceSpan gpu_span("backward", trace::Category::Compute, stage_.device());
     if (before_backward_) before_backward_(i, i == m_ - 1);
     slot.output.backward(grad);
     stats_.backward_s += seconds_since(t0);

@@ -166,6 +166,15 @@ TEST_CASE("explicit-time spans land on the caller's or a named track, relative t
   CHECK(gpu.spans[1].begin_us == Approx(3.0));
 }
 
+TEST_CASE("device spans on the CPU record nothing") {
+  trace::Session session({0, 1, ""});
+  {
+    trace::DeviceSpan d("forward", trace::Category::Compute, Device::cpu());
+  }
+  trace::flush_device_spans();
+  CHECK(session.event_count() == 0);
+}
+
 TEST_CASE("one session at a time; a new session starts empty") {
   {
     trace::Session a({0, 1, ""});

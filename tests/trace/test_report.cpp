@@ -182,6 +182,30 @@ TEST_CASE("a run is read from per-rank files or from their merge") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("device spans: GPU busy share, and time outside the steps") {
+  json doc = rank_doc(0);
+  doc["otherData"]["world_size"] = 1;
+  doc["traceEvents"].push_back({{"ph", "M"}, {"pid", 0}, {"tid", 2}, {"name", "thread_name"},
+                                {"args", {{"name", "cuda:0"}}}});
+  doc["traceEvents"].push_back(X(0, 2, "forward", "compute", 5, 30));
+  doc["traceEvents"].push_back(X(0, 2, "backward", "compute", 62, 30));
+  doc["traceEvents"].push_back(X(0, 0, "evaluate", "other", 120, 40));
+  doc["traceEvents"].push_back(X(0, 0, "checkpoint", "checkpoint", 170, 10));
+  const auto ranks = parse_trace(doc.dump(), "gpu");
+  const auto tl = build_timelines(ranks);
+  REQUIRE(tl[0].gpu_busy.size() == 2);
+  CHECK(tl[0].comm_busy.size() == 1);  // device spans are not communication
+  const RunReport rep = analyze_run(ranks, tl, 0);
+  CHECK(rep.ranks[0].gpu_busy_us == Approx(60));
+  CHECK(rep.ranks[0].total.step == Approx(100));  // outside spans are not step time
+  REQUIRE(rep.outside_steps.size() == 2);
+  CHECK(rep.outside_steps[0] == std::pair<std::string, double>{"checkpoint", 10});
+  CHECK(rep.outside_steps[1] == std::pair<std::string, double>{"evaluate", 40});
+  const std::string text = format_report(rep);
+  CHECK_THAT(text, Catch::Contains("GPU busy (device spans) per rank, share of step time: 0: 60.0%"));
+  CHECK_THAT(text, Catch::Contains("checkpoint 0.0 ms; evaluate 0.0 ms;"));
+}
+
 TEST_CASE("a trace without steps is refused with a hint") {
   json doc = {{"traceEvents", json::array({X(0, 0, "forward", "compute", 0, 10)})},
               {"otherData", {{"rank", 0}, {"world_size", 1}}}};

@@ -104,7 +104,9 @@ RankTimeline classify(const RankTrace& r, const std::map<CollectiveKey, Arrivals
   std::vector<const SpanRecord*> collectives;
   for (const auto& t : r.tracks) {
     if (t.tid == 0) continue;
+    const bool gpu = t.name.rfind("cuda:", 0) == 0;
     for (const auto& s : t.spans) {
+      if (gpu) tl.gpu_busy.emplace_back(s.begin_us, s.end_us);
       if (s.cat != Category::Comm) continue;
       tl.comm_busy.emplace_back(s.begin_us, s.end_us);
       tl.comm_bytes.push_back(static_cast<double>(std::max<int64_t>(0, s.arg("bytes", 0))));
@@ -135,9 +137,13 @@ RankTimeline classify(const RankTrace& r, const std::map<CollectiveKey, Arrivals
   std::vector<char> idle(n, 0);
   std::vector<std::vector<size_t>> children(n);
   std::vector<size_t> stack;
+  std::map<std::string, double> outside;
   for (size_t i = 0; i < n; ++i) {
     end[i] = spans[i].end_us;
     while (!stack.empty() && end[stack.back()] <= spans[i].begin_us) stack.pop_back();
+    if (stack.empty() && spans[i].cat != Category::Step && spans[i].cat != Category::Comm &&
+        spans[i].cat != Category::Idle)  // validation, checkpoints; not setup's collectives
+      outside[spans[i].name] += spans[i].end_us - spans[i].begin_us;
     if (!stack.empty()) {
       parent[i] = static_cast<int>(stack.back());
       end[i] = std::min(end[i], end[stack.back()]);  // rounding in the file
@@ -164,6 +170,7 @@ RankTimeline classify(const RankTrace& r, const std::map<CollectiveKey, Arrivals
   }
   std::sort(tl.segments.begin(), tl.segments.end(),
             [](const Segment& a, const Segment& b) { return a.begin_us < b.begin_us; });
+  tl.outside_steps.assign(outside.begin(), outside.end());
   return tl;
 }
 
@@ -240,11 +247,13 @@ RunReport analyze_run(const std::vector<RankTrace>& ranks,
         if (tl.comm_busy[c].first >= b && tl.comm_busy[c].first < e)
           rr.comm_thread_bytes += tl.comm_bytes[c];
       }
+      for (const auto& [g0, g1] : tl.gpu_busy) rr.gpu_busy_us += overlap(g0, g1, b, e);
       if (first || b < rep.window_begin_us) rep.window_begin_us = b;
       if (first || e > rep.window_end_us) rep.window_end_us = e;
       first = false;
     }
     if (k == 0) {
+      rep.outside_steps = tl.outside_steps;
       rep.first_step = tl.steps[s].first;
       rep.last_step = tl.steps[n - 1].first;
     }
@@ -317,6 +326,17 @@ std::string format_report(const RunReport& rep) {
          "bubble = pipeline wait;\nstraggler = waiting in a collective for a late rank; MPI thr = "
          "collectives and transfers running on the\ncommunication threads (overlapped or not), "
          "per step; MB = bytes they moved per step.\n\n";
+  std::string gpu;
+  for (const auto& r : rep.ranks) {
+    if (r.gpu_busy_us > 0)
+      gpu += str_cat(gpu.empty() ? "" : ", ", r.rank, ": ", fmt("%.1f%%", 100 * r.gpu_busy_us / r.total.step));
+  }
+  if (!gpu.empty()) out += "GPU busy (device spans) per rank, share of step time: " + gpu + "\n";
+  if (!rep.outside_steps.empty()) {
+    out += "outside the steps (rank 0, whole run):";
+    for (const auto& [name, us] : rep.outside_steps) out += str_cat(" ", name, " ", fmt("%.1f", us / 1000), " ms;");
+    out += "\n";
+  }
   const RankReport* slow = nullptr;
   for (const auto& r : rep.ranks)
     if (r.rank == rep.slowest_rank) slow = &r;

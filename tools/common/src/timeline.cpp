@@ -77,9 +77,12 @@ Image draw_timeline(const std::vector<RankTimeline>& ranks, const TimelineOption
   }
   int label_w = 0;
   for (const auto& r : ranks) label_w = std::max(label_w, text_width(r.label));
+  bool any_gpu = false;
+  for (const auto& r : ranks) any_gpu = any_gpu || !r.gpu_busy.empty();
+  const int strips = any_gpu ? 2 * kStripH : kStripH;  // MPI threads, then the GPU
   const int left = label_w + 14, right = 16, top = 34;
   const int plot_w = std::max(100, opts.width - left - right);
-  const int rows_h = static_cast<int>(ranks.size()) * (kRowH + kStripH + kGap);
+  const int rows_h = static_cast<int>(ranks.size()) * (kRowH + strips + kGap);
   const int height = top + rows_h + 34 + 2 * kGlyphHeight + 14;
   Image img(left + plot_w + right, height, kPage);
   draw_text(img, left, 6, opts.title, kBlack);
@@ -87,7 +90,7 @@ Image draw_timeline(const std::vector<RankTimeline>& ranks, const TimelineOption
   const double dt = (t1 - t0) / plot_w;
   for (size_t k = 0; k < ranks.size(); ++k) {
     const RankTimeline& r = ranks[k];
-    const int y = top + static_cast<int>(k) * (kRowH + kStripH + kGap);
+    const int y = top + static_cast<int>(k) * (kRowH + strips + kGap);
     draw_text(img, 4, y + (kRowH - 7) / 2, r.label, kBlack);
     std::vector<std::array<double, kNumShares>> cover(static_cast<size_t>(plot_w));
     for (auto& c : cover) c.fill(0);
@@ -107,11 +110,19 @@ Image draw_timeline(const std::vector<RankTimeline>& ranks, const TimelineOption
     for (int c = 0; c < plot_w; ++c)
       img.fill_rect(left + c, y + kRowH, 1, kStripH,
                     comm[static_cast<size_t>(c)] >= 0.3 * dt ? share_color(Share::Comm) : kStripIdle);
-    img.rect(left - 1, y - 1, plot_w + 2, kRowH + kStripH + 2, kFrame);
+    if (any_gpu) {
+      std::vector<double> gpu(static_cast<size_t>(plot_w), 0);
+      for (const auto& [b, e] : r.gpu_busy)
+        spread(b, e, t0, dt, plot_w, [&](int c, double v) { gpu[static_cast<size_t>(c)] += v; });
+      for (int c = 0; c < plot_w; ++c)
+        img.fill_rect(left + c, y + kRowH + kStripH, 1, kStripH,
+                      gpu[static_cast<size_t>(c)] >= 0.3 * dt ? share_color(Share::Compute) : kStripIdle);
+    }
+    img.rect(left - 1, y - 1, plot_w + 2, kRowH + strips + 2, kFrame);
     for (const auto& [step, b] : r.steps) {
       if (b < t0 || b > t1) continue;
       const int x = left + static_cast<int>((b - t0) / dt);
-      img.fill_rect(x, y - 1, 1, kRowH + kStripH + 2, kBlack);
+      img.fill_rect(x, y - 1, 1, kRowH + strips + 2, kBlack);
     }
   }
   // Step numbers of the first row, where they fit.
@@ -157,6 +168,11 @@ Image draw_timeline(const std::vector<RankTimeline>& ranks, const TimelineOption
   key("idle: bubble", Share::Bubble, false);
   key("idle: straggler", Share::Straggler, false);
   key("MPI threads busy", Share::Comm, true);
+  if (any_gpu) {
+    img.fill_rect(lx, ly + 5, 12, 4, share_color(Share::Compute));
+    draw_text(img, lx + 16, ly + 1, "GPU busy", kBlack);
+    lx += 16 + text_width("GPU busy") + 14;
+  }
   img.fill_rect(lx, ly - 1, 1, 11, kBlack);
   draw_text(img, lx + 5, ly + 1, "step start", kBlack);
   return img;

@@ -23,11 +23,14 @@
 // {"traceEvents": [...], "otherData": {...metadata...}}; pid is the rank, tid the track.
 // Events: "X" complete events with "cat" the category name, "C" counters, "M" names.
 //
-// GPU hook. A CUDA backend records spans from events on its stream: it keeps pairs of
-// cudaEvents around the ops of a step, and one reference event whose host time it reads after
-// cudaEventSynchronize; at the step's end it converts each pair with cudaEventElapsedTime
-// relative to the reference and calls record_on("cuda:0 stream 0", ...) with host nanoseconds.
-// trident-report then counts compute on that track; nothing else changes.
+// GPU spans. DeviceSpan records a pair of cudaEvents around a region on the CUDA backend's
+// compute stream (cuda_compute_stream); flush_device_spans(), called once a step, waits for
+// them and converts them to host time against a reference event whose host time was read
+// around its completion on an idle stream (re-anchored at every flush, so the float
+// milliseconds of cudaEventElapsedTime never span more than a step). They land on the track
+// "cuda:N"; trident-report shows them as the GPU-busy strip and share. Other device code can
+// add spans with host times through record_on(). Without CUDA, or on the CPU, DeviceSpan is a
+// no-op; a CUDA error while tracing drops the span rather than failing the job.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -35,6 +38,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "trident/core/device.hpp"
 
 namespace trident::trace {
 
@@ -109,6 +114,21 @@ void record_on(const std::string& track, std::string name, Category cat, int64_t
                int64_t end_ns, std::initializer_list<Arg> args = {});
 // A counter sample ("C" event): Perfetto draws it as a graph (bytes in use, loss).
 void counter(const char* name, double value);
+
+// A span of work queued on a CUDA device's compute stream (see "GPU spans" above).
+class DeviceSpan {
+ public:
+  DeviceSpan(const char* name, Category cat, Device device);
+  ~DeviceSpan();
+  DeviceSpan(const DeviceSpan&) = delete;
+  DeviceSpan& operator=(const DeviceSpan&) = delete;
+
+ private:
+  int64_t slot_ = -1;
+  uint64_t generation_ = 0;
+};
+// Waits for the device spans recorded since the last flush and adds them to the trace.
+void flush_device_spans();
 
 struct SessionOptions {
   int rank = 0;

@@ -50,6 +50,10 @@ struct RankTimeline {
   std::vector<std::pair<double, double>> step_spans;  // (begin, end) us, same order
   std::vector<std::pair<double, double>> comm_busy;   // collectives and transfers on MPI threads
   std::vector<double> comm_bytes;                     // bytes of each comm_busy entry
+  std::vector<std::pair<double, double>> gpu_busy;    // device spans (tracks "cuda:N")
+  // Top-level main-thread spans outside every step, but for communication and idle ones
+  // (validation, checkpoints; not the setup's collectives): name, us.
+  std::vector<std::pair<std::string, double>> outside_steps;
 };
 
 std::vector<RankTimeline> build_timelines(const std::vector<RankTrace>& ranks);
@@ -60,6 +64,7 @@ struct RankReport {
   int steps = 0;
   Breakdown total;
   double comm_thread_us = 0, comm_thread_bytes = 0;  // on MPI threads within the steps
+  double gpu_busy_us = 0;                            // device spans within the steps
 };
 
 struct RunReport {
@@ -75,6 +80,7 @@ struct RunReport {
   std::optional<double> mfu;            // flops_per_step / mean step / (world x peak)
   std::string description;              // layout, model, device
   double window_begin_us = 0, window_end_us = 0;  // the analysed steps' extent, over ranks
+  std::vector<std::pair<std::string, double>> outside_steps;  // rank 0's, totals by name
 };
 
 // skip: the first steps of each rank left out (warm-up), kept at least one step.

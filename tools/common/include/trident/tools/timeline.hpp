@@ -1,8 +1,9 @@
 // The timeline figure: one row per rank over a time window, each pixel column coloured by the
 // share that covers most of its time (compute red, optimizer orange, data blue, other purple,
 // exposed communication green, idle white, straggler wait white with grey hatching), a thin
-// strip under each row showing when its MPI threads ran collectives or transfers (green), a
-// black tick at each step's start, step numbers on top, a time axis and a legend.
+// strip under each row showing when its MPI threads ran collectives or transfers (green), and
+// when the trace has device spans a second one for the GPU (red), a black tick at each step's
+// start, step numbers on top, a time axis and a legend.
 #pragma once
 #include <string>
 #include <vector>
