@@ -6,7 +6,6 @@
 // model's shapes, one thread) and links (all-reduce and ping-pong through MpiCommunicator,
 // under mpirun) and plans with the measurements.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +16,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "trident/core/error.hpp"
@@ -72,7 +72,8 @@ double time_call(Fn&& fn) {
 
 std::vector<float> filled(int64_t n, float scale = 0.02f) {
   std::vector<float> v(static_cast<size_t>(std::max<int64_t>(n, 1)));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = scale * static_cast<float>((i * 7919) % 1000) / 1000.0f;
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = scale * static_cast<float>((i * 7919) % 1000) / 1000.0f;
   return v;
 }
 
@@ -84,34 +85,41 @@ double measure_kernel(const tp::KernelCall& c) {
       auto A = filled(d0 * d2 * d3), B = filled(d2 * d1 * d3), C = filled(d0 * d1 * d3);
       const int64_t lda = c.trans_a ? d0 : d2, ldb = c.trans_b ? d2 : d1;
       return time_call([&] {
-        kc::gemm<float>(c.trans_a, c.trans_b, d0, d1, d2, 1.0f, A.data(), lda, B.data(), ldb,
-                        0.0f, C.data(), d1);
+        kc::gemm<float>(c.trans_a, c.trans_b, d0, d1, d2, 1.0f, A.data(), lda, B.data(), ldb, 0.0f,
+                        C.data(), d1);
       });
     }
     case tp::Kernel::Attention: {
       const int64_t rows = d0 * d1;
-      auto qkv = filled(rows * 3 * d2, 1.0f), out = filled(rows * d2), att = filled(d0 * d3 * d1 * d1);
+      auto qkv = filled(rows * 3 * d2, 1.0f), out = filled(rows * d2),
+           att = filled(d0 * d3 * d1 * d1);
       kc::attention_forward<float>(out.data(), att.data(), qkv.data(), d0, d1, d2, d3);
       if (!c.backward) {
-        return time_call([&] { kc::attention_forward<float>(out.data(), att.data(), qkv.data(), d0, d1, d2, d3); });
+        return time_call([&] {
+          kc::attention_forward<float>(out.data(), att.data(), qkv.data(), d0, d1, d2, d3);
+        });
       }
       auto dqkv = filled(rows * 3 * d2), dout = filled(rows * d2);
       return time_call([&] {
-        kc::attention_backward<float>(dqkv.data(), dout.data(), qkv.data(), att.data(), d0, d1, d2, d3);
+        kc::attention_backward<float>(dqkv.data(), dout.data(), qkv.data(), att.data(), d0, d1, d2,
+                                      d3);
       });
     }
     case tp::Kernel::LayerNorm: {
       auto x = filled(d0 * d1, 1.0f), y = filled(d0 * d1), w = filled(d1, 1.0f), b = filled(d1);
       auto mean = filled(d0), rstd = filled(d0);
-      kc::layernorm_forward<float>(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), d0, d1, 1e-5f);
+      kc::layernorm_forward<float>(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
+                                   d0, d1, 1e-5f);
       if (!c.backward) {
         return time_call([&] {
-          kc::layernorm_forward<float>(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), d0, d1, 1e-5f);
+          kc::layernorm_forward<float>(y.data(), mean.data(), rstd.data(), x.data(), w.data(),
+                                       b.data(), d0, d1, 1e-5f);
         });
       }
       auto dx = filled(d0 * d1), dw = filled(d1), db = filled(d1);
       return time_call([&] {
-        kc::layernorm_backward<float>(dx.data(), dw.data(), db.data(), y.data(), x.data(), w.data(), mean.data(), rstd.data(), d0, d1);
+        kc::layernorm_backward<float>(dx.data(), dw.data(), db.data(), y.data(), x.data(), w.data(),
+                                      mean.data(), rstd.data(), d0, d1);
       });
     }
     case tp::Kernel::Gelu: {
@@ -136,33 +144,43 @@ double measure_kernel(const tp::KernelCall& c) {
       return time_call([&] { kc::scale<float>(a.data(), a.data(), 0.999f, d0); });
     }
     case tp::Kernel::CrossEntropy: {
-      auto logits = filled(d0 * d1, 1.0f), losses = filled(d0), lse = filled(d0), dl = filled(d0 * d1);
+      auto logits = filled(d0 * d1, 1.0f), losses = filled(d0), lse = filled(d0),
+           dl = filled(d0 * d1);
       std::vector<int32_t> targets(static_cast<size_t>(d0));
-      for (size_t i = 0; i < targets.size(); ++i) targets[i] = static_cast<int32_t>(i % static_cast<size_t>(d1));
-      kc::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(), targets.data(), d0, d1);
+      for (size_t i = 0; i < targets.size(); ++i)
+        targets[i] = static_cast<int32_t>(i % static_cast<size_t>(d1));
+      kc::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(), targets.data(), d0,
+                                       d1);
       if (!c.backward) {
         return time_call([&] {
-          kc::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(), targets.data(), d0, d1);
+          kc::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(), targets.data(),
+                                           d0, d1);
         });
       }
       return time_call([&] {
-        kc::cross_entropy_backward<float>(dl.data(), logits.data(), lse.data(), targets.data(), losses.data(), d0, d1);
+        kc::cross_entropy_backward<float>(dl.data(), logits.data(), lse.data(), targets.data(),
+                                          losses.data(), d0, d1);
       });
     }
     case tp::Kernel::Embedding: {
       auto table = filled(d2 * d1), out = filled(d0 * d1);
       std::vector<int32_t> ids(static_cast<size_t>(d0));
-      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 31) % static_cast<size_t>(d2));
+      for (size_t i = 0; i < ids.size(); ++i)
+        ids[i] = static_cast<int32_t>((i * 31) % static_cast<size_t>(d2));
       if (!c.backward) {
-        return time_call([&] { kc::embedding_forward<float>(out.data(), ids.data(), table.data(), d0, d2, d1); });
+        return time_call([&] {
+          kc::embedding_forward<float>(out.data(), ids.data(), table.data(), d0, d2, d1);
+        });
       }
-      return time_call([&] { kc::embedding_backward<float>(table.data(), out.data(), ids.data(), d0, d2, d1); });
+      return time_call(
+          [&] { kc::embedding_backward<float>(table.data(), out.data(), ids.data(), d0, d2, d1); });
     }
     case tp::Kernel::AdamW: {
       auto p = filled(d0), g = filled(d0), m = filled(d0), v = filled(d0);
       int64_t step = 0;
       return time_call([&] {
-        kc::adamw_update(p.data(), g.data(), m.data(), v.data(), d0, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, ++step);
+        kc::adamw_update(p.data(), g.data(), m.data(), v.data(), d0, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                         0.1f, ++step);
       });
     }
   }
@@ -177,10 +195,11 @@ double op_overhead_seconds() {
   a.requires_grad_(true);
   Tensor b = Tensor::from_vector(std::vector<float>{2.0f}, {1});
   return time_call([&] {
-    Tensor y = ops::sum(ops::add(ops::mul(a, b), b));
-    y.backward();
-    a.zero_grad();
-  }) / 6.0;  // three ops forward, three backward
+           Tensor y = ops::sum(ops::add(ops::mul(a, b), b));
+           y.backward();
+           a.zero_grad();
+         }) /
+         6.0;  // three ops forward, three backward
 }
 
 // Records every kernel call the plan prices (priced by the roofline meanwhile).
@@ -203,21 +222,43 @@ struct LinkFit {
   json samples = json::array();
 };
 
+// Fits t = a + b S to measured (S, t) by least squares on the relative error (weights 1/t^2),
+// so small and large messages count alike; a negative intercept falls back to the smallest
+// message's time.
+std::pair<double, double> fit_alpha_beta(const std::vector<double>& S,
+                                         const std::vector<double>& t) {
+  double W = 0, Sx = 0, Sy = 0, Sxx = 0, Sxy = 0;
+  for (size_t i = 0; i < S.size(); ++i) {
+    const double w = 1.0 / (t[i] * t[i]);
+    W += w, Sx += w * S[i], Sy += w * t[i], Sxx += w * S[i] * S[i], Sxy += w * S[i] * t[i];
+  }
+  double b = (W * Sxy - Sx * Sy) / (W * Sxx - Sx * Sx);
+  double a = (Sy - b * Sx) / W;
+  if (a <= 0 || b <= 0) {
+    a = t.front();
+    std::vector<double> slopes;
+    for (size_t i = 1; i < S.size(); ++i)
+      slopes.push_back(std::max(t[i] - a, 1e-9) / (S[i] - S.front()));
+    b = median(slopes);
+  }
+  return {a, b};
+}
+
 // All-reduce and ping-pong between world ranks 0 and 1 (every rank takes part in the
-// all-reduces; ranks above 1 only in those). Fits alpha from the smallest message and beta
-// from the largest ones: all-reduce over n ranks 2(n-1) alpha + 2(n-1)/n S / beta, ping-pong
-// one way alpha + S / beta_p2p.
+// all-reduces; ranks above 1 only in those), 4 B to 16 MB, medians of repeats. Fitted as
+// all-reduce over n ranks 2(n-1) alpha + 2(n-1)/n S / beta and ping-pong one way
+// alpha' + S / beta_p2p.
 LinkFit measure_links(trident::MpiCommunicator& world) {
   using trident::DType;
   using trident::ReduceOp;
   LinkFit fit;
   const int n = world.size(), me = world.rank();
   std::vector<double> ar_s, pp_s, sizes;
-  for (int64_t count : {int64_t{1}, int64_t{1} << 10, int64_t{1} << 14, int64_t{1} << 16,
-                        int64_t{1} << 18, int64_t{1} << 20, int64_t{1} << 22}) {
+  for (int64_t count : {int64_t{1}, int64_t{1} << 8, int64_t{1} << 12, int64_t{1} << 14,
+                        int64_t{1} << 16, int64_t{1} << 18, int64_t{1} << 20, int64_t{1} << 22}) {
     std::vector<float> buf(static_cast<size_t>(count), 1.0f);
     std::vector<double> ar, ping;
-    const int reps = count >= (1 << 20) ? 5 : 20;
+    const int reps = count >= (1 << 20) ? 7 : 25;
     world.barrier();
     for (int r = 0; r < reps; ++r) {
       const auto t0 = Clock::now();
@@ -243,14 +284,13 @@ LinkFit measure_links(trident::MpiCommunicator& world) {
     sizes.push_back(bytes);
     ar_s.push_back(m[0]);
     pp_s.push_back(m[1]);
-    fit.samples.push_back({{"bytes", bytes}, {"all_reduce_s", m[0]}, {"ping_pong_one_way_s", m[1]}});
+    fit.samples.push_back(
+        {{"bytes", bytes}, {"all_reduce_s", m[0]}, {"ping_pong_one_way_s", m[1]}});
   }
-  fit.latency_s = ar_s.front() / (2.0 * (n - 1));
-  // Bandwidths from the two largest sizes (differences cancel the fixed costs).
-  const size_t k = sizes.size() - 1;
-  const double dS = sizes[k] - sizes[k - 2];
-  fit.bus_bandwidth = 2.0 * (n - 1) / n * dS / std::max(ar_s[k] - ar_s[k - 2], 1e-9);
-  fit.p2p_bandwidth = dS / std::max(pp_s[k] - pp_s[k - 2], 1e-9);
+  const auto [a, b] = fit_alpha_beta(sizes, ar_s);
+  fit.latency_s = a / (2.0 * (n - 1));
+  fit.bus_bandwidth = 2.0 * (n - 1) / n / b;
+  fit.p2p_bandwidth = 1.0 / fit_alpha_beta(sizes, pp_s).second;
   return fit;
 }
 
@@ -320,57 +360,85 @@ void apply_calibration(const json& cal, tp::Hardware& h) {
 
 json hardware_json(const tp::Hardware& h) {
   auto link = [](const tp::Link& l) {
-    return json{{"latency_us", l.latency_s * 1e6}, {"bus_bandwidth_GBs", l.bus_bandwidth / 1e9},
+    return json{{"latency_us", l.latency_s * 1e6},
+                {"bus_bandwidth_GBs", l.bus_bandwidth / 1e9},
                 {"p2p_bandwidth_GBs", l.p2p_bandwidth / 1e9}};
   };
-  return {{"name", h.name}, {"description", h.description}, {"memory_GB", h.memory_bytes / 1e9},
-          {"reserved_GB", h.reserved_bytes / 1e9}, {"peak_tflops_bf16", h.peak_flops_bf16 / 1e12},
-          {"peak_tflops_fp32", h.peak_flops_fp32 / 1e12}, {"matmul_efficiency", h.matmul_efficiency},
-          {"memory_bandwidth_GBs", h.memory_bandwidth / 1e9}, {"kernel_overhead_us", h.kernel_overhead_s * 1e6},
-          {"gpus_per_node", h.gpus_per_node}, {"intra", link(h.intra)}, {"inter", link(h.inter)},
-          {"comm_overlap", h.comm_overlap}, {"cores", h.cores}};
+  return {{"name", h.name},
+          {"description", h.description},
+          {"memory_GB", h.memory_bytes / 1e9},
+          {"reserved_GB", h.reserved_bytes / 1e9},
+          {"peak_tflops_bf16", h.peak_flops_bf16 / 1e12},
+          {"peak_tflops_fp32", h.peak_flops_fp32 / 1e12},
+          {"matmul_efficiency", h.matmul_efficiency},
+          {"memory_bandwidth_GBs", h.memory_bandwidth / 1e9},
+          {"kernel_overhead_us", h.kernel_overhead_s * 1e6},
+          {"gpus_per_node", h.gpus_per_node},
+          {"intra", link(h.intra)},
+          {"inter", link(h.inter)},
+          {"comm_overlap", h.comm_overlap},
+          {"cores", h.cores}};
 }
 
 json prediction_json(const tp::Prediction& p, int rank) {
   const auto& l = p.layout;
-  json j = {{"rank", rank}, {"dp", l.dp}, {"tp", l.tp}, {"pp", l.pp}, {"feasible", p.feasible},
-            {"layout", l.describe()}};
+  json j = {
+      {"rank", rank},          {"dp", l.dp}, {"tp", l.tp}, {"pp", l.pp}, {"feasible", p.feasible},
+      {"layout", l.describe()}};
   if (!p.reason.empty()) j["reason"] = p.reason;
   if (l.micro_batches == 0) return j;
   const auto& t = p.time;
   const auto& m = p.memory;
-  j.update({{"micro_batches", l.micro_batches}, {"micro_batch_size", l.micro_batch_size},
-            {"zero", l.zero ? 1 : 0}, {"step_ms", 1e3 * t.step}, {"compute_ms", 1e3 * t.compute},
-            {"tp_comm_ms", 1e3 * t.tp_comm}, {"pp_comm_ms", 1e3 * t.pp_comm},
-            {"bubble_ms", 1e3 * t.bubble}, {"dp_comm_ms", 1e3 * t.dp_comm},
-            {"dp_exposed_ms", 1e3 * t.dp_exposed}, {"syncs_ms", 1e3 * t.syncs},
-            {"optimizer_ms", 1e3 * t.optimizer}, {"time_share", t.time_share},
-            {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu},
-            {"memory", {{"stage", m.stage}, {"params", m.params}, {"in_flight_micro_batches", m.in_flight},
-                        {"weights_bytes", m.weights}, {"grads_bytes", m.grads},
-                        {"optimizer_bytes", m.optimizer}, {"activations_bytes", m.activations},
-                        {"reserved_bytes", m.reserved}, {"total_bytes", m.total()}}}});
+  j.update({{"micro_batches", l.micro_batches},
+            {"micro_batch_size", l.micro_batch_size},
+            {"zero", l.zero ? 1 : 0},
+            {"step_ms", 1e3 * t.step},
+            {"compute_ms", 1e3 * t.compute},
+            {"tp_comm_ms", 1e3 * t.tp_comm},
+            {"pp_comm_ms", 1e3 * t.pp_comm},
+            {"bubble_ms", 1e3 * t.bubble},
+            {"dp_comm_ms", 1e3 * t.dp_comm},
+            {"dp_exposed_ms", 1e3 * t.dp_exposed},
+            {"syncs_ms", 1e3 * t.syncs},
+            {"optimizer_ms", 1e3 * t.optimizer},
+            {"time_share", t.time_share},
+            {"tokens_per_s", p.tokens_per_s},
+            {"mfu", p.mfu},
+            {"memory",
+             {{"stage", m.stage},
+              {"params", m.params},
+              {"in_flight_micro_batches", m.in_flight},
+              {"weights_bytes", m.weights},
+              {"grads_bytes", m.grads},
+              {"optimizer_bytes", m.optimizer},
+              {"activations_bytes", m.activations},
+              {"reserved_bytes", m.reserved},
+              {"total_bytes", m.total()},
+              {"stage_total_bytes", m.stage_totals}}}});
   return j;
 }
 
 void print_table(const std::vector<tp::Prediction>& preds, const tp::ModelShape& m,
                  const tp::Hardware& h, const tp::TrainingSetup& s, int top) {
-  std::printf("trident-planner: %s: %.1fM parameters (%lld layers, %lld heads, width %lld, vocab %lld, context %lld)\n",
-              m.name.c_str(), static_cast<double>(m.num_parameters()) / 1e6, static_cast<long long>(m.layers),
-              static_cast<long long>(m.heads), static_cast<long long>(m.width),
-              static_cast<long long>(m.vocab), static_cast<long long>(m.context));
+  std::printf(
+      "trident-planner: %s: %.1fM parameters (%lld layers, %lld heads, width %lld, vocab %lld, "
+      "context %lld)\n",
+      m.name.c_str(), static_cast<double>(m.num_parameters()) / 1e6,
+      static_cast<long long>(m.layers), static_cast<long long>(m.heads),
+      static_cast<long long>(m.width), static_cast<long long>(m.vocab),
+      static_cast<long long>(m.context));
   const int nodes = (s.world_size + h.gpus_per_node - 1) / h.gpus_per_node;
-  std::printf("machine: %d GPUs (%d node%s) of %s: %s\n", s.world_size, nodes, nodes == 1 ? "" : "s",
-              h.name.c_str(), h.description.c_str());
-  std::printf("step: %lld sequences x %lld tokens, %s, %s attention, %s schedule, %.0f MiB buckets, "
-              "overlap %s, clip %s\n",
-              static_cast<long long>(s.global_batch), static_cast<long long>(s.seq_len),
-              tp::precision_name(s.precision), s.flash_attention ? "flash" : "naive",
-              s.schedule.c_str(), s.bucket_bytes / (1 << 20), s.overlap ? "on" : "off",
-              s.grad_clip ? "on" : "off");
-  std::printf("\n%4s %3s %3s %3s %4s %4s %4s %9s %9s %8s %8s %8s %14s %8s %9s %10s %5s\n", "rank", "dp",
-              "tp", "pp", "m", "b", "zero", "step ms", "compute", "tp comm", "pp comm", "bubble",
-              "dp comm (exp)", "optim", "mem/GPU", "tok/s", "MFU");
+  std::printf("machine: %d GPUs (%d node%s) of %s: %s\n", s.world_size, nodes,
+              nodes == 1 ? "" : "s", h.name.c_str(), h.description.c_str());
+  std::printf(
+      "step: %lld sequences x %lld tokens, %s, %s attention, %s schedule, %.0f MiB buckets, "
+      "overlap %s, clip %s\n",
+      static_cast<long long>(s.global_batch), static_cast<long long>(s.seq_len),
+      tp::precision_name(s.precision), s.flash_attention ? "flash" : "naive", s.schedule.c_str(),
+      s.bucket_bytes / (1 << 20), s.overlap ? "on" : "off", s.grad_clip ? "on" : "off");
+  std::printf("\n%4s %3s %3s %3s %4s %4s %4s %9s %9s %8s %8s %8s %14s %8s %9s %10s %5s\n", "rank",
+              "dp", "tp", "pp", "m", "b", "zero", "step ms", "compute", "tp comm", "pp comm",
+              "bubble", "dp comm (exp)", "optim", "mem/GPU", "tok/s", "MFU");
   int shown = 0, feasible = 0;
   for (const auto& p : preds) {
     if (!p.feasible) continue;
@@ -381,14 +449,17 @@ void print_table(const std::vector<tp::Prediction>& preds, const tp::ModelShape&
     const auto& t = p.time;
     char dpc[32];
     std::snprintf(dpc, sizeof dpc, "%.1f (%.1f)", 1e3 * t.dp_comm, 1e3 * (t.dp_exposed + t.syncs));
-    std::printf("%4d %3d %3d %3d %4lld %4lld %4s %9.1f %9.1f %8.1f %8.1f %8.1f %14s %8.1f %9s %10.0f %4.0f%%\n",
-                shown, l.dp, l.tp, l.pp, static_cast<long long>(l.micro_batches),
-                static_cast<long long>(l.micro_batch_size), l.zero ? "1" : "-", 1e3 * t.step,
-                1e3 * t.compute, 1e3 * t.tp_comm, 1e3 * t.pp_comm, 1e3 * t.bubble, dpc,
-                1e3 * t.optimizer, tp::format_gb(p.memory.total()).c_str(), p.tokens_per_s, 100 * p.mfu);
+    std::printf(
+        "%4d %3d %3d %3d %4lld %4lld %4s %9.1f %9.1f %8.1f %8.1f %8.1f %14s %8.1f %9s %10.0f "
+        "%4.0f%%\n",
+        shown, l.dp, l.tp, l.pp, static_cast<long long>(l.micro_batches),
+        static_cast<long long>(l.micro_batch_size), l.zero ? "1" : "-", 1e3 * t.step,
+        1e3 * t.compute, 1e3 * t.tp_comm, 1e3 * t.pp_comm, 1e3 * t.bubble, dpc, 1e3 * t.optimizer,
+        tp::format_gb(p.memory.total()).c_str(), p.tokens_per_s, 100 * p.mfu);
   }
   if (feasible == 0) std::printf("(no feasible layout)\n");
-  if (feasible > shown) std::printf("... %d more feasible layouts (--top 0 lists all)\n", feasible - shown);
+  if (feasible > shown)
+    std::printf("... %d more feasible layouts (--top 0 lists all)\n", feasible - shown);
   const size_t infeasible = preds.size() - static_cast<size_t>(feasible);
   if (infeasible > 0) {
     std::printf("\ninfeasible (%zu):\n", infeasible);
@@ -396,7 +467,8 @@ void print_table(const std::vector<tp::Prediction>& preds, const tp::ModelShape&
     for (const auto& p : preds) {
       if (p.feasible) continue;
       if (top > 0 && listed >= top) {
-        std::printf("  ... %zu more (--top 0 lists all)\n", infeasible - static_cast<size_t>(listed));
+        std::printf("  ... %zu more (--top 0 lists all)\n",
+                    infeasible - static_cast<size_t>(listed));
         break;
       }
       ++listed;
@@ -437,7 +509,8 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
   for (const auto& [key, call] : rec.calls()) {
     table[key] = secs[i];
     if (call.kernel == tp::Kernel::Gemm) gemm_flops += call.flops(), gemm_s += secs[i] - overhead;
-    if (call.kernel == tp::Kernel::AdamW && static_cast<double>(call.d0) > adam_n) adam_n = static_cast<double>(call.d0), adam_s = secs[i] - overhead;
+    if (call.kernel == tp::Kernel::AdamW && static_cast<double>(call.d0) > adam_n)
+      adam_n = static_cast<double>(call.d0), adam_s = secs[i] - overhead;
     ++i;
   }
   json mm = {{"gemm_flops", gemm_s > 0 ? gemm_flops / gemm_s : hw.peak_flops_fp32},
@@ -446,16 +519,21 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
   json links;
   if (world.size() > 1) {
     const LinkFit f = measure_links(world);
-    mm["link"] = {{"latency_s", f.latency_s}, {"bus_bandwidth", f.bus_bandwidth},
+    mm["link"] = {{"latency_s", f.latency_s},
+                  {"bus_bandwidth", f.bus_bandwidth},
                   {"p2p_bandwidth", f.p2p_bandwidth}};
     links = f.samples;
   }
-  return {{"date", utc_now()}, {"ranks", world.size()}, {"machine_model", mm},
-          {"link_samples", links}, {"kernels_s", table},
-          {"note", "kernels_s: seconds per call, the library's f32 CPU kernel at that shape on one thread "
-                   "(median of 5 timed batches, mean over the ranks measuring at once) plus the measured "
-                   "per-op dispatch overhead; gemm_flops: FLOP-weighted GEMM rate over those shapes; "
-                   "memory_bandwidth: 28 bytes per parameter of the largest AdamW call / its time"}};
+  return {{"date", utc_now()},
+          {"ranks", world.size()},
+          {"machine_model", mm},
+          {"link_samples", links},
+          {"kernels_s", table},
+          {"note",
+           "kernels_s: seconds per call, the library's f32 CPU kernel at that shape on one thread "
+           "(median of 5 timed batches, mean over the ranks measuring at once) plus the measured "
+           "per-op dispatch overhead; gemm_flops: FLOP-weighted GEMM rate over those shapes; "
+           "memory_bandwidth: 28 bytes per parameter of the largest AdamW call / its time"}};
 }
 
 int run(const Args& a, trident::MpiCommunicator* world) {
@@ -466,14 +544,16 @@ int run(const Args& a, trident::MpiCommunicator* world) {
   s.global_batch = a.global_batch;
   s.seq_len = a.seq;
   s.world_size = a.gpus;
-  const std::string prec = a.precision.empty() ? (a.preset == "cpu" ? "fp32" : "bf16") : a.precision;
+  const std::string prec =
+      a.precision.empty() ? (a.preset == "cpu" ? "fp32" : "bf16") : a.precision;
   s.precision = prec == "bf16" ? tp::Precision::BF16 : tp::Precision::FP32;
   s.schedule = a.schedule;
   s.bucket_bytes = a.bucket_mb * (1 << 20);
   s.overlap = !a.no_overlap;
   s.grad_clip = !a.no_clip;
   s.max_micro_batches = a.max_micro_batches;
-  const std::string att = a.attention.empty() ? (a.preset == "cpu" ? "naive" : "flash") : a.attention;
+  const std::string att =
+      a.attention.empty() ? (a.preset == "cpu" ? "naive" : "flash") : a.attention;
   s.flash_attention = att == "flash";
   tp::check_inputs(model, hw, s);
 
@@ -492,7 +572,8 @@ int run(const Args& a, trident::MpiCommunicator* world) {
     try {
       cal = json::parse(f);
     } catch (const json::exception& e) {
-      throw trident::Error(trident::str_cat("--calibration ", a.calibration_in, ": not JSON (", e.what(), ")"));
+      throw trident::Error(
+          trident::str_cat("--calibration ", a.calibration_in, ": not JSON (", e.what(), ")"));
     }
   }
   std::unique_ptr<tp::KernelCostModel> costs;
@@ -507,24 +588,39 @@ int run(const Args& a, trident::MpiCommunicator* world) {
   }
   const auto preds = tp::plan(model, hw, s, *costs);
   if (a.as_json) {
-    json out = {{"model", {{"name", model.name}, {"vocab", model.vocab}, {"context", model.context},
-                           {"layers", model.layers}, {"heads", model.heads}, {"width", model.width},
-                           {"parameters", model.num_parameters()}}},
+    json out = {{"model",
+                 {{"name", model.name},
+                  {"vocab", model.vocab},
+                  {"context", model.context},
+                  {"layers", model.layers},
+                  {"heads", model.heads},
+                  {"width", model.width},
+                  {"parameters", model.num_parameters()}}},
                 {"machine", hardware_json(hw)},
-                {"setup", {{"global_batch", s.global_batch}, {"seq", s.seq_len}, {"gpus", s.world_size},
-                           {"precision", tp::precision_name(s.precision)}, {"schedule", s.schedule},
-                           {"attention", s.flash_attention ? "flash" : "naive"},
-                           {"bucket_mb", a.bucket_mb}, {"overlap", s.overlap}, {"grad_clip", s.grad_clip}}},
+                {"setup",
+                 {{"global_batch", s.global_batch},
+                  {"seq", s.seq_len},
+                  {"gpus", s.world_size},
+                  {"precision", tp::precision_name(s.precision)},
+                  {"schedule", s.schedule},
+                  {"attention", s.flash_attention ? "flash" : "naive"},
+                  {"bucket_mb", a.bucket_mb},
+                  {"overlap", s.overlap},
+                  {"grad_clip", s.grad_clip}}},
                 {"layouts", json::array()}};
     int rank = 0;
-    for (const auto& p : preds) out["layouts"].push_back(prediction_json(p, p.feasible ? ++rank : 0));
-    if (const auto* t = dynamic_cast<const tp::TableCostModel*>(costs.get())) out["calibration_misses"] = t->misses();
+    for (const auto& p : preds)
+      out["layouts"].push_back(prediction_json(p, p.feasible ? ++rank : 0));
+    if (const auto* t = dynamic_cast<const tp::TableCostModel*>(costs.get()))
+      out["calibration_misses"] = t->misses();
     if (a.calibrate) out["calibration"] = cal;
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     print_table(preds, model, hw, s, a.top);
     if (const auto* t = dynamic_cast<const tp::TableCostModel*>(costs.get())) {
-      if (t->misses() > 0) std::printf("(%zu kernel calls not in the calibration table were priced by the roofline)\n", t->misses());
+      if (t->misses() > 0)
+        std::printf("(%zu kernel calls not in the calibration table were priced by the roofline)\n",
+                    t->misses());
     }
   }
   return 0;
@@ -537,26 +633,31 @@ int main(int argc, char** argv) {
   CLI::App app{"trident-planner: rank dp x tp x pp layouts by predicted step time and memory"};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   auto* m = app.add_option_group("Model");
-  m->add_option("--model", a.model, "Preset: tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl")->capture_default_str();
+  m->add_option("--model", a.model, "Preset: tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+      ->capture_default_str();
   m->add_option("--vocab", a.vocab, "Vocabulary size (overrides the preset)");
   m->add_option("--block", a.block, "Context length (overrides the preset)");
   m->add_option("--layers", a.layers, "Transformer blocks (overrides the preset)");
   m->add_option("--heads", a.heads, "Attention heads (overrides the preset)");
   m->add_option("--width", a.width, "Embedding width (overrides the preset)");
   auto* t = app.add_option_group("Training step");
-  t->add_option("--global-batch", a.global_batch, "Sequences per optimizer step")->capture_default_str();
+  t->add_option("--global-batch", a.global_batch, "Sequences per optimizer step")
+      ->capture_default_str();
   t->add_option("--seq", a.seq, "Tokens per sequence")->capture_default_str();
   t->add_option("--precision", a.precision, "bf16 or fp32 (default: bf16 on GPUs, fp32 on cpu)")
       ->check(CLI::IsMember({"bf16", "fp32"}));
-  t->add_option("--attention", a.attention,
-                "flash (fused, default on GPUs) or naive (T x T probabilities kept, the CPU kernel)")
+  t->add_option(
+       "--attention", a.attention,
+       "flash (fused, default on GPUs) or naive (T x T probabilities kept, the CPU kernel)")
       ->check(CLI::IsMember({"flash", "naive"}));
   t->add_option("--schedule", a.schedule, "Pipeline schedule: 1f1b or gpipe")
-      ->check(CLI::IsMember({"1f1b", "gpipe"}))->capture_default_str();
+      ->check(CLI::IsMember({"1f1b", "gpipe"}))
+      ->capture_default_str();
   t->add_option("--bucket-mb", a.bucket_mb, "Gradient bucket size in MiB")->capture_default_str();
   t->add_flag("--no-overlap", a.no_overlap, "Reduce gradients after backward");
   t->add_flag("--no-clip", a.no_clip, "No global-norm gradient clipping");
-  t->add_option("--max-micro-batches", a.max_micro_batches, "Largest micro-batch count tried (0 = any)");
+  t->add_option("--max-micro-batches", a.max_micro_batches,
+                "Largest micro-batch count tried (0 = any)");
   auto* h = app.add_option_group("Machine");
   h->add_option("--gpus", a.gpus, "GPUs (ranks) in the job")->capture_default_str();
   h->add_option("--preset", a.preset, "perlmutter, h100 or cpu")->capture_default_str();
@@ -570,7 +671,8 @@ int main(int argc, char** argv) {
   h->add_option("--intra-lat", a.intra_lat_us, "Intra-node latency, microseconds");
   h->add_option("--inter-bw", a.inter_bw, "Inter-node bandwidth per GPU, GB/s");
   h->add_option("--inter-lat", a.inter_lat_us, "Inter-node latency, microseconds");
-  h->add_option("--overlap-factor", a.overlap_factor, "Fraction of gradient reduction backward can hide (0..1)");
+  h->add_option("--overlap-factor", a.overlap_factor,
+                "Fraction of gradient reduction backward can hide (0..1)");
   auto* o = app.add_option_group("Output and calibration");
   o->add_option("--top", a.top, "Layouts shown (0 = all)")->capture_default_str();
   o->add_flag("--json", a.as_json, "Print every layout as JSON");

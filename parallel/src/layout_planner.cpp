@@ -19,8 +19,12 @@ double ModelShape::flops_per_token(int64_t seq_len) const {
   return 6.0 * n + 12.0 * static_cast<double>(layers * width * seq_len);
 }
 
-const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
-int activation_bytes(Precision p) { return p == Precision::BF16 ? 2 : 4; }
+const char* precision_name(Precision p) {
+  return p == Precision::BF16 ? "bf16" : "fp32";
+}
+int activation_bytes(Precision p) {
+  return p == Precision::BF16 ? 2 : 4;
+}
 
 // --- machines ------------------------------------------------------------------------------
 
@@ -84,23 +88,36 @@ Hardware Hardware::preset(const std::string& name) {
   return h;
 }
 
-std::vector<std::string> Hardware::preset_names() { return {"perlmutter", "h100", "cpu"}; }
+std::vector<std::string> Hardware::preset_names() {
+  return {"perlmutter", "h100", "cpu"};
+}
 
 // --- kernels --------------------------------------------------------------------------------
 
 const char* kernel_name(Kernel k) {
   switch (k) {
-    case Kernel::Gemm: return "gemm";
-    case Kernel::Attention: return "attention";
-    case Kernel::LayerNorm: return "layernorm";
-    case Kernel::Gelu: return "gelu";
-    case Kernel::BiasAdd: return "bias_add";
-    case Kernel::BiasGrad: return "bias_grad";
-    case Kernel::Add: return "add";
-    case Kernel::CrossEntropy: return "cross_entropy";
-    case Kernel::Embedding: return "embedding";
-    case Kernel::AdamW: return "adamw";
-    case Kernel::GradPass: return "grad_pass";
+    case Kernel::Gemm:
+      return "gemm";
+    case Kernel::Attention:
+      return "attention";
+    case Kernel::LayerNorm:
+      return "layernorm";
+    case Kernel::Gelu:
+      return "gelu";
+    case Kernel::BiasAdd:
+      return "bias_add";
+    case Kernel::BiasGrad:
+      return "bias_grad";
+    case Kernel::Add:
+      return "add";
+    case Kernel::CrossEntropy:
+      return "cross_entropy";
+    case Kernel::Embedding:
+      return "embedding";
+    case Kernel::AdamW:
+      return "adamw";
+    case Kernel::GradPass:
+      return "grad_pass";
   }
   return "?";
 }
@@ -136,18 +153,27 @@ double KernelCall::flops() const {
   const double a = static_cast<double>(d0), b = static_cast<double>(d1),
                c = static_cast<double>(d2), d = static_cast<double>(d3);
   switch (kernel) {
-    case Kernel::Gemm: return 2 * a * b * c * d;
+    case Kernel::Gemm:
+      return 2 * a * b * c * d;
     // Causal: half of S = QK^T and of PV; backward is twice forward (fused: S recomputed too).
-    case Kernel::Attention: return (backward ? (flash ? 5 : 4) : 2) * a * b * b * c;
-    case Kernel::LayerNorm: return (backward ? 10 : 8) * a * b;
-    case Kernel::Gelu: return (backward ? 30 : 20) * a;
-    case Kernel::CrossEntropy: return (backward ? 4 : 6) * a * b;
-    case Kernel::AdamW: return 15 * a;
+    case Kernel::Attention:
+      return (backward ? (flash ? 5 : 4) : 2) * a * b * b * c;
+    case Kernel::LayerNorm:
+      return (backward ? 10 : 8) * a * b;
+    case Kernel::Gelu:
+      return (backward ? 30 : 20) * a;
+    case Kernel::CrossEntropy:
+      return (backward ? 4 : 6) * a * b;
+    case Kernel::AdamW:
+      return 15 * a;
     case Kernel::BiasAdd:
-    case Kernel::BiasGrad: return a * b;
+    case Kernel::BiasGrad:
+      return a * b;
     case Kernel::Add:
-    case Kernel::GradPass: return a;
-    case Kernel::Embedding: return 0;
+    case Kernel::GradPass:
+      return a;
+    case Kernel::Embedding:
+      return 0;
   }
   return 0;
 }
@@ -157,20 +183,30 @@ double KernelCall::bytes(Precision p) const {
   const double a = static_cast<double>(d0), b = static_cast<double>(d1),
                c = static_cast<double>(d2), d = static_cast<double>(d3);
   switch (kernel) {
-    case Kernel::Gemm: return (a * c + c * b + a * b) * d * A;
+    case Kernel::Gemm:
+      return (a * c + c * b + a * b) * d * A;
     case Kernel::Attention: {
       const double rows = a * b, probs = flash ? 0 : d * a * b * b;  // sequences x heads x T x T
       return backward ? (7 * rows * c + 2 * probs) * A : (4 * rows * c + probs) * A;
     }
-    case Kernel::LayerNorm: return (backward ? 3 : 2) * a * b * A;
-    case Kernel::Gelu: return (backward ? 3 : 2) * a * A;
-    case Kernel::BiasAdd: return 2 * a * b * A;
-    case Kernel::BiasGrad: return a * b * A;
-    case Kernel::Add: return 3 * a * A;
-    case Kernel::CrossEntropy: return (backward ? 2 : 1) * a * b * (A + 4);
-    case Kernel::Embedding: return backward ? (c * b + 2 * a * b) * 4 : 2 * a * b * A;
-    case Kernel::AdamW: return (p == Precision::BF16 ? 30 : 28) * a;
-    case Kernel::GradPass: return 8 * a;
+    case Kernel::LayerNorm:
+      return (backward ? 3 : 2) * a * b * A;
+    case Kernel::Gelu:
+      return (backward ? 3 : 2) * a * A;
+    case Kernel::BiasAdd:
+      return 2 * a * b * A;
+    case Kernel::BiasGrad:
+      return a * b * A;
+    case Kernel::Add:
+      return 3 * a * A;
+    case Kernel::CrossEntropy:
+      return (backward ? 2 : 1) * a * b * (A + 4);
+    case Kernel::Embedding:
+      return backward ? (c * b + 2 * a * b) * 4 : 2 * a * b * A;
+    case Kernel::AdamW:
+      return (p == Precision::BF16 ? 30 : 28) * a;
+    case Kernel::GradPass:
+      return 8 * a;
   }
   return 0;
 }
@@ -181,10 +217,11 @@ RooflineCostModel::RooflineCostModel(const Hardware& hw, Precision precision)
 double RooflineCostModel::seconds(const KernelCall& call) const {
   const bool matrix = call.kernel == Kernel::Gemm || call.kernel == Kernel::Attention;
   // GEMMs and attention run on the matrix units at the precision's peak; the rest at fp32.
-  const double rate = matrix ? hw_.peak_flops(precision_) * hw_.matmul_efficiency
-                             : hw_.peak_flops_fp32;
+  const double rate =
+      matrix ? hw_.peak_flops(precision_) * hw_.matmul_efficiency : hw_.peak_flops_fp32;
   const double compute = rate > 0 ? call.flops() / rate : 0;
-  const double memory = hw_.memory_bandwidth > 0 ? call.bytes(precision_) / hw_.memory_bandwidth : 0;
+  const double memory =
+      hw_.memory_bandwidth > 0 ? call.bytes(precision_) / hw_.memory_bandwidth : 0;
   return std::max(compute, memory) + hw_.kernel_overhead_s;
 }
 
@@ -303,7 +340,7 @@ std::vector<KernelCall> micro_batch_kernels(const ModelShape& model, int tp, int
     if (bias) bw.push_back(call(Kernel::BiasGrad, true, R, out));
     bw.push_back(gemm(R, in, out, false, false, true));  // dx = dy W
     bw.push_back(gemm(out, in, R, true, false, true));   // dW = dy^T x
-    bw.push_back(call(Kernel::Add, true, out * in));      // accumulated into the bucket
+    bw.push_back(call(Kernel::Add, true, out * in));     // accumulated into the bucket
   };
   if (first) {
     f.push_back(call(Kernel::Embedding, false, R, C, Vl));
@@ -377,17 +414,18 @@ void check_inputs(const ModelShape& m, const Hardware& hw, const TrainingSetup& 
   TRIDENT_CHECK(m.vocab > 0 && m.context > 0 && m.layers > 0 && m.heads > 0 && m.width > 0,
                 "model sizes must be positive (vocab ", m.vocab, ", context ", m.context,
                 ", layers ", m.layers, ", heads ", m.heads, ", width ", m.width, ")");
-  TRIDENT_CHECK(m.width % m.heads == 0, "--heads ", m.heads, " does not divide the embedding width ",
-                m.width);
+  TRIDENT_CHECK(m.width % m.heads == 0, "--heads ", m.heads,
+                " does not divide the embedding width ", m.width);
   TRIDENT_CHECK(s.seq_len > 0 && s.seq_len <= m.context, "--seq ", s.seq_len,
                 " is longer than the model's context of ", m.context, " (or not positive)");
   TRIDENT_CHECK(s.global_batch > 0, "--global-batch must be positive, got ", s.global_batch);
   TRIDENT_CHECK(s.world_size > 0, "--gpus must be positive, got ", s.world_size);
-  TRIDENT_CHECK(s.schedule == "1f1b" || s.schedule == "gpipe", "--schedule must be 1f1b or gpipe, got '",
-                s.schedule, "'");
+  TRIDENT_CHECK(s.schedule == "1f1b" || s.schedule == "gpipe",
+                "--schedule must be 1f1b or gpipe, got '", s.schedule, "'");
   TRIDENT_CHECK(s.bucket_bytes > 0, "--bucket-mb must be positive");
   TRIDENT_CHECK(hw.memory_bytes > 0 && hw.memory_bandwidth > 0 && hw.peak_flops(s.precision) > 0,
-                "machine '", hw.name, "' has no memory size, bandwidth or ", precision_name(s.precision),
+                "machine '", hw.name, "' has no memory size, bandwidth or ",
+                precision_name(s.precision),
                 " peak FLOP/s (set --gpu-memory, --mem-bw, --peak-tflops)");
   TRIDENT_CHECK(hw.intra.bus_bandwidth > 0 && hw.inter.bus_bandwidth > 0 &&
                     hw.intra.p2p_bandwidth > 0 && hw.inter.p2p_bandwidth > 0,
@@ -397,13 +435,15 @@ void check_inputs(const ModelShape& m, const Hardware& hw, const TrainingSetup& 
 
 std::string layout_problem(const ModelShape& m, const TrainingSetup& s, int dp, int tp, int pp,
                            int64_t micro_batches) {
-  if (m.heads % tp != 0) return str_cat("--tp ", tp, " does not divide ", m.heads, " attention heads");
+  if (m.heads % tp != 0)
+    return str_cat("--tp ", tp, " does not divide ", m.heads, " attention heads");
   if (m.vocab % tp != 0) {
     const int64_t padded = (m.vocab + 127) / 128 * 128;
     return str_cat("--tp ", tp, " does not divide the vocabulary of ", m.vocab, " tokens",
                    padded % tp == 0 ? str_cat(" (pad it: --vocab ", padded, ")") : "");
   }
-  if (m.layers % pp != 0) return str_cat("--pp ", pp, " does not divide the model's ", m.layers, " layers");
+  if (m.layers % pp != 0)
+    return str_cat("--pp ", pp, " does not divide the model's ", m.layers, " layers");
   if (s.global_batch % dp != 0) {
     return str_cat("global batch ", s.global_batch, " is not divisible by --dp ", dp);
   }
@@ -416,8 +456,8 @@ std::string layout_problem(const ModelShape& m, const TrainingSetup& s, int dp, 
 
 // --- memory ---------------------------------------------------------------------------------
 
-MemoryEstimate predict_memory(const ModelShape& model, const Hardware& hw,
-                              const TrainingSetup& s, const Layout& l) {
+MemoryEstimate predict_memory(const ModelShape& model, const Hardware& hw, const TrainingSetup& s,
+                              const Layout& l) {
   const double A = activation_bytes(s.precision);
   const double C = static_cast<double>(model.width), t = l.tp, a = static_cast<double>(model.heads);
   const double T = static_cast<double>(s.seq_len), R = static_cast<double>(l.micro_batch_size) * T;
@@ -427,6 +467,7 @@ MemoryEstimate predict_memory(const ModelShape& model, const Hardware& hw,
   const double per_token_layer = (4 * C + 12 * C / t) * A + att + 16;
   const double backward_work = R * ((2 * C + 12 * C / t) * A + att);
   MemoryEstimate best;
+  std::vector<double> totals;
   for (int stage = 0; stage < l.pp; ++stage) {
     const bool last = stage == l.pp - 1;
     const int64_t P = stage_parameters(model, l.tp, l.pp, stage);
@@ -451,8 +492,10 @@ MemoryEstimate predict_memory(const ModelShape& model, const Hardware& hw,
     transient += 4 * largest_weight;  // a weight gradient before it joins its bucket
     e.activations = static_cast<double>(e.in_flight) * per_mb + transient;
     e.reserved = hw.reserved_bytes;
+    totals.push_back(e.total());
     if (stage == 0 || e.total() > best.total()) best = e;
   }
+  best.stage_totals = totals;
   return best;
 }
 
@@ -510,10 +553,15 @@ Prediction predict(const ModelShape& model, const Hardware& hw, const TrainingSe
       if (p.layer == -1) return g.bwd;
       return head_bwd + static_cast<double>(layers - p.layer) * layer_bwd;
     };
-    struct Bucket { double bytes = 0, ready = 0; };
+    struct Bucket {
+      double bytes = 0, ready = 0;
+    };
     std::vector<Bucket> buckets;
     Bucket cur;
-    auto close = [&]() { if (cur.bytes > 0) buckets.push_back(cur); cur = Bucket{}; };
+    auto close = [&]() {
+      if (cur.bytes > 0) buckets.push_back(cur);
+      cur = Bucket{};
+    };
     for (auto it = params.rbegin(); it != params.rend(); ++it) {
       if (it->solo) {
         close();
@@ -535,9 +583,9 @@ Prediction predict(const ModelShape& model, const Hardware& hw, const TrainingSe
     }
     const double outlasting = std::max(0.0, free_at - g.bwd);
     g.dp_exposed = eta * outlasting + (1 - eta) * g.dp_total + gather;
-    g.opt = sum_seconds(optimizer_kernels(stage_parameters(model, l.tp, l.pp, s_idx), l.zero,
-                                          l.dp, s.grad_clip),
-                        costs, false);
+    g.opt = sum_seconds(
+        optimizer_kernels(stage_parameters(model, l.tp, l.pp, s_idx), l.zero, l.dp, s.grad_clip),
+        costs, false);
   }
   // The pipeline: the first micro-batch crosses every stage, the rest follow at the pace of
   // the slowest; transfers compute hides still lie on the fill and drain path.
@@ -566,7 +614,8 @@ Prediction predict(const ModelShape& model, const Hardware& hw, const TrainingSe
   // Tied embedding (first + last stage), clip norm (world), loss (dp, pp): small reductions.
   t.syncs = all_reduce_seconds(8, l.dp, links.dp) + all_reduce_seconds(8, l.pp, links.pp);
   if (s.grad_clip) t.syncs += all_reduce_seconds(8, l.dp * l.tp * l.pp, links.world);
-  if (l.pp > 1) t.syncs += all_reduce_seconds(4.0 * static_cast<double>(model.vocab / l.tp) * C, 2, links.pp);
+  if (l.pp > 1)
+    t.syncs += all_reduce_seconds(4.0 * static_cast<double>(model.vocab / l.tp) * C, 2, links.pp);
   t.dp_exposed = tail->dp_exposed;
   const int world = l.dp * l.tp * l.pp;
   t.time_share = hw.cores > 0 && world > hw.cores ? static_cast<double>(world) / hw.cores : 1.0;
@@ -581,8 +630,8 @@ Prediction predict(const ModelShape& model, const Hardware& hw, const TrainingSe
   t.optimizer *= t.time_share;
   const double tokens = static_cast<double>(s.global_batch) * T;
   pr.tokens_per_s = tokens / t.step;
-  pr.mfu = model.flops_per_token(s.seq_len) * tokens /
-           (t.step * world * hw.peak_flops(s.precision));
+  pr.mfu =
+      model.flops_per_token(s.seq_len) * tokens / (t.step * world * hw.peak_flops(s.precision));
   return pr;
 }
 
@@ -605,8 +654,8 @@ std::string format_gb(double bytes) {
   return buf;
 }
 
-std::vector<Prediction> plan(const ModelShape& model, const Hardware& hw,
-                             const TrainingSetup& s, const KernelCostModel& costs) {
+std::vector<Prediction> plan(const ModelShape& model, const Hardware& hw, const TrainingSetup& s,
+                             const KernelCostModel& costs) {
   check_inputs(model, hw, s);
   std::vector<Prediction> feasible, infeasible;
   const int world = s.world_size;

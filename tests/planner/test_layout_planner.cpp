@@ -1,7 +1,6 @@
 // The layout planner's cost model: memory against a hand calculation, the pipeline bubble,
 // alpha-beta collectives, feasibility reasons and the ranking.
 #include <catch2/catch.hpp>
-
 #include <string>
 
 #include "trident/core/error.hpp"
@@ -184,7 +183,8 @@ TEST_CASE("infeasible layouts carry trident-train's reasons; OOM names the sizes
   const Prediction* tp2 = find(ps, 4, 2, 1);
   REQUIRE(tp2);
   CHECK_FALSE(tp2->feasible);
-  CHECK(tp2->reason == "--tp 2 does not divide the vocabulary of 50257 tokens (pad it: --vocab 50304)");
+  CHECK(tp2->reason ==
+        "--tp 2 does not divide the vocabulary of 50257 tokens (pad it: --vocab 50304)");
   const Prediction* tp8 = find(ps, 1, 8, 1);
   REQUIRE(tp8);
   CHECK(tp8->reason == "--tp 8 does not divide 12 attention heads");

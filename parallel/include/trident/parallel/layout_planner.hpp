@@ -72,16 +72,18 @@ struct Hardware {
   double memory_bytes = 0;    // per GPU (per rank on a CPU)
   double reserved_bytes = 0;  // runtime context, communicator buffers, fragmentation
   double peak_flops_bf16 = 0, peak_flops_fp32 = 0;  // per GPU, dense
-  double matmul_efficiency = 1;  // fraction of peak a large GEMM reaches
-  double memory_bandwidth = 0;   // bytes/s, for memory-bound kernels
-  double kernel_overhead_s = 0;  // per kernel launch / op dispatch
+  double matmul_efficiency = 1;                     // fraction of peak a large GEMM reaches
+  double memory_bandwidth = 0;                      // bytes/s, for memory-bound kernels
+  double kernel_overhead_s = 0;                     // per kernel launch / op dispatch
   int gpus_per_node = 1;
   Link intra, inter;
   // Fraction of a gradient reduction that can hide behind backward (1: separate copy engines
   // and NICs; 0: the same cores do both, as MPI over shared memory on a CPU).
   double comm_overlap = 1;
   int cores = 0;  // > 0: the ranks share this many cores; time scales by ranks / cores
-  double peak_flops(Precision p) const { return p == Precision::BF16 ? peak_flops_bf16 : peak_flops_fp32; }
+  double peak_flops(Precision p) const {
+    return p == Precision::BF16 ? peak_flops_bf16 : peak_flops_fp32;
+  }
 
   // "perlmutter" (4x A100 40 GB, NVLink 3, 4x Slingshot 11), "h100" (8x H100 80 GB SXM,
   // NVLink 4, 8x 400 Gb/s InfiniBand), "cpu" (this project's 2-core machine, one rank a core).
@@ -96,8 +98,19 @@ struct Hardware {
 //   LayerNorm, BiasAdd, BiasGrad, CrossEntropy, Embedding   d0 = rows, d1 = columns
 //                (CrossEntropy: columns = local vocabulary; Embedding: d2 = table rows)
 //   Gelu, Add, AdamW, GradPass   d0 = elements (GradPass: one read-modify-write over grads)
-enum class Kernel { Gemm, Attention, LayerNorm, Gelu, BiasAdd, BiasGrad, Add, CrossEntropy,
-                    Embedding, AdamW, GradPass };
+enum class Kernel {
+  Gemm,
+  Attention,
+  LayerNorm,
+  Gelu,
+  BiasAdd,
+  BiasGrad,
+  Add,
+  CrossEntropy,
+  Embedding,
+  AdamW,
+  GradPass
+};
 const char* kernel_name(Kernel k);
 
 struct KernelCall {
@@ -171,13 +184,14 @@ struct Layout {
 
 struct MemoryEstimate {  // bytes per rank on `stage`, the stage that needs the most
   int stage = 0;
-  int64_t params = 0;  // parameters on that rank
+  int64_t params = 0;     // parameters on that rank
   int64_t in_flight = 1;  // micro-batches whose activations are alive at once
   double weights = 0, grads = 0, optimizer = 0, activations = 0, reserved = 0;
+  std::vector<double> stage_totals;  // total() of every stage, first to last
   double total() const { return weights + grads + optimizer + activations + reserved; }
 };
 
-struct TimeEstimate {  // seconds per optimizer step
+struct TimeEstimate {     // seconds per optimizer step
   double compute = 0;     // slowest stage's kernels over the step's micro-batches
   double tp_comm = 0;     // its tensor-parallel all-reduces
   double pp_comm = 0;     // exposed send/recv
@@ -218,8 +232,8 @@ double bubble_fraction(int pp, int64_t m);
 
 // The kernels of one micro-batch (b sequences of T tokens) through `layers` blocks of a stage
 // on one tp rank, forward then backward; `first`/`last`: the stage holds the embeddings / head.
-std::vector<KernelCall> micro_batch_kernels(const ModelShape& model, int tp, int64_t b,
-                                            int64_t T, int64_t layers, bool first, bool last,
+std::vector<KernelCall> micro_batch_kernels(const ModelShape& model, int tp, int64_t b, int64_t T,
+                                            int64_t layers, bool first, bool last,
                                             bool flash_attention = false);
 // The optimizer step's kernels for `params` parameters on a rank (ZeRO-1: its 1/dp shard).
 std::vector<KernelCall> optimizer_kernels(int64_t params, bool zero, int dp, bool grad_clip);
