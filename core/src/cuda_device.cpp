@@ -74,7 +74,46 @@ void cuda_check_device(int index) {
                 "); Trident's CUDA kernels need sm_80 (A100) or newer");
 }
 
+CudaDeviceInfo cuda_device_info(int index) {
+  cuda_check_device(index);
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, index);
+  CudaDeviceInfo info;
+  info.name = prop.name;
+  info.major = prop.major;
+  info.minor = prop.minor;
+  info.sm_count = prop.multiProcessorCount;
+  info.total_memory = prop.totalGlobalMem;
+  // Datasheet dense peaks (bf16 tensor cores, fp32 CUDA cores) of the GPUs clusters run; others
+  // are estimated from SMs x a nominal boost clock x FLOPs per SM per clock (2048 bf16 / 256
+  // fp32 on sm_80 and sm_86+, 4096 / 256 on sm_90).
+  struct Known {
+    const char* name_part;
+    double bf16, fp32;
+  };
+  static const Known known[] = {
+      {"H200", 989.4e12, 66.9e12}, {"GH200", 989.4e12, 66.9e12}, {"H100 PCIe", 756.5e12, 51.2e12},
+      {"H100 NVL", 835.5e12, 60.0e12}, {"H100", 989.4e12, 66.9e12}, {"A100", 312.0e12, 19.5e12},
+      {"A800", 312.0e12, 19.5e12}, {"L40S", 362.1e12, 91.6e12}, {"A10", 125.0e12, 31.2e12}};
+  for (const Known& k : known) {
+    if (info.name.find(k.name_part) != std::string::npos) {
+      info.peak_bf16_flops = k.bf16;
+      info.peak_fp32_flops = k.fp32;
+      return info;
+    }
+  }
+  const double clock_hz = prop.major >= 9 ? 1.75e9 : 1.4e9;
+  info.peak_bf16_flops = info.sm_count * clock_hz * (prop.major >= 9 ? 4096.0 : 2048.0);
+  info.peak_fp32_flops = info.sm_count * clock_hz * 256.0;
+  return info;
+}
+
 #else  // a build without CUDA
+
+CudaDeviceInfo cuda_device_info(int index) {
+  cuda_check_device(index);
+  return {};
+}
 
 int cuda_device_count_or_zero() { return 0; }
 

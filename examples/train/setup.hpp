@@ -24,5 +24,11 @@ void check_sizes(const Options& opt, const models::GPTConfig& cfg);
 // size flags.
 models::GPTConfig resolve_model_config(const Options& opt);
 std::string human_bytes(size_t bytes);
+// --device: "cpu", "cuda:N" as given, or "cuda" = the GPU of this process's local rank
+// (local rank mod visible GPUs), as mpirun, srun and torchrun launches expect.
+Device resolve_device(const std::string& flag);
+// Dense peak FLOP/s of one rank's device for MFU (bf16 tensor cores with --precision bf16, fp32
+// otherwise); 0 on the CPU, where MFU is not reported.
+double peak_flops_per_rank(Device device, const std::string& precision);
 
 }  // namespace trident::train

@@ -13,6 +13,18 @@ std::string cuda_unavailable_reason();
 // driver (CUDA error 35), no device (100), an index out of range, a GPU older than sm_80, or a
 // build without CUDA.
 void cuda_check_device(int index);
+// What MFU and logs need to know about a GPU.
+struct CudaDeviceInfo {
+  std::string name;            // "NVIDIA H100 80GB HBM3"
+  int major = 0, minor = 0;    // compute capability
+  int sm_count = 0;
+  size_t total_memory = 0;     // bytes
+  double peak_bf16_flops = 0;  // dense tensor-core peak (datasheet table, else an estimate)
+  double peak_fp32_flops = 0;  // CUDA-core fp32 peak (no TF32)
+};
+// Throws as cuda_check_device does when the device cannot be used.
+CudaDeviceInfo cuda_device_info(int index);
+
 // The stream (a cudaStream_t) on which the CUDA backend queues all work of device `index`;
 // other streams (NCCL) must order themselves against it.
 void* cuda_compute_stream(int index);
