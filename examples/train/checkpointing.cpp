@@ -19,7 +19,16 @@ using json = nlohmann::json;
 
 volatile std::sig_atomic_t g_signal = 0;
 
-extern "C" void on_preemption_signal(int sig) { g_signal = sig; }
+// The first signal asks for a checkpoint at the end of the step; a second one (an impatient
+// user, or a scheduler's follow-up) gets the default action: the process ends.
+extern "C" void on_preemption_signal(int sig) {
+  if (g_signal != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_signal = sig;
+}
 
 json model_json(const models::GPTConfig& c) {
   return {{"vocab_size", c.vocab_size}, {"block_size", c.block_size}, {"n_layer", c.n_layer},
@@ -167,6 +176,11 @@ void install_preemption_handlers() {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+}
+
+void restore_default_signal_handlers() {
+  std::signal(SIGUSR1, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
 }
 
 int preemption_signal() { return static_cast<int>(g_signal); }

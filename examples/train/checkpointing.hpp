@@ -49,6 +49,8 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
 // SIGUSR1 and SIGTERM set a flag instead of killing the process (Slurm's --signal, scancel,
 // a cluster's preemption): the loop finishes its step, checkpoints and exits 0.
 void install_preemption_handlers();
+// Back to the default actions once the loop no longer checks the flag (final validation).
+void restore_default_signal_handlers();
 // The signal received (0: none).
 int preemption_signal();
 

@@ -462,6 +462,7 @@ int run_train(const Options& opt) {
     }
     if (log) std::fflush(stdout);
   }
+  restore_default_signal_handlers();  // nothing checks the preemption flag from here on
   std::optional<trace::Span> final_eval_span;
   final_eval_span.emplace("evaluate", trace::Category::Other);
   const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
