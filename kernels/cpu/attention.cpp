@@ -2,15 +2,17 @@
 // qkv (B, T, 3C) row-major, token t = [q(C) | k(C) | v(C)], head h owns columns h*hs..h*hs+hs
 // of each part; out (B, T, C); att (B, NH, T, T) holds P = softmax(q k^T * scale + causal mask),
 // zero above the diagonal; scale = 1/sqrt(hs).
-// Each (b, h) pair is independent: threads take pairs, gather the head's q, k, v into
-// contiguous (T, hs) scratch and run Eigen products on them. Rows go in blocks of kRowBlock so
-// that only the causal (lower) part of S = q k^T and of P v is ever computed.
+// Each (b, h) pair is independent: threads take pairs and run the products through gemm
+// (single-threaded inside the pairs' threads) on the head's columns in place, row stride 3C (its
+// packing gathers them). Rows go in blocks of kRowBlock so that only the causal (lower) part of
+// S = q k^T and of P v is ever computed.
 // The softmax runs on S rows in an aligned scratch (row stride a multiple of kAlignElems), never
 // in place in `att`: Eigen peels unaligned leading elements off its vectorised exp and sum, so
 // in place the result would depend on where the caller's buffer happens to start.
 // Backward, per pair, with dO = dout for the head:
 //   dP = dO v^T, dV = P^T dO, dS = P * (dP - rowsum(dP * P)), dQ = dS k * scale,
-//   dK = dS^T q * scale.
+//   dK = dS^T q * scale; dK and dV accumulate over row blocks in place in dqkv.
+// gemm's results do not depend on the thread count, so neither do attention's.
 #include "trident/kernels/cpu/attention.hpp"
 
 #include <omp.h>
@@ -22,12 +24,10 @@
 #include <vector>
 
 #include "cpu_common.hpp"
+#include "trident/kernels/cpu/gemm.hpp"
 
 namespace trident::kernels::cpu {
 namespace {
-
-using detail::ConstMatrixMap;
-using detail::MatrixMap;
 
 constexpr int64_t kRowBlock = 64;
 // Scratch rows start on 64-byte boundaries (a whole number of SIMD packets of float or double).
@@ -43,62 +43,39 @@ void check_heads(const char* who, int64_t C, int64_t NH) {
   }
 }
 
-// Copies the (T, hs) slab starting at column `col` of one batch row of a (T, 3C) buffer into
-// contiguous dst (gather), or a contiguous slab back into it (scatter).
-template <typename T>
-void gather_head(T* dst, const T* qkv_b, int64_t T_, int64_t C, int64_t hs, int64_t col) {
-  for (int64_t t = 0; t < T_; ++t) {
-    const T* src = qkv_b + t * 3 * C + col;
-    std::copy(src, src + hs, dst + t * hs);
-  }
-}
-template <typename T>
-void scatter_head(T* dqkv_b, const T* src, int64_t T_, int64_t C, int64_t hs, int64_t col) {
-  for (int64_t t = 0; t < T_; ++t) {
-    std::copy(src + t * hs, src + (t + 1) * hs, dqkv_b + t * 3 * C + col);
-  }
-}
-
 // Decides whether to spread (b, h) pairs over threads: worthwhile when there are several pairs
-// and enough work; otherwise Eigen may thread the products of a single pair.
+// and enough work; otherwise gemm may thread the products of a single pair.
 bool parallel_over_pairs(int64_t pairs, int64_t T_, int64_t hs) {
   return pairs > 1 && !omp_in_parallel() && omp_get_max_threads() > 1 &&
          pairs * T_ * T_ * hs > detail::kParallelGrain;
 }
+
+// Row stride of the (kRowBlock, T) scratch for S or dS.
+int64_t scratch_stride(int64_t T_) { return (T_ + kAlignElems - 1) / kAlignElems * kAlignElems; }
 
 }  // namespace
 
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int64_t B, int64_t T_, int64_t C, int64_t NH) {
   check_heads("attention_forward", C, NH);
-  const int64_t hs = C / NH, pairs = B * NH;
+  const int64_t hs = C / NH, pairs = B * NH, ld3 = 3 * C;
   if (pairs == 0 || T_ == 0) return;
   const T scale = T(1) / std::sqrt(static_cast<T>(hs));
 #pragma omp parallel if (parallel_over_pairs(pairs, T_, hs))
   {
-    const int64_t ld = (T_ + kAlignElems - 1) / kAlignElems * kAlignElems;
-    const int64_t th = (T_ * hs + kAlignElems - 1) / kAlignElems * kAlignElems;
-    AlignedVector<T> scratch(static_cast<size_t>(3 * th + std::min(kRowBlock, T_) * ld));
-    T* qs = scratch.data();
-    T* ks = qs + th;
-    T* vs = ks + th;
-    T* ss = vs + th;  // S rows of one block, stride ld
-    const ConstMatrixMap<T> Q(qs, T_, hs, Eigen::OuterStride<>(hs));
-    const ConstMatrixMap<T> K(ks, T_, hs, Eigen::OuterStride<>(hs));
-    const ConstMatrixMap<T> V(vs, T_, hs, Eigen::OuterStride<>(hs));
+    const int64_t ld = scratch_stride(T_);
+    AlignedVector<T> scratch(static_cast<size_t>(std::min(kRowBlock, T_) * ld));
+    T* ss = scratch.data();  // S rows of one block
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t b = p / NH, h = p % NH;
-      const T* qkv_b = qkv + b * T_ * 3 * C;
-      gather_head(qs, qkv_b, T_, C, hs, h * hs);
-      gather_head(ks, qkv_b, T_, C, hs, C + h * hs);
-      gather_head(vs, qkv_b, T_, C, hs, 2 * C + h * hs);
+      const T* q = qkv + b * T_ * ld3 + h * hs;
+      const T* k = q + C;
+      const T* v = q + 2 * C;
       T* P = att + p * T_ * T_;
-      MatrixMap<T> Pm(P, T_, T_, Eigen::OuterStride<>(T_));
       for (int64_t r0 = 0; r0 < T_; r0 += kRowBlock) {
         const int64_t n = std::min(kRowBlock, T_ - r0), r1 = r0 + n;
-        MatrixMap<T> S(ss, n, r1, Eigen::OuterStride<>(ld));
-        S.noalias() = scale * Q.middleRows(r0, n) * K.topRows(r1).transpose();
+        gemm<T>(false, true, n, r1, hs, scale, q + r0 * ld3, ld3, k, ld3, T(0), ss, ld);
         for (int64_t t = r0; t < r1; ++t) {
           detail::ArrayMap<T> live(ss + (t - r0) * ld, t + 1);
           const T mx = live.maxCoeff();
@@ -107,8 +84,8 @@ void attention_forward(T* out, T* att, const T* qkv, int64_t B, int64_t T_, int6
           detail::ArrayMap<T>(row, t + 1) = live * (T(1) / live.sum());
           std::fill(row + t + 1, row + T_, T(0));
         }
-        MatrixMap<T> O(out + (b * T_ + r0) * C + h * hs, n, hs, Eigen::OuterStride<>(C));
-        O.noalias() = Pm.block(r0, 0, n, r1) * V.topRows(r1);
+        gemm<T>(false, false, n, hs, r1, T(1), P + r0 * T_, T_, v, ld3, T(0),
+                out + (b * T_ + r0) * C + h * hs, C);
       }
     }
   }
@@ -118,61 +95,44 @@ template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int64_t B, int64_t T_,
                         int64_t C, int64_t NH) {
   check_heads("attention_backward", C, NH);
-  const int64_t hs = C / NH, pairs = B * NH;
+  const int64_t hs = C / NH, pairs = B * NH, ld3 = 3 * C;
   if (pairs == 0 || T_ == 0) return;
   const T scale = T(1) / std::sqrt(static_cast<T>(hs));
 #pragma omp parallel if (parallel_over_pairs(pairs, T_, hs))
   {
-    const int64_t th = T_ * hs;
-    std::vector<T> scratch(static_cast<size_t>(7 * th + std::min(kRowBlock, T_) * T_));
-    T* qs = scratch.data();
-    T* ks = qs + th;
-    T* vs = ks + th;
-    T* dos = vs + th;
-    T* dqs = dos + th;
-    T* dks = dqs + th;
-    T* dvs = dks + th;
-    T* dss = dvs + th;
-    const ConstMatrixMap<T> Q(qs, T_, hs, Eigen::OuterStride<>(hs));
-    const ConstMatrixMap<T> K(ks, T_, hs, Eigen::OuterStride<>(hs));
-    const ConstMatrixMap<T> V(vs, T_, hs, Eigen::OuterStride<>(hs));
-    const ConstMatrixMap<T> dO(dos, T_, hs, Eigen::OuterStride<>(hs));
-    MatrixMap<T> dQ(dqs, T_, hs, Eigen::OuterStride<>(hs));
-    MatrixMap<T> dK(dks, T_, hs, Eigen::OuterStride<>(hs));
-    MatrixMap<T> dV(dvs, T_, hs, Eigen::OuterStride<>(hs));
+    const int64_t ld = scratch_stride(T_);
+    AlignedVector<T> scratch(static_cast<size_t>(std::min(kRowBlock, T_) * ld));
+    T* dss = scratch.data();  // dP, then dS, of one block
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t b = p / NH, h = p % NH;
-      const T* qkv_b = qkv + b * T_ * 3 * C;
-      gather_head(qs, qkv_b, T_, C, hs, h * hs);
-      gather_head(ks, qkv_b, T_, C, hs, C + h * hs);
-      gather_head(vs, qkv_b, T_, C, hs, 2 * C + h * hs);
+      const T* q = qkv + b * T_ * ld3 + h * hs;
+      const T* k = q + C;
+      const T* v = q + 2 * C;
+      const T* dO = dout + b * T_ * C + h * hs;
+      T* dq = dqkv + b * T_ * ld3 + h * hs;
+      T* dk = dq + C;
+      T* dv = dq + 2 * C;
       for (int64_t t = 0; t < T_; ++t) {
-        const T* src = dout + (b * T_ + t) * C + h * hs;
-        std::copy(src, src + hs, dos + t * hs);
+        std::fill(dk + t * ld3, dk + t * ld3 + hs, T(0));
+        std::fill(dv + t * ld3, dv + t * ld3 + hs, T(0));
       }
-      dK.setZero();
-      dV.setZero();
       const T* P = att + p * T_ * T_;
-      const ConstMatrixMap<T> Pm(P, T_, T_, Eigen::OuterStride<>(T_));
       for (int64_t r0 = 0; r0 < T_; r0 += kRowBlock) {
         const int64_t n = std::min(kRowBlock, T_ - r0), r1 = r0 + n;
-        const auto Pb = Pm.block(r0, 0, n, r1);
-        MatrixMap<T> dS(dss, n, r1, Eigen::OuterStride<>(r1));
-        dS.noalias() = dO.middleRows(r0, n) * V.topRows(r1).transpose();  // dP
+        const T* Pb = P + r0 * T_;  // rows r0..r1, columns 0..r1
+        gemm<T>(false, true, n, r1, hs, T(1), dO + r0 * C, C, v, ld3, T(0), dss, ld);  // dP
         for (int64_t i = 0; i < n; ++i) {
           // P is zero past the diagonal, so dS is too.
-          const T dot = (dS.row(i).array() * Pb.row(i).array()).sum();
-          dS.row(i).array() = Pb.row(i).array() * (dS.row(i).array() - dot);
+          detail::ArrayMap<T> ds(dss + i * ld, r1);
+          const detail::ConstArrayMap<T> pr(Pb + i * T_, r1);
+          const T dot = (ds * pr).sum();
+          ds = pr * (ds - dot);
         }
-        dV.topRows(r1).noalias() += Pb.transpose() * dO.middleRows(r0, n);
-        dQ.middleRows(r0, n).noalias() = scale * dS * K.topRows(r1);
-        dK.topRows(r1).noalias() += scale * dS.transpose() * Q.middleRows(r0, n);
+        gemm<T>(true, false, r1, hs, n, T(1), Pb, T_, dO + r0 * C, C, T(1), dv, ld3);
+        gemm<T>(false, false, n, hs, r1, scale, dss, ld, k, ld3, T(0), dq + r0 * ld3, ld3);
+        gemm<T>(true, false, r1, hs, n, scale, dss, ld, q + r0 * ld3, ld3, T(1), dk, ld3);
       }
-      T* dqkv_b = dqkv + b * T_ * 3 * C;
-      scatter_head(dqkv_b, dqs, T_, C, hs, h * hs);
-      scatter_head(dqkv_b, dks, T_, C, hs, C + h * hs);
-      scatter_head(dqkv_b, dvs, T_, C, hs, 2 * C + h * hs);
     }
   }
 }

@@ -347,29 +347,48 @@ void gemm_packed_product(bool transA, bool transB, int64_t M, int64_t N, int64_t
   const int64_t item_panels = std::max<int64_t>(1, ceil_div(ceil_div(chunk_cols, NR), splits));
   T* b_pack = static_cast<T*>(b_pack_buffer().get(sizeof(T) * K * ceil_div(chunk_cols, NR) * NR));
 
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    T* a_pack = static_cast<T*>(a_pack_buffer().get(sizeof(T) * mc_max * kc_max));
+  const auto pack_panel = [&](int64_t jc, int64_t nc, int64_t q) {
+    pack_b_panel<T>(transB, B, ldb, 0, K, jc + q * NR, std::min(NR, nc - q * NR),
+                    b_pack + q * K * NR);
+  };
+  const auto run_item = [&](int64_t jc, int64_t nc, int64_t n_items, int64_t item, T* a_pack) {
+    const int64_t n_panels = ceil_div(nc, NR);
+    const int64_t ic = item / n_items * mc_max, mc = std::min(mc_max, M - ic);
+    const int64_t q_begin = item % n_items * item_panels;
+    const int64_t q_end = std::min(n_panels, q_begin + item_panels);
+    for (int64_t pc = 0; pc < K; pc += kc_max) {
+      const int64_t kc = std::min(kc_max, K - pc);
+      pack_a<T>(transA, A, lda, ic, mc, pc, kc, a_pack);
+      multiply_block<T>(a_pack, mc, b_pack, K, pc, q_begin, q_end, nc, kc, alpha,
+                        pc == 0 ? beta : T(1), C + ic * ldc + jc, ldc);
+    }
+  };
+  const size_t a_bytes = sizeof(T) * mc_max * kc_max;
+
+  if (threads == 1) {  // no parallel construct: small products inside other kernels' threads
+    T* a_pack = static_cast<T*>(a_pack_buffer().get(a_bytes));
     for (int64_t jc = 0; jc < N; jc += chunk_cols) {
-      const int64_t nc = std::min(chunk_cols, N - jc);
-      const int64_t n_panels = ceil_div(nc, NR);
+      const int64_t nc = std::min(chunk_cols, N - jc), n_panels = ceil_div(nc, NR);
+      for (int64_t q = 0; q < n_panels; ++q) pack_panel(jc, nc, q);
+      const int64_t n_items = ceil_div(n_panels, item_panels);
+      for (int64_t item = 0; item < m_blocks * n_items; ++item) {
+        run_item(jc, nc, n_items, item, a_pack);
+      }
+    }
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    T* a_pack = static_cast<T*>(a_pack_buffer().get(a_bytes));
+    for (int64_t jc = 0; jc < N; jc += chunk_cols) {
+      const int64_t nc = std::min(chunk_cols, N - jc), n_panels = ceil_div(nc, NR);
 #pragma omp for schedule(static)
-      for (int64_t q = 0; q < n_panels; ++q) {
-        pack_b_panel<T>(transB, B, ldb, 0, K, jc + q * NR, std::min(NR, nc - q * NR),
-                        b_pack + q * K * NR);
-      }  // implicit barrier: B's chunk is packed
+      for (int64_t q = 0; q < n_panels; ++q) pack_panel(jc, nc, q);
+      // implicit barrier: B's chunk is packed
       const int64_t n_items = ceil_div(n_panels, item_panels);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t item = 0; item < m_blocks * n_items; ++item) {
-        const int64_t ic = item / n_items * mc_max, mc = std::min(mc_max, M - ic);
-        const int64_t q_begin = item % n_items * item_panels;
-        const int64_t q_end = std::min(n_panels, q_begin + item_panels);
-        for (int64_t pc = 0; pc < K; pc += kc_max) {
-          const int64_t kc = std::min(kc_max, K - pc);
-          pack_a<T>(transA, A, lda, ic, mc, pc, kc, a_pack);
-          multiply_block<T>(a_pack, mc, b_pack, K, pc, q_begin, q_end, nc, kc, alpha,
-                            pc == 0 ? beta : T(1), C + ic * ldc + jc, ldc);
-        }
+        run_item(jc, nc, n_items, item, a_pack);
       }  // implicit barrier: the chunk's buffer is free again
     }
   }
