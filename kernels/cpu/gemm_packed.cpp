@@ -343,7 +343,7 @@ void gemm_packed_product(bool transA, bool transB, int64_t M, int64_t N, int64_t
   // the chunk's, unless M has too few row blocks to keep every thread busy.
   const int64_t chunk_panels = std::max<int64_t>(1, kBPackElems / (K * NR));
   const int64_t chunk_cols = std::min(N, chunk_panels * NR);
-  const int64_t splits = std::max<int64_t>(1, ceil_div(4 * threads, m_blocks));
+  const int64_t splits = threads > 1 ? ceil_div(4 * threads, m_blocks) : 1;
   const int64_t item_panels = std::max<int64_t>(1, ceil_div(ceil_div(chunk_cols, NR), splits));
   T* b_pack = static_cast<T*>(b_pack_buffer().get(sizeof(T) * K * ceil_div(chunk_cols, NR) * NR));
 
