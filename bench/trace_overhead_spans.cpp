@@ -57,7 +57,9 @@ int main() {
                     {{"bytes", 65536}, {"seq", i}, {"group", 0}});
     });
   }
-  std::printf("{\"disabled_span_ns\": %.1f, \"span_ns\": %.1f, \"renamed_span_ns\": %.1f, "
-              "\"record_ns\": %.1f}\n", off, span, renamed, record);
+  std::printf(
+      "{\"disabled_span_ns\": %.1f, \"span_ns\": %.1f, \"renamed_span_ns\": %.1f, "
+      "\"record_ns\": %.1f}\n",
+      off, span, renamed, record);
   return 0;
 }

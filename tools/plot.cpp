@@ -2,8 +2,9 @@
 // their metrics.jsonl (a RUN is the file or the --out-dir holding it): loss against step
 // (training, and validation as squares) on a log scale, and throughput (tokens/s) against step.
 // Lines with "loss" are training steps, lines with "val_loss" validations (trainer.cpp).
-#include <CLI/CLI.hpp>
+#include "trident/tools/plot.hpp"
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -12,7 +13,6 @@
 
 #include "trident/core/error.hpp"
 #include "trident/tools/font.hpp"
-#include "trident/tools/plot.hpp"
 #include "trident/tools/png.hpp"
 
 namespace {
@@ -30,9 +30,10 @@ Run read_run(const std::string& arg, const std::string& label) {
   std::ifstream in(path);
   TRIDENT_CHECK(in.good(), path, ": cannot open (give a metrics.jsonl or the --out-dir of a run)");
   Run r;
-  r.label = label.empty() ? (fs::is_directory(arg) ? fs::path(arg).filename().string()
-                                                   : fs::path(arg).parent_path().filename().string())
-                          : label;
+  r.label = label.empty()
+                ? (fs::is_directory(arg) ? fs::path(arg).filename().string()
+                                         : fs::path(arg).parent_path().filename().string())
+                : label;
   if (r.label.empty()) r.label = arg;
   std::string line;
   int n = 0;
@@ -63,7 +64,7 @@ Run read_run(const std::string& arg, const std::string& label) {
   return r;
 }
 
-const Rgb kColors[] = {{31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {148, 103, 189},
+const Rgb kColors[] = {{31, 119, 180}, {214, 39, 40}, {44, 160, 44},   {148, 103, 189},
                        {255, 127, 14}, {140, 86, 75}, {227, 119, 194}, {23, 190, 207}};
 
 }  // namespace
@@ -93,9 +94,9 @@ int main(int argc, char** argv) {
         loss.push_back({r.label + " val", r.val_step, r.val_loss, dark, true});
       }
       speed.push_back({r.label, r.step, r.tok_s, c, false});
-      std::printf("%s: %zu steps, final loss %.4f%s\n", runs[i].c_str(), r.step.size(),
-                  r.loss.back(),
-                  r.val_loss.empty() ? "" : trident::str_cat(", val loss ", r.val_loss.back()).c_str());
+      std::printf(
+          "%s: %zu steps, final loss %.4f%s\n", runs[i].c_str(), r.step.size(), r.loss.back(),
+          r.val_loss.empty() ? "" : trident::str_cat(", val loss ", r.val_loss.back()).c_str());
     }
     Image img(width, height);
     const int half = width / 2;

@@ -6,7 +6,6 @@
 // --png draws the timeline; --merge writes every rank into one file for Perfetto.
 // The arithmetic is tools/common/include/trident/tools/step_analysis.hpp.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -83,8 +82,8 @@ int run(const std::string& trace, const std::string& png, const std::string& jso
       if (from_step > 0 && r0.steps[i].first == from_step) opts.begin_us = r0.step_spans[i].first;
       if (to_step > 0 && r0.steps[i].first == to_step) opts.end_us = r0.step_spans[i].second;
     }
-    opts.title = trident::str_cat("trident timeline | ", rep.description, " | ",
-                                  rep.world_size, " ranks");
+    opts.title =
+        trident::str_cat("trident timeline | ", rep.description, " | ", rep.world_size, " ranks");
     write_png(draw_timeline(timelines, opts), png);
     std::printf("timeline written to %s\n", png.c_str());
   }
@@ -94,8 +93,9 @@ int run(const std::string& trace, const std::string& png, const std::string& jso
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"trident-report: step-time shares, slowest rank, MFU and a timeline PNG from "
-               "trident-train --trace files"};
+  CLI::App app{
+      "trident-report: step-time shares, slowest rank, MFU and a timeline PNG from "
+      "trident-train --trace files"};
   std::string trace, png, json_out, merge;
   int skip = 1, width = 1200;
   int64_t from_step = 0, to_step = 0;

@@ -264,7 +264,7 @@ struct DeviceClock {
 };
 
 struct DeviceState {
-  std::mutex mu;  // guards the fields below
+  std::mutex mu;            // guards the fields below
   uint64_t generation = 1;  // bumped by every flush: open spans of an older one are dropped
   std::vector<PendingDeviceSpan> pending;
   std::vector<cudaEvent_t> free_events;
@@ -385,7 +385,8 @@ Session::Session(SessionOptions opts) : opts_(std::move(opts)) {
   State& s = state();
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    TRIDENT_CHECK(!s.active, "trace::Session: a session is already recording in this process; "
+    TRIDENT_CHECK(!s.active,
+                  "trace::Session: a session is already recording in this process; "
                   "end it before starting another");
     s.active = true;
     s.opts = opts_;
@@ -487,9 +488,10 @@ std::string Session::to_json() const {
       append_event(out, e, pid, t->tid, zero);
     }
   }
-  out += "\n],\n\"otherData\":{\"format\":\"trident-trace-1\",\"rank\":" +
-         std::to_string(opts_.rank) + ",\"world_size\":" + std::to_string(opts_.world_size) +
-         ",\"process_name\":" + json_quote(opts_.process_name);
+  out +=
+      "\n],\n\"otherData\":{\"format\":\"trident-trace-1\",\"rank\":" + std::to_string(opts_.rank) +
+      ",\"world_size\":" + std::to_string(opts_.world_size) +
+      ",\"process_name\":" + json_quote(opts_.process_name);
   for (const auto& [k, v] : metadata) out += "," + json_quote(k) + ":" + v;
   out += "}}\n";
   return out;

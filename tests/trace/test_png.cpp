@@ -1,8 +1,8 @@
 // The tools' figures: PNG encoding checked by decoding (chunk CRCs, zlib stream, pixels), the
 // bitmap font, plot ticks, and the timeline's colours at known times.
-#include <catch2/catch.hpp>
-
 #include <zlib.h>
+
+#include <catch2/catch.hpp>
 
 #include "trident/core/error.hpp"
 #include "trident/tools/font.hpp"
@@ -74,7 +74,7 @@ TEST_CASE("font: glyphs set exactly their pixels") {
   int black = 0;
   for (int y = 0; y < img.height(); ++y)
     for (int x = 0; x < img.width(); ++x) black += img.at(x, y) == Rgb{0, 0, 0};
-  CHECK(black == 18);  // the '#' cells of 'A'
+  CHECK(black == 18);                       // the '#' cells of 'A'
   CHECK(img.at(1 + 2, 1) == Rgb{0, 0, 0});  // apex
   CHECK(img.at(1, 1) == Rgb{255, 255, 255});
   CHECK(text_width("abc", 2) == 36);

@@ -1,7 +1,6 @@
 // The trace recorder (core/trace.hpp): nothing recorded without a session, nesting, arguments,
 // per-thread tracks, explicit-time spans, time zero, valid Chrome trace JSON, file names.
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -47,7 +46,8 @@ TEST_CASE("spans outside a session record nothing and cost a branch") {
       trace::Span s("off", trace::Category::Compute);
       s.arg("i", i);
     }
-    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    const double ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
     best_ns = std::min(best_ns, ns / 200000);
   }
   CHECK(best_ns < 25);
@@ -150,7 +150,8 @@ TEST_CASE("explicit-time spans land on the caller's or a named track, relative t
   session.set_time_zero(zero);
   trace::record("send pp", trace::Category::Comm, zero + 5000, zero + 12500, {{"peer", 0}});
   trace::record_on("cuda:0 stream 0", "gemm", trace::Category::Compute, zero + 1000, zero + 3000);
-  trace::record_on("cuda:0 stream 0", "softmax", trace::Category::Compute, zero + 3000, zero + 3500);
+  trace::record_on("cuda:0 stream 0", "softmax", trace::Category::Compute, zero + 3000,
+                   zero + 3500);
   const auto ranks = tools::parse_trace(session.to_json(), "test");
   REQUIRE(ranks.size() == 1);
   REQUIRE(ranks[0].tracks.size() == 2);
@@ -168,9 +169,7 @@ TEST_CASE("explicit-time spans land on the caller's or a named track, relative t
 
 TEST_CASE("device spans on the CPU record nothing") {
   trace::Session session({0, 1, ""});
-  {
-    trace::DeviceSpan d("forward", trace::Category::Compute, Device::cpu());
-  }
+  { trace::DeviceSpan d("forward", trace::Category::Compute, Device::cpu()); }
   trace::flush_device_spans();
   CHECK(session.event_count() == 0);
 }

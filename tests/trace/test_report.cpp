@@ -1,7 +1,6 @@
 // trident-report's arithmetic (tools/common step_analysis) on hand-made two-rank traces whose
 // shares are known exactly, and reading a run back from per-rank files or a merged file.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -18,8 +17,8 @@ namespace {
 
 json X(int pid, int tid, const std::string& name, const std::string& cat, double ts, double dur,
        json args = json::object()) {
-  json e = {{"ph", "X"}, {"pid", pid}, {"tid", tid}, {"name", name}, {"cat", cat},
-            {"ts", ts},  {"dur", dur}};
+  json e = {{"ph", "X"},  {"pid", pid}, {"tid", tid}, {"name", name},
+            {"cat", cat}, {"ts", ts},   {"dur", dur}};
   if (!args.empty()) e["args"] = args;
   return e;
 }
@@ -33,11 +32,20 @@ json X(int pid, int tid, const std::string& name, const std::string& cat, double
 // The all_reduce's last arrival is rank 1 at 52, so rank 0 waited 45..52 on a straggler.
 json rank_doc(int rank, bool with_second_step = false) {
   json ev = json::array();
-  ev.push_back({{"ph", "M"}, {"pid", rank}, {"tid", 0}, {"name", "thread_name"},
+  ev.push_back({{"ph", "M"},
+                {"pid", rank},
+                {"tid", 0},
+                {"name", "thread_name"},
                 {"args", {{"name", "main"}}}});
-  ev.push_back({{"ph", "M"}, {"pid", rank}, {"tid", 1}, {"name", "thread_name"},
+  ev.push_back({{"ph", "M"},
+                {"pid", rank},
+                {"tid", 1},
+                {"name", "thread_name"},
                 {"args", {{"name", "comm tp"}}}});
-  ev.push_back({{"ph", "M"}, {"pid", rank}, {"tid", 0}, {"name", "process_name"},
+  ev.push_back({{"ph", "M"},
+                {"pid", rank},
+                {"tid", 0},
+                {"name", "process_name"},
                 {"args", {{"name", "rank " + std::to_string(rank)}}}});
   ev.push_back(X(rank, 0, "step", "step", 0, 100, {{"step", 1}}));
   if (rank == 0) {
@@ -45,21 +53,26 @@ json rank_doc(int rank, bool with_second_step = false) {
     ev.push_back(X(0, 0, "wait all_reduce of 4 f32 (sum)", "comm", 40, 20));
     ev.push_back(X(0, 0, "backward", "compute", 60, 30));
     ev.push_back(X(0, 0, "optimizer step", "optimizer", 90, 10));
-    ev.push_back(X(0, 1, "all_reduce tp", "comm", 45, 13, {{"bytes", 16}, {"seq", 5}, {"group", 0}}));
+    ev.push_back(
+        X(0, 1, "all_reduce tp", "comm", 45, 13, {{"bytes", 16}, {"seq", 5}, {"group", 0}}));
   } else {
     ev.push_back(X(1, 0, "forward", "compute", 0, 52));
     ev.push_back(X(1, 0, "wait all_reduce of 4 f32 (sum)", "comm", 52, 8));
     ev.push_back(X(1, 0, "wait activation", "idle", 60, 10));
     ev.push_back(X(1, 0, "wait recv", "comm", 62, 6));
     ev.push_back(X(1, 0, "backward", "compute", 70, 30));
-    ev.push_back(X(1, 1, "all_reduce tp", "comm", 52, 6, {{"bytes", 16}, {"seq", 5}, {"group", 0}}));
+    ev.push_back(
+        X(1, 1, "all_reduce tp", "comm", 52, 6, {{"bytes", 16}, {"seq", 5}, {"group", 0}}));
   }
   if (with_second_step) {  // step 2: all data loading, 100-150
     ev.push_back(X(rank, 0, "step", "step", 100, 50, {{"step", 2}}));
     ev.push_back(X(rank, 0, "load batch", "data", 100, 50));
   }
-  json meta = {{"rank", rank}, {"world_size", 2}, {"layout", "dp 1 x pp 1 x tp 2"},
-               {"flops_per_step", 1e6}, {"peak_flops_per_rank", 1e12}};
+  json meta = {{"rank", rank},
+               {"world_size", 2},
+               {"layout", "dp 1 x pp 1 x tp 2"},
+               {"flops_per_step", 1e6},
+               {"peak_flops_per_rank", 1e12}};
   return {{"traceEvents", ev}, {"otherData", meta}};
 }
 
@@ -84,14 +97,14 @@ TEST_CASE("shares of a synthetic two-rank step are exact and sum to the step") {
   CHECK(b0.step == Approx(100));
   CHECK(b0.at(Share::Compute) == Approx(70));
   CHECK(b0.at(Share::Optimizer) == Approx(10));
-  CHECK(b0.at(Share::Comm) == Approx(13));       // 40..45 and 52..60
-  CHECK(b0.at(Share::Straggler) == Approx(7));   // 45..52, waiting for rank 1
+  CHECK(b0.at(Share::Comm) == Approx(13));      // 40..45 and 52..60
+  CHECK(b0.at(Share::Straggler) == Approx(7));  // 45..52, waiting for rank 1
   CHECK(b0.at(Share::Bubble) == Approx(0));
   const Breakdown& b1 = rep.ranks[1].total;
   CHECK(b1.at(Share::Compute) == Approx(82));
-  CHECK(b1.at(Share::Comm) == Approx(8));        // it arrived last: no straggler wait
+  CHECK(b1.at(Share::Comm) == Approx(8));  // it arrived last: no straggler wait
   CHECK(b1.at(Share::Straggler) == Approx(0));
-  CHECK(b1.at(Share::Bubble) == Approx(10));     // the comm wait inside the idle span is idle
+  CHECK(b1.at(Share::Bubble) == Approx(10));  // the comm wait inside the idle span is idle
   for (const auto& r : rep.ranks) {
     double sum = 0;
     for (double v : r.total.by_share) sum += v;
@@ -185,7 +198,10 @@ TEST_CASE("a run is read from per-rank files or from their merge") {
 TEST_CASE("device spans: GPU busy share, and time outside the steps") {
   json doc = rank_doc(0);
   doc["otherData"]["world_size"] = 1;
-  doc["traceEvents"].push_back({{"ph", "M"}, {"pid", 0}, {"tid", 2}, {"name", "thread_name"},
+  doc["traceEvents"].push_back({{"ph", "M"},
+                                {"pid", 0},
+                                {"tid", 2},
+                                {"name", "thread_name"},
                                 {"args", {{"name", "cuda:0"}}}});
   doc["traceEvents"].push_back(X(0, 2, "forward", "compute", 5, 30));
   doc["traceEvents"].push_back(X(0, 2, "backward", "compute", 62, 30));
@@ -202,7 +218,8 @@ TEST_CASE("device spans: GPU busy share, and time outside the steps") {
   CHECK(rep.outside_steps[0] == std::pair<std::string, double>{"checkpoint", 10});
   CHECK(rep.outside_steps[1] == std::pair<std::string, double>{"evaluate", 40});
   const std::string text = format_report(rep);
-  CHECK_THAT(text, Catch::Contains("GPU busy (device spans) per rank, share of step time: 0: 60.0%"));
+  CHECK_THAT(text,
+             Catch::Contains("GPU busy (device spans) per rank, share of step time: 0: 60.0%"));
   CHECK_THAT(text, Catch::Contains("checkpoint 0.0 ms; evaluate 0.0 ms;"));
 }
 

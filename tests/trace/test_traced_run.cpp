@@ -2,7 +2,6 @@
 // hidden from the unit tests, run by ctest's trace.mpi.traced_run_3d with the run's directory
 // in TRIDENT_TRACED_RUN_DIR.
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -15,7 +14,8 @@
 
 using namespace trident::tools;
 
-TEST_CASE("an 8-rank traced run: one trace per rank, shares that add up, a timeline", "[.traced_run]") {
+TEST_CASE("an 8-rank traced run: one trace per rank, shares that add up, a timeline",
+          "[.traced_run]") {
   const char* env = std::getenv("TRIDENT_TRACED_RUN_DIR");
   REQUIRE(env != nullptr);
   const std::string dir = env;
@@ -40,7 +40,8 @@ TEST_CASE("an 8-rank traced run: one trace per rank, shares that add up, a timel
     CHECK(fwd >= 8);  // + validation forwards, which are not pipeline spans
     CHECK(bwd == 8);
   }
-  for (const char* t : {"main", "comm tp", "comm dp", "comm pp", "comm world"}) CHECK(tracks.count(t));
+  for (const char* t : {"main", "comm tp", "comm dp", "comm pp", "comm world"})
+    CHECK(tracks.count(t));
 
   // The same collective (name, group, seq) appears on both ranks of its group.
   std::map<std::tuple<std::string, int64_t, int64_t>, int> seen;

@@ -140,7 +140,8 @@ void draw_text(Image& img, int x, int y, const std::string& text, Rgb color, int
     const int gy = y + (g->descender ? scale : 0);
     for (int r = 0; r < 7; ++r) {
       for (int c = 0; c < 5; ++c) {
-        if (g->rows[r][c] == '#') img.fill_rect(gx + c * scale, gy + r * scale, scale, scale, color);
+        if (g->rows[r][c] == '#')
+          img.fill_rect(gx + c * scale, gy + r * scale, scale, scale, color);
       }
     }
   }

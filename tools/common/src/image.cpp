@@ -8,8 +8,8 @@
 namespace trident::tools {
 
 Image::Image(int width, int height, Rgb background) : width_(width), height_(height) {
-  TRIDENT_CHECK(width > 0 && height > 0 && width <= 1 << 15 && height <= 1 << 15,
-                "Image: size ", width, " x ", height, " is outside 1..32768 pixels a side");
+  TRIDENT_CHECK(width > 0 && height > 0 && width <= 1 << 15 && height <= 1 << 15, "Image: size ",
+                width, " x ", height, " is outside 1..32768 pixels a side");
   pixels_.resize(static_cast<size_t>(width) * static_cast<size_t>(height) * 3);
   fill_rect(0, 0, width, height, background);
 }
@@ -17,13 +17,15 @@ Image::Image(int width, int height, Rgb background) : width_(width), height_(hei
 Rgb Image::at(int x, int y) const {
   TRIDENT_CHECK(x >= 0 && y >= 0 && x < width_ && y < height_, "Image::at(", x, ", ", y,
                 ") is outside the ", width_, " x ", height_, " image");
-  const size_t i = (static_cast<size_t>(y) * static_cast<size_t>(width_) + static_cast<size_t>(x)) * 3;
+  const size_t i =
+      (static_cast<size_t>(y) * static_cast<size_t>(width_) + static_cast<size_t>(x)) * 3;
   return {pixels_[i], pixels_[i + 1], pixels_[i + 2]};
 }
 
 void Image::set(int x, int y, Rgb c) {
   if (x < 0 || y < 0 || x >= width_ || y >= height_) return;
-  const size_t i = (static_cast<size_t>(y) * static_cast<size_t>(width_) + static_cast<size_t>(x)) * 3;
+  const size_t i =
+      (static_cast<size_t>(y) * static_cast<size_t>(width_) + static_cast<size_t>(x)) * 3;
   pixels_[i] = c.r;
   pixels_[i + 1] = c.g;
   pixels_[i + 2] = c.b;

@@ -65,8 +65,12 @@ void draw_plot(Image& img, int x, int y, int w, int h, const std::vector<Series>
   y1 += pad;
 
   const int left = x + 58, top = y + 20, pw = w - 58 - 10, ph = h - 20 - 34;
-  auto px = [&](double v) { return left + static_cast<int>(std::lround((v - x0) / (x1 - x0) * pw)); };
-  auto py = [&](double v) { return top + ph - static_cast<int>(std::lround((v - y0) / (y1 - y0) * ph)); };
+  auto px = [&](double v) {
+    return left + static_cast<int>(std::lround((v - x0) / (x1 - x0) * pw));
+  };
+  auto py = [&](double v) {
+    return top + ph - static_cast<int>(std::lround((v - y0) / (y1 - y0) * ph));
+  };
   draw_text(img, left + (pw - text_width(opts.title)) / 2, y + 4, opts.title, black);
 
   std::vector<double> yt;

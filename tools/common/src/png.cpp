@@ -52,9 +52,9 @@ std::string encode_png(const Image& img) {
   }
   uLongf zsize = compressBound(static_cast<uLong>(raw.size()));
   std::string z(zsize, '\0');
-  const int rc = compress2(reinterpret_cast<Bytef*>(&z[0]), &zsize,
-                           reinterpret_cast<const Bytef*>(raw.data()),
-                           static_cast<uLong>(raw.size()), 9);
+  const int rc =
+      compress2(reinterpret_cast<Bytef*>(&z[0]), &zsize, reinterpret_cast<const Bytef*>(raw.data()),
+                static_cast<uLong>(raw.size()), 9);
   TRIDENT_CHECK(rc == Z_OK, "encode_png: zlib compress2 failed (", rc, ")");
   z.resize(zsize);
 
@@ -71,7 +71,9 @@ std::string encode_png(const Image& img) {
 
 void write_png(const Image& img, const std::string& path) {
   const std::string bytes = encode_png(img);
-  write_file_atomically(path, [&](std::ostream& o) { o.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
+  write_file_atomically(path, [&](std::ostream& o) {
+    o.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  });
 }
 
 Image decode_png(const std::string& in) {
@@ -107,11 +109,13 @@ Image decode_png(const std::string& in) {
   TRIDENT_CHECK(width > 0 && height > 0, "decode_png: no IHDR chunk");
   std::string raw(static_cast<size_t>(height) * (1 + 3 * static_cast<size_t>(width)), '\0');
   uLongf raw_size = static_cast<uLongf>(raw.size());
-  const int rc = uncompress(reinterpret_cast<Bytef*>(&raw[0]), &raw_size,
-                            reinterpret_cast<const Bytef*>(idat.data()),
-                            static_cast<uLong>(idat.size()));
-  TRIDENT_CHECK(rc == Z_OK && raw_size == raw.size(), "decode_png: image data does not inflate "
-                "to ", raw.size(), " bytes (zlib ", rc, ")");
+  const int rc =
+      uncompress(reinterpret_cast<Bytef*>(&raw[0]), &raw_size,
+                 reinterpret_cast<const Bytef*>(idat.data()), static_cast<uLong>(idat.size()));
+  TRIDENT_CHECK(rc == Z_OK && raw_size == raw.size(),
+                "decode_png: image data does not inflate "
+                "to ",
+                raw.size(), " bytes (zlib ", rc, ")");
   Image img(static_cast<int>(width), static_cast<int>(height));
   const size_t stride = 1 + 3 * static_cast<size_t>(width);
   for (uint32_t y = 0; y < height; ++y) {

@@ -149,7 +149,8 @@ RankTimeline classify(const RankTrace& r, const std::map<CollectiveKey, Arrivals
       end[i] = std::min(end[i], end[stack.back()]);  // rounding in the file
       children[stack.back()].push_back(i);
     }
-    idle[i] = spans[i].cat == Category::Idle || (parent[i] >= 0 && idle[static_cast<size_t>(parent[i])]);
+    idle[i] =
+        spans[i].cat == Category::Idle || (parent[i] >= 0 && idle[static_cast<size_t>(parent[i])]);
     stack.push_back(i);
     if (spans[i].cat == Category::Step) {
       tl.steps.emplace_back(spans[i].arg("step", static_cast<int64_t>(tl.steps.size()) + 1),
@@ -225,7 +226,8 @@ RunReport analyze_run(const std::vector<RankTrace>& ranks,
   bool first = true;
   for (size_t k = 0; k < ranks.size(); ++k) {
     const RankTimeline& tl = timelines[k];
-    TRIDENT_CHECK(!tl.step_spans.empty(), "rank ", tl.rank, ": the trace has no step spans "
+    TRIDENT_CHECK(!tl.step_spans.empty(), "rank ", tl.rank,
+                  ": the trace has no step spans "
                   "(record it with trident-train --trace, or mark steps with a Step span)");
     const size_t n = tl.step_spans.size();
     const size_t s = std::min<size_t>(static_cast<size_t>(std::max(skip, 0)), n - 1);
@@ -280,7 +282,8 @@ RunReport analyze_run(const std::vector<RankTrace>& ranks,
     rep.mfu = rep.flops_per_step / (rep.mean_step_us * 1e-6) / (rep.world_size * *rep.peak_flops);
   std::string d;
   for (const char* key : {"layout", "model", "device"}) {
-    if (meta.contains(key) && meta[key].is_string()) d += (d.empty() ? "" : " | ") + meta[key].get<std::string>();
+    if (meta.contains(key) && meta[key].is_string())
+      d += (d.empty() ? "" : " | ") + meta[key].get<std::string>();
   }
   rep.description = d;
   return rep;
@@ -322,19 +325,22 @@ std::string format_report(const RunReport& rep) {
     steps += r.steps;
   }
   out += row("all ranks", rep.overall, steps, comm_us, comm_bytes);
-  out += "\nbusy = compute + optimizer + data + other; exposed = blocked on communication; "
-         "bubble = pipeline wait;\nstraggler = waiting in a collective for a late rank; MPI thr = "
-         "collectives and transfers running on the\ncommunication threads (overlapped or not), "
-         "per step; MB = bytes they moved per step.\n\n";
+  out +=
+      "\nbusy = compute + optimizer + data + other; exposed = blocked on communication; "
+      "bubble = pipeline wait;\nstraggler = waiting in a collective for a late rank; MPI thr = "
+      "collectives and transfers running on the\ncommunication threads (overlapped or not), "
+      "per step; MB = bytes they moved per step.\n\n";
   std::string gpu;
   for (const auto& r : rep.ranks) {
     if (r.gpu_busy_us > 0)
-      gpu += str_cat(gpu.empty() ? "" : ", ", r.rank, ": ", fmt("%.1f%%", 100 * r.gpu_busy_us / r.total.step));
+      gpu += str_cat(gpu.empty() ? "" : ", ", r.rank, ": ",
+                     fmt("%.1f%%", 100 * r.gpu_busy_us / r.total.step));
   }
   if (!gpu.empty()) out += "GPU busy (device spans) per rank, share of step time: " + gpu + "\n";
   if (!rep.outside_steps.empty()) {
     out += "outside the steps (rank 0, whole run):";
-    for (const auto& [name, us] : rep.outside_steps) out += str_cat(" ", name, " ", fmt("%.1f", us / 1000), " ms;");
+    for (const auto& [name, us] : rep.outside_steps)
+      out += str_cat(" ", name, " ", fmt("%.1f", us / 1000), " ms;");
     out += "\n";
   }
   const RankReport* slow = nullptr;
@@ -342,8 +348,8 @@ std::string format_report(const RunReport& rep) {
     if (r.rank == rep.slowest_rank) slow = &r;
   const double mean_busy = rep.overall.busy() / steps;
   out += str_cat("slowest rank: ", slow->label, ", busy ",
-                 fmt("%.2f", slow->total.busy() / slow->steps / 1000), " ms per step (mean over ranks ",
-                 fmt("%.2f", mean_busy / 1000), " ms, +",
+                 fmt("%.2f", slow->total.busy() / slow->steps / 1000),
+                 " ms per step (mean over ranks ", fmt("%.2f", mean_busy / 1000), " ms, +",
                  fmt("%.1f", 100.0 * (slow->total.busy() / slow->steps / mean_busy - 1)), "%)\n");
   if (rep.mfu) {
     out += str_cat("MFU: ", fmt("%.1f%%", 100 * *rep.mfu), " (", human_flops(rep.flops_per_step),

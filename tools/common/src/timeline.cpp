@@ -95,8 +95,9 @@ Image draw_timeline(const std::vector<RankTimeline>& ranks, const TimelineOption
     std::vector<std::array<double, kNumShares>> cover(static_cast<size_t>(plot_w));
     for (auto& c : cover) c.fill(0);
     for (const Segment& s : r.segments)
-      spread(s.begin_us, s.end_us, t0, dt, plot_w,
-             [&](int c, double v) { cover[static_cast<size_t>(c)][static_cast<int>(s.share)] += v; });
+      spread(s.begin_us, s.end_us, t0, dt, plot_w, [&](int c, double v) {
+        cover[static_cast<size_t>(c)][static_cast<int>(s.share)] += v;
+      });
     for (int c = 0; c < plot_w; ++c) {
       const auto& cv = cover[static_cast<size_t>(c)];
       const int best = static_cast<int>(std::max_element(cv.begin(), cv.end()) - cv.begin());
@@ -108,15 +109,17 @@ Image draw_timeline(const std::vector<RankTimeline>& ranks, const TimelineOption
     for (const auto& [b, e] : r.comm_busy)
       spread(b, e, t0, dt, plot_w, [&](int c, double v) { comm[static_cast<size_t>(c)] += v; });
     for (int c = 0; c < plot_w; ++c)
-      img.fill_rect(left + c, y + kRowH, 1, kStripH,
-                    comm[static_cast<size_t>(c)] >= 0.3 * dt ? share_color(Share::Comm) : kStripIdle);
+      img.fill_rect(
+          left + c, y + kRowH, 1, kStripH,
+          comm[static_cast<size_t>(c)] >= 0.3 * dt ? share_color(Share::Comm) : kStripIdle);
     if (any_gpu) {
       std::vector<double> gpu(static_cast<size_t>(plot_w), 0);
       for (const auto& [b, e] : r.gpu_busy)
         spread(b, e, t0, dt, plot_w, [&](int c, double v) { gpu[static_cast<size_t>(c)] += v; });
       for (int c = 0; c < plot_w; ++c)
-        img.fill_rect(left + c, y + kRowH + kStripH, 1, kStripH,
-                      gpu[static_cast<size_t>(c)] >= 0.3 * dt ? share_color(Share::Compute) : kStripIdle);
+        img.fill_rect(
+            left + c, y + kRowH + kStripH, 1, kStripH,
+            gpu[static_cast<size_t>(c)] >= 0.3 * dt ? share_color(Share::Compute) : kStripIdle);
     }
     img.rect(left - 1, y - 1, plot_w + 2, kRowH + strips + 2, kFrame);
     for (const auto& [step, b] : r.steps) {

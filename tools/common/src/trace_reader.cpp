@@ -126,7 +126,8 @@ std::vector<std::string> run_files(const std::string& file) {
   TRIDENT_CHECK(!first.empty(), file, ": holds no trace events");
   std::vector<std::string> files{file};
   if (first.size() > 1) return files;  // merged
-  for (int r = 1; r < first[0].world_size; ++r) files.push_back(trace::trace_path_for_rank(file, r));
+  for (int r = 1; r < first[0].world_size; ++r)
+    files.push_back(trace::trace_path_for_rank(file, r));
   return files;
 }
 
@@ -138,14 +139,15 @@ std::vector<RankTrace> load_run(const std::string& file) {
     for (int r = 1; r < world; ++r) {
       const std::string path = trace::trace_path_for_rank(file, r);
       auto more = parse_trace(read_text_file(path), path);
-      TRIDENT_CHECK(more.size() == 1 && more[0].rank == r, path, ": expected the trace of rank ",
-                    r, " alone");
+      TRIDENT_CHECK(more.size() == 1 && more[0].rank == r, path, ": expected the trace of rank ", r,
+                    " alone");
       all.push_back(std::move(more[0]));
     }
   }
-  std::sort(all.begin(), all.end(), [](const RankTrace& a, const RankTrace& b) { return a.rank < b.rank; });
-  TRIDENT_CHECK(static_cast<int>(all.size()) == world, file, ": the run has ", world,
-                " ranks but ", all.size(), " traces were found");
+  std::sort(all.begin(), all.end(),
+            [](const RankTrace& a, const RankTrace& b) { return a.rank < b.rank; });
+  TRIDENT_CHECK(static_cast<int>(all.size()) == world, file, ": the run has ", world, " ranks but ",
+                all.size(), " traces were found");
   for (int r = 0; r < world; ++r)
     TRIDENT_CHECK(all[static_cast<size_t>(r)].rank == r, file, ": rank ", r, " is missing");
   return all;

@@ -45,8 +45,8 @@ struct Breakdown {  // microseconds
 struct RankTimeline {
   int rank = 0;
   std::string label;
-  std::vector<Segment> segments;                   // sorted, disjoint
-  std::vector<std::pair<int64_t, double>> steps;   // (step number, begin us)
+  std::vector<Segment> segments;                      // sorted, disjoint
+  std::vector<std::pair<int64_t, double>> steps;      // (step number, begin us)
   std::vector<std::pair<double, double>> step_spans;  // (begin, end) us, same order
   std::vector<std::pair<double, double>> comm_busy;   // collectives and transfers on MPI threads
   std::vector<double> comm_bytes;                     // bytes of each comm_busy entry
@@ -75,10 +75,10 @@ struct RunReport {
   Breakdown overall;
   int slowest_rank = 0;  // most busy time per step
   double mean_step_us = 0;
-  double flops_per_step = 0;            // model FLOPs of one step of the job, 0 if unknown
-  std::optional<double> peak_flops;     // per rank, from the trace metadata (GPU runs)
-  std::optional<double> mfu;            // flops_per_step / mean step / (world x peak)
-  std::string description;              // layout, model, device
+  double flops_per_step = 0;         // model FLOPs of one step of the job, 0 if unknown
+  std::optional<double> peak_flops;  // per rank, from the trace metadata (GPU runs)
+  std::optional<double> mfu;         // flops_per_step / mean step / (world x peak)
+  std::string description;           // layout, model, device
   double window_begin_us = 0, window_end_us = 0;  // the analysed steps' extent, over ranks
   std::vector<std::pair<std::string, double>> outside_steps;  // rank 0's, totals by name
 };

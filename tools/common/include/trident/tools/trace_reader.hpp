@@ -32,7 +32,7 @@ struct RankTrace {
   int world_size = 1;
   std::string process_name;
   nlohmann::json metadata = nlohmann::json::object();  // the file's otherData for this rank
-  std::vector<TrackRecord> tracks;                       // sorted by tid; tid 0 is "main"
+  std::vector<TrackRecord> tracks;                     // sorted by tid; tid 0 is "main"
   const TrackRecord* main_track() const;
 };
 
