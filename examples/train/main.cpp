@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
                 "Reduce gradients after backward instead of during it");
   par->add_option("--bucket-mb", o.bucket_mb, "Gradient bucket size in MiB")
       ->capture_default_str();
+  par->add_option("--comm", o.comm, "Collectives: auto (NCCL on GPUs, MPI on the CPU), mpi or nccl")
+      ->capture_default_str();
   par->add_option("--comm-timeout", o.comm_timeout_s,
                   "Seconds a collective may stall before the job is ended")->capture_default_str();
   auto* op = app.add_option_group("Optimizer");

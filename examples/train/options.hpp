@@ -27,6 +27,7 @@ struct Options {
   bool no_overlap = false;
   double bucket_mb = 25.0;
   double comm_timeout_s = 300.0;
+  std::string comm = "auto";  // auto (NCCL on GPUs, MPI on the CPU) | mpi | nccl
   // optimizer
   std::string optimizer = "adamw";
   float lr = 3e-3f, min_lr = 3e-4f;

@@ -29,6 +29,7 @@
 #include "trident/parallel/data_parallel.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
 #include "trident/parallel/pipeline.hpp"
+#include "trident/parallel/process_group_factory.hpp"
 #include "trident/parallel/zero_optimizer.hpp"
 
 namespace trident::train {
@@ -68,7 +69,9 @@ Plan validate(const Options& opt, int world_size) {
                 "--checkpoint-every, --keep-checkpoints and --fault-nan-step must not be negative");
   TRIDENT_CHECK(opt.resume_from.empty() || std::filesystem::exists(opt.resume_from),
                 "--resume-from ", opt.resume_from, ": no such file");
-  backend_for(resolve_device(opt.device));  // a CUDA device without a CUDA build or GPU fails here
+  const Device device = resolve_device(opt.device);
+  backend_for(device);  // a CUDA device without a CUDA build or GPU fails here
+  resolve_comm_backend(opt.comm, device);  // --comm nccl without a GPU or NCCL fails here
   p.data = load_data(opt, p.cfg.vocab_size);
   return p;
 }
@@ -223,10 +226,11 @@ int run_train(const Options& opt) {
   }
 
   const Topology topo(world->rank(), world->size(), plan.layout);
-  ProcessGroups groups(*world, topo);
-  groups.set_timeout(world->timeout());
-  const ParallelContext ctx(groups);
   const Device device = resolve_device(opt.device);
+  // MPI for the CPU, NCCL for GPUs (--comm overrides); host scalars always go through MPI.
+  const auto groups = make_comm_groups(*world, topo, device, opt.comm);
+  groups->set_timeout(world->timeout());
+  const ParallelContext ctx(*groups);
   const models::GPTConfig& cfg = plan.cfg;
   auto model = build_model(opt, cfg, device, &ctx);
   const bool log = topo.world_rank() == 0;
@@ -237,7 +241,7 @@ int run_train(const Options& opt) {
   dpo.overlap = !opt.no_overlap;
   dpo.zero = opt.zero == 1;
   if (pp > 1 && (model->is_first_stage() || model->is_last_stage())) dpo.solo_params = {"wte.weight"};
-  DataParallelReducer reducer(model->named_parameters(), groups.dp(), dpo);
+  DataParallelReducer reducer(model->named_parameters(), ctx.dp(), dpo);
 
   // Matrices (and embeddings) are decayed; biases and LayerNorm parameters are not.
   optim::ParamGroup decay{{}, opt.weight_decay}, no_decay{{}, 0.0f};
@@ -338,7 +342,7 @@ int run_train(const Options& opt) {
         loss_sum += loss.item();
       }
     } else {
-      const PipelineStepStats st = pipeline->run(*stage, mbs, groups.pp(),
+      const PipelineStepStats st = pipeline->run(*stage, mbs, ctx.pp(),
                                                  [&](int, bool last) { reducer.prepare(last); });
       loss_sum = st.loss;
       bubble = st.comm_wait_s;
@@ -355,7 +359,7 @@ int run_train(const Options& opt) {
       const double coef = opt.grad_clip / (grad_norm + 1e-6);
       if (coef < 1.0) reducer.scale_grads(coef);
     }
-    groups.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
+    ctx.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
     if (opt.fault_nan_step == step + 1) loss_sum = std::nan("");
     last_loss = loss_sum;
     // Every rank learns whether any saw a non-finite loss or norm, or a preemption signal.
@@ -434,7 +438,7 @@ int run_train(const Options& opt) {
     step_span.reset();
     if (opt.eval_interval > 0 && (step + 1) % opt.eval_interval == 0 && step + 1 < opt.steps) {
       trace::Span span("evaluate", trace::Category::Other);
-      const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
+      const double val = evaluate(*model, val_loader, val_batches, m, device, ctx.dp());
       if (log) std::printf("step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
       if (metrics) {
         std::fprintf(metrics, "{\"step\": %lld, \"val_loss\": %.9g}\n",
@@ -465,7 +469,7 @@ int run_train(const Options& opt) {
   restore_default_signal_handlers();  // nothing checks the preemption flag from here on
   std::optional<trace::Span> final_eval_span;
   final_eval_span.emplace("evaluate", trace::Category::Other);
-  const double val = evaluate(*model, val_loader, val_batches, m, device, groups.dp());
+  const double val = evaluate(*model, val_loader, val_batches, m, device, ctx.dp());
   final_eval_span.reset();
   const auto full = gather_full_parameters(*model);
   if (tracing) {

@@ -2,6 +2,7 @@
 
 #include "trident/parallel/local_communicator.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
+#include "trident/parallel/process_group_factory.hpp"
 
 namespace trident {
 
@@ -21,7 +22,15 @@ ParallelContext::ParallelContext(ProcessGroups& groups)
     auto sub = groups.pp().split(ends ? 0 : 1, topology_.pp_rank(), "embedding");
     if (ends) embedding_ = std::move(sub);
   }
+  embedding_view_ = embedding_.get();
 }
+
+ParallelContext::ParallelContext(CommGroups& groups)
+    : topology_(groups.topology()),
+      tp_(&groups.tp()),
+      dp_(&groups.dp()),
+      pp_(&groups.pp()),
+      embedding_view_(groups.embedding()) {}
 
 ParallelContext::~ParallelContext() = default;
 

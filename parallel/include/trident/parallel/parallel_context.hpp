@@ -10,6 +10,7 @@
 namespace trident {
 
 class ProcessGroups;
+class CommGroups;
 
 class ParallelContext {
  public:
@@ -18,6 +19,10 @@ class ParallelContext {
   // A rank of an MPI job. `groups` must outlive the context. Collective over the pipeline
   // group (it splits off the first/last-stage group that keeps tied embeddings in sync).
   explicit ParallelContext(ProcessGroups& groups);
+  // A rank of a job whose communicators come from `groups` (MPI or NCCL, by device; see
+  // process_group_factory.hpp), which already hold the embedding group. Not collective.
+  // `groups` must outlive the context.
+  explicit ParallelContext(CommGroups& groups);
   ~ParallelContext();
 
   const Topology& topology() const { return topology_; }
@@ -27,13 +32,14 @@ class ParallelContext {
   Communicator& pp() const { return *pp_; }
   // The first and last pipeline stages (both hold the tied token embedding); null on the
   // middle stages and when pp == 1.
-  Communicator* embedding_group() const { return embedding_.get(); }
+  Communicator* embedding_group() const { return embedding_view_; }
 
  private:
   Topology topology_;
   std::unique_ptr<Communicator> owned_tp_, owned_dp_, owned_pp_;
   Communicator *tp_, *dp_, *pp_;
   std::unique_ptr<Communicator> embedding_;
+  Communicator* embedding_view_ = nullptr;  // embedding_, or CommGroups' one
 };
 
 }  // namespace trident
