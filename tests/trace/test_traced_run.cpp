@@ -83,4 +83,17 @@ TEST_CASE("an 8-rank traced run: one trace per rank, shares that add up, a timel
   CHECK(red > 1000);
   CHECK(green > 100);
   CHECK(load_run(dir + "/merged.json").size() == 8);
+
+  // trident-plot's curves: loss (train and the validation at step 2 and 4) and throughput.
+  const Image curves = decode_png(read_text_file(dir + "/curves.png"));
+  CHECK(curves.width() == 1100);
+  int val_lines = 0;
+  for (const auto& line :
+       {std::string("\"step\": 2, \"val_loss\""), std::string("\"step\": 4, \"val_loss\"")})
+    val_lines += read_text_file(dir + "/run/metrics.jsonl").find(line) != std::string::npos;
+  CHECK(val_lines == 2);
+  int blue = 0;  // the first run's colour
+  for (int y = 0; y < curves.height(); ++y)
+    for (int x = 0; x < curves.width(); ++x) blue += curves.at(x, y) == Rgb{31, 119, 180};
+  CHECK(blue > 200);
 }
