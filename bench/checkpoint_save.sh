@@ -4,7 +4,7 @@
 # writes; every rank reads and slices its shard on load).
 #
 #   bench/checkpoint_save.sh
-#   LAYOUTS="1:--dp=1 2:--tp=2 2:--pp=2" REPEATS=3 BUILD_DIR=build-ckpt bench/checkpoint_save.sh
+#   LAYOUTS="1:--dp=1 2:--pp=2 2:--tp=2,--vocab=50304" REPEATS=3 BUILD_DIR=build-ckpt bench/checkpoint_save.sh
 #
 # Each run trains one step (batch 1, seq 32), writes step_00000001.h5 and is stopped once the
 # checkpoint line is printed (the final validation of a 124M model would take minutes); then a
@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-build-ckpt}"
 JOBS="${JOBS:-2}"
-LAYOUTS="${LAYOUTS:-1:--dp=1 2:--tp=2 2:--pp=2}"
+LAYOUTS="${LAYOUTS:-1:--dp=1 2:--pp=2 2:--tp=2,--vocab=50304}"
 REPEATS="${REPEATS:-3}"
 WORK="${WORK:-$(mktemp -d)}"
 cd "$ROOT"
@@ -52,6 +52,7 @@ for spec in $LAYOUTS; do
   np=${spec%%:*}
   flags=${spec#*:}
   flags=${flags//=/ }
+  flags=${flags//,/ }
   for ((r = 1; r <= REPEATS; ++r)); do
     dir="$WORK/np${np}_${r}"
     rm -rf "$dir"
