@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "trident/kernels/cpu/convert.hpp"
+
 namespace trident::half_float {
 
 inline uint32_t bits_of(float f) {
@@ -18,16 +20,9 @@ inline float float_of(uint32_t u) {
   return f;
 }
 
-inline float bf16_to_f32(uint16_t h) {
-  return float_of(static_cast<uint32_t>(h) << 16);
-}
-
-inline uint16_t f32_to_bf16(float f) {
-  uint32_t u = bits_of(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
+// bf16: the CPU kernels' conversions (kernels/cpu/convert.hpp), one definition for the job.
+using kernels::cpu::bf16_to_f32;
+using kernels::cpu::f32_to_bf16;
 
 inline float f16_to_f32(uint16_t h) {
   uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
