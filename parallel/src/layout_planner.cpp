@@ -64,9 +64,11 @@ Hardware Hardware::preset(const std::string& name) {
     h.comm_overlap = 0.9;
   } else if (name == "cpu") {
     // This project's 2-core development machine (AMD EPYC, 23 GB), one rank a core, one
-    // OpenMP thread a rank, Open MPI over shared memory. Measured with
-    // `mpirun -np 2 trident-planner --calibrate` (README, Layout planner): Eigen f32 GEMM at
-    // GPT shapes, AdamW streaming, all-reduce and ping-pong fits.
+    // OpenMP thread a rank, Open MPI over shared memory. Links, latency and per-op overhead
+    // from `mpirun -np 2 trident-planner --calibrate` (2026-11-25, load ~4: other jobs were
+    // running); GEMM rate and memory bandwidth from the quieter single-core measurements of
+    // bench/cpu_train.sh (Eigen 40-46 GFLOP/s at GPT shapes). Use --calibration for numbers
+    // measured at the shapes of your model.
     h.description = "2-core CPU (this project's machine), one rank a core, MPI shared memory";
     h.memory_bytes = 11e9;
     h.reserved_bytes = 0;
@@ -74,9 +76,9 @@ Hardware Hardware::preset(const std::string& name) {
     h.peak_flops_fp32 = 42e9;
     h.matmul_efficiency = 1.0;
     h.memory_bandwidth = 12e9;
-    h.kernel_overhead_s = 2e-6;
+    h.kernel_overhead_s = 7e-6;
     h.gpus_per_node = 2;
-    h.intra = {5e-6, 3e9, 4e9};
+    h.intra = {18e-6, 2.1e9, 0.62e9};
     h.inter = h.intra;
     h.comm_overlap = 0.0;
     h.cores = 2;
