@@ -26,7 +26,7 @@ std::map<int64_t, double> losses(const std::string& dir, int64_t from_step) {
   std::string line;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line);
-    if (!j.contains("loss") || !j.contains("step")) continue;
+    if (!j.contains("loss") || !j.contains("step") || j["loss"].is_null()) continue;  // null: NaN
     const int64_t step = j["step"].get<int64_t>();
     if (step >= from_step) out[step] = j["loss"].get<double>();
   }
