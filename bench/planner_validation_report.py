@@ -42,7 +42,7 @@ runs = []
 with open(os.environ["RAW"]) as f:
     for row in f.read().splitlines():
         name, rnd, ranks, flags, busy, others, load, command = row.split("\t")
-        steps = [json.loads(l) for l in open(f"{work}/metrics-{name}-{rnd}.jsonl") if '"step"' in l]
+        steps = [json.loads(l) for l in open(f"{work}/metrics-{name}-{rnd}.jsonl") if '"step_ms"' in l]  # not val_loss lines
         timed = [s for s in steps if s["step"] > warmup]
         runs.append({
             "layout": name, "round": int(rnd), "ranks": int(ranks), "flags": flags,
