@@ -29,11 +29,11 @@ Slot find_slot(const optim::Optimizer& opt, const Tensor& p) {
 // The tensors saved for one parameter, in this rank's local shape (ZeRO state already
 // gathered over dp, so every dp replica holds the full local state).
 std::vector<std::pair<std::string, Tensor>> local_state(const Tensor& param, const Slot& slot,
-                                                        optim::Optimizer& opt, ZeroAdamW* zero) {
+                                                        optim::Optimizer* opt, ZeroAdamW* zero) {
   std::vector<std::pair<std::string, Tensor>> out{{"value", param}};
-  if (!slot.found) return out;
+  if (opt == nullptr || !slot.found) return out;
   auto state = zero ? zero->gather_state(slot.group, slot.index)
-                    : opt.state_of(slot.group, slot.index);
+                    : opt->state_of(slot.group, slot.index);
   for (auto& s : state) out.push_back(std::move(s));
   return out;
 }
@@ -51,15 +51,6 @@ Tensor assemble_over_tp(const Tensor& local_in, const nn::ShardSpec& spec, Commu
         all.slice(0, r * local.numel(), (r + 1) * local.numel()).reshape(local.shape()));
   }
   return spec.assemble(pieces);
-}
-
-void write_entry(CheckpointWriter& w, std::set<std::string>& written, const std::string& param,
-                 const std::string& state, const Tensor& full) {
-  // The tied token embedding lives on the first and the last stage: the first copy wins.
-  if (!written.insert(param + "/" + state).second) return;
-  const Tensor f = full.to(DType::F32).contiguous();
-  std::vector<int64_t> shape(f.shape().begin(), f.shape().end());
-  w.add(param, state, shape, f.data<float>());
 }
 
 // Point-to-point stream of (param, state, tensor) entries from a stage to stage 0.
@@ -97,12 +88,10 @@ void for_each_dropout(const nn::Module& m, const std::string& prefix,
 
 }  // namespace
 
-void save_training_state(CheckpointWriter* writer, const nn::Module& model,
-                         optim::Optimizer& optimizer, const ParallelContext& ctx) {
+void gather_full_state(const nn::Module& model, optim::Optimizer* optimizer,
+                       const ParallelContext& ctx, const FullTensorSink& sink) {
   const Topology& topo = ctx.topology();
-  TRIDENT_CHECK((writer != nullptr) == (topo.world_rank() == 0),
-                "save_training_state: world rank 0, and only it, passes a writer");
-  auto* zero = dynamic_cast<ZeroAdamW*>(&optimizer);
+  auto* zero = dynamic_cast<ZeroAdamW*>(optimizer);
   const auto params = model.named_parameters();
   const auto specs = model.named_shard_specs();
   const bool first_replica = topo.dp_rank() == 0 && topo.tp_rank() == 0;
@@ -111,8 +100,8 @@ void save_training_state(CheckpointWriter* writer, const nn::Module& model,
   // Full tensors of this stage, on its first replica (dp 0, tp 0).
   std::vector<std::pair<std::string, Tensor>> entries;  // "param/state" -> tensor
   for (size_t i = 0; i < params.size(); ++i) {
-    const auto state = local_state(params[i].second, find_slot(optimizer, params[i].second),
-                                   optimizer, zero);  // collective over dp with ZeRO
+    const Slot slot = optimizer ? find_slot(*optimizer, params[i].second) : Slot{};
+    const auto state = local_state(params[i].second, slot, optimizer, zero);  // dp collective with ZeRO
     if (topo.dp_rank() != 0) continue;
     for (const auto& [name, t] : state) {
       Tensor full = assemble_over_tp(t, specs[i].second, ctx.tp());  // collective over tp
@@ -120,31 +109,41 @@ void save_training_state(CheckpointWriter* writer, const nn::Module& model,
     }
   }
   if (!first_replica) return;
-  auto split = [](const std::string& key) {
-    const size_t slash = key.rfind('/');
-    return std::make_pair(key.substr(0, slash), key.substr(slash + 1));
-  };
   if (topo.pp_rank() != 0) {
     int64_t count = static_cast<int64_t>(entries.size());
     pp.send(&count, 1, DType::I64, 0, kTagCount);
     for (const auto& [key, t] : entries) send_entry(pp, key, t);
     return;
   }
-  std::set<std::string> written;
-  for (const auto& [key, t] : entries) {
-    const auto [param, state] = split(key);
-    write_entry(*writer, written, param, state, t);
-  }
+  // The tied token embedding lives on the first and the last stage: the first copy wins.
+  std::set<std::string> seen;
+  auto deliver = [&](const std::string& key, const Tensor& t) {
+    if (!seen.insert(key).second) return;
+    const size_t slash = key.rfind('/');
+    sink(key.substr(0, slash), key.substr(slash + 1), t);
+  };
+  for (const auto& [key, t] : entries) deliver(key, t);
   for (int s = 1; s < pp.size(); ++s) {
     int64_t count = 0;
     pp.recv(&count, 1, DType::I64, s, kTagCount);
     for (int64_t k = 0; k < count; ++k) {
       const auto [key, t] = recv_entry(pp, s);
-      const auto [param, state] = split(key);
-      write_entry(*writer, written, param, state, t);
+      deliver(key, t);
     }
   }
-  writer->set_meta("optimizer_steps", optimizer.steps_taken());
+}
+
+void save_training_state(CheckpointWriter* writer, const nn::Module& model,
+                         optim::Optimizer& optimizer, const ParallelContext& ctx) {
+  TRIDENT_CHECK((writer != nullptr) == (ctx.topology().world_rank() == 0),
+                "save_training_state: world rank 0, and only it, passes a writer");
+  gather_full_state(model, &optimizer, ctx,
+                    [&](const std::string& param, const std::string& state, const Tensor& full) {
+                      const Tensor f = full.to(DType::F32).contiguous();
+                      writer->add(param, state, std::vector<int64_t>(f.shape().begin(), f.shape().end()),
+                                  f.data<float>());
+                    });
+  if (writer) writer->set_meta("optimizer_steps", optimizer.steps_taken());
 }
 
 void load_training_state(const CheckpointReader& reader, nn::Module& model,

@@ -12,6 +12,7 @@
 // The optimizer's step count goes into the file's "optimizer_steps" attribute.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -22,6 +23,14 @@
 #include "trident/parallel/parallel_context.hpp"
 
 namespace trident {
+
+// Assembles every full-size tensor of the job on world rank 0 and hands each, once, to `sink`
+// (param name, state name, tensor): "value" for each parameter and, with an optimizer, its
+// named state. Collective over the whole job; `sink` runs on world rank 0 only.
+using FullTensorSink =
+    std::function<void(const std::string& param, const std::string& state, const Tensor& full)>;
+void gather_full_state(const nn::Module& model, optim::Optimizer* optimizer,
+                       const ParallelContext& ctx, const FullTensorSink& sink);
 
 // Collective over the whole job. World rank 0 passes its writer; the others pass nullptr.
 // `model` is this rank's share (its pipeline stage, its tensor-parallel shards).
