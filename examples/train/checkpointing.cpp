@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "setup.hpp"
 #include "trident/core/checkpoint.hpp"
 #include "trident/parallel/distributed_checkpoint.hpp"
 
@@ -154,12 +155,7 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
   } catch (const std::exception& e) {  // trident::Error, and JSON errors of a foreign file
     error = e.what();
   }
-  int32_t first_bad = error.empty() ? world.size() : world.rank();
-  world.all_reduce(&first_bad, 1, DType::I32, ReduceOp::Min);
-  if (first_bad < world.size()) {
-    if (world.rank() == first_bad) std::fprintf(stderr, "trident-train: error: %s\n", error.c_str());
-    return -1;
-  }
+  if (any_rank_failed(world, error)) return -1;
   if (world.rank() == 0) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("resumed from %s at step %lld in %.2f s%s\n", path.c_str(),

@@ -106,6 +106,15 @@ std::string human_bytes(size_t b) {
   return buf;
 }
 
+bool any_rank_failed(Communicator& world, const std::string& error) {
+  int32_t first_bad = error.empty() ? world.size() : world.rank();
+  world.all_reduce(&first_bad, 1, DType::I32, ReduceOp::Min);
+  if (first_bad < world.size() && world.rank() == first_bad) {
+    std::fprintf(stderr, "trident-train: error: %s\n", error.c_str());
+  }
+  return first_bad < world.size();
+}
+
 Device resolve_device(const std::string& flag) {
   Device d = Device::parse(flag);
   if (d.is_cuda() && flag.find(':') == std::string::npos) {

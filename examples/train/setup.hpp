@@ -5,6 +5,7 @@
 
 #include "options.hpp"
 #include "trident/core/data.hpp"
+#include "trident/parallel/communicator.hpp"
 
 namespace trident::train {
 
@@ -24,6 +25,9 @@ void check_sizes(const Options& opt, const models::GPTConfig& cfg);
 // size flags.
 models::GPTConfig resolve_model_config(const Options& opt);
 std::string human_bytes(size_t bytes);
+// Agreement on a failure found on some ranks (`error` empty where none): one all-reduce over
+// `world`; the lowest failing rank prints "trident-train: error: ..." once. True when any failed.
+bool any_rank_failed(Communicator& world, const std::string& error);
 // --device: "cpu", "cuda:N" as given, or "cuda" = the GPU of this process's local rank
 // (local rank mod visible GPUs), as mpirun, srun and torchrun launches expect.
 Device resolve_device(const std::string& flag);

@@ -218,12 +218,7 @@ int run_train(const Options& opt) {
   } catch (const Error& e) {
     error = e.what();
   }
-  int32_t first_bad = error.empty() ? world->size() : world->rank();
-  world->all_reduce(&first_bad, 1, DType::I32, ReduceOp::Min);
-  if (first_bad < world->size()) {
-    if (world->rank() == first_bad) std::fprintf(stderr, "trident-train: error: %s\n", error.c_str());
-    return 1;
-  }
+  if (any_rank_failed(*world, error)) return 1;
 
   const Topology topo(world->rank(), world->size(), plan.layout);
   const Device device = resolve_device(opt.device);
