@@ -51,8 +51,9 @@ double median(std::vector<double> v) {
   return n == 0 ? 0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
 }
 
-// Median over 5 batches of the time of one call of `fn`, each batch running it enough times to
-// last at least 5 ms (after one warm-up call).
+// The fastest of 5 batches' time per call of `fn`, each batch running it enough times to last
+// at least 5 ms (after one warm-up call). The fastest, not the median: on a shared or virtual
+// machine other load only ever slows a batch down, so the minimum is the kernel's own cost.
 template <typename Fn>
 double time_call(Fn&& fn) {
   fn();
@@ -67,7 +68,7 @@ double time_call(Fn&& fn) {
     for (int r = 0; r < reps; ++r) fn();
     batches.push_back(seconds_since(t0) / reps);
   }
-  return median(batches);
+  return *std::min_element(batches.begin(), batches.end());
 }
 
 std::vector<float> filled(int64_t n, float scale = 0.02f) {
@@ -219,8 +220,25 @@ class RecordingCostModel : public tp::KernelCostModel {
 
 struct LinkFit {
   double latency_s = 0, bus_bandwidth = 0, p2p_bandwidth = 0;
+  std::vector<tp::LinkBand> collective_bands, p2p_bands;
   json samples = json::array();
 };
+
+json bands_json(const std::vector<tp::LinkBand>& bands) {
+  json out = json::array();
+  for (const auto& b : bands)
+    out.push_back(
+        {{"max_bytes", b.max_bytes}, {"latency_s", b.latency_s}, {"bandwidth", b.bandwidth}});
+  return out;
+}
+
+std::vector<tp::LinkBand> bands_from_json(const json& j) {
+  std::vector<tp::LinkBand> out;
+  for (const auto& b : j)
+    out.push_back({b.at("max_bytes").get<double>(), b.at("latency_s").get<double>(),
+                   b.at("bandwidth").get<double>()});
+  return out;
+}
 
 // Fits t = a + b S to measured (S, t) by least squares on the relative error (weights 1/t^2),
 // so small and large messages count alike; a negative intercept falls back to the smallest
@@ -247,7 +265,7 @@ std::pair<double, double> fit_alpha_beta(const std::vector<double>& S,
 // All-reduce and ping-pong between world ranks 0 and 1 (every rank takes part in the
 // all-reduces; ranks above 1 only in those), 4 B to 16 MB, medians of repeats. Fitted as
 // all-reduce over n ranks 2(n-1) alpha + 2(n-1)/n S / beta and ping-pong one way
-// alpha' + S / beta_p2p.
+// alpha' + S / beta_p2p, and as alpha-beta bands between neighbouring sizes (fit_link_bands).
 LinkFit measure_links(trident::MpiCommunicator& world) {
   using trident::DType;
   using trident::ReduceOp;
@@ -291,6 +309,8 @@ LinkFit measure_links(trident::MpiCommunicator& world) {
   fit.latency_s = a / (2.0 * (n - 1));
   fit.bus_bandwidth = 2.0 * (n - 1) / n / b;
   fit.p2p_bandwidth = 1.0 / fit_alpha_beta(sizes, pp_s).second;
+  fit.collective_bands = tp::fit_link_bands(sizes, ar_s, n);
+  fit.p2p_bands = tp::fit_link_bands(sizes, pp_s, 0);
   return fit;
 }
 
@@ -353,16 +373,26 @@ void apply_calibration(const json& cal, tp::Hardware& h) {
     const json& l = m.at("link");
     h.intra = {l.at("latency_s").get<double>(), l.at("bus_bandwidth").get<double>(),
                l.at("p2p_bandwidth").get<double>()};
+    if (l.contains("collective_bands")) {
+      h.intra.collective_bands = bands_from_json(l.at("collective_bands"));
+      h.intra.p2p_bands = bands_from_json(l.at("p2p_bands"));
+    }
     h.inter = h.intra;
   }
-  h.description += " [calibrated " + cal.value("date", std::string("?")) + "]";
+  h.calibrated_ranks = cal.value("ranks", 1);
+  h.description += trident::str_cat(" [calibrated ", cal.value("date", std::string("?")), " with ",
+                                    h.calibrated_ranks, " rank", h.calibrated_ranks == 1 ? "" : "s",
+                                    " at once]");
 }
 
 json hardware_json(const tp::Hardware& h) {
   auto link = [](const tp::Link& l) {
-    return json{{"latency_us", l.latency_s * 1e6},
-                {"bus_bandwidth_GBs", l.bus_bandwidth / 1e9},
-                {"p2p_bandwidth_GBs", l.p2p_bandwidth / 1e9}};
+    json j = {{"latency_us", l.latency_s * 1e6},
+              {"bus_bandwidth_GBs", l.bus_bandwidth / 1e9},
+              {"p2p_bandwidth_GBs", l.p2p_bandwidth / 1e9}};
+    if (!l.collective_bands.empty()) j["collective_bands"] = bands_json(l.collective_bands);
+    if (!l.p2p_bands.empty()) j["p2p_bands"] = bands_json(l.p2p_bands);
+    return j;
   };
   return {{"name", h.name},
           {"description", h.description},
@@ -377,7 +407,8 @@ json hardware_json(const tp::Hardware& h) {
           {"intra", link(h.intra)},
           {"inter", link(h.inter)},
           {"comm_overlap", h.comm_overlap},
-          {"cores", h.cores}};
+          {"cores", h.cores},
+          {"calibrated_ranks", h.calibrated_ranks}};
 }
 
 json prediction_json(const tp::Prediction& p, int rank) {
@@ -521,7 +552,9 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
     const LinkFit f = measure_links(world);
     mm["link"] = {{"latency_s", f.latency_s},
                   {"bus_bandwidth", f.bus_bandwidth},
-                  {"p2p_bandwidth", f.p2p_bandwidth}};
+                  {"p2p_bandwidth", f.p2p_bandwidth},
+                  {"collective_bands", bands_json(f.collective_bands)},
+                  {"p2p_bands", bands_json(f.p2p_bands)}};
     links = f.samples;
   }
   return {{"date", utc_now()},
@@ -531,7 +564,7 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
           {"kernels_s", table},
           {"note",
            "kernels_s: seconds per call, the library's f32 CPU kernel at that shape on one thread "
-           "(median of 5 timed batches, mean over the ranks measuring at once) plus the measured "
+           "(fastest of 5 timed batches, mean over the ranks measuring at once) plus the measured "
            "per-op dispatch overhead; gemm_flops: FLOP-weighted GEMM rate over those shapes; "
            "memory_bandwidth: 28 bytes per parameter of the largest AdamW call / its time"}};
 }
@@ -617,6 +650,14 @@ int run(const Args& a, trident::MpiCommunicator* world) {
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     print_table(preds, model, hw, s, a.top);
+    if (hw.calibrated_ranks > 0 && hw.cores > 0 &&
+        std::min(s.world_size, hw.cores) != std::min(hw.calibrated_ranks, hw.cores)) {
+      std::printf(
+          "(calibrated with %d rank%s at once, planned for %d: kernels run at a different speed "
+          "when a different number of ranks share the machine; calibrate with `mpirun -np %d`)\n",
+          hw.calibrated_ranks, hw.calibrated_ranks == 1 ? "" : "s", s.world_size,
+          std::min(s.world_size, hw.cores));
+    }
     if (const auto* t = dynamic_cast<const tp::TableCostModel*>(costs.get())) {
       if (t->misses() > 0)
         std::printf("(%zu kernel calls not in the calibration table were priced by the roofline)\n",

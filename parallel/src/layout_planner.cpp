@@ -64,21 +64,23 @@ Hardware Hardware::preset(const std::string& name) {
     h.comm_overlap = 0.9;
   } else if (name == "cpu") {
     // This project's 2-core development machine (AMD EPYC, 23 GB), one rank a core, one
-    // OpenMP thread a rank, Open MPI over shared memory. Links, latency and per-op overhead
-    // from `mpirun -np 2 trident-planner --calibrate` (2026-11-25, load ~4: other jobs were
-    // running); GEMM rate and memory bandwidth from the quieter single-core measurements of
-    // bench/cpu_train.sh (Eigen 40-46 GFLOP/s at GPT shapes). Use --calibration for numbers
-    // measured at the shapes of your model.
+    // OpenMP thread a rank, Open MPI over shared memory. From bench/planner_validation.sh's
+    // calibrations (2026-11-25, 3 rounds, each kernel's fastest): the packed GEMM reaches
+    // 83-85 GFLOP/s FLOP-weighted over the model's shapes, a whole training step ~74 GFLOP/s,
+    // hence peak 80 GFLOP/s at 85% for every GEMM; AdamW streams 6 GB/s; 1.4-2.1 us of
+    // dispatch per op; all-reduce 5.3 us a ring step and 2.2 GB/s bus bandwidth at gradient
+    // sizes (16 MB), ping-pong 0.8 GB/s. Use --calibration for numbers measured at the shapes
+    // of your model (they also follow the link's speed per message size).
     h.description = "2-core CPU (this project's machine), one rank a core, MPI shared memory";
     h.memory_bytes = 11e9;
     h.reserved_bytes = 0;
     h.peak_flops_bf16 = 0;
-    h.peak_flops_fp32 = 42e9;
-    h.matmul_efficiency = 1.0;
-    h.memory_bandwidth = 12e9;
-    h.kernel_overhead_s = 7e-6;
+    h.peak_flops_fp32 = 80e9;
+    h.matmul_efficiency = 0.85;
+    h.memory_bandwidth = 6e9;
+    h.kernel_overhead_s = 2e-6;
     h.gpus_per_node = 2;
-    h.intra = {18e-6, 2.1e9, 0.62e9};
+    h.intra = {5.3e-6, 2.2e9, 0.8e9};
     h.inter = h.intra;
     h.comm_overlap = 0.0;
     h.cores = 2;
@@ -240,19 +242,60 @@ double TableCostModel::seconds(const KernelCall& call) const {
 
 // --- collectives ----------------------------------------------------------------------------
 
+namespace {
+
+// The band whose range holds `bytes` (the last one beyond), or the link's single pair.
+LinkBand band_for(const std::vector<LinkBand>& bands, double bytes, double latency,
+                  double bandwidth) {
+  if (bands.empty()) return {0, latency, bandwidth};
+  for (const LinkBand& b : bands) {
+    if (bytes <= b.max_bytes) return b;
+  }
+  return bands.back();
+}
+
+}  // namespace
+
+std::vector<LinkBand> fit_link_bands(const std::vector<double>& bytes,
+                                     const std::vector<double>& seconds, int ranks) {
+  TRIDENT_CHECK(bytes.size() == seconds.size() && bytes.size() >= 2,
+                "fit_link_bands: need at least two (bytes, seconds) samples");
+  std::vector<LinkBand> out;
+  for (size_t i = 0; i + 1 < bytes.size(); ++i) {
+    const double dS = bytes[i + 1] - bytes[i];
+    TRIDENT_CHECK(dS > 0, "fit_link_bands: sizes must increase");
+    // A band that got faster with size (noise among tiny messages) is flat: pure latency.
+    const double slope = std::max(seconds[i + 1] - seconds[i], 0.0) / dS;
+    const double alpha = seconds[i + 1] - slope * bytes[i + 1];
+    LinkBand b;
+    b.max_bytes = bytes[i + 1];
+    if (ranks > 1) {  // t = 2(n-1) latency + 2(n-1)/n S / busbw
+      b.latency_s = alpha / (2.0 * (ranks - 1));
+      b.bandwidth = slope > 0 ? 2.0 * (ranks - 1) / ranks / slope : 1e30;
+    } else {
+      b.latency_s = alpha;
+      b.bandwidth = slope > 0 ? 1.0 / slope : 1e30;
+    }
+    out.push_back(b);
+  }
+  return out;
+}
+
 double all_reduce_seconds(double bytes, int n, const Link& link) {
   if (n <= 1) return 0;
-  return 2.0 * (n - 1) * link.latency_s + 2.0 * (n - 1) / n * bytes / link.bus_bandwidth;
+  const LinkBand b = band_for(link.collective_bands, bytes, link.latency_s, link.bus_bandwidth);
+  return std::max(0.0, 2.0 * (n - 1) * b.latency_s + 2.0 * (n - 1) / n * bytes / b.bandwidth);
 }
 double reduce_scatter_seconds(double bytes, int n, const Link& link) {
   if (n <= 1) return 0;
-  return (n - 1) * link.latency_s + static_cast<double>(n - 1) / n * bytes / link.bus_bandwidth;
+  return 0.5 * all_reduce_seconds(bytes, n, link);
 }
 double all_gather_seconds(double bytes, int n, const Link& link) {
   return reduce_scatter_seconds(bytes, n, link);
 }
 double p2p_seconds(double bytes, const Link& link) {
-  return link.latency_s + bytes / link.p2p_bandwidth;
+  const LinkBand b = band_for(link.p2p_bands, bytes, link.latency_s, link.p2p_bandwidth);
+  return std::max(0.0, b.latency_s + bytes / b.bandwidth);
 }
 
 // --- the model's pieces ---------------------------------------------------------------------
@@ -620,7 +663,10 @@ Prediction predict(const ModelShape& model, const Hardware& hw, const TrainingSe
     t.syncs += all_reduce_seconds(4.0 * static_cast<double>(model.vocab / l.tp) * C, 2, links.pp);
   t.dp_exposed = tail->dp_exposed;
   const int world = l.dp * l.tp * l.pp;
-  t.time_share = hw.cores > 0 && world > hw.cores ? static_cast<double>(world) / hw.cores : 1.0;
+  auto share = [&](int ranks) {
+    return hw.cores > 0 && ranks > hw.cores ? static_cast<double>(ranks) / hw.cores : 1.0;
+  };
+  t.time_share = share(world) / (hw.calibrated_ranks > 0 ? share(hw.calibrated_ranks) : 1.0);
   t.step = t.time_share * (pipe + t.dp_exposed + t.syncs + t.optimizer);
   t.compute *= t.time_share;
   t.tp_comm *= t.time_share;

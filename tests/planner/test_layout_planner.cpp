@@ -150,6 +150,38 @@ TEST_CASE("alpha-beta ring collectives") {
   CHECK(p2p_seconds(1e6, l) == Approx(10e-6 + 1e6 / 50e9));
 }
 
+TEST_CASE("calibrated links: alpha-beta bands through the measured sizes") {
+  // All-reduce over 2 ranks: 10 us up to 1 KB, then 1 GB/s of algorithm bandwidth to 1 MB, then
+  // half that (out of cache) to 4 MB.
+  const std::vector<double> S{4, 1024, 1 << 20, 4 << 20};
+  const std::vector<double> t{10e-6, 10e-6, 10e-6 + (1048576.0 - 1024) / 1e9,
+                              10e-6 + (1048576.0 - 1024) / 1e9 + 3.0 * 1048576 / 0.5e9};
+  Link l{1, 1, 1};
+  l.collective_bands = fit_link_bands(S, t, 2);
+  l.p2p_bands = fit_link_bands(S, t, 0);
+  REQUIRE(l.collective_bands.size() == 3);
+  // Every measured point is reproduced, for collectives and point-to-point alike.
+  for (size_t i = 0; i < S.size(); ++i) {
+    CHECK(all_reduce_seconds(S[i], 2, l) == Approx(t[i]));
+    CHECK(p2p_seconds(S[i], l) == Approx(t[i]));
+  }
+  // Between the points: the straight line; beyond the last: its band extended.
+  CHECK(all_reduce_seconds(2 << 20, 2, l) == Approx(t[2] + (t[3] - t[2]) / 3));
+  CHECK(all_reduce_seconds(8 << 20, 2, l) == Approx(t[3] + 4.0 * 1048576 / 0.5e9));
+  // The band keeps the ring model's per-step latency and bus bandwidth: a 4-rank all-reduce of
+  // 4 MB is 3x the latency and 1.5x the bus traffic of a 2-rank one.
+  const LinkBand& big = l.collective_bands.back();
+  CHECK(all_reduce_seconds(4 << 20, 4, l) ==
+        Approx(6 * big.latency_s + 1.5 * 4.0 * 1048576 / big.bandwidth));
+  CHECK(big.bandwidth == Approx(0.5e9));  // 2(n-1)/n = 1 for n = 2
+  // Noise that makes a larger message faster gives a flat band, never a negative time.
+  const auto flat = fit_link_bands({4, 64}, {20e-6, 15e-6}, 2);
+  Link f{1, 1, 1};
+  f.collective_bands = flat;
+  CHECK(all_reduce_seconds(32, 2, f) == Approx(15e-6));
+  CHECK_THROWS(fit_link_bands({4}, {1e-6}, 2));
+}
+
 TEST_CASE("data-parallel reduction: exposed only past backward, all of it without overlap") {
   ModelShape m = tiny();
   TrainingSetup s;
@@ -288,6 +320,13 @@ TEST_CASE("ranks sharing cores slow the step by ranks / cores") {
   const Prediction own = predict(m, hw, s, l, costs);
   CHECK(shared.time.time_share == Approx(2.0));
   CHECK(shared.time.step == Approx(2.0 * own.time.step));
+  // Costs calibrated with 4 ranks at once on the 2 cores already hold the sharing; calibrated
+  // with 1 or 2 ranks they do not.
+  hw.cores = 2;
+  hw.calibrated_ranks = 4;
+  CHECK(predict(m, hw, s, l, costs).time.time_share == Approx(1.0));
+  hw.calibrated_ranks = 2;
+  CHECK(predict(m, hw, s, l, costs).time.time_share == Approx(2.0));
 }
 
 TEST_CASE("a calibration table prices the calls it holds and counts the rest") {

@@ -32,7 +32,9 @@
 //   optimizer        AdamW over the rank's parameters (its shard under ZeRO-1), plus zeroing,
 //                    norm and scaling passes over the gradients
 // Ranks that share cores (a CPU machine with more ranks than cores) slow everything by
-// ranks / cores. Pure logic: no MPI, no kernels; the calibrating CPU costs live in the tool.
+// share(ranks) = max(1, ranks / cores), divided by share(calibrated ranks) when the costs were
+// measured with that many ranks at once. Pure logic: no MPI, no kernels; the calibrating CPU
+// costs live in the tool.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -59,12 +61,27 @@ enum class Precision { FP32, BF16 };
 const char* precision_name(Precision p);
 int activation_bytes(Precision p);
 
+// Alpha and beta of a link for messages up to `max_bytes` (the last band of a list also covers
+// everything larger): latency_s per ring step (collectives) or per message (point-to-point),
+// bandwidth in bytes/s (bus bandwidth for collectives).
+struct LinkBand {
+  double max_bytes = 0, latency_s = 0, bandwidth = 0;
+};
+
 // One collective-capable link class: ring collectives reach `bus_bandwidth` (bytes/s, as
 // nccl-tests' busbw), a point-to-point transfer `p2p_bandwidth`; `latency_s` is alpha.
+// A calibrated link (trident-planner --calibrate) instead holds alpha and beta per
+// message-size band, the straight line between neighbouring measured sizes: real transports
+// switch protocols with the size (eager / rendezvous, NCCL's LL / Simple) and slow down once a
+// message spills out of the caches, which one alpha-beta pair cannot follow over 4 B to 16 MB.
 struct Link {
+  Link() = default;
+  Link(double latency, double bus, double p2p)
+      : latency_s(latency), bus_bandwidth(bus), p2p_bandwidth(p2p) {}
   double latency_s = 0;
   double bus_bandwidth = 0;
   double p2p_bandwidth = 0;
+  std::vector<LinkBand> collective_bands, p2p_bands;  // empty: the single pair above
 };
 
 struct Hardware {
@@ -81,6 +98,9 @@ struct Hardware {
   // and NICs; 0: the same cores do both, as MPI over shared memory on a CPU).
   double comm_overlap = 1;
   int cores = 0;  // > 0: the ranks share this many cores; time scales by ranks / cores
+  // > 0: the kernel and link costs were measured (trident-planner --calibrate) with this many
+  // ranks running at once on the machine, so they already include that much core sharing.
+  int calibrated_ranks = 0;
   double peak_flops(Precision p) const {
     return p == Precision::BF16 ? peak_flops_bf16 : peak_flops_fp32;
   }
@@ -200,7 +220,7 @@ struct TimeEstimate {     // seconds per optimizer step
   double dp_exposed = 0;  // the part not hidden behind backward, + ZeRO-1's all-gather
   double syncs = 0;       // tied-embedding all-reduce (pp > 1), clip-norm and loss reductions
   double optimizer = 0;
-  double time_share = 1;  // ranks / cores when they share cores
+  double time_share = 1;  // share(ranks) / share(calibrated ranks) when ranks share cores
   double step = 0;
 };
 
@@ -237,6 +257,13 @@ std::vector<KernelCall> micro_batch_kernels(const ModelShape& model, int tp, int
                                             bool flash_attention = false);
 // The optimizer step's kernels for `params` parameters on a rank (ZeRO-1: its 1/dp shard).
 std::vector<KernelCall> optimizer_kernels(int64_t params, bool zero, int dp, bool grad_clip);
+
+// Piecewise alpha-beta bands through measured (bytes, seconds) samples, sorted by size. For
+// collectives the samples are all-reduces over `ranks` ranks and each band holds the per-step
+// latency and bus bandwidth of the ring model (so it can be applied to other group sizes); for
+// point-to-point (`ranks` = 0) latency and bandwidth of one message.
+std::vector<LinkBand> fit_link_bands(const std::vector<double>& bytes,
+                                     const std::vector<double>& seconds, int ranks);
 
 // Ring collectives and point-to-point transfers over n ranks, alpha-beta.
 double all_reduce_seconds(double bytes, int n, const Link& link);
