@@ -1,39 +1,9 @@
-// Entry point of trident_mpi_tests, run under mpirun: every rank runs the same test cases in
-// the same order (they are collective). MPI lives as long as the Catch session; the exit code
-// is the same on every rank: non-zero when an assertion failed on any rank.
+// Entry point of trident_mpi_tests (and of the CPU-side GPU communication tests), run under
+// mpirun: MPI lives as long as the Catch session (mpi_catch_session.hpp).
 #define CATCH_CONFIG_RUNNER
-#include <mpi.h>
-
-#include <catch2/catch.hpp>
-#include <cstdio>
-#include <string>
-#include <vector>
-
-#include "trident/parallel/mpi_runtime.hpp"
+#include "mpi_catch_session.hpp"
 
 int main(int argc, char** argv) {
   trident::MpiRuntime mpi(&argc, &argv);
-  return trident::run_guarded([&] {
-    // Name the process after its rank, so a failure report says which rank failed.
-    const std::string name = "rank" + std::to_string(mpi.world_rank());
-    std::vector<char*> args(argv, argv + argc);
-    args.push_back(const_cast<char*>("--name"));
-    args.push_back(const_cast<char*>(name.c_str()));
-    Catch::Session session;
-    const int bad_args = session.applyCommandLine(static_cast<int>(args.size()), args.data());
-    if (bad_args != 0) return bad_args;
-    const Catch::ConfigData& config = session.configData();
-    if (config.showHelp || config.listTests || config.listTestNamesOnly || config.listTags ||
-        config.listReporters) {
-      session.run();  // prints the listing; its result is a count, not failures
-      return 0;
-    }
-    const int failed = session.run();
-    int failed_anywhere = 0;
-    MPI_Allreduce(&failed, &failed_anywhere, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (mpi.world_rank() == 0)
-      std::printf("trident_mpi_tests: %d ranks, %d failed test cases over all ranks\n",
-                  mpi.world_size(), failed_anywhere);
-    return failed_anywhere == 0 ? 0 : 1;
-  });
+  return trident::testing::run_mpi_catch_session(argc, argv, mpi, "trident_mpi_tests");
 }
