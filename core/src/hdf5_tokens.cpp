@@ -1,8 +1,6 @@
-// HDF5 token files through HDF5's C API: RAII handles, HDF5's error stack turned into one
-// trident::Error naming the file. See hdf5_tokens.hpp for the layout.
+// HDF5 token files through the hdf5.hpp wrapper, whose errors name the file and HDF5's own
+// reason. See hdf5_tokens.hpp for the layout.
 #include "trident/core/hdf5_tokens.hpp"
-
-#include <hdf5.h>
 
 #include <cerrno>
 #include <climits>
@@ -14,163 +12,9 @@
 
 #include "trident/core/atomic_file.hpp"
 #include "trident/core/error.hpp"
+#include "trident/core/hdf5.hpp"
 
 namespace trident {
-namespace {
-
-// One HDF5 identifier, closed by its own close function.
-class H5Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  H5Handle() = default;
-  H5Handle(hid_t id, Closer close) : id_(id), close_(close) {}
-  ~H5Handle() { reset(); }
-  H5Handle(H5Handle&& o) noexcept : id_(std::exchange(o.id_, -1)), close_(o.close_) {}
-  H5Handle& operator=(H5Handle&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = std::exchange(o.id_, -1);
-      close_ = o.close_;
-    }
-    return *this;
-  }
-  H5Handle(const H5Handle&) = delete;
-  H5Handle& operator=(const H5Handle&) = delete;
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-  // Closes now and reports whether HDF5 accepted it (a file close flushes, so it can fail).
-  bool close() {
-    const bool ok = id_ < 0 || close_(id_) >= 0;
-    id_ = -1;
-    return ok;
-  }
-  void reset() {
-    if (id_ >= 0) close_(id_);
-    id_ = -1;
-  }
-
- private:
-  hid_t id_ = -1;
-  Closer close_ = nullptr;
-};
-
-// Silences HDF5's automatic printing of its error stack while Trident turns failures into
-// exceptions; restores the previous handler at scope exit.
-class Hdf5Quiet {
- public:
-  Hdf5Quiet() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~Hdf5Quiet() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  Hdf5Quiet(const Hdf5Quiet&) = delete;
-  Hdf5Quiet& operator=(const Hdf5Quiet&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
-
-herr_t collect_error(unsigned, const H5E_error2_t* err, void* out) {
-  auto* s = static_cast<std::string*>(out);
-  if (err->desc == nullptr || err->desc[0] == '\0') return 0;
-  if (s->find(err->desc) != std::string::npos) return 0;
-  if (!s->empty()) *s += ": ";
-  *s += err->desc;
-  return 0;
-}
-
-// HDF5's error stack, outermost call first ("unable to open file: ... truncated file: eof =
-// 1000, ..."), then cleared.
-std::string hdf5_reason() {
-  std::string s;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &s);
-  H5Eclear2(H5E_DEFAULT);
-  return s.empty() ? "HDF5 reported no reason" : s;
-}
-
-[[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw Error(str_cat(path, ": ", what, ": ", hdf5_reason()));
-}
-
-hid_t check_id(hid_t id, const std::string& path, const std::string& what) {
-  if (id < 0) fail(path, what);
-  return id;
-}
-
-void check_ok(herr_t rc, const std::string& path, const std::string& what) {
-  if (rc < 0) fail(path, what);
-}
-
-// Integer attribute `name` of `obj`; false when absent.
-bool read_int_attribute(hid_t obj, const char* name, const std::string& path, int64_t* value) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Handle a(
-      check_id(H5Aopen(obj, name, H5P_DEFAULT), path, str_cat("cannot open attribute ", name)),
-      H5Aclose);
-  H5Handle type(H5Aget_type(a.get()), H5Tclose);
-  H5Handle space(H5Aget_space(a.get()), H5Sclose);
-  TRIDENT_CHECK(
-      H5Tget_class(type.get()) == H5T_INTEGER && H5Sget_simple_extent_npoints(space.get()) == 1,
-      path, ": attribute ", name, " must be one integer");
-  check_ok(H5Aread(a.get(), H5T_NATIVE_INT64, value), path,
-           str_cat("cannot read attribute ", name));
-  return true;
-}
-
-// String attribute `name` (variable- or fixed-length); false when absent.
-bool read_string_attribute(hid_t obj, const char* name, const std::string& path,
-                           std::string* value) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Handle a(
-      check_id(H5Aopen(obj, name, H5P_DEFAULT), path, str_cat("cannot open attribute ", name)),
-      H5Aclose);
-  H5Handle type(H5Aget_type(a.get()), H5Tclose);
-  TRIDENT_CHECK(H5Tget_class(type.get()) == H5T_STRING, path, ": attribute ", name,
-                " must be a string");
-  H5Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
-  if (H5Tis_variable_str(type.get()) > 0) {
-    H5Tset_size(mem.get(), H5T_VARIABLE);
-    char* s = nullptr;
-    check_ok(H5Aread(a.get(), mem.get(), &s), path, str_cat("cannot read attribute ", name));
-    *value = s ? s : "";
-    H5free_memory(s);
-  } else {
-    const size_t n = H5Tget_size(type.get());
-    H5Tset_size(mem.get(), n);
-    std::string buf(n, '\0');
-    check_ok(H5Aread(a.get(), mem.get(), buf.data()), path,
-             str_cat("cannot read attribute ", name));
-    buf.resize(std::strlen(buf.c_str()));
-    while (!buf.empty() && buf.back() == ' ') buf.pop_back();
-    *value = buf;
-  }
-  return true;
-}
-
-void write_int_attribute(hid_t obj, const char* name, int64_t v, const std::string& path) {
-  H5Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Handle a(check_id(H5Acreate2(obj, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                      path, str_cat("cannot create attribute ", name)),
-             H5Aclose);
-  check_ok(H5Awrite(a.get(), H5T_NATIVE_INT64, &v), path, str_cat("cannot write attribute ", name));
-}
-
-void write_string_attribute(hid_t obj, const char* name, const std::string& v,
-                            const std::string& path) {
-  H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), H5T_VARIABLE);
-  H5Tset_cset(type.get(), H5T_CSET_UTF8);
-  H5Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Handle a(check_id(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                      path, str_cat("cannot create attribute ", name)),
-             H5Aclose);
-  const char* p = v.c_str();
-  check_ok(H5Awrite(a.get(), type.get(), &p), path, str_cat("cannot write attribute ", name));
-}
-
-}  // namespace
 
 bool has_hdf5_signature(const std::string& path) {
   static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
@@ -184,59 +28,54 @@ bool has_hdf5_signature(const std::string& path) {
 // Reader
 
 struct Hdf5TokenReader::Handles {
-  H5Handle file, dset;
-  bool is_signed = false;
-  hid_t memory_type = -1;  // the native integer of the stored width and sign (a library constant)
-  std::vector<unsigned char> scratch;
+  hdf5::File file;
+  hdf5::Dataset tokens;  // open for the reader's life: reopening it per window costs too much
+  std::vector<unsigned char> scratch;  // ids in the file's width, before widening
 };
 
-Hdf5TokenReader::Hdf5TokenReader(const std::string& path)
-    : path_(path), h_(std::make_unique<Handles>()) {
-  Hdf5Quiet quiet;
+namespace {
+
+hdf5::File open_token_file(const std::string& path) {
   {
     std::ifstream probe(path);
     TRIDENT_CHECK(probe.is_open(), path, ": cannot open: ", std::strerror(errno));
   }
-  H5Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  // Readers only read: no locks (Lustre and some NFS mounts have none, and every rank opens).
-  H5Pset_file_locking(fapl.get(), false, true);
-  h_->file = H5Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
-  if (!h_->file.valid()) {
-    throw Error(str_cat(path, ": cannot open as an HDF5 token file: ", hdf5_reason(),
+  try {
+    // Readers only read: no locks (Lustre and some NFS mounts have none, and every rank opens).
+    return hdf5::File::open(path, hdf5::Locking::Off);
+  } catch (const hdf5::Error& e) {
+    throw Error(str_cat(path, ": cannot open as an HDF5 token file: ", e.reason(),
                         " (a truncated or corrupted file? re-create it with trident-tokenize)"));
   }
-  const hid_t f = h_->file.get();
-  TRIDENT_CHECK(H5Lexists(f, "tokens", H5P_DEFAULT) > 0, path,
+}
+
+}  // namespace
+
+Hdf5TokenReader::Hdf5TokenReader(const std::string& path) : path_(path) {
+  hdf5::File file = open_token_file(path);
+  TRIDENT_CHECK(file.has("tokens"), path,
                 ": no dataset 'tokens' (an HDF5 token file holds its ids in /tokens; write one "
                 "with trident-tokenize)");
-  h_->dset =
-      H5Handle(check_id(H5Dopen2(f, "tokens", H5P_DEFAULT), path, "cannot open /tokens"), H5Dclose);
-  const hid_t d = h_->dset.get();
-  H5Handle type(H5Dget_type(d), H5Tclose);
-  TRIDENT_CHECK(H5Tget_class(type.get()) == H5T_INTEGER, path,
-                ": /tokens must hold integers (uint16 or uint32 token ids)");
-  meta_.token_bytes = static_cast<int>(H5Tget_size(type.get()));
-  h_->is_signed = H5Tget_sign(type.get()) == H5T_SGN_2;
-  TRIDENT_CHECK(meta_.token_bytes == 1 || meta_.token_bytes == 2 || meta_.token_bytes == 4 ||
-                    meta_.token_bytes == 8,
-                path, ": /tokens holds ", meta_.token_bytes,
-                "-byte integers (1, 2, 4 or 8 expected)");
-  const bool s = h_->is_signed;
-  h_->memory_type = meta_.token_bytes == 1   ? (s ? H5T_NATIVE_INT8 : H5T_NATIVE_UINT8)
-                    : meta_.token_bytes == 2 ? (s ? H5T_NATIVE_INT16 : H5T_NATIVE_UINT16)
-                    : meta_.token_bytes == 4 ? (s ? H5T_NATIVE_INT32 : H5T_NATIVE_UINT32)
-                                             : (s ? H5T_NATIVE_INT64 : H5T_NATIVE_UINT64);
-  H5Handle space(H5Dget_space(d), H5Sclose);
-  TRIDENT_CHECK(H5Sget_simple_extent_ndims(space.get()) == 1, path,
-                ": /tokens must be one-dimensional, it has ",
-                H5Sget_simple_extent_ndims(space.get()), " dimensions");
-  hsize_t n = 0;
-  H5Sget_simple_extent_dims(space.get(), &n, nullptr);
-  meta_.num_tokens = static_cast<int64_t>(n);
+  hdf5::Dataset tokens = file.open_dataset("tokens");
+  const hdf5::DatasetInfo& info = tokens.info();
+  TRIDENT_CHECK(hdf5::is_integer(info.elem), path,
+                ": /tokens must hold integers (uint16 or uint32 token ids), not ",
+                hdf5::elem_name(info.elem));
+  TRIDENT_CHECK(info.shape.size() == 1, path, ": /tokens must be one-dimensional, it has ",
+                info.shape.size(), " dimensions");
+  meta_.token_bytes = static_cast<int>(hdf5::elem_size(info.elem));
+  meta_.num_tokens = info.shape[0];
 
   // Attributes: on /tokens, or on the root group for files written by other programs.
-  auto int_attr = [&](const char* name, int64_t* v) {
-    return read_int_attribute(d, name, path, v) || read_int_attribute(f, name, path, v);
+  auto holder = [&](const char* key) -> const hdf5::Object* {
+    if (tokens.has_attr(key)) return &tokens;
+    if (file.has_attr(key)) return &file;
+    return nullptr;
+  };
+  auto int_attr = [&](const char* key, int64_t* v) {
+    const hdf5::Object* o = holder(key);
+    if (o != nullptr) *v = o->attr_int(key);
+    return o != nullptr;
   };
   int64_t recorded = 0;
   if (int_attr("format_version", &meta_.format_version)) {
@@ -252,16 +91,12 @@ Hdf5TokenReader::Hdf5TokenReader(const std::string& path)
   int_attr("vocab_size", &meta_.vocab_size);
   TRIDENT_CHECK(meta_.vocab_size >= 0, path, ": negative vocab_size ", meta_.vocab_size);
   int_attr("eot_token", &meta_.eot_token);
-  if (!read_string_attribute(d, "tokenizer", path, &meta_.tokenizer)) {
-    read_string_attribute(f, "tokenizer", path, &meta_.tokenizer);
-  }
+  if (const hdf5::Object* o = holder("tokenizer")) meta_.tokenizer = o->attr_string("tokenizer");
+
+  h_ = std::make_unique<Handles>(Handles{std::move(file), std::move(tokens), {}});
 }
 
-Hdf5TokenReader::~Hdf5TokenReader() {
-  if (!h_) return;
-  Hdf5Quiet quiet;
-  h_.reset();
-}
+Hdf5TokenReader::~Hdf5TokenReader() = default;
 Hdf5TokenReader::Hdf5TokenReader(Hdf5TokenReader&&) noexcept = default;
 Hdf5TokenReader& Hdf5TokenReader::operator=(Hdf5TokenReader&&) noexcept = default;
 
@@ -271,26 +106,21 @@ void Hdf5TokenReader::read(int64_t begin, int64_t count, int32_t* out) const {
       path_, ": tokens [", begin, ", ", begin + count, ") are outside the file's ",
       meta_.num_tokens, " tokens");
   if (count == 0) return;
-  Hdf5Quiet quiet;
-  const hid_t d = h_->dset.get();
-  const hsize_t start = static_cast<hsize_t>(begin), n = static_cast<hsize_t>(count);
-  H5Handle fspace(H5Dget_space(d), H5Sclose);
-  check_ok(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &n, nullptr), path_,
-           "cannot select tokens");
-  H5Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
   // Read in the file's own width (HDF5's type conversion costs more than the read of a cached
   // chunk), then widen here; every id must fit a non-negative int32.
-  const size_t width = static_cast<size_t>(meta_.token_bytes);
+  const hdf5::Elem elem = h_->tokens.info().elem;
+  const size_t width = hdf5::elem_size(elem);
   const bool in_place = width == 4;
   std::vector<unsigned char>& raw = h_->scratch;
   if (!in_place) raw.resize(width * static_cast<size_t>(count));
-  if (H5Dread(d, h_->memory_type, mspace.get(), fspace.get(), H5P_DEFAULT,
-              in_place ? static_cast<void*>(out) : static_cast<void*>(raw.data())) < 0) {
-    throw Error(str_cat(
-        path_, ": reading tokens [", begin, ", ", begin + count, ") failed: ", hdf5_reason(),
-        " (the file is corrupted or truncated; re-create it with trident-tokenize)"));
+  try {
+    h_->tokens.read_range(begin, count,
+                          in_place ? static_cast<void*>(out) : static_cast<void*>(raw.data()));
+  } catch (const hdf5::Error& e) {
+    throw Error(
+        str_cat(path_, ": reading tokens [", begin, ", ", begin + count, ") failed: ", e.reason(),
+                " (the file is corrupted or truncated; re-create it with trident-tokenize)"));
   }
-  const bool is_signed = h_->is_signed;
   auto widen = [&](auto tag) {
     using T = decltype(tag);
     const T* v =
@@ -304,19 +134,34 @@ void Hdf5TokenReader::read(int64_t begin, int64_t count, int32_t* out) const {
       out[i] = static_cast<int32_t>(t);
     }
   };
-  switch (width) {
-    case 1:
-      is_signed ? widen(int8_t{}) : widen(uint8_t{});
+  switch (elem) {
+    case hdf5::Elem::I8:
+      widen(int8_t{});
       break;
-    case 2:
-      is_signed ? widen(int16_t{}) : widen(uint16_t{});
+    case hdf5::Elem::U8:
+      widen(uint8_t{});
       break;
-    case 4:
-      is_signed ? widen(int32_t{}) : widen(uint32_t{});
+    case hdf5::Elem::I16:
+      widen(int16_t{});
       break;
-    default:
-      is_signed ? widen(int64_t{}) : widen(uint64_t{});
+    case hdf5::Elem::U16:
+      widen(uint16_t{});
       break;
+    case hdf5::Elem::I32:
+      widen(int32_t{});
+      break;
+    case hdf5::Elem::U32:
+      widen(uint32_t{});
+      break;
+    case hdf5::Elem::I64:
+      widen(int64_t{});
+      break;
+    case hdf5::Elem::U64:
+      widen(uint64_t{});
+      break;
+    case hdf5::Elem::F32:
+    case hdf5::Elem::F64:
+      break;  // refused when opened
   }
 }
 
@@ -324,7 +169,8 @@ void Hdf5TokenReader::read(int64_t begin, int64_t count, int32_t* out) const {
 // Writer
 
 struct Hdf5TokenWriter::Handles {
-  H5Handle file, dset;
+  hdf5::File file;
+  hdf5::Dataset tokens;
 };
 
 Hdf5TokenWriter::Hdf5TokenWriter(const std::string& path, int64_t vocab_size,
@@ -333,31 +179,24 @@ Hdf5TokenWriter::Hdf5TokenWriter(const std::string& path, int64_t vocab_size,
       tmp_(temporary_path_for(path)),
       vocab_size_(vocab_size),
       tokenizer_(tokenizer),
-      eot_token_(eot_token),
-      h_(std::make_unique<Handles>()) {
+      eot_token_(eot_token) {
   TRIDENT_CHECK(vocab_size > 0 && vocab_size <= (int64_t(1) << 31), path, ": vocabulary size ",
                 vocab_size, " must be in [1, 2^31]");
   TRIDENT_CHECK(eot_token < vocab_size, path, ": end-of-text token ", eot_token,
                 " is outside the vocabulary of ", vocab_size);
-  Hdf5Quiet quiet;
-  h_->file = H5Handle(check_id(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                               path, str_cat("cannot create ", tmp_)),
-                      H5Fclose);
-  const hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = kHdf5TokenChunk;
-  H5Handle space(H5Screate_simple(1, &zero, &unlimited), H5Sclose);
-  H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  check_ok(H5Pset_chunk(dcpl.get(), 1, &chunk), path, "cannot set the chunk size");
-  check_ok(H5Pset_fletcher32(dcpl.get()), path, "cannot enable Fletcher-32 checksums");
-  const hid_t type = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
-  h_->dset = H5Handle(check_id(H5Dcreate2(h_->file.get(), "tokens", type, space.get(), H5P_DEFAULT,
-                                          dcpl.get(), H5P_DEFAULT),
-                               path, "cannot create /tokens"),
-                      H5Dclose);
+  try {
+    hdf5::File file = hdf5::File::create(tmp_);
+    const hdf5::Elem elem = vocab_size <= 65536 ? hdf5::Elem::U16 : hdf5::Elem::U32;
+    hdf5::Dataset tokens = file.create_appendable("tokens", elem, kHdf5TokenChunk);
+    h_ = std::make_unique<Handles>(Handles{std::move(file), std::move(tokens)});
+  } catch (...) {
+    std::remove(tmp_.c_str());  // closed by now; the destructor will not run
+    throw;
+  }
 }
 
 Hdf5TokenWriter::~Hdf5TokenWriter() {
   if (!h_) return;  // finished
-  Hdf5Quiet quiet;
   h_.reset();
   std::remove(tmp_.c_str());
 }
@@ -374,34 +213,23 @@ void Hdf5TokenWriter::append(const int32_t* tokens, int64_t count) {
 
 void Hdf5TokenWriter::flush() {
   if (pending_.empty()) return;
-  Hdf5Quiet quiet;
-  const hid_t d = h_->dset.get();
-  const hsize_t start = static_cast<hsize_t>(written_), n = pending_.size(), total = start + n;
-  check_ok(H5Dset_extent(d, &total), path_, "cannot extend /tokens");
-  H5Handle fspace(H5Dget_space(d), H5Sclose);
-  check_ok(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &n, nullptr), path_,
-           "cannot select tokens");
-  H5Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  check_ok(H5Dwrite(d, H5T_NATIVE_UINT32, mspace.get(), fspace.get(), H5P_DEFAULT, pending_.data()),
-           path_, str_cat("writing ", n, " tokens failed (disk full?)"));
-  written_ += static_cast<int64_t>(n);
+  const int64_t n = static_cast<int64_t>(pending_.size());
+  h_->tokens.append(hdf5::Elem::U32, pending_.data(), n);  // HDF5 narrows to uint16 if stored so
+  written_ += n;
   pending_.clear();
 }
 
 void Hdf5TokenWriter::finish() {
   TRIDENT_CHECK(h_ != nullptr, path_, ": finish() called twice");
   flush();
-  {
-    Hdf5Quiet quiet;
-    const hid_t d = h_->dset.get();
-    write_int_attribute(d, "vocab_size", vocab_size_, path_);
-    write_string_attribute(d, "tokenizer", tokenizer_, path_);
-    write_int_attribute(d, "num_tokens", written_, path_);
-    write_int_attribute(d, "format_version", kHdf5TokenFormatVersion, path_);
-    if (eot_token_ >= 0) write_int_attribute(d, "eot_token", eot_token_, path_);
-    const bool ok = h_->dset.close() && h_->file.close();
-    if (!ok) fail(path_, str_cat("cannot close ", tmp_, " (disk full?)"));
-  }
+  const hdf5::Dataset& d = h_->tokens;
+  d.set_attr("vocab_size", vocab_size_);
+  d.set_attr_varlen("tokenizer", tokenizer_);
+  d.set_attr("num_tokens", written_);
+  d.set_attr("format_version", kHdf5TokenFormatVersion);
+  if (eot_token_ >= 0) d.set_attr("eot_token", eot_token_);
+  h_->tokens.close();
+  h_->file.close();  // flushes: a full disk fails here
   h_.reset();
   commit_temporary_file(tmp_, path_);
 }
