@@ -94,7 +94,8 @@ void CheckpointWriter::commit() {
   TRIDENT_CHECK(!committed_, path_, ": committed twice");
   params_.reset();
   file_->flush();
-  file_.reset();  // closes the file
+  file_->close();  // throws when the close (which writes what is still buffered) fails
+  file_.reset();
   commit_temporary_file(tmp_, path_);
   committed_ = true;
 }
