@@ -9,7 +9,7 @@
 #     events a traced run records per step and rank, over the untraced median step: the cost
 #     the instrumentation adds by construction.
 #
-#   bench/trace_overhead.sh                       # 1 process, and 4 ranks (tp 2 x pp 2)
+#   bench/trace_overhead.sh                       # 1 process, 2 ranks (pp 2), 4 ranks (tp 2 x pp 2)
 #   ROUNDS=3 STEPS=20 CONFIGS=single BUILD_DIR=build-trace bench/trace_overhead.sh
 #
 # Writes bench/results/trace_overhead-<UTC date>.json (machine, load, commands, every run's
@@ -23,7 +23,7 @@ JOBS="${JOBS:-2}"
 ROUNDS="${ROUNDS:-5}"
 STEPS="${STEPS:-40}"
 WARMUP="${WARMUP:-5}"
-CONFIGS="${CONFIGS:-single 3d}"
+CONFIGS="${CONFIGS:-single pp2 3d}"
 RESULTS_DIR="${RESULTS_DIR:-bench/results}"
 cd "$ROOT"
 
@@ -41,7 +41,11 @@ declare -A CMD
 declare -A RANKS
 CMD[single]="$BIN --steps $STEPS --log-interval 1000"
 RANKS[single]=1
-CMD[3d]="$MPIRUN -np 4 $BIN --tp 2 --pp 2 --micro-batches 4 --batch 4 --steps $STEPS --log-interval 1000"
+# Two ranks, one a core: the pipeline records the most spans per step (per micro-batch compute,
+# sends, receives and waits). 3d runs 4 ranks on the 2 cores, so its wall clock is the noisiest.
+CMD[pp2]="$MPIRUN -np 2 $BIN --pp 2 --micro-batches 4 --batch 4 --seq 64 --steps $STEPS --log-interval 1000"
+RANKS[pp2]=2
+CMD[3d]="$MPIRUN -np 4 $BIN --tp 2 --pp 2 --micro-batches 4 --batch 4 --seq 64 --steps $STEPS --log-interval 1000"
 RANKS[3d]=4
 
 TMP="$(mktemp -d)"
