@@ -8,7 +8,7 @@ mpiexec=$1 train=$2 report=$3 plot=$4 tests=$5 out=$6
 rm -rf "$out"
 mkdir -p "$out"
 "$mpiexec" --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np 8 \
-  "$train" --dp 2 --tp 2 --pp 2 --micro-batches 2 --batch 4 --steps 4 --log-interval 1 \
+  "$train" --dp 2 --tp 2 --pp 2 --micro-batches 2 --batch 4 --seq 64 --steps 4 --log-interval 1 \
   --eval-interval 2 --out-dir "$out/run" --trace "$out/trace.json" | tee "$out/train.log"
 "$report" "$out/trace.json" --skip 1 --png "$out/timeline.png" --json "$out/report.json" \
   --merge "$out/merged.json" | tee "$out/report.txt"
