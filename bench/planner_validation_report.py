@@ -44,8 +44,14 @@ def merged_calibration(concurrency):
     best = min(cals, key=lambda c: sum(c["kernels_s"].values()))  # its machine numbers and links
     doc = dict(best)
     doc["kernels_s"] = {k: min(c["kernels_s"][k] for c in cals) for k in best["kernels_s"]}
+    # The step factor is a ratio of two timings taken seconds apart: each round's is paired in
+    # time, so the median over rounds (not the fastest round's) is the merged one.
+    doc["machine_model"] = dict(best["machine_model"])
+    doc["machine_model"]["step_factor"] = statistics.median(
+        c["machine_model"]["step_factor"] for c in cals)
     doc["note"] = (best["note"] + f"; merged over {len(cals)} calibrations: each kernel's fastest, "
-                   "the machine numbers and links of the fastest calibration")
+                   "the median step factor, the machine numbers and links of the fastest "
+                   "calibration")
     path = f"{work}/calibration-{concurrency}-merged.json"
     with open(path, "w") as f:
         json.dump(doc, f)
@@ -62,9 +68,18 @@ merged = {c: merged_calibration(c) for c in (1, 2)}
 plans = {g: planner_json("--gpus", str(g), "--calibration", merged[1 if g == 1 else 2][0])
          for g in (1, 2, 4)}
 roofline = {g: planner_json("--gpus", str(g)) for g in (1, 2, 4)}
+# The same calibration scaled by its measured step factor (--apply-step-factor), to show what
+# the framework's single-process cost adds.
+with_factor = {g: planner_json("--gpus", str(g), "--calibration", merged[1 if g == 1 else 2][0],
+                               "--apply-step-factor")
+                 for g in (1, 2, 4)}
 calibrations = {f"{c} rank(s)": {"merged": merged[c][2],
                                  "kernel_seconds_total_per_round": [sum(x["kernels_s"].values())
-                                                                    for x in merged[c][1]]}
+                                                                    for x in merged[c][1]],
+                                 "step_factor_per_round": [x["machine_model"]["step_factor"]
+                                                           for x in merged[c][1]],
+                                 "step_anchor_per_round": [x["machine_model"]["step_anchor"]
+                                                           for x in merged[c][1]]}
                 for c in (1, 2)}
 
 runs = []
@@ -90,6 +105,7 @@ for name in dict.fromkeys(r["layout"] for r in runs):
     ranks = rs[0]["ranks"]
     lay = layout_of(rs[0]["flags"], ranks)
     pred, roof = find(plans[ranks], lay), find(roofline[ranks], lay)
+    factored = find(with_factor[ranks], lay)
     per_round = [r["step_ms_median"] for r in rs]
     best = min(min(r["step_ms"]) for r in rs)
     median_all = statistics.median(statistics.median(r["step_ms"]) for r in rs)
@@ -111,6 +127,8 @@ for name in dict.fromkeys(r["layout"] for r in runs):
         "predicted_mem_bytes_stage0": pred["memory"]["stage_total_bytes"][0],
         "mem_error": pred["memory"]["stage_total_bytes"][0] / peak - 1,
         "uncalibrated_step_ms": roof["step_ms"], "uncalibrated_error": roof["step_ms"] / best - 1,
+        "with_step_factor_step_ms": factored["step_ms"],
+        "with_step_factor_error": factored["step_ms"] / best - 1,
         "others_busy_percent_during_max": max(r["others_busy_percent_during"] for r in rs),
     })
 
@@ -145,6 +163,8 @@ summary = {
     "mean_abs_error_1_2_ranks": mean_abs("error", two),
     "mean_abs_error_4_ranks_oversubscribed": mean_abs("error", four),
     "mean_abs_error_uncalibrated": mean_abs("uncalibrated_error", results),
+    "mean_abs_error_with_step_factor_1_2_ranks": mean_abs("with_step_factor_error", two),
+    "step_factor": {c: merged[c][2]["machine_model"]["step_factor"] for c in (1, 2)},
     "mean_abs_error_vs_median_1_2_ranks": mean_abs("error_vs_median", two),
     "mean_abs_memory_error": mean_abs("mem_error", results),
     "spearman_rank_correlation_1_2_ranks": spearman([r["measured_step_ms"] for r in two],
@@ -184,14 +204,15 @@ with open(os.environ["OUT"], "w") as f:
     f.write("\n")
 
 print("\n| layout | ranks | fastest step, ms | median step (round spread) | predicted | error | "
-      "uncalibrated preset | exposed comm / bubble measured | predicted | peak memory rank 0 | "
-      "predicted |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "with step factor | uncalibrated preset | exposed comm / bubble measured | predicted | "
+      "peak memory rank 0 | predicted |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in results:
     p = r["predicted"]
     print(f"| {r['layout']} | {r['ranks']} | {r['measured_step_ms']:.0f} | "
           f"{r['measured_median_step_ms']:.0f} ({100 * r['round_spread']:.0f}%) "
-          f"| {r['predicted_step_ms']:.0f} | {100 * r['error']:+.0f}% | {r['uncalibrated_step_ms']:.0f} "
+          f"| {r['predicted_step_ms']:.0f} | {100 * r['error']:+.0f}% | {r['with_step_factor_step_ms']:.0f} "
+          f"({100 * r['with_step_factor_error']:+.0f}%) | {r['uncalibrated_step_ms']:.0f} "
           f"({100 * r['uncalibrated_error']:+.0f}%) | {r['measured_exposed_comm_ms']:.0f} / "
           f"{r['measured_bubble_ms']:.0f} | {p['dp_exposed_ms']:.0f} / {p['bubble_ms'] + p['pp_comm_ms']:.0f} "
           f"| {r['measured_peak_mem_bytes_rank0'] / 2**20:.1f} MiB | "
@@ -201,7 +222,9 @@ print(f"\nmean |error| {100 * s['mean_abs_error_all']:.1f}% (max {100 * s['max_a
       f"1-2 ranks {100 * s['mean_abs_error_1_2_ranks']:.1f}%"
       + (f", 4 ranks oversubscribed {100 * s['mean_abs_error_4_ranks_oversubscribed']:.1f}%" if four else "")
       + f"; uncalibrated preset {100 * s['mean_abs_error_uncalibrated']:.1f}%; "
-      f"memory {100 * s['mean_abs_memory_error']:.1f}%; 1-2 ranks against the median step "
+      f"memory {100 * s['mean_abs_memory_error']:.1f}%; 1-2 ranks with the step factor "
+      f"{100 * s['mean_abs_error_with_step_factor_1_2_ranks']:.1f}% (step factor "
+      f"{s['step_factor'][1]:.3f} / {s['step_factor'][2]:.3f} for 1 / 2 ranks); 1-2 ranks against the median step "
       f"{100 * s['mean_abs_error_vs_median_1_2_ranks']:.1f}%")
 if two:
     print(f"1-2 ranks: Spearman rank correlation {s['spearman_rank_correlation_1_2_ranks']:.2f}; "

@@ -29,6 +29,7 @@
 #include "trident/kernels/cpu/gemm.hpp"
 #include "trident/kernels/cpu/layernorm.hpp"
 #include "trident/kernels/cpu/optimizer.hpp"
+#include "trident/models/gpt.hpp"
 #include "trident/models/gpt_config.hpp"
 #include "trident/parallel/layout_planner.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
@@ -203,6 +204,49 @@ double op_overhead_seconds() {
          6.0;  // three ops forward, three backward
 }
 
+// One real micro-batch through the framework against the sum of its kernels timed alone.
+struct StepAnchor {
+  int64_t batch = 0;
+  double measured_s = 0, kernels_s = 0;
+};
+
+// Times the library's GPT forward + backward (loss, backward; fastest of 3 after a warm-up) on
+// the largest micro-batch dividing the global batch whose kernels add up to at most a second
+// (at least one sequence), and prices the same micro-batch with `table`.
+StepAnchor measure_step_anchor(const tp::ModelShape& m, const tp::TrainingSetup& s,
+                               const tp::TableCostModel& table) {
+  StepAnchor a;
+  for (int64_t b = 1; b <= s.global_batch; ++b) {
+    if (s.global_batch % b != 0) continue;
+    double sum = 0;
+    for (const auto& call :
+         tp::micro_batch_kernels(m, 1, b, s.seq_len, m.layers, true, true, s.flash_attention))
+      sum += table.seconds(call);
+    if (a.batch > 0 && sum > 1.0) break;
+    a.batch = b, a.kernels_s = sum;
+  }
+  trident::models::GPTConfig cfg;
+  cfg.vocab_size = m.vocab, cfg.block_size = m.context, cfg.n_layer = m.layers;
+  cfg.n_head = m.heads, cfg.n_embd = m.width, cfg.dropout = 0.0f;
+  trident::models::GPT gpt(cfg, 1);
+  std::vector<int32_t> ids(static_cast<size_t>(a.batch * s.seq_len));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 7919) % m.vocab);
+  const trident::Tensor x = trident::Tensor::from_vector(ids, {a.batch, s.seq_len});
+  std::rotate(ids.begin(), ids.begin() + 1, ids.end());
+  const trident::Tensor y = trident::Tensor::from_vector(ids, {a.batch, s.seq_len});
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = Clock::now();
+    trident::Tensor loss = gpt.loss(x, y);
+    loss.backward();
+    const double t = seconds_since(t0);
+    gpt.zero_grad();
+    if (rep == 1 || (rep > 1 && t < best)) best = t;  // rep 0 warms up
+  }
+  a.measured_s = best;
+  return a;
+}
+
 // Records every kernel call the plan prices (priced by the roofline meanwhile).
 class RecordingCostModel : public tp::KernelCostModel {
  public:
@@ -333,6 +377,7 @@ struct Args {
   double bucket_mb = 25;
   bool no_overlap = false, no_clip = false, as_json = false, calibrate = false;
   std::string calibration_in, calibration_out;
+  bool apply_step_factor = false;  // scale by the calibration's measured step factor
 };
 
 tp::ModelShape model_shape(const Args& a) {
@@ -544,9 +589,23 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
       adam_n = static_cast<double>(call.d0), adam_s = secs[i] - overhead;
     ++i;
   }
+  // The framework's own share: a real micro-batch against its kernels (every rank at once, as
+  // the kernels were timed), averaged over the ranks.
+  std::map<std::string, double> by_key;
+  for (const auto& [key, v] : table.items()) by_key[key] = v.get<double>();
+  const StepAnchor anchor =
+      measure_step_anchor(model, setup, tp::TableCostModel(by_key, hw, setup.precision));
+  double anchor_s[2] = {anchor.measured_s, anchor.kernels_s};
+  world.all_reduce(anchor_s, 2, trident::DType::F64, trident::ReduceOp::Avg);
   json mm = {{"gemm_flops", gemm_s > 0 ? gemm_flops / gemm_s : hw.peak_flops_fp32},
              {"memory_bandwidth", adam_s > 0 ? 28.0 * adam_n / adam_s : hw.memory_bandwidth},
-             {"kernel_overhead_s", overhead}};
+             {"kernel_overhead_s", overhead},
+             {"step_factor", anchor_s[0] / anchor_s[1]},
+             {"step_anchor",
+              {{"micro_batch", anchor.batch},
+               {"seq", setup.seq_len},
+               {"measured_s", anchor_s[0]},
+               {"kernels_s", anchor_s[1]}}}};
   json links;
   if (world.size() > 1) {
     const LinkFit f = measure_links(world);
@@ -566,7 +625,10 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
            "kernels_s: seconds per call, the library's f32 CPU kernel at that shape on one thread "
            "(fastest of 5 timed batches, mean over the ranks measuring at once) plus the measured "
            "per-op dispatch overhead; gemm_flops: FLOP-weighted GEMM rate over those shapes; "
-           "memory_bandwidth: 28 bytes per parameter of the largest AdamW call / its time"}};
+           "memory_bandwidth: 28 bytes per parameter of the largest AdamW call / its time; "
+           "step_factor: one forward + backward of the library's GPT on step_anchor's micro-batch "
+           "(fastest of 3) / the sum of that micro-batch's kernels_s, applied to every forward "
+           "and backward kernel with --apply-step-factor"}};
 }
 
 int run(const Args& a, trident::MpiCommunicator* world) {
@@ -610,12 +672,20 @@ int run(const Args& a, trident::MpiCommunicator* world) {
     }
   }
   std::unique_ptr<tp::KernelCostModel> costs;
+  // The calibration's measured step factor, and the one applied (1 unless --apply-step-factor).
+  double measured_factor = 0, step_factor = 1;
   if (!cal.is_null()) {
     apply_calibration(cal, hw);
     apply_overrides(a, hw);  // flags still win
     std::map<std::string, double> table;
     for (const auto& [k, v] : cal.at("kernels_s").items()) table[k] = v.get<double>();
-    costs = std::make_unique<tp::TableCostModel>(std::move(table), hw, s.precision);
+    measured_factor = cal.at("machine_model").value("step_factor", 0.0);
+    if (a.apply_step_factor) {
+      TRIDENT_CHECK(measured_factor > 0, "--apply-step-factor: ", a.calibration_in,
+                    " holds no step factor (calibrate again with this version)");
+      step_factor = measured_factor;
+    }
+    costs = std::make_unique<tp::TableCostModel>(std::move(table), hw, s.precision, step_factor);
   } else {
     costs = std::make_unique<tp::RooflineCostModel>(hw, s.precision);
   }
@@ -644,8 +714,11 @@ int run(const Args& a, trident::MpiCommunicator* world) {
     int rank = 0;
     for (const auto& p : preds)
       out["layouts"].push_back(prediction_json(p, p.feasible ? ++rank : 0));
-    if (const auto* t = dynamic_cast<const tp::TableCostModel*>(costs.get()))
+    if (const auto* t = dynamic_cast<const tp::TableCostModel*>(costs.get())) {
       out["calibration_misses"] = t->misses();
+      out["step_factor_measured"] = measured_factor;
+      out["step_factor_applied"] = step_factor;
+    }
     if (a.calibrate) out["calibration"] = cal;
     std::printf("%s\n", out.dump(2).c_str());
   } else {
@@ -659,6 +732,14 @@ int run(const Args& a, trident::MpiCommunicator* world) {
           std::min(s.world_size, hw.cores));
     }
     if (const auto* t = dynamic_cast<const tp::TableCostModel*>(costs.get())) {
+      if (measured_factor > 0) {
+        std::printf(
+            "(step factor, a real micro-batch through the framework over its kernels timed "
+            "alone: %.3f, %s)\n",
+            measured_factor,
+            a.apply_step_factor ? "applied to forward and backward kernels"
+                                : "not applied (--apply-step-factor)");
+      }
       if (t->misses() > 0)
         std::printf("(%zu kernel calls not in the calibration table were priced by the roofline)\n",
                     t->misses());
@@ -721,6 +802,9 @@ int main(int argc, char** argv) {
               "Measure this machine's kernels and links first (run under mpirun -np 2 for links)");
   o->add_option("--save-calibration", a.calibration_out, "Write the --calibrate measurements here");
   o->add_option("--calibration", a.calibration_in, "Plan with the measurements in this file");
+  o->add_flag("--apply-step-factor", a.apply_step_factor,
+              "With --calibration: scale forward/backward kernels by the calibration's measured "
+              "step factor (off: kernels as timed alone)");
   CLI11_PARSE(app, argc, argv);
   if (!a.calibrate) {
     try {

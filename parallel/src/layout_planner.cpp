@@ -230,14 +230,18 @@ double RooflineCostModel::seconds(const KernelCall& call) const {
 }
 
 TableCostModel::TableCostModel(std::map<std::string, double> seconds_by_key, const Hardware& hw,
-                               Precision precision)
-    : table_(std::move(seconds_by_key)), fallback_(hw, precision) {}
+                               Precision precision, double step_factor)
+    : table_(std::move(seconds_by_key)), fallback_(hw, precision), step_factor_(step_factor) {
+  TRIDENT_CHECK(step_factor > 0, "calibration: step factor ", step_factor, " must be positive");
+}
 
 double TableCostModel::seconds(const KernelCall& call) const {
+  const bool optimizer = call.kernel == Kernel::AdamW || call.kernel == Kernel::GradPass;
+  const double f = optimizer ? 1.0 : step_factor_;
   const auto it = table_.find(call.key());
-  if (it != table_.end()) return it->second;
+  if (it != table_.end()) return f * it->second;
   ++misses_;
-  return fallback_.seconds(call);
+  return f * fallback_.seconds(call);
 }
 
 // --- collectives ----------------------------------------------------------------------------

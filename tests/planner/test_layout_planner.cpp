@@ -340,4 +340,11 @@ TEST_CASE("a calibration table prices the calls it holds and counts the rest") {
   const KernelCall a{Kernel::Add, false, 1000};
   CHECK(t.seconds(a) == Approx(RooflineCostModel(hw, Precision::FP32).seconds(a)));
   CHECK(t.misses() == 1);
+  // The step factor scales forward and backward kernels, not the optimizer's.
+  const KernelCall adam{Kernel::AdamW, false, 1000};
+  TableCostModel f({{g.key(), 0.5}, {adam.key(), 0.25}}, hw, Precision::FP32, 1.2);
+  CHECK(f.seconds(g) == Approx(0.6));
+  CHECK(f.seconds(adam) == Approx(0.25));
+  CHECK(f.seconds(a) == Approx(1.2 * RooflineCostModel(hw, Precision::FP32).seconds(a)));
+  CHECK_THROWS_WITH(TableCostModel({}, hw, Precision::FP32, 0.0), Catch::Contains("step factor"));
 }

@@ -165,16 +165,21 @@ class RooflineCostModel : public KernelCostModel {
 };
 
 // Measured seconds by KernelCall::key(), falling back to a roofline for calls not in the table.
+// `step_factor` scales the forward and backward kernels (not the optimizer's): the measured
+// ratio of a real training micro-batch through the framework to the sum of its kernels timed
+// alone (autograd, allocation, activations read back from memory after the rest of the step
+// evicted them from the caches).
 class TableCostModel : public KernelCostModel {
  public:
   TableCostModel(std::map<std::string, double> seconds_by_key, const Hardware& hw,
-                 Precision precision);
+                 Precision precision, double step_factor = 1.0);
   double seconds(const KernelCall& call) const override;
   size_t misses() const { return misses_; }
 
  private:
   std::map<std::string, double> table_;
   RooflineCostModel fallback_;
+  double step_factor_ = 1.0;
   mutable size_t misses_ = 0;
 };
 
