@@ -204,6 +204,13 @@ double op_overhead_seconds() {
          6.0;  // three ops forward, three backward
 }
 
+// A calibration's kernels_s object as the table TableCostModel prices from.
+std::map<std::string, double> kernel_table(const json& kernels_s) {
+  std::map<std::string, double> table;
+  for (const auto& [key, v] : kernels_s.items()) table[key] = v.get<double>();
+  return table;
+}
+
 // One real micro-batch through the framework against the sum of its kernels timed alone.
 struct StepAnchor {
   int64_t batch = 0;
@@ -234,16 +241,16 @@ StepAnchor measure_step_anchor(const tp::ModelShape& m, const tp::TrainingSetup&
   const trident::Tensor x = trident::Tensor::from_vector(ids, {a.batch, s.seq_len});
   std::rotate(ids.begin(), ids.begin() + 1, ids.end());
   const trident::Tensor y = trident::Tensor::from_vector(ids, {a.batch, s.seq_len});
-  double best = 0;
-  for (int rep = 0; rep < 4; ++rep) {
+  auto once = [&] {
     const auto t0 = Clock::now();
     trident::Tensor loss = gpt.loss(x, y);
     loss.backward();
     const double t = seconds_since(t0);
     gpt.zero_grad();
-    if (rep == 1 || (rep > 1 && t < best)) best = t;  // rep 0 warms up
-  }
-  a.measured_s = best;
+    return t;
+  };
+  once();  // warm-up
+  a.measured_s = std::min({once(), once(), once()});
   return a;
 }
 
@@ -410,8 +417,11 @@ void apply_overrides(const Args& a, tp::Hardware& h) {
 // A calibration file's machine numbers replace the preset's.
 void apply_calibration(const json& cal, tp::Hardware& h) {
   const json& m = cal.at("machine_model");
-  h.peak_flops_fp32 = m.at("gemm_flops").get<double>();
-  h.matmul_efficiency = 1.0;
+  // Peak: the fastest GEMM measured, so MFU stays a share of what the machine reached; the
+  // efficiency brings the roofline's rate for unmeasured GEMMs to the FLOP-weighted average.
+  const double avg = m.at("gemm_flops").get<double>();
+  h.peak_flops_fp32 = std::max(avg, m.value("gemm_peak_flops", avg));
+  h.matmul_efficiency = avg / h.peak_flops_fp32;
   h.memory_bandwidth = m.at("memory_bandwidth").get<double>();
   h.kernel_overhead_s = m.at("kernel_overhead_s").get<double>();
   if (m.contains("link")) {
@@ -579,26 +589,28 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
     secs.push_back(measure_kernel(call) + overhead);
   }
   world.all_reduce(secs.data(), secs.size(), trident::DType::F64, trident::ReduceOp::Avg);
-  double gemm_flops = 0, gemm_s = 0, adam_n = 0, adam_s = 0;
+  double gemm_flops = 0, gemm_s = 0, gemm_peak = 0, adam_n = 0, adam_s = 0;
   json table = json::object();
   size_t i = 0;
   for (const auto& [key, call] : rec.calls()) {
     table[key] = secs[i];
-    if (call.kernel == tp::Kernel::Gemm) gemm_flops += call.flops(), gemm_s += secs[i] - overhead;
+    if (call.kernel == tp::Kernel::Gemm) {
+      gemm_flops += call.flops(), gemm_s += secs[i] - overhead;
+      gemm_peak = std::max(gemm_peak, call.flops() / (secs[i] - overhead));
+    }
     if (call.kernel == tp::Kernel::AdamW && static_cast<double>(call.d0) > adam_n)
       adam_n = static_cast<double>(call.d0), adam_s = secs[i] - overhead;
     ++i;
   }
   // The framework's own share: a real micro-batch against its kernels (every rank at once, as
   // the kernels were timed), averaged over the ranks.
-  std::map<std::string, double> by_key;
-  for (const auto& [key, v] : table.items()) by_key[key] = v.get<double>();
-  const StepAnchor anchor =
-      measure_step_anchor(model, setup, tp::TableCostModel(by_key, hw, setup.precision));
+  const StepAnchor anchor = measure_step_anchor(
+      model, setup, tp::TableCostModel(kernel_table(table), hw, setup.precision));
   double anchor_s[2] = {anchor.measured_s, anchor.kernels_s};
   world.all_reduce(anchor_s, 2, trident::DType::F64, trident::ReduceOp::Avg);
   json mm = {{"gemm_flops", gemm_s > 0 ? gemm_flops / gemm_s : hw.peak_flops_fp32},
              {"memory_bandwidth", adam_s > 0 ? 28.0 * adam_n / adam_s : hw.memory_bandwidth},
+             {"gemm_peak_flops", gemm_peak > 0 ? gemm_peak : hw.peak_flops_fp32},
              {"kernel_overhead_s", overhead},
              {"step_factor", anchor_s[0] / anchor_s[1]},
              {"step_anchor",
@@ -624,7 +636,8 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
           {"note",
            "kernels_s: seconds per call, the library's f32 CPU kernel at that shape on one thread "
            "(fastest of 5 timed batches, mean over the ranks measuring at once) plus the measured "
-           "per-op dispatch overhead; gemm_flops: FLOP-weighted GEMM rate over those shapes; "
+           "per-op dispatch overhead; gemm_flops: FLOP-weighted GEMM rate over those shapes "
+           "(gemm_peak_flops: the fastest shape's, the peak MFU is counted against); "
            "memory_bandwidth: 28 bytes per parameter of the largest AdamW call / its time; "
            "step_factor: one forward + backward of the library's GPT on step_anchor's micro-batch "
            "(fastest of 3) / the sum of that micro-batch's kernels_s, applied to every forward "
@@ -677,15 +690,14 @@ int run(const Args& a, trident::MpiCommunicator* world) {
   if (!cal.is_null()) {
     apply_calibration(cal, hw);
     apply_overrides(a, hw);  // flags still win
-    std::map<std::string, double> table;
-    for (const auto& [k, v] : cal.at("kernels_s").items()) table[k] = v.get<double>();
     measured_factor = cal.at("machine_model").value("step_factor", 0.0);
     if (a.apply_step_factor) {
       TRIDENT_CHECK(measured_factor > 0, "--apply-step-factor: ", a.calibration_in,
                     " holds no step factor (calibrate again with this version)");
       step_factor = measured_factor;
     }
-    costs = std::make_unique<tp::TableCostModel>(std::move(table), hw, s.precision, step_factor);
+    costs = std::make_unique<tp::TableCostModel>(kernel_table(cal.at("kernels_s")), hw, s.precision,
+                                                 step_factor);
   } else {
     costs = std::make_unique<tp::RooflineCostModel>(hw, s.precision);
   }
