@@ -64,26 +64,8 @@ CONFIGS=(
   "10M|--vocab 4096 --block 256 --layers 5 --heads 6 --width 384 --batch 8 --seq 128|6|2"
 )
 
-# Percent of all cores busy over the next second (from /proc/stat; we are idle meanwhile).
-cpu_busy() {
-  local a b
-  read -r -a a < <(head -n 1 /proc/stat)
-  sleep 1
-  read -r -a b < <(head -n 1 /proc/stat)
-  local total=0 i
-  for ((i = 1; i < ${#a[@]}; ++i)); do total=$((total + b[i] - a[i])); done
-  local idle=$((b[4] - a[4] + b[5] - a[5]))
-  echo $((total > 0 ? 100 * (total - idle) / total : 0))
-}
-wait_quiet() {
-  local start=$SECONDS busy
-  busy=$(cpu_busy)
-  while ((busy >= QUIET_BUSY && SECONDS - start < QUIET_WAIT)); do
-    sleep 4
-    busy=$(cpu_busy)
-  done
-  echo "$busy"
-}
+# shellcheck source=bench/quiet.sh
+source "$ROOT/bench/quiet.sh"
 
 RAW="$(mktemp)"
 trap 'rm -f "$RAW"' EXIT

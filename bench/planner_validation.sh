@@ -74,25 +74,8 @@ trap 'rm -rf "$WORK"' EXIT
 RAW="$WORK/raw.tsv"
 : >"$RAW"
 
-# Busy jiffies and all jiffies of the machine so far.
-jiffies() { head -n 1 /proc/stat | awk '{b = $2 + $3 + $4 + $7 + $8; t = b + $5 + $6; print b, t}'; }
-# Percent of all cores busy over the next second (we are idle meanwhile).
-cpu_busy() {
-  local b0 t0 b1 t1
-  read -r b0 t0 < <(jiffies)
-  sleep 1
-  read -r b1 t1 < <(jiffies)
-  echo $(((100 * (b1 - b0)) / (t1 - t0 > 0 ? t1 - t0 : 1)))
-}
-wait_quiet() {
-  local start=$SECONDS busy
-  busy=$(cpu_busy)
-  while ((busy >= QUIET_BUSY && SECONDS - start < QUIET_WAIT)); do
-    sleep 4
-    busy=$(cpu_busy)
-  done
-  echo "$busy"
-}
+# shellcheck source=bench/quiet.sh
+source "$ROOT/bench/quiet.sh"
 
 MODEL_ARGS="$MODEL --seq $SEQ"
 PLAN_ARGS="--preset cpu $MODEL --global-batch $GLOBAL_BATCH --seq $SEQ --top 0"
