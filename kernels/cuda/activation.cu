@@ -49,7 +49,7 @@ __global__ void gelu_backward_kernel(T* dinp, const T* inp, const T* dout, int64
 
 template <typename T>
 __global__ void softmax_forward_kernel(T* out, const T* inp, int64_t rows, int64_t cols) {
-  __shared__ float sh[32];
+  TRIDENT_SHARED(float, sh, [32]);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* x = inp + r * cols;
     T* y = out + r * cols;
@@ -69,7 +69,7 @@ __global__ void softmax_forward_kernel(T* out, const T* inp, int64_t rows, int64
 template <typename T>
 __global__ void softmax_backward_kernel(T* dinp, const T* out, const T* dout, int64_t rows,
                                         int64_t cols) {
-  __shared__ float sh[32];
+  TRIDENT_SHARED(float, sh, [32]);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* y = out + r * cols;
     const T* dy = dout + r * cols;
@@ -92,7 +92,7 @@ unsigned row_grid(int64_t rows) {
 void gelu_forward(ScalarType t, void* out, const void* inp, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "gelu", {
-    gelu_forward_kernel<T><<<detail::grid_for(n, kThreads), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(gelu_forward_kernel<T>, detail::grid_for(n, kThreads), kThreads, 0, stream)(
         static_cast<T*>(out), static_cast<const T*>(inp), n);
     check_launch("gelu_forward_kernel");
   });
@@ -102,7 +102,7 @@ void gelu_backward(ScalarType t, void* dinp, const void* inp, const void* dout, 
                    cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "gelu_backward", {
-    gelu_backward_kernel<T><<<detail::grid_for(n, kThreads), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(gelu_backward_kernel<T>, detail::grid_for(n, kThreads), kThreads, 0, stream)(
         static_cast<T*>(dinp), static_cast<const T*>(inp), static_cast<const T*>(dout), n);
     check_launch("gelu_backward_kernel");
   });
@@ -112,7 +112,7 @@ void softmax_forward(ScalarType t, void* out, const void* inp, int64_t rows, int
                      cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "softmax", {
-    softmax_forward_kernel<T><<<row_grid(rows), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(softmax_forward_kernel<T>, row_grid(rows), kThreads, 0, stream)(
         static_cast<T*>(out), static_cast<const T*>(inp), rows, cols);
     check_launch("softmax_forward_kernel");
   });
@@ -122,7 +122,7 @@ void softmax_backward(ScalarType t, void* dinp, const void* out, const void* dou
                       int64_t cols, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "softmax_backward", {
-    softmax_backward_kernel<T><<<row_grid(rows), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(softmax_backward_kernel<T>, row_grid(rows), kThreads, 0, stream)(
         static_cast<T*>(dinp), static_cast<const T*>(out), static_cast<const T*>(dout), rows,
         cols);
     check_launch("softmax_backward_kernel");

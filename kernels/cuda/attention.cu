@@ -69,7 +69,7 @@ template <typename T, int HS>
 __global__ void __launch_bounds__(kThreads)
 attention_forward_kernel(T* out, float* lse, T* saved_out, const T* qkv, Dims D) {
   constexpr int P = HS + 1, NC = HS / 32;
-  extern __shared__ float smem[];
+  TRIDENT_DYNAMIC_SHARED(float, smem);
   float* Qs = smem;
   float* Ks = Qs + kTile * P;
   float* Vs = Ks + kTile * P;
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads)
 attention_dkdv_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Dd,
                       Dims D) {
   constexpr int P = HS + 1, NC = HS / 32;
-  extern __shared__ float smem[];
+  TRIDENT_DYNAMIC_SHARED(float, smem);
   float* Ks = smem;
   float* Vs = Ks + kTile * P;
   float* Qs = Vs + kTile * P;
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kThreads)
 attention_dq_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Dd,
                     Dims D) {
   constexpr int P = HS + 1, NC = HS / 32;
-  extern __shared__ float smem[];
+  TRIDENT_DYNAMIC_SHARED(float, smem);
   float* Qs = smem;
   float* dOs = Qs + kTile * P;
   float* Ks = dOs + kTile * P;
@@ -374,7 +374,7 @@ void forward_hs(T* out, float* lse, T* saved_out, const T* qkv, const Dims& D,
                 cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((D.T + kTile - 1) / kTile), static_cast<unsigned>(D.B * D.NH));
   allow_smem(attention_forward_kernel<T, HS>, forward_smem<HS>());
-  attention_forward_kernel<T, HS><<<grid, kThreads, forward_smem<HS>(), stream>>>(out, lse,
+  TRIDENT_LAUNCH((attention_forward_kernel<T, HS>), grid, kThreads, forward_smem<HS>(), stream)(out, lse,
                                                                                  saved_out, qkv, D);
   check_launch("attention_forward_kernel");
 }
@@ -384,11 +384,11 @@ void backward_hs(T* dqkv, const T* dout, const T* qkv, const float* lse, const f
                  const Dims& D, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((D.T + kTile - 1) / kTile), static_cast<unsigned>(D.B * D.NH));
   allow_smem(attention_dkdv_kernel<T, HS>, dkdv_smem<HS>());
-  attention_dkdv_kernel<T, HS><<<grid, kThreads, dkdv_smem<HS>(), stream>>>(dqkv, dout, qkv, lse,
+  TRIDENT_LAUNCH((attention_dkdv_kernel<T, HS>), grid, kThreads, dkdv_smem<HS>(), stream)(dqkv, dout, qkv, lse,
                                                                            Dd, D);
   check_launch("attention_dkdv_kernel");
   allow_smem(attention_dq_kernel<T, HS>, dq_smem<HS>());
-  attention_dq_kernel<T, HS><<<grid, kThreads, dq_smem<HS>(), stream>>>(dqkv, dout, qkv, lse, Dd,
+  TRIDENT_LAUNCH((attention_dq_kernel<T, HS>), grid, kThreads, dq_smem<HS>(), stream)(dqkv, dout, qkv, lse, Dd,
                                                                        D);
   check_launch("attention_dq_kernel");
 }
@@ -432,7 +432,7 @@ void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* 
     const T* dy = static_cast<const T*>(dout);
     const T* x = static_cast<const T*>(qkv);
     const unsigned rows_grid = detail::grid_for(B * T_ * NH, kThreads / 32, int64_t{1} << 16);
-    attention_rowdot_kernel<T><<<rows_grid, kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(attention_rowdot_kernel<T>, rows_grid, kThreads, 0, stream)(
         Dd, dy, reinterpret_cast<const T*>(saved_out), D);
     check_launch("attention_rowdot_kernel");
     if (D.hs <= 32) {

@@ -23,7 +23,7 @@ void add_bias(ScalarType t, void* out, const void* in, const void* bias, int64_t
   const int64_t n = rows * cols;
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "add_bias", {
-    add_bias_kernel<T><<<detail::grid_for(n, 256), 256, 0, stream>>>(
+    TRIDENT_LAUNCH(add_bias_kernel<T>, detail::grid_for(n, 256), 256, 0, stream)(
         static_cast<T*>(out), static_cast<const T*>(in), static_cast<const T*>(bias), n, cols);
     detail::check_launch("add_bias_kernel");
   });

@@ -10,6 +10,25 @@
 
 #include "trident/kernels/cuda/common.hpp"
 
+// Launch and shared-memory spellings that also compile as C++ under the test-only CUDA
+// emulation (kernels/cuda/emu, TRIDENT_CUDA_EMULATION), where a launch runs every block's
+// threads as fibers on a stream's worker thread:
+//   TRIDENT_LAUNCH(kernel, grid, block, smem_bytes, stream)(args...)   kernel<<<...>>>(args...)
+//     (a kernel name with a comma, e.g. a template with two arguments, goes in parentheses)
+//   TRIDENT_DYNAMIC_SHARED(T, name);       extern __shared__ T name[];
+//   TRIDENT_SHARED(T, name, [N][M]);       __shared__ T name[N][M];
+#if defined(TRIDENT_CUDA_EMULATION)
+#define TRIDENT_LAUNCH(kernel, grid, block, smem, stream) \
+  ::cuemu::launch(kernel, #kernel, grid, block, smem, stream, __FILE__, __LINE__)
+#define TRIDENT_DYNAMIC_SHARED(T, name) T* name = ::cuemu::dynamic_shared<T>()
+#define TRIDENT_SHARED(T, name, dims) \
+  T(&name) dims = ::cuemu::static_shared<T dims>(__FILE__, __LINE__)
+#else
+#define TRIDENT_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#define TRIDENT_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#define TRIDENT_SHARED(T, name, dims) __shared__ T name dims
+#endif
+
 namespace trident::kernels::cuda::detail {
 
 inline void check_cuda(cudaError_t e, const char* what) {

@@ -21,7 +21,7 @@ template <typename T>
 __global__ void cross_entropy_forward_kernel(T* losses, T* lse, const T* logits,
                                              const int32_t* targets, int64_t N, int64_t V,
                                              int32_t* bad_position) {
-  __shared__ float sh[32];
+  TRIDENT_SHARED(float, sh, [32]);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     const T* x = logits + r * V;
     float mx = -INFINITY;
@@ -79,7 +79,7 @@ void cross_entropy_forward(ScalarType t, void* losses, void* lse, const void* lo
   if (N <= 0) return;
   if (V <= 0) throw std::invalid_argument("cross_entropy_forward: no classes (V = 0)");
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy", {
-    cross_entropy_forward_kernel<T><<<row_grid(N), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(cross_entropy_forward_kernel<T>, row_grid(N), kThreads, 0, stream)(
         static_cast<T*>(losses), static_cast<T*>(lse), static_cast<const T*>(logits), targets, N,
         V, bad_position);
     check_launch("cross_entropy_forward_kernel");
@@ -91,7 +91,7 @@ void cross_entropy_backward(ScalarType t, void* dlogits, const void* logits, con
                             cudaStream_t stream) {
   if (N <= 0 || V <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_backward", {
-    cross_entropy_backward_kernel<T><<<row_grid(N), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(cross_entropy_backward_kernel<T>, row_grid(N), kThreads, 0, stream)(
         static_cast<T*>(dlogits), static_cast<const T*>(logits), static_cast<const T*>(lse),
         targets, static_cast<const T*>(dlosses), N, V);
     check_launch("cross_entropy_backward_kernel");

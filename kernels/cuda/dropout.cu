@@ -65,7 +65,7 @@ void dropout_forward(ScalarType t, void* out, void* mask, const void* inp, int64
   const unsigned grid = detail::grid_for(n, 256);
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "dropout", {
     if (p == 0.0f || p == 1.0f) {
-      dropout_constant_kernel<T><<<grid, 256, 0, stream>>>(
+      TRIDENT_LAUNCH(dropout_constant_kernel<T>, grid, 256, 0, stream)(
           static_cast<T*>(out), static_cast<T*>(mask), static_cast<const T*>(inp), n,
           p == 0.0f ? 1.0f : 0.0f);
     } else {
@@ -76,7 +76,7 @@ void dropout_forward(ScalarType t, void* out, void* mask, const void* inp, int64
       } else {
         keep_t = __float2bfloat16_rn(keep);
       }
-      dropout_forward_kernel<T><<<grid, 256, 0, stream>>>(
+      TRIDENT_LAUNCH(dropout_forward_kernel<T>, grid, 256, 0, stream)(
           static_cast<T*>(out), static_cast<T*>(mask), static_cast<const T*>(inp), n, p,
           mix64(seed), offset, keep_t);
     }
@@ -88,7 +88,7 @@ void dropout_backward(ScalarType t, void* dinp, const void* dout, const void* ma
                       cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "dropout_backward", {
-    dropout_backward_kernel<T><<<detail::grid_for(n, 256), 256, 0, stream>>>(
+    TRIDENT_LAUNCH(dropout_backward_kernel<T>, detail::grid_for(n, 256), 256, 0, stream)(
         static_cast<T*>(dinp), static_cast<const T*>(dout), static_cast<const T*>(mask), n);
     check_launch("dropout_backward_kernel");
   });

@@ -200,13 +200,13 @@ __global__ void axpy_kernel(T* y, const T* x, float alpha, int64_t n) {
 
 template <typename T>
 void launch_fill(T* out, T value, int64_t n, cudaStream_t stream) {
-  fill_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, value, n);
+  TRIDENT_LAUNCH(fill_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)(out, value, n);
   check_launch("fill_kernel");
 }
 
 template <typename To, typename From>
 void launch_convert(void* out, const void* in, int64_t n, cudaStream_t stream) {
-  convert_kernel<To, From><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+  TRIDENT_LAUNCH((convert_kernel<To, From>), grid_for(n, kThreads), kThreads, 0, stream)(
       static_cast<To*>(out), static_cast<const From*>(in), n);
   check_launch("convert_kernel");
 }
@@ -248,19 +248,19 @@ void copy_strided(ScalarType t, void* out, const void* in, const int64_t* in_str
   const unsigned grid = grid_for(n, kThreads);
   switch (es) {
     case 1:
-      copy_strided_kernel<<<grid, kThreads, 0, stream>>>(static_cast<uint8_t*>(out),
+      TRIDENT_LAUNCH(copy_strided_kernel<uint8_t>, grid, kThreads, 0, stream)(static_cast<uint8_t*>(out),
                                                          static_cast<const uint8_t*>(in), L, n);
       break;
     case 2:
-      copy_strided_kernel<<<grid, kThreads, 0, stream>>>(static_cast<uint16_t*>(out),
+      TRIDENT_LAUNCH(copy_strided_kernel<uint16_t>, grid, kThreads, 0, stream)(static_cast<uint16_t*>(out),
                                                          static_cast<const uint16_t*>(in), L, n);
       break;
     case 4:
-      copy_strided_kernel<<<grid, kThreads, 0, stream>>>(static_cast<uint32_t*>(out),
+      TRIDENT_LAUNCH(copy_strided_kernel<uint32_t>, grid, kThreads, 0, stream)(static_cast<uint32_t*>(out),
                                                          static_cast<const uint32_t*>(in), L, n);
       break;
     default:
-      copy_strided_kernel<<<grid, kThreads, 0, stream>>>(static_cast<uint64_t*>(out),
+      TRIDENT_LAUNCH(copy_strided_kernel<uint64_t>, grid, kThreads, 0, stream)(static_cast<uint64_t*>(out),
                                                          static_cast<const uint64_t*>(in), L, n);
       break;
   }
@@ -301,11 +301,11 @@ void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const i
   const unsigned grid = grid_for(n, kThreads);
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "binary op", {
     if (L.ndim == 1) {
-      binary_contiguous_kernel<T><<<grid, kThreads, 0, stream>>>(
+      TRIDENT_LAUNCH(binary_contiguous_kernel<T>, grid, kThreads, 0, stream)(
           op, static_cast<T*>(out), static_cast<const T*>(a), L.strides[0][0],
           static_cast<const T*>(b), L.strides[1][0], n);
     } else {
-      binary_strided_kernel<T><<<grid, kThreads, 0, stream>>>(
+      TRIDENT_LAUNCH(binary_strided_kernel<T>, grid, kThreads, 0, stream)(
           op, static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), L, n);
     }
     check_launch("binary_strided_kernel");
@@ -315,7 +315,7 @@ void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const i
 void scale(ScalarType t, void* out, const void* in, float alpha, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "scale", {
-    scale_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(scale_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)(
         static_cast<T*>(out), static_cast<const T*>(in), alpha, n);
     check_launch("scale_kernel");
   });
@@ -324,7 +324,7 @@ void scale(ScalarType t, void* out, const void* in, float alpha, int64_t n, cuda
 void axpy(ScalarType t, void* y, const void* x, float alpha, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "axpy", {
-    axpy_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(axpy_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)(
         static_cast<T*>(y), static_cast<const T*>(x), alpha, n);
     check_launch("axpy_kernel");
   });

@@ -71,7 +71,7 @@ void embedding_forward(ScalarType t, void* out, const int32_t* ids, const void* 
                      "embedding_forward");
   if (N <= 0 || C <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "embedding", {
-    embedding_forward_kernel<T><<<detail::grid_for(N * C, 256), 256, 0, stream>>>(
+    TRIDENT_LAUNCH(embedding_forward_kernel<T>, detail::grid_for(N * C, 256), 256, 0, stream)(
         static_cast<T*>(out), ids, static_cast<const T*>(table), N, V, C, bad_position);
     check_launch("embedding_forward_kernel");
   });
@@ -94,7 +94,7 @@ void embedding_backward(ScalarType t, void* dtable, const void* dout, const int3
       int32_t* pos_out = scratch.get_as<int32_t>(N);
       int end_bit = 1;
       while (end_bit < 32 && (int64_t{1} << end_bit) <= V) ++end_bit;  // keys lie in [0, V]
-      embedding_keys_kernel<<<detail::grid_for(N, 256), 256, 0, stream>>>(ids, N, V, keys_in,
+      TRIDENT_LAUNCH(embedding_keys_kernel, detail::grid_for(N, 256), 256, 0, stream)(ids, N, V, keys_in,
                                                                           pos_in);
       check_launch("embedding_keys_kernel");
       size_t temp_bytes = 0;
@@ -108,7 +108,7 @@ void embedding_backward(ScalarType t, void* dtable, const void* dout, const int3
                          "embedding_backward (sort)");
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535));
       const int threads = static_cast<int>(std::min<int64_t>(256, (C + 31) / 32 * 32));
-      embedding_accumulate_kernel<T><<<grid, threads, 0, stream>>>(
+      TRIDENT_LAUNCH(embedding_accumulate_kernel<T>, grid, threads, 0, stream)(
           static_cast<T*>(dtable), static_cast<const T*>(dout), keys_out, pos_out, N, V, C);
       check_launch("embedding_accumulate_kernel");
     }

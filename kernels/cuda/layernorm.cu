@@ -80,7 +80,8 @@ __global__ void layernorm_param_partial_kernel(const T* dout, const T* inp, cons
                                                const T* rstd, int64_t N, int64_t C,
                                                int64_t per_chunk, float* partial, T* dweight,
                                                T* dbias) {
-  __shared__ float sw[8][33], sb[8][33];
+  TRIDENT_SHARED(float, sw, [8][33]);
+  TRIDENT_SHARED(float, sb, [8][33]);
   const int64_t c = blockIdx.x * 32 + threadIdx.x;
   const int64_t r0 = blockIdx.y * per_chunk, r1 = min(N, r0 + per_chunk);
   float aw = 0.0f, ab = 0.0f;
@@ -138,7 +139,7 @@ void layernorm_forward(ScalarType t, void* out, void* mean, void* rstd, const vo
                        cudaStream_t stream) {
   if (N <= 0 || C <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "layernorm", {
-    layernorm_forward_kernel<T><<<row_blocks(N), 32 * kRowsPerBlock, 0, stream>>>(
+    TRIDENT_LAUNCH(layernorm_forward_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)(
         static_cast<T*>(out), static_cast<T*>(mean), static_cast<T*>(rstd),
         static_cast<const T*>(inp), static_cast<const T*>(weight), static_cast<const T*>(bias),
         N, C, eps);
@@ -162,18 +163,18 @@ void layernorm_backward(ScalarType t, void* dinp, void* dweight, void* dbias, co
     const T* x = static_cast<const T*>(inp);
     const T* m = static_cast<const T*>(mean);
     const T* rs = static_cast<const T*>(rstd);
-    layernorm_dinp_kernel<T><<<row_blocks(N), 32 * kRowsPerBlock, 0, stream>>>(
+    TRIDENT_LAUNCH(layernorm_dinp_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)(
         static_cast<T*>(dinp), dy, x, static_cast<const T*>(weight), m, rs, N, C);
     check_launch("layernorm_dinp_kernel");
     const int64_t chunks = std::min<int64_t>(256, std::max<int64_t>(1, (N + 63) / 64));
     const int64_t per_chunk = (N + chunks - 1) / chunks;
     const dim3 block(32, 8), grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(chunks));
     float* partial = chunks > 1 ? scratch.get_as<float>(2 * chunks * C) : nullptr;
-    layernorm_param_partial_kernel<T><<<grid, block, 0, stream>>>(dy, x, m, rs, N, C, per_chunk,
+    TRIDENT_LAUNCH(layernorm_param_partial_kernel<T>, grid, block, 0, stream)(dy, x, m, rs, N, C, per_chunk,
                                                                   partial, dw, db);
     check_launch("layernorm_param_partial_kernel");
     if (partial != nullptr) {
-      layernorm_param_final_kernel<T><<<detail::grid_for(C, 256), 256, 0, stream>>>(
+      TRIDENT_LAUNCH(layernorm_param_final_kernel<T>, detail::grid_for(C, 256), 256, 0, stream)(
           partial, chunks, C, dw, db);
       check_launch("layernorm_param_final_kernel");
     }

@@ -118,7 +118,7 @@ void gemm(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, void* worksp
       throw std::invalid_argument("gemm: an epilogue needs K > 0 and alpha != 0");
     }
     TRIDENT_CUDA_FLOAT_DISPATCH(t, "matmul", {
-      scale_matrix_kernel<T><<<detail::grid_for(a.batch * a.M * a.N, 256), 256, 0, stream>>>(
+      TRIDENT_LAUNCH(scale_matrix_kernel<T>, detail::grid_for(a.batch * a.M * a.N, 256), 256, 0, stream)(
           static_cast<T*>(a.C), a.batch, a.M, a.N, a.ldc, a.strideC, a.beta);
       detail::check_launch("scale_matrix_kernel");
     });

@@ -109,7 +109,7 @@ void adamw_update_multi(int count, float* const* params, const float* const* gra
       a.v[i] = v[base + i];
       a.n[i] = ns[base + i];
     }
-    adamw_kernel<<<dim3(blocks_for(ns + base, k), k), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(adamw_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)(
         a, beta1, beta2, eps, step_size, bc2_sqrt, decay);
     detail::check_launch("adamw_kernel");
   }
@@ -133,7 +133,7 @@ void sgd_update_multi(int count, float* const* params, const float* const* grads
       a.n[i] = ns[base + i];
       a.first[i] = first_steps[base + i];
     }
-    sgd_kernel<<<dim3(blocks_for(ns + base, k), k), kThreads, 0, stream>>>(
+    TRIDENT_LAUNCH(sgd_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)(
         a, lr, momentum, dampening, weight_decay, nesterov);
     detail::check_launch("sgd_kernel");
   }

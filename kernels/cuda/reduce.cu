@@ -34,7 +34,7 @@ int partial_blocks(int64_t n) {
 
 template <typename T, bool Squares>
 __global__ void partial_sum_kernel(const T* x, int64_t n, double* partial) {
-  __shared__ double sh[32];
+  TRIDENT_SHARED(double, sh, [32]);
   double acc = 0.0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -48,7 +48,7 @@ __global__ void partial_sum_kernel(const T* x, int64_t n, double* partial) {
 // out = sum of partial[0..count) (one block); optionally also stored as T into out_t.
 template <typename T>
 __global__ void final_sum_kernel(const double* partial, int64_t count, double* out, T* out_t) {
-  __shared__ double sh[32];
+  TRIDENT_SHARED(double, sh, [32]);
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
   acc = block_sum(acc, sh);
@@ -66,7 +66,7 @@ struct MultiArgs {
 
 template <typename T>
 __global__ void multi_sum_squares_kernel(MultiArgs<T> args, double* partial) {
-  __shared__ double sh[32];
+  TRIDENT_SHARED(double, sh, [32]);
   const T* x = args.x[blockIdx.y];
   const int64_t n = args.n[blockIdx.y];
   double acc = 0.0;
@@ -85,7 +85,7 @@ __global__ void multi_sum_squares_kernel(MultiArgs<T> args, double* partial) {
 template <typename T>
 __global__ void column_partial_kernel(const T* in, int64_t rows, int64_t cols,
                                       int64_t rows_per_chunk, float* partial, T* out) {
-  __shared__ float sh[8][33];
+  TRIDENT_SHARED(float, sh, [8][33]);
   const int64_t c = blockIdx.x * 32 + threadIdx.x;
   const int64_t r0 = blockIdx.y * rows_per_chunk;
   const int64_t r1 = min(rows, r0 + rows_per_chunk);
@@ -175,14 +175,14 @@ void launch_sum_rows(T* out, const T* in, int64_t rows, int64_t cols, Scratch& s
   const int64_t per_chunk = (rows + chunks - 1) / chunks;
   const dim3 block(32, 8), grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks));
   if (chunks == 1) {
-    column_partial_kernel<T><<<grid, block, 0, stream>>>(in, rows, cols, per_chunk, nullptr, out);
+    TRIDENT_LAUNCH(column_partial_kernel<T>, grid, block, 0, stream)(in, rows, cols, per_chunk, nullptr, out);
     check_launch("column_partial_kernel");
     return;
   }
   float* partial = scratch.get_as<float>(chunks * cols);
-  column_partial_kernel<T><<<grid, block, 0, stream>>>(in, rows, cols, per_chunk, partial, nullptr);
+  TRIDENT_LAUNCH(column_partial_kernel<T>, grid, block, 0, stream)(in, rows, cols, per_chunk, partial, nullptr);
   check_launch("column_partial_kernel");
-  column_final_kernel<T><<<detail::grid_for(cols, kThreads), kThreads, 0, stream>>>(partial, chunks,
+  TRIDENT_LAUNCH(column_final_kernel<T>, detail::grid_for(cols, kThreads), kThreads, 0, stream)(partial, chunks,
                                                                                    cols, out);
   check_launch("column_final_kernel");
 }
@@ -193,12 +193,12 @@ void launch_total(const T* x, int64_t n, bool squares, double* out_dev, T* out_t
   const int G = partial_blocks(n);
   double* partial = scratch.get_as<double>(G);
   if (squares) {
-    partial_sum_kernel<T, true><<<G, kThreads, 0, stream>>>(x, n, partial);
+    TRIDENT_LAUNCH((partial_sum_kernel<T, true>), G, kThreads, 0, stream)(x, n, partial);
   } else {
-    partial_sum_kernel<T, false><<<G, kThreads, 0, stream>>>(x, n, partial);
+    TRIDENT_LAUNCH((partial_sum_kernel<T, false>), G, kThreads, 0, stream)(x, n, partial);
   }
   check_launch("partial_sum_kernel");
-  final_sum_kernel<T><<<1, kThreads, 0, stream>>>(partial, G, out_dev, out_t);
+  TRIDENT_LAUNCH(final_sum_kernel<T>, 1, kThreads, 0, stream)(partial, G, out_dev, out_t);
   check_launch("final_sum_kernel");
 }
 
@@ -229,11 +229,11 @@ void sum_squares_multi(ScalarType t, const void* const* xs, const int64_t* ns, i
         args.x[i] = static_cast<const T*>(xs[base + i]);
         args.n[i] = ns[base + i];
       }
-      multi_sum_squares_kernel<T><<<dim3(kMultiBlocks, k), kThreads, 0, stream>>>(
+      TRIDENT_LAUNCH(multi_sum_squares_kernel<T>, dim3(kMultiBlocks, k), kThreads, 0, stream)(
           args, partial + int64_t{base} * kMultiBlocks);
       check_launch("multi_sum_squares_kernel");
     }
-    final_sum_kernel<T><<<1, kThreads, 0, stream>>>(partial, int64_t{count} * kMultiBlocks,
+    TRIDENT_LAUNCH(final_sum_kernel<T>, 1, kThreads, 0, stream)(partial, int64_t{count} * kMultiBlocks,
                                                     out_dev, nullptr);
     check_launch("final_sum_kernel");
   });
@@ -318,10 +318,10 @@ void reduce_sum_to(ScalarType t, void* out, const void* in, const int64_t* shape
       }
       if (cred[nd - 1]) {
         const unsigned grid = detail::grid_for(L.n_out, kThreads / 32, int64_t{1} << 16);
-        reduce_warp_kernel<T><<<grid, kThreads, 0, stream>>>(x, y, L);
+        TRIDENT_LAUNCH(reduce_warp_kernel<T>, grid, kThreads, 0, stream)(x, y, L);
         check_launch("reduce_warp_kernel");
       } else {
-        reduce_thread_kernel<T><<<detail::grid_for(L.n_out, kThreads), kThreads, 0, stream>>>(
+        TRIDENT_LAUNCH(reduce_thread_kernel<T>, detail::grid_for(L.n_out, kThreads), kThreads, 0, stream)(
             x, y, L);
         check_launch("reduce_thread_kernel");
       }

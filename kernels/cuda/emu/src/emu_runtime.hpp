@@ -1,0 +1,44 @@
+// Internal interface of Trident's CUDA emulation between the runtime (streams, memory, faults)
+// and the library shims (cuBLASLt, CUB, NCCL). Not installed, not used outside kernels/cuda/emu.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <functional>
+#include <string>
+
+namespace cuemu {
+
+// The device current on the calling host thread (cudaSetDevice).
+int current_device();
+
+// Queues `op` on `stream` (0 = the legacy default stream of the current device): it runs on the
+// stream's worker thread after everything queued before it on that stream (and, for the legacy
+// stream or blocking streams, after what the legacy-stream rules require). `what` names the
+// operation in fault messages. An op that detects a device-side error calls fault() and
+// returns. Returns the sticky error of the stream's device if there is one (nothing is queued
+// then), cudaErrorInvalidResourceHandle for a destroyed stream, else cudaSuccess.
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> op, const char* what);
+
+// The device a stream belongs to (-1 for an unknown handle).
+int stream_device(cudaStream_t stream);
+
+// Records a device fault (sticky, as on a GPU: every later runtime call on that device returns
+// `error`), prints `message` once to stderr with "[cuda-emu]" in front, and makes the rest of the
+// device's queued work a no-op.
+void fault(int device, cudaError_t error, const std::string& message);
+
+// Sets the calling thread's last error (what cudaGetLastError returns) and returns `error`.
+cudaError_t set_last_error(cudaError_t error);
+
+// Device memory: true when [ptr, ptr + bytes) lies inside one live cudaMalloc allocation;
+// `device` receives its device. bytes == 0 checks ptr alone.
+bool is_device_range(const void* ptr, size_t bytes, int* device = nullptr);
+// Host memory allocated with cudaMallocHost / cudaHostAlloc (pinned).
+bool is_pinned_host(const void* ptr);
+
+// Sleeps a random 0..TRIDENT_CUDA_EMU_JITTER_US microseconds (default 50), on stream workers
+// before each queued op, so that missing stream ordering shows up as wrong results.
+void jitter();
+
+}  // namespace cuemu
