@@ -42,3 +42,12 @@ bool is_pinned_host(const void* ptr);
 void jitter();
 
 }  // namespace cuemu
+
+namespace cuemu {
+// cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, n): n, else 0.
+int func_max_dynamic_smem(const void* func);
+// The emulated device's properties (index checked by the caller).
+const cudaDeviceProp& device_props(int device);
+// Prints one line to stderr prefixed with "[cuda-emu] ".
+void report(const std::string& message);
+}  // namespace cuemu

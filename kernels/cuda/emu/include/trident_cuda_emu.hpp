@@ -1,0 +1,25 @@
+// Controls of Trident's CUDA emulation for tests (only in TRIDENT_CUDA_EMULATION builds).
+// Environment variables set the same things for a whole process:
+//   TRIDENT_CUDA_EMU_ORDER=forward|reverse|shuffle  thread order between sync points (shuffle)
+//   TRIDENT_CUDA_EMU_SEED=N                        seed of the shuffled orders (1)
+//   TRIDENT_CUDA_EMU_JITTER_US=N                   random delay before each stream op (50)
+//   TRIDENT_CUDA_EMU_DEVICES=N                     visible devices (8; 0 = no device)
+//   TRIDENT_CUDA_EMU_GPU=h100|h200|a100            the emulated model (h100)
+//   TRIDENT_CUDA_EMU_MEMORY_MB=N                   memory per device (the model's)
+#pragma once
+#include <string>
+
+namespace cuemu {
+
+enum class ThreadOrder { Forward, Reverse, Shuffle };
+void set_thread_order(ThreadOrder order, unsigned seed = 1);
+ThreadOrder thread_order();
+// The message of the most recent device fault (kernel error, bad library call), or "".
+std::string last_fault_message();
+// Clears a device's sticky error after a test provoked one on purpose (like cudaDeviceReset
+// without freeing memory).
+void clear_fault(int device);
+// Number of kernel launches executed so far (all devices), for tests that count work.
+long long launches_executed();
+
+}  // namespace cuemu
