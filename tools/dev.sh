@@ -3,14 +3,17 @@
 #   bash tools/dev.sh deps    install missing Debian packages (idempotent)
 #   bash tools/dev.sh build   deps + configure + build (build/release when nvcc exists, else build/cpu)
 #   bash tools/dev.sh train   build + run the default training job (tiny GPT, CPU, built-in data)
-#   bash tools/dev.sh test    build + the whole test suite through ctest
+#   bash tools/dev.sh test    build + the whole test suite through ctest, then the CUDA path on
+#                             the CPU emulation (build/cuda-emu, ASan + UBSan, ctest -L cuda-emu)
+#   bash tools/dev.sh emu     only the emulated-CUDA build and its tests (args go to ctest)
 # Environment: TRIDENT_PRESET (default: release when nvcc is found, else cpu), JOBS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ pkg-config libeigen3-dev libcli11-dev catch2 libhdf5-dev
           libopenmpi-dev openmpi-bin nlohmann-json3-dev
-          slurm-wlm munge shellcheck)  # tests/slurm: a real one-node Slurm; lint.shellcheck
+          slurm-wlm munge shellcheck  # tests/slurm: a real one-node Slurm; lint.shellcheck
+          libboost-context-dev)  # fibers of the CUDA emulation (kernels/cuda/emu)
 
 deps() {
   local missing=()
@@ -43,6 +46,31 @@ build() {
   cmake --build "build/$p" -j "${JOBS:-$(nproc)}"
 }
 
+# The CUDA backend compiled as C++ against kernels/cuda/emu, with AddressSanitizer and
+# UndefinedBehaviorSanitizer: every device allocation and shared-memory variable is bounded.
+EMU_SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -g1"
+emu_build() {
+  deps
+  cmake -S . -B build/cuda-emu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_CUDA_EMULATION=ON \
+    "-DCMAKE_CXX_FLAGS=$EMU_SANITIZE" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" >/dev/null
+  cmake --build build/cuda-emu -j "${JOBS:-$(nproc)}"
+}
+
+sanitizer_env() {
+  # UBSan findings stop the test; Open MPI's own allocations at exit are not our leaks.
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+  export LSAN_OPTIONS="suppressions=$PWD/tests/cuda_emu/lsan.supp:print_suppressions=0"
+}
+
+emu_test() {
+  emu_build
+  mpi_env
+  sanitizer_env
+  ctest --test-dir build/cuda-emu --output-on-failure --no-tests=error -L cuda-emu \
+    -j "${JOBS:-2}" "$@"
+}
+
 mpi_env() {
   # Open MPI refuses root and more ranks than cores unless told; both are normal here.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -63,10 +91,14 @@ case "$cmd" in
     build
     mpi_env
     p=$(preset)
-    ctest --test-dir "build/$p" --output-on-failure -j "${JOBS:-2}" "$@"
+    rc=0
+    ctest --test-dir "build/$p" --output-on-failure -j "${JOBS:-2}" "$@" || rc=$?
+    emu_test || rc=$?
+    exit "$rc"
     ;;
+  emu) emu_test "$@" ;;
   *)
-    echo "usage: bash tools/dev.sh deps|build|train|test [args...]" >&2
+    echo "usage: bash tools/dev.sh deps|build|train|test|emu [args...]" >&2
     exit 2
     ;;
 esac

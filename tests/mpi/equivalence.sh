@@ -12,4 +12,5 @@ else
     "$@" --out-dir "$out" > "$out.log" 2>&1 || { cat "$out.log"; exit 1; }
 fi
 grep -E "^layout|^global batch|^done" "$out.log" || true
-[[ $ref == none ]] || "$compare" "$out" "$ref"
+# EQ_RTOL (optional): the tolerance of the comparison (compare_runs' default otherwise).
+[[ $ref == none ]] || "$compare" ${EQ_RTOL:+--rtol "$EQ_RTOL"} "$out" "$ref"
