@@ -10,14 +10,15 @@
 # goes on; the results are assembled on exit whatever happened.
 #   deps, configure, build   .gpu-deps/deps.tar.xz (MPI, HDF5, header libraries), NCCL from
 #                            PyTorch's wheel or the CUDA toolkit, build-gpu/ with ninja
-#   ctest_gpu_comm, ctest_gpu  ctest -L gpu: the communication tests, then the others (they
-#                            skip without a GPU; here they must run)
+#   ctest_gpu_comm, ctest_gpu  ctest -L gpu with CUDA_LAUNCH_BLOCKING=1: the communication
+#                            tests, then the others (TRIDENT_REQUIRE_GPU=1: a skip fails)
+#   memcheck, racecheck      compute-sanitizer on the kernel tests ([ops])
+#   trident_gpt2, torch_gpt2 GPT-2 124M, B=8 T=1024, bf16: trident-train vs torch_gpt2_step.py
+#   trident_gpt2-medium, torch_gpt2-medium   the same for GPT-2 350M
 #   torch_kernels            torch.matmul 8192^3 bf16, 1 GiB device copy, SDPA attention,
 #                            torch's memory-bound kernels (bench/gpu/torch_kernels.py)
 #   kernel_bench             trident-bench-gpu-kernels: attention, memory-bound GB/s, per-op
 #                            breakdown of one GPT-2 124M step (CUDA events)
-#   trident_gpt2, torch_gpt2 GPT-2 124M, B=8 T=1024, bf16: trident-train vs torch_gpt2_step.py
-#   trident_gpt2-medium, torch_gpt2-medium   the same for GPT-2 350M
 #   ncu (NCU=1 only)         ncu --print-summary per-kernel over two trident-train steps
 # Environment: BUDGET_S, STEPS (timed steps per model, default 12), TORCH_COMPILE=1 (also time
 # torch.compile), NCU=1, JOBS (build parallelism, default: all cores).
@@ -158,21 +159,26 @@ grep -E 'warning:' "$LOGS/build.log" | sort -u >"$RAW/build_warnings.txt"
 echo "[$(elapsed) s] build warnings: $(wc -l <"$RAW/build_warnings.txt")"
 
 # --- tests ---------------------------------------------------------------------------------------
-# The communication tests first (NCCL on one rank, MPI staging on 1 and 2 ranks), then the rest.
-stage ctest_gpu_comm 90 "${RUN[@]}" ctest --test-dir "$BUILD" -L gpu -R '^gpu_comm' --output-on-failure
-stage ctest_gpu 150 "${RUN[@]}" ctest --test-dir "$BUILD" -L gpu -E '^gpu_comm' --output-on-failure \
-  --timeout 120
-
-# --- references and kernels ----------------------------------------------------------------------
-export PYTHONUNBUFFERED=1
-stage torch_kernels 90 sh -c "python3 bench/gpu/torch_kernels.py > '$RAW/torch_kernels.json'"
-BENCH="$BUILD/bench/trident-bench-gpu-kernels"
-if [[ -x "$BENCH" ]]; then
-  stage kernel_bench 120 "${RUN[@]}" "$BENCH" --out "$RAW/kernel_bench.json"
+# The communication tests first (NCCL on one rank, MPI staging on 1 and 2 ranks), then the rest,
+# with launches synchronous so that a failing kernel is named. TRIDENT_REQUIRE_GPU: a skip fails.
+export TRIDENT_REQUIRE_GPU=1
+stage ctest_gpu_comm 90 "${RUN[@]}" CUDA_LAUNCH_BLOCKING=1 ctest --test-dir "$BUILD" -L gpu \
+  -R '^gpu_comm' --output-on-failure
+stage ctest_gpu 150 "${RUN[@]}" CUDA_LAUNCH_BLOCKING=1 ctest --test-dir "$BUILD" -L gpu \
+  -E '^gpu_comm' --output-on-failure --timeout 120
+# compute-sanitizer on the kernel tests (every backend op on CUDA against the CPU): out-of-bounds
+# and misaligned accesses (memcheck), shared-memory races between threads (racecheck).
+GPU_TESTS="$BUILD/tests/gpu/trident_gpu_tests"
+if command -v compute-sanitizer >/dev/null && [[ -x "$GPU_TESTS" ]]; then
+  stage memcheck 90 "${RUN[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 \
+    "$GPU_TESTS" "[ops]"
+  stage racecheck 90 "${RUN[@]}" compute-sanitizer --tool racecheck --racecheck-report hazard \
+    --error-exitcode 3 "$GPU_TESTS" "[ops]"
 else
-  printf 'kernel_bench\tmissing: %s not built\t0\t\n' "$BENCH" >>"$RAW/stages.tsv"
+  printf 'sanitizers\tmissing: compute-sanitizer or %s\t0\t\n' "$GPU_TESTS" >>"$RAW/stages.tsv"
 fi
 
+export PYTHONUNBUFFERED=1
 # --- GPT-2 training steps ------------------------------------------------------------------------
 TRAIN="$BUILD/examples/trident-train"
 for model in gpt2 gpt2-medium; do
@@ -195,6 +201,15 @@ for model in gpt2 gpt2-medium; do
       --batch 8 --seq 1024 --steps $STEPS --warmup-steps 3 --compile > '$RAW/torch_${model}_compile.json'"
   fi
 done
+
+# --- references and kernels ----------------------------------------------------------------------
+stage torch_kernels 90 sh -c "python3 bench/gpu/torch_kernels.py > '$RAW/torch_kernels.json'"
+BENCH="$BUILD/bench/trident-bench-gpu-kernels"
+if [[ -x "$BENCH" ]]; then
+  stage kernel_bench 120 "${RUN[@]}" "$BENCH" --out "$RAW/kernel_bench.json"
+else
+  printf 'kernel_bench\tmissing: %s not built\t0\t\n' "$BENCH" >>"$RAW/stages.tsv"
+fi
 
 # --- per-kernel profile of the real step (optional: ncu replays every kernel) --------------------
 if [[ "${NCU:-0}" == 1 && -x "$TRAIN" ]] && command -v ncu >/dev/null; then
