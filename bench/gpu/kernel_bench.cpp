@@ -207,8 +207,9 @@ json bench_memory(Bench& b) {
   });
   r["cross_entropy"] = guarded("cross_entropy", [&] {
     auto logits = b.random(t, N * V, -4.0f, 4.0f), targets = b.random_ids(N, V);
-    auto losses = b.empty(t, N), lse = b.empty(DType::F32, N), dlosses = b.random(t, N);
-    auto dlogits = b.empty(t, N * V);
+    // losses, lse and dlosses are f32 (stats_dtype) for bf16 logits.
+    auto losses = b.empty(DType::F32, N), lse = b.empty(DType::F32, N);
+    auto dlosses = b.random(DType::F32, N), dlogits = b.empty(t, N * V);
     const auto fwd = [&] {
       b.be.cross_entropy_forward(t, losses->get(), lse->get(), logits->get(),
                                  targets->as<int32_t>(), N, V);
@@ -217,7 +218,7 @@ json bench_memory(Bench& b) {
     fwd();
     const double g = b.time_ms([&] {
       b.be.cross_entropy_backward(t, dlogits->get(), logits->get(), lse->get(),
-                                  targets->as<int32_t>(), dlosses->get(), N, V);
+                                  targets->as<int32_t>(), dlosses->get(), N, V, 0);
     });
     return json{{"shape", {N, V}},
                 {"forward", bandwidth(f, es * N * V)},
@@ -334,7 +335,8 @@ json bench_breakdown(Bench& b) {
   }
   {
     auto logits = b.random(t, N * V, -4.0f, 4.0f), targets = b.random_ids(N, V);
-    auto losses = b.empty(t, N), lse = b.empty(DType::F32, N), dlosses = b.random(t, N);
+    auto losses = b.empty(DType::F32, N), lse = b.empty(DType::F32, N);
+    auto dlosses = b.random(DType::F32, N);
     add("cross entropy forward", 1, [&] {
       return b.time_ms([&] {
         b.be.cross_entropy_forward(t, losses->get(), lse->get(), logits->get(), targets->as<int32_t>(), N, V);
@@ -343,7 +345,7 @@ json bench_breakdown(Bench& b) {
     add("cross entropy backward", 1, [&] {
       return b.time_ms([&] {
         b.be.cross_entropy_backward(t, logits->get(), logits->get(), lse->get(), targets->as<int32_t>(),
-                                    dlosses->get(), N, V);
+                                    dlosses->get(), N, V, 0);
       });
     });
   }

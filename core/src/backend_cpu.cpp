@@ -305,15 +305,16 @@ class CpuBackend final : public Backend {
                                                      io.in<scalar_t>(dout, N * C), ids, N, V,
                                                      C));
   }
+  // mean and rstd are in stats_dtype(t), the kernel's scalar_t (f32 for bf16): passed through
+  // unstaged, never rounded to bf16.
   void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,
                          const void* weight, const void* bias, int64_t N, int64_t C,
                          double eps) override {
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "layernorm",
-        k::layernorm_forward(io.out<scalar_t>(out, N * C), io.out<scalar_t>(mean, N),
-                             io.out<scalar_t>(rstd, N), io.in<scalar_t>(inp, N * C),
-                             io.in<scalar_t>(weight, C), io.in<scalar_t>(bias, C), N, C,
-                             static_cast<scalar_t>(eps)));
+        k::layernorm_forward(io.out<scalar_t>(out, N * C), P<scalar_t>(mean), P<scalar_t>(rstd),
+                             io.in<scalar_t>(inp, N * C), io.in<scalar_t>(weight, C),
+                             io.in<scalar_t>(bias, C), N, C, static_cast<scalar_t>(eps)));
   }
   void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias, const void* dout,
                           const void* inp, const void* weight, const void* mean,
@@ -323,7 +324,7 @@ class CpuBackend final : public Backend {
         k::layernorm_backward(io.out<scalar_t>(dinp, N * C), io.out<scalar_t>(dweight, C),
                               io.out<scalar_t>(dbias, C), io.in<scalar_t>(dout, N * C),
                               io.in<scalar_t>(inp, N * C), io.in<scalar_t>(weight, C),
-                              io.in<scalar_t>(mean, N), io.in<scalar_t>(rstd, N), N, C));
+                              P<scalar_t>(mean), P<scalar_t>(rstd), N, C));
   }
   void gelu_forward(DType t, void* out, const void* inp, int64_t n) override {
     TRIDENT_CPU_FLOAT_DISPATCH(
@@ -369,22 +370,46 @@ class CpuBackend final : public Backend {
                               io.in<scalar_t>(qkv, B * T * 3 * C),
                               io.in<scalar_t>(att, B * NH * T * T), B, T, C, NH));
   }
+  // Losses, lse, dlosses and the slice statistics are in stats_dtype(t), the kernel's scalar_t
+  // (f32 for bf16): passed through unstaged; only logits and dlogits are staged.
   void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,
                              const int32_t* targets, int64_t N, int64_t V) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "cross_entropy",
-                               k::cross_entropy_forward(io.out<scalar_t>(losses, N),
-                                                        io.out<scalar_t>(lse, N),
-                                                        io.in<scalar_t>(logits, N * V), targets,
-                                                        N, V));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "cross_entropy",
+        k::cross_entropy_forward(P<scalar_t>(losses), P<scalar_t>(lse),
+                                 io.in<scalar_t>(logits, N * V), targets, N, V));
   }
   void cross_entropy_backward(DType t, void* dlogits, const void* logits, const void* lse,
-                              const int32_t* targets, const void* dlosses, int64_t N,
-                              int64_t V) override {
+                              const int32_t* targets, const void* dlosses, int64_t N, int64_t V,
+                              int64_t vocab_start) override {
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "cross_entropy_backward",
-        k::cross_entropy_backward(io.out<scalar_t>(dlogits, N * V),
-                                  io.in<scalar_t>(logits, N * V), io.in<scalar_t>(lse, N),
-                                  targets, io.in<scalar_t>(dlosses, N), N, V));
+        k::cross_entropy_backward(io.out<scalar_t>(dlogits, N * V), io.in<scalar_t>(logits, N * V),
+                                  P<scalar_t>(lse), targets, P<scalar_t>(dlosses), N, V,
+                                  vocab_start));
+  }
+  void cross_entropy_shard_stats(DType t, void* stats, const void* logits, const int32_t* targets,
+                                 int64_t N, int64_t V, int64_t vocab_start) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "cross_entropy_shard_stats",
+        k::cross_entropy_shard_stats(P<scalar_t>(stats), io.in<scalar_t>(logits, N * V), targets, N,
+                                     V, vocab_start));
+  }
+  void cross_entropy_shard_combine(DType t, void* losses, void* lse, const void* stats,
+                                   const int32_t* targets, int64_t N, int parts) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(t, "cross_entropy_shard_combine", {
+      (void)io;  // statistics only: nothing to stage
+      k::cross_entropy_shard_combine(P<scalar_t>(losses), P<scalar_t>(lse), P<scalar_t>(stats),
+                                     targets, N, parts);
+    });
+  }
+  void cross_entropy_mean(DType t, void* mean, void* inv_count, const void* losses,
+                          const int32_t* targets, int64_t N) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(t, "cross_entropy_mean", {
+      (void)io;  // statistics only: nothing to stage
+      k::cross_entropy_mean(P<scalar_t>(mean), P<scalar_t>(inv_count), P<scalar_t>(losses), targets,
+                            N);
+    });
   }
   void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n, float p,
                        uint64_t seed, uint64_t offset) override {

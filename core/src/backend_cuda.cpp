@@ -292,7 +292,8 @@ class CudaBackend final : public Backend {
                          const void* weight, const void* bias, int64_t N, int64_t C,
                          double eps) override {
     run("layernorm", [&] {
-      kc::layernorm_forward(st(t), out, mean, rstd, inp, weight, bias, N, C,
+      // mean and rstd are f32 (stats_dtype) for f32 and bf16 rows alike.
+      kc::layernorm_forward(st(t), out, P<float>(mean), P<float>(rstd), inp, weight, bias, N, C,
                             static_cast<float>(eps), s());
     });
   }
@@ -301,8 +302,8 @@ class CudaBackend final : public Backend {
                           const void* rstd, int64_t N, int64_t C) override {
     run("layernorm_backward", [&] {
       CallScratch scratch(alloc_);
-      kc::layernorm_backward(st(t), dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C,
-                             scratch, s());
+      kc::layernorm_backward(st(t), dinp, dweight, dbias, dout, inp, weight, P<float>(mean),
+                             P<float>(rstd), N, C, scratch, s());
     });
   }
   void gelu_forward(DType t, void* out, const void* inp, int64_t n) override {
@@ -342,7 +343,9 @@ class CudaBackend final : public Backend {
   void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,
                              const int32_t* targets, int64_t N, int64_t V) override {
     run("cross_entropy", [&] {
-      kc::cross_entropy_forward(st(t), losses, lse, logits, targets, N, V, bad_slot(), s());
+      // losses, lse and dlosses are f32 (stats_dtype) for f32 and bf16 logits alike.
+      kc::cross_entropy_forward(st(t), P<float>(losses), P<float>(lse), logits, targets, N, V,
+                                bad_slot(), s());
     });
     const int32_t pos = read_bad_position(N);
     if (pos >= 0) {
@@ -353,11 +356,43 @@ class CudaBackend final : public Backend {
     }
   }
   void cross_entropy_backward(DType t, void* dlogits, const void* logits, const void* lse,
-                              const int32_t* targets, const void* dlosses, int64_t N,
-                              int64_t V) override {
+                              const int32_t* targets, const void* dlosses, int64_t N, int64_t V,
+                              int64_t vocab_start) override {
     run("cross_entropy_backward", [&] {
-      kc::cross_entropy_backward(st(t), dlogits, logits, lse, targets, dlosses, N, V, s());
+      kc::cross_entropy_backward(st(t), dlogits, logits, P<float>(lse), targets, P<float>(dlosses),
+                                 N, V, vocab_start, s());
     });
+  }
+  void cross_entropy_shard_stats(DType t, void* stats, const void* logits, const int32_t* targets,
+                                 int64_t N, int64_t V, int64_t vocab_start) override {
+    run("cross_entropy_shard_stats", [&] {
+      kc::cross_entropy_shard_stats(st(t), P<float>(stats), logits, targets, N, V, vocab_start,
+                                    s());
+    });
+  }
+  void cross_entropy_shard_combine(DType t, void* losses, void* lse, const void* stats,
+                                   const int32_t* targets, int64_t N, int parts) override {
+    run("cross_entropy_shard_combine", [&] {
+      check_stats_dtype(t, "cross_entropy_shard_combine");
+      kc::cross_entropy_shard_combine(P<float>(losses), P<float>(lse), P<float>(stats), targets, N,
+                                      parts, s());
+    });
+  }
+  void cross_entropy_mean(DType t, void* mean, void* inv_count, const void* losses,
+                          const int32_t* targets, int64_t N) override {
+    run("cross_entropy_mean", [&] {
+      check_stats_dtype(t, "cross_entropy_mean");
+      kc::cross_entropy_mean(P<float>(mean), P<float>(inv_count), P<float>(losses), targets, N,
+                             s());
+    });
+  }
+  // The entries that never touch data of dtype t still refuse what the others refuse: their
+  // f32 statistics belong to f32 or bf16 logits.
+  static void check_stats_dtype(DType t, const char* who) {
+    if (t != DType::F32 && t != DType::BF16) {
+      throw std::invalid_argument(
+          str_cat(who, ": dtype ", dtype_name(t), " is not supported on CUDA (use f32 or bf16)"));
+    }
   }
   void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n, float p,
                        uint64_t seed, uint64_t offset) override {

@@ -171,8 +171,10 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias, 
   const Tensor x = x_in.contiguous(), w = weight.contiguous(), b = bias.contiguous();
   const int64_t N = x.numel() / C;
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor mean = Tensor::empty({N}, x.dtype(), x.device());
-  Tensor rstd = Tensor::empty({N}, x.dtype(), x.device());
+  // Saved in f32 for bf16 rows: backward rebuilds (x - mean) * rstd from them, and a bf16 mean
+  // (spacing 0.0625 near 10) would shift every normalised value of its row.
+  Tensor mean = Tensor::empty({N}, stats_dtype(x.dtype()), x.device());
+  Tensor rstd = Tensor::empty({N}, stats_dtype(x.dtype()), x.device());
   if (N > 0) be(x).layernorm_forward(x.dtype(), out.raw_data(), mean.raw_data(), rstd.raw_data(),
                                      x.raw_data(), w.raw_data(), b.raw_data(), N, C, eps);
   const Tensor xd = x.detach(), wd = w.detach();
@@ -247,12 +249,8 @@ Tensor causal_self_attention(const Tensor& qkv_in, int64_t n_head) {
 
 Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in) {
   check_float(logits_in, "cross_entropy", "logits");
-  // Low-precision logits: the loss of an f32 copy (Megatron-LM's default), so the per-row
-  // log-sum-exp, the loss and the softmax of the backward are f32; the copy's backward hands
-  // the gradient back in the logits' dtype.
-  if (logits_in.dtype() == DType::BF16 || logits_in.dtype() == DType::F16) {
-    return cross_entropy(logits_in.to(DType::F32), targets_in);
-  }
+  // f16 has no kernels: the loss of an f32 copy, whose backward returns f16 gradients.
+  if (logits_in.dtype() == DType::F16) return cross_entropy(logits_in.to(DType::F32), targets_in);
   TRIDENT_CHECK(targets_in.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
                 dtype_name(targets_in.dtype()));
   TRIDENT_CHECK(logits_in.dim() >= 2, "cross_entropy: logits must be (N, V) or (B, T, V), got ",
@@ -262,29 +260,48 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in) {
   TRIDENT_CHECK(targets_in.numel() == N, "cross_entropy: ", targets_in.numel(),
                 " targets for ", N, " rows of logits ", logits_in.shape_str());
   const Tensor logits = logits_in.contiguous();
-  const Tensor targets = targets_in.contiguous();
-  int64_t valid = 0;
-  for (int32_t t : targets.to_vector<int32_t>()) valid += t >= 0;
-  Tensor losses = Tensor::empty({N}, logits.dtype(), logits.device());
-  Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
+  const Tensor targets = targets_in.to(logits.device()).contiguous();
+  // Losses and the saved lse are f32 for bf16 logits (PyTorch autocast's and llm.c's choice);
+  // the bf16 logits themselves are read as they are, without an f32 copy.
+  Tensor losses = Tensor::empty({N}, stats_dtype(logits.dtype()), logits.device());
+  Tensor lse = Tensor::empty({N}, stats_dtype(logits.dtype()), logits.device());
   try {
     if (N > 0) be(logits).cross_entropy_forward(logits.dtype(), losses.raw_data(), lse.raw_data(),
                                                 logits.raw_data(), targets.data<int32_t>(), N, V);
   } catch (const std::out_of_range& e) {
     throw Error(str_cat("cross_entropy: ", e.what(), " (vocabulary of ", V, ")"));
   }
-  const double denom = valid > 0 ? static_cast<double>(valid) : 1.0;
-  const double total = N > 0 ? be(logits).sum(logits.dtype(), losses.raw_data(), N) : 0.0;
-  Tensor out = Tensor::full({}, total / denom, logits.dtype(), logits.device());
+  return cross_entropy_from_lse(logits, targets, losses, lse, 0);
+}
+
+Tensor cross_entropy_from_lse(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                              const Tensor& lse, int64_t vocab_start) {
+  const int64_t V = logits.shape().back(), N = logits.numel() / V;
+  const DType st = stats_dtype(logits.dtype());
+  TRIDENT_CHECK(logits.is_contiguous() && targets.is_contiguous() && targets.numel() == N &&
+                    losses.numel() == N && lse.numel() == N && losses.dtype() == st &&
+                    lse.dtype() == st,
+                "cross_entropy_from_lse: expects contiguous logits (N, V), and targets, losses and "
+                "lse of N rows (losses and lse in ",
+                dtype_name(st), ")");
+  // The mean over non-ignored rows stays on the device: nothing is read back.
+  Tensor out = Tensor::empty({}, st, logits.device());
+  Tensor inv_count = Tensor::empty({}, st, logits.device());
+  be(logits).cross_entropy_mean(logits.dtype(), out.raw_data(), inv_count.raw_data(),
+                                losses.raw_data(), targets.data<int32_t>(), N);
   const Tensor ld = logits.detach();
   autograd::record(out, "cross_entropy", {logits},
-                   [ld, lse, targets, N, V, denom](const Tensor& g) {
-                     const double scale = g.item() / denom;
-                     Tensor dl = Tensor::full({N}, scale, ld.dtype(), ld.device());
+                   [ld, lse, targets, inv_count, N, V, vocab_start](const Tensor& g) {
+                     NoGradGuard no_grad;
+                     // dloss_i = g / count for every row (ignored rows get a zero gradient).
+                     const Tensor scale = mul(g.to(inv_count.dtype()), inv_count);
+                     const Tensor dl = mul(Tensor::ones({N}, scale.dtype(), scale.device()), scale);
                      Tensor dlogits = Tensor::empty(ld.shape(), ld.dtype(), ld.device());
-                     be(ld).cross_entropy_backward(ld.dtype(), dlogits.raw_data(), ld.raw_data(),
-                                                   lse.raw_data(), targets.data<int32_t>(),
-                                                   dl.raw_data(), N, V);
+                     if (N > 0) {
+                       be(ld).cross_entropy_backward(ld.dtype(), dlogits.raw_data(), ld.raw_data(),
+                                                     lse.raw_data(), targets.data<int32_t>(),
+                                                     dl.raw_data(), N, V, vocab_start);
+                     }
                      return std::vector<Tensor>{dlogits};
                    });
   return out;

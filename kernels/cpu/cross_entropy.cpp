@@ -1,12 +1,17 @@
 // Softmax cross entropy fused with log-softmax; probabilities are never stored.
 // logits (N, V) row-major, targets (N) int32 (< 0: ignored row, loss 0 and gradient 0).
 // Forward: lse = max + log(sum exp(x - max)) (max-subtracted, stable), loss = lse - x[target].
-// Backward: dlogits[i, j] = (exp(x[i, j] - lse[i]) - [j == target]) * dlosses[i].
+// Backward: dlogits[i, j] = (exp(x[i, j] - lse[i]) - [j == target]) * dlosses[i], with the
+// target shifted by vocab_start when the logits are one vocabulary slice.
+// Vocabulary-parallel forward: each slice reduces its rows to stats (N, 4) = {max m,
+// sum exp(x - m), target logit, holds-target}; after an all-gather, combine rescales the sums to
+// the global max (online softmax: s_p exp(m_p - M)) and adds the target logits.
 // Rows run in parallel; targets are validated up front, before any thread starts.
 #include "trident/kernels/cpu/cross_entropy.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -29,6 +34,15 @@ void check_targets(const char* who, const int32_t* targets, int64_t N, int64_t V
   }
 }
 
+// The row's max and sum of exp(x - max): the serial forward and the slice statistics share it,
+// so one slice gives bit for bit the serial lse.
+template <typename T>
+void max_and_sum_exp(const T* row, int64_t V, T& mx, T& sum) {
+  ConstArrayMap<T> x(row, V);
+  mx = x.maxCoeff();
+  sum = (x - mx).exp().sum();
+}
+
 }  // namespace
 
 template <typename T>
@@ -37,9 +51,10 @@ void cross_entropy_forward(T* losses, T* lse, const T* logits, const int32_t* ta
   check_targets("cross_entropy_forward", targets, N, V);
 #pragma omp parallel for schedule(static) if (N * V > detail::kParallelGrain)
   for (int64_t i = 0; i < N; ++i) {
-    ConstArrayMap<T> x(logits + i * V, V);
-    const T mx = x.maxCoeff();
-    const T l = mx + std::log((x - mx).exp().sum());
+    const T* x = logits + i * V;
+    T mx, s;
+    max_and_sum_exp(x, V, mx, s);
+    const T l = mx + std::log(s);
     lse[i] = l;
     losses[i] = targets[i] < 0 ? T(0) : l - x[targets[i]];
   }
@@ -47,30 +62,85 @@ void cross_entropy_forward(T* losses, T* lse, const T* logits, const int32_t* ta
 
 template <typename T>
 void cross_entropy_backward(T* dlogits, const T* logits, const T* lse, const int32_t* targets,
-                            const T* dlosses, int64_t N, int64_t V) {
-  check_targets("cross_entropy_backward", targets, N, V);
+                            const T* dlosses, int64_t N, int64_t V, int64_t vocab_start) {
 #pragma omp parallel for schedule(static) if (N * V > detail::kParallelGrain)
   for (int64_t i = 0; i < N; ++i) {
     ArrayMap<T> dx(dlogits + i * V, V);
-    const int32_t t = targets[i];
-    if (t < 0) {
+    if (targets[i] < 0) {
       dx.setZero();
       continue;
     }
     ConstArrayMap<T> x(logits + i * V, V);
     const T dl = dlosses[i];
     dx = (x - lse[i]).exp() * dl;
-    dx[t] -= dl;
+    const int64_t t = targets[i] - vocab_start;
+    if (t >= 0 && t < V) dx[t] -= dl;
   }
 }
 
-template void cross_entropy_forward<float>(float*, float*, const float*, const int32_t*, int64_t,
-                                           int64_t);
-template void cross_entropy_forward<double>(double*, double*, const double*, const int32_t*,
-                                            int64_t, int64_t);
-template void cross_entropy_backward<float>(float*, const float*, const float*, const int32_t*,
-                                            const float*, int64_t, int64_t);
-template void cross_entropy_backward<double>(double*, const double*, const double*, const int32_t*,
-                                             const double*, int64_t, int64_t);
+template <typename T>
+void cross_entropy_shard_stats(T* stats, const T* logits, const int32_t* targets, int64_t N,
+                               int64_t V, int64_t vocab_start) {
+  if (V <= 0) {
+    throw std::invalid_argument(
+        "cross_entropy_shard_stats: empty vocabulary slice (V = " + std::to_string(V) + ")");
+  }
+#pragma omp parallel for schedule(static) if (N * V > detail::kParallelGrain)
+  for (int64_t i = 0; i < N; ++i) {
+    const T* x = logits + i * V;
+    T* s = stats + i * 4;
+    max_and_sum_exp(x, V, s[0], s[1]);
+    const int64_t t = targets[i] - vocab_start;
+    const bool held = targets[i] >= 0 && t >= 0 && t < V;
+    s[2] = held ? x[t] : T(0);
+    s[3] = held ? T(1) : T(0);
+  }
+}
+
+template <typename T>
+void cross_entropy_shard_combine(T* losses, T* lse, const T* stats, const int32_t* targets,
+                                 int64_t N, int parts) {
+#pragma omp parallel for schedule(static) if (N * parts > detail::kParallelGrain)
+  for (int64_t i = 0; i < N; ++i) {
+    T m = -std::numeric_limits<T>::infinity();
+    for (int p = 0; p < parts; ++p) m = std::max(m, stats[(p * N + i) * 4]);
+    T s = 0, tl = 0, held = 0;
+    for (int p = 0; p < parts; ++p) {
+      const T* st = stats + (p * N + i) * 4;
+      s += st[1] * std::exp(st[0] - m);
+      tl += st[2];
+      held += st[3];
+    }
+    const T l = m + std::log(s);
+    lse[i] = l;
+    losses[i] = targets[i] < 0 ? T(0) : held == T(1) ? l - tl : std::numeric_limits<T>::quiet_NaN();
+  }
+}
+
+template <typename T>
+void cross_entropy_mean(T* mean, T* inv_count, const T* losses, const int32_t* targets, int64_t N) {
+  double total = 0;
+  int64_t count = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (targets[i] < 0) continue;
+    total += static_cast<double>(losses[i]);
+    ++count;
+  }
+  const double denom = count > 0 ? static_cast<double>(count) : 1.0;
+  *mean = static_cast<T>(total / denom);
+  *inv_count = static_cast<T>(1.0 / denom);
+}
+
+#define TRIDENT_CROSS_ENTROPY_INSTANTIATE(T)                                                    \
+  template void cross_entropy_forward<T>(T*, T*, const T*, const int32_t*, int64_t, int64_t);   \
+  template void cross_entropy_backward<T>(T*, const T*, const T*, const int32_t*, const T*,     \
+                                          int64_t, int64_t, int64_t);                           \
+  template void cross_entropy_shard_stats<T>(T*, const T*, const int32_t*, int64_t, int64_t,    \
+                                             int64_t);                                          \
+  template void cross_entropy_shard_combine<T>(T*, T*, const T*, const int32_t*, int64_t, int); \
+  template void cross_entropy_mean<T>(T*, T*, const T*, const int32_t*, int64_t);
+TRIDENT_CROSS_ENTROPY_INSTANTIATE(float)
+TRIDENT_CROSS_ENTROPY_INSTANTIATE(double)
+#undef TRIDENT_CROSS_ENTROPY_INSTANTIATE
 
 }  // namespace trident::kernels::cpu

@@ -1,6 +1,6 @@
 // Layer normalisation over the last dimension of inp (N, C), rows contiguous.
 // Forward: mean = sum(x)/C, var = sum((x-mean)^2)/C (two passes, biased), rstd = 1/sqrt(var+eps),
-// out = (x-mean)*rstd*weight + bias; mean (N) and rstd (N) are saved.
+// out = (x-mean)*rstd*weight + bias; mean (N) and rstd (N) are saved in T (f32 for bf16 rows).
 // Backward, with norm = (x-mean)*rstd and dnorm = dout*weight:
 //   dinp = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm*norm)),
 //   dweight = sum_rows dout*norm, dbias = sum_rows dout.

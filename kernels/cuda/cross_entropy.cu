@@ -1,8 +1,14 @@
-// Softmax cross entropy; probabilities are never stored. logits (N, V) row-major, targets (N).
+// Softmax cross entropy; probabilities are never stored. logits (N, V) row-major (f32 or bf16),
+// targets (N); losses, lse, dlosses and the slice statistics are f32 whatever the logits' type
+// (a bf16 lse near 10 would be off by up to 0.03, every probability exp(x - lse) by 3%).
 // Forward: one 256-thread block per row: max (block reduction), then sum exp(x - max),
 // lse = max + log(sum), loss = lse - x[target] (0 for target < 0). Backward: one block per row
-// recomputes exp(x - lse) from the saved lse: dx = (p - [j == target]) * dloss, zero rows for
-// ignored targets. All arithmetic in fp32.
+// recomputes exp(x - lse) from the saved lse: dx = (p - [j == target - vocab_start]) * dloss,
+// zero rows for ignored targets. All arithmetic in fp32.
+// Vocabulary-parallel forward: shard_stats is the forward's row pass over one slice, writing
+// {max, sum exp(x - max), target logit, holds target} (N, 4); combine (a thread per row) merges
+// the all-gathered slices, online-softmax style. mean: one block sums the losses of the
+// non-ignored rows in double and writes the mean and 1 / count on the device.
 #include <algorithm>
 
 #include "common.cuh"
@@ -16,20 +22,30 @@ using detail::from_float;
 using detail::to_float;
 
 constexpr int kThreads = 256;
+constexpr int kMeanThreads = 1024;
+
+// The max of a row and the sum of exp(x - max), by the whole block; every thread gets both.
+// `sh` holds 32 floats of shared scratch.
+template <typename T>
+__device__ void row_max_sum_exp(const T* x, int64_t V, float* sh, float& mx, float& sum) {
+  float m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, to_float(x[j]));
+  m = detail::block_max(m, sh);
+  float s = 0.0f;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(to_float(x[j]) - m);
+  sum = detail::block_sum(s, sh);
+  mx = m;
+}
 
 template <typename T>
-__global__ void cross_entropy_forward_kernel(T* losses, T* lse, const T* logits,
+__global__ void cross_entropy_forward_kernel(float* losses, float* lse, const T* logits,
                                              const int32_t* targets, int64_t N, int64_t V,
                                              int32_t* bad_position) {
   TRIDENT_SHARED(float, sh, [32]);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     const T* x = logits + r * V;
-    float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, to_float(x[j]));
-    mx = detail::block_max(mx, sh);
-    float s = 0.0f;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(to_float(x[j]) - mx);
-    s = detail::block_sum(s, sh);
+    float mx, s;
+    row_max_sum_exp(x, V, sh, mx, s);
     if (threadIdx.x == 0) {
       const float l = mx + logf(s);
       const int32_t t = targets[r];
@@ -39,29 +55,88 @@ __global__ void cross_entropy_forward_kernel(T* losses, T* lse, const T* logits,
       } else if (t >= 0) {
         loss = l - to_float(x[t]);
       }
-      lse[r] = from_float<T>(l);
-      losses[r] = from_float<T>(loss);
+      lse[r] = l;
+      losses[r] = loss;
     }
   }
 }
 
 template <typename T>
-__global__ void cross_entropy_backward_kernel(T* dlogits, const T* logits, const T* lse,
-                                              const int32_t* targets, const T* dlosses, int64_t N,
-                                              int64_t V) {
+__global__ void cross_entropy_backward_kernel(T* dlogits, const T* logits, const float* lse,
+                                              const int32_t* targets, const float* dlosses,
+                                              int64_t N, int64_t V, int64_t vocab_start) {
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     const T* x = logits + r * V;
     T* dx = dlogits + r * V;
-    const int32_t t = targets[r];
-    if (t < 0) {
+    if (targets[r] < 0) {
       for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dx[j] = from_float<T>(0.0f);
       continue;
     }
-    const float l = to_float(lse[r]), dl = to_float(dlosses[r]);
+    const int64_t t = targets[r] - vocab_start;  // outside [0, V): another slice's target
+    const float l = lse[r], dl = dlosses[r];
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
       const float p = expf(to_float(x[j]) - l);
       dx[j] = from_float<T>((p - (j == t ? 1.0f : 0.0f)) * dl);
     }
+  }
+}
+
+template <typename T>
+__global__ void cross_entropy_shard_stats_kernel(float* stats, const T* logits,
+                                                 const int32_t* targets, int64_t N, int64_t V,
+                                                 int64_t vocab_start) {
+  TRIDENT_SHARED(float, sh, [32]);
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const T* x = logits + r * V;
+    float mx, s;
+    row_max_sum_exp(x, V, sh, mx, s);
+    if (threadIdx.x == 0) {
+      const int64_t t = targets[r] - vocab_start;
+      const bool held = targets[r] >= 0 && t >= 0 && t < V;
+      float* out = stats + r * 4;
+      out[0] = mx;
+      out[1] = s;
+      out[2] = held ? to_float(x[t]) : 0.0f;
+      out[3] = held ? 1.0f : 0.0f;
+    }
+  }
+}
+
+__global__ void cross_entropy_shard_combine_kernel(float* losses, float* lse, const float* stats,
+                                                   const int32_t* targets, int64_t N, int parts) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float m = -INFINITY;
+    for (int p = 0; p < parts; ++p) m = fmaxf(m, stats[(p * N + i) * 4]);
+    float s = 0.0f, tl = 0.0f, held = 0.0f;
+    for (int p = 0; p < parts; ++p) {
+      const float* st = stats + (p * N + i) * 4;
+      s += st[1] * expf(st[0] - m);
+      tl += st[2];
+      held += st[3];
+    }
+    const float l = m + logf(s);
+    lse[i] = l;
+    losses[i] = targets[i] < 0 ? 0.0f : held == 1.0f ? l - tl : NAN;
+  }
+}
+
+// One block: deterministic for a given N (fixed per-thread order, fixed reduction tree).
+__global__ void cross_entropy_mean_kernel(float* mean, float* inv_count, const float* losses,
+                                          const int32_t* targets, int64_t N) {
+  TRIDENT_SHARED(double, sh, [32]);
+  double total = 0.0, count = 0.0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    if (targets[i] < 0) continue;
+    total += static_cast<double>(losses[i]);
+    count += 1.0;
+  }
+  total = detail::block_sum(total, sh);
+  count = detail::block_sum(count, sh);
+  if (threadIdx.x == 0) {
+    const double denom = count > 0.0 ? count : 1.0;
+    *mean = static_cast<float>(total / denom);
+    *inv_count = static_cast<float>(1.0 / denom);
   }
 }
 
@@ -71,7 +146,7 @@ unsigned row_grid(int64_t rows) {
 
 }  // namespace
 
-void cross_entropy_forward(ScalarType t, void* losses, void* lse, const void* logits,
+void cross_entropy_forward(ScalarType t, float* losses, float* lse, const void* logits,
                            const int32_t* targets, int64_t N, int64_t V, int32_t* bad_position,
                            cudaStream_t stream) {
   detail::check_cuda(cudaMemsetAsync(bad_position, 0x7F, sizeof(int32_t), stream),
@@ -80,22 +155,57 @@ void cross_entropy_forward(ScalarType t, void* losses, void* lse, const void* lo
   if (V <= 0) throw std::invalid_argument("cross_entropy_forward: no classes (V = 0)");
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy", {
     TRIDENT_LAUNCH(cross_entropy_forward_kernel<T>, row_grid(N), kThreads, 0, stream)(
-        static_cast<T*>(losses), static_cast<T*>(lse), static_cast<const T*>(logits), targets, N,
-        V, bad_position);
+        losses, lse, static_cast<const T*>(logits), targets, N, V, bad_position);
     check_launch("cross_entropy_forward_kernel");
   });
 }
 
-void cross_entropy_backward(ScalarType t, void* dlogits, const void* logits, const void* lse,
-                            const int32_t* targets, const void* dlosses, int64_t N, int64_t V,
-                            cudaStream_t stream) {
+void cross_entropy_backward(ScalarType t, void* dlogits, const void* logits, const float* lse,
+                            const int32_t* targets, const float* dlosses, int64_t N, int64_t V,
+                            int64_t vocab_start, cudaStream_t stream) {
   if (N <= 0 || V <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_backward", {
     TRIDENT_LAUNCH(cross_entropy_backward_kernel<T>, row_grid(N), kThreads, 0, stream)(
-        static_cast<T*>(dlogits), static_cast<const T*>(logits), static_cast<const T*>(lse),
-        targets, static_cast<const T*>(dlosses), N, V);
+        static_cast<T*>(dlogits), static_cast<const T*>(logits), lse, targets, dlosses, N, V,
+        vocab_start);
     check_launch("cross_entropy_backward_kernel");
   });
+}
+
+void cross_entropy_shard_stats(ScalarType t, float* stats, const void* logits,
+                               const int32_t* targets, int64_t N, int64_t V, int64_t vocab_start,
+                               cudaStream_t stream) {
+  if (N <= 0) return;
+  if (V <= 0) {
+    throw std::invalid_argument(
+        "cross_entropy_shard_stats: empty vocabulary slice (V = " + std::to_string(V) + ")");
+  }
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_shard_stats", {
+    TRIDENT_LAUNCH(cross_entropy_shard_stats_kernel<T>, row_grid(N), kThreads, 0, stream)(
+        stats, static_cast<const T*>(logits), targets, N, V, vocab_start);
+    check_launch("cross_entropy_shard_stats_kernel");
+  });
+}
+
+void cross_entropy_shard_combine(float* losses, float* lse, const float* stats,
+                                 const int32_t* targets, int64_t N, int parts,
+                                 cudaStream_t stream) {
+  if (N <= 0) return;
+  if (parts <= 0) {
+    throw std::invalid_argument(
+        "cross_entropy_shard_combine: no slices (parts = " + std::to_string(parts) + ")");
+  }
+  TRIDENT_LAUNCH(cross_entropy_shard_combine_kernel, detail::grid_for(N, kThreads), kThreads, 0,
+                 stream)(losses, lse, stats, targets, N, parts);
+  check_launch("cross_entropy_shard_combine_kernel");
+}
+
+void cross_entropy_mean(float* mean, float* inv_count, const float* losses, const int32_t* targets,
+                        int64_t N, cudaStream_t stream) {
+  const int64_t rows = std::max<int64_t>(N, 0);
+  TRIDENT_LAUNCH(cross_entropy_mean_kernel, 1, kMeanThreads, 0, stream)(mean, inv_count, losses,
+                                                                          targets, rows);
+  check_launch("cross_entropy_mean_kernel");
 }
 
 }  // namespace trident::kernels::cuda

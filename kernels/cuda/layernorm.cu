@@ -1,7 +1,8 @@
 // Layer normalisation over the last dimension of inp (N, C), rows contiguous.
 // Forward: one warp per row (8 rows per 256-thread block); mean = sum(x)/C, then
 // var = sum((x-mean)^2)/C in a second pass over the row (it is in L1 by then), rstd =
-// 1/sqrt(var + eps), out = (x - mean) rstd w + b; mean and rstd (N) saved.
+// 1/sqrt(var + eps), out = (x - mean) rstd w + b; mean and rstd (N) saved in f32 whatever the
+// storage type (backward rebuilds norm from them: a bf16 mean near 10 is off by up to 0.03).
 // Backward, with norm = (x - mean) rstd and dnorm = dout w:
 //   dinp = rstd (dnorm - mean(dnorm) - norm mean(dnorm norm))   one warp per row;
 //   dweight = sum_rows dout norm, dbias = sum_rows dout          deterministic column sums:
@@ -22,8 +23,9 @@ using detail::warp_sum;
 constexpr int kRowsPerBlock = 8;
 
 template <typename T>
-__global__ void layernorm_forward_kernel(T* out, T* mean, T* rstd, const T* inp, const T* weight,
-                                         const T* bias, int64_t N, int64_t C, float eps) {
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp,
+                                         const T* weight, const T* bias, int64_t N, int64_t C,
+                                         float eps) {
   const int lane = threadIdx.x % 32;
   const int64_t row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / 32;
   if (row >= N) return;
@@ -42,21 +44,21 @@ __global__ void layernorm_forward_kernel(T* out, T* mean, T* rstd, const T* inp,
     y[c] = from_float<T>((to_float(x[c]) - m) * rs * to_float(weight[c]) + to_float(bias[c]));
   }
   if (lane == 0) {
-    mean[row] = from_float<T>(m);
-    rstd[row] = from_float<T>(rs);
+    mean[row] = m;
+    rstd[row] = rs;
   }
 }
 
 template <typename T>
 __global__ void layernorm_dinp_kernel(T* dinp, const T* dout, const T* inp, const T* weight,
-                                      const T* mean, const T* rstd, int64_t N, int64_t C) {
+                                      const float* mean, const float* rstd, int64_t N, int64_t C) {
   const int lane = threadIdx.x % 32;
   const int64_t row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / 32;
   if (row >= N) return;
   const T* x = inp + row * C;
   const T* dy = dout + row * C;
   T* dx = dinp + row * C;
-  const float m = to_float(mean[row]), rs = to_float(rstd[row]);
+  const float m = mean[row], rs = rstd[row];
   float a = 0.0f, b = 0.0f;
   for (int64_t c = lane; c < C; c += 32) {
     const float dnorm = to_float(dy[c]) * to_float(weight[c]);
@@ -76,8 +78,8 @@ __global__ void layernorm_dinp_kernel(T* dinp, const T* dout, const T* inp, cons
 // partial[(2 * y) * C + c] (weight) and partial[(2 * y + 1) * C + c] (bias), or directly to
 // dweight/dbias when there is one chunk.
 template <typename T>
-__global__ void layernorm_param_partial_kernel(const T* dout, const T* inp, const T* mean,
-                                               const T* rstd, int64_t N, int64_t C,
+__global__ void layernorm_param_partial_kernel(const T* dout, const T* inp, const float* mean,
+                                               const float* rstd, int64_t N, int64_t C,
                                                int64_t per_chunk, float* partial, T* dweight,
                                                T* dbias) {
   TRIDENT_SHARED(float, sw, [8][33]);
@@ -88,7 +90,7 @@ __global__ void layernorm_param_partial_kernel(const T* dout, const T* inp, cons
   if (c < C) {
     for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
       const float dy = to_float(dout[r * C + c]);
-      const float norm = (to_float(inp[r * C + c]) - to_float(mean[r])) * to_float(rstd[r]);
+      const float norm = (to_float(inp[r * C + c]) - mean[r]) * rstd[r];
       aw += dy * norm;
       ab += dy;
     }
@@ -134,21 +136,20 @@ unsigned row_blocks(int64_t N) {
 
 }  // namespace
 
-void layernorm_forward(ScalarType t, void* out, void* mean, void* rstd, const void* inp,
+void layernorm_forward(ScalarType t, void* out, float* mean, float* rstd, const void* inp,
                        const void* weight, const void* bias, int64_t N, int64_t C, float eps,
                        cudaStream_t stream) {
   if (N <= 0 || C <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "layernorm", {
     TRIDENT_LAUNCH(layernorm_forward_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)(
-        static_cast<T*>(out), static_cast<T*>(mean), static_cast<T*>(rstd),
-        static_cast<const T*>(inp), static_cast<const T*>(weight), static_cast<const T*>(bias),
-        N, C, eps);
+        static_cast<T*>(out), mean, rstd, static_cast<const T*>(inp),
+        static_cast<const T*>(weight), static_cast<const T*>(bias), N, C, eps);
     check_launch("layernorm_forward_kernel");
   });
 }
 
 void layernorm_backward(ScalarType t, void* dinp, void* dweight, void* dbias, const void* dout,
-                        const void* inp, const void* weight, const void* mean, const void* rstd,
+                        const void* inp, const void* weight, const float* mean, const float* rstd,
                         int64_t N, int64_t C, Scratch& scratch, cudaStream_t stream) {
   if (C <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "layernorm_backward", {
@@ -161,8 +162,8 @@ void layernorm_backward(ScalarType t, void* dinp, void* dweight, void* dbias, co
     }
     const T* dy = static_cast<const T*>(dout);
     const T* x = static_cast<const T*>(inp);
-    const T* m = static_cast<const T*>(mean);
-    const T* rs = static_cast<const T*>(rstd);
+    const float* m = mean;
+    const float* rs = rstd;
     TRIDENT_LAUNCH(layernorm_dinp_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)(
         static_cast<T*>(dinp), dy, x, static_cast<const T*>(weight), m, rs, N, C);
     check_launch("layernorm_dinp_kernel");

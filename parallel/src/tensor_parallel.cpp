@@ -1,9 +1,7 @@
 #include "trident/parallel/tensor_parallel.hpp"
 
-#include <cmath>
-#include <limits>
-
 #include "trident/core/autograd.hpp"
+#include "trident/core/backend.hpp"
 #include "trident/core/ops.hpp"
 
 namespace trident::tp {
@@ -137,61 +135,37 @@ Tensor ParallelMLP::forward(const Tensor& x) {
 Tensor vocab_parallel_cross_entropy(const Tensor& logits_in, const Tensor& targets_in,
                                     int64_t vocab_start, Communicator& comm) {
   if (comm.size() == 1) return ops::cross_entropy(logits_in, targets_in);
-  // bf16 logits: the loss of an f32 copy, whose backward returns the gradient as bf16.
-  if (logits_in.dtype() == DType::BF16) {
+  const char* who = "vocab-parallel cross entropy";
+  TRIDENT_CHECK(logits_in.dim() >= 2 && dtype_is_floating(logits_in.dtype()), who,
+                ": logits must be floating (N, V / tp) or (B, T, V / tp), got ",
+                dtype_name(logits_in.dtype()), " ", logits_in.shape_str());
+  TRIDENT_CHECK(targets_in.dtype() == DType::I32, who, ": targets must be i32, got ",
+                dtype_name(targets_in.dtype()));
+  // f16 has no kernels: the loss of an f32 copy.
+  if (logits_in.dtype() == DType::F16) {
     return vocab_parallel_cross_entropy(logits_in.to(DType::F32), targets_in, vocab_start, comm);
   }
-  TRIDENT_CHECK(logits_in.device().is_cpu() && logits_in.dtype() == DType::F32,
-                "vocab-parallel cross entropy runs on f32 or bf16 CPU tensors in this build");
   const Tensor logits = logits_in.contiguous();
+  const Device dev = logits.device();
+  const Tensor targets = targets_in.to(dev).contiguous();
   const int64_t Vl = logits.shape().back(), N = logits.numel() / Vl;
-  const std::vector<int32_t> targets = targets_in.to_vector<int32_t>();
-  TRIDENT_CHECK(static_cast<int64_t>(targets.size()) == N, "vocab-parallel cross entropy: ",
-                targets.size(), " targets for ", N, " rows");
-  const float* z = logits.data<float>();
-  // Row statistics, reduced over the vocabulary shards.
-  std::vector<float> mx(N), sumexp(N), tlogit(N, 0.0f);
-  for (int64_t i = 0; i < N; ++i) {
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < Vl; ++j) m = std::max(m, z[i * Vl + j]);
-    mx[i] = m;
+  TRIDENT_CHECK(targets.numel() == N, who, ": ", targets.numel(), " targets for ", N, " rows");
+  // Everything stays on the logits' device (one all-gather of 4 numbers a row, no read-back):
+  // each rank summarises its slice, every rank combines all slices in rank order, so all
+  // ranks hold the same lse and losses.
+  const DType st = stats_dtype(logits.dtype());
+  Backend& be = backend_for(dev);
+  Tensor stats = Tensor::empty({N, 4}, st, dev);
+  Tensor all = Tensor::empty({comm.size(), N, 4}, st, dev);
+  Tensor losses = Tensor::empty({N}, st, dev), lse = Tensor::empty({N}, st, dev);
+  if (N > 0) {
+    be.cross_entropy_shard_stats(logits.dtype(), stats.raw_data(), logits.raw_data(),
+                                 targets.data<int32_t>(), N, Vl, vocab_start);
+    comm.all_gather(stats.raw_data(), all.raw_data(), static_cast<size_t>(N * 4), st);
+    be.cross_entropy_shard_combine(logits.dtype(), losses.raw_data(), lse.raw_data(),
+                                   all.raw_data(), targets.data<int32_t>(), N, comm.size());
   }
-  comm.all_reduce(mx.data(), mx.size(), DType::F32, ReduceOp::Max);
-  int64_t valid = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    double s = 0;
-    for (int64_t j = 0; j < Vl; ++j) s += std::exp(z[i * Vl + j] - mx[i]);
-    sumexp[i] = static_cast<float>(s);
-    const int64_t t = targets[i] - vocab_start;
-    if (targets[i] >= 0) ++valid;
-    if (targets[i] >= 0 && t >= 0 && t < Vl) tlogit[i] = z[i * Vl + t];
-  }
-  comm.all_reduce(sumexp.data(), sumexp.size(), DType::F32, ReduceOp::Sum);
-  comm.all_reduce(tlogit.data(), tlogit.size(), DType::F32, ReduceOp::Sum);
-  double total = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    if (targets[i] >= 0) total += std::log(sumexp[i]) + mx[i] - tlogit[i];
-  }
-  const double denom = valid > 0 ? static_cast<double>(valid) : 1.0;
-  Tensor out = Tensor::full({}, total / denom, DType::F32);
-  const Tensor ld = logits.detach();
-  autograd::record(out, "vocab_parallel_cross_entropy", {logits},
-                   [ld, targets, mx, sumexp, vocab_start, N, Vl, denom](const Tensor& g) {
-                     const float scale = static_cast<float>(g.item() / denom);
-                     Tensor d = Tensor::empty(ld.shape(), DType::F32);
-                     const float* zz = ld.data<float>();
-                     float* dd = d.data<float>();
-                     for (int64_t i = 0; i < N; ++i) {
-                       const int64_t t = targets[i] - vocab_start;
-                       const bool ignored = targets[i] < 0;
-                       for (int64_t j = 0; j < Vl; ++j) {
-                         const float p = std::exp(zz[i * Vl + j] - mx[i]) / sumexp[i];
-                         dd[i * Vl + j] = ignored ? 0.0f : (p - (j == t ? 1.0f : 0.0f)) * scale;
-                       }
-                     }
-                     return std::vector<Tensor>{d};
-                   });
-  return out;
+  return ops::cross_entropy_from_lse(logits, targets, losses, lse, vocab_start);
 }
 
 }  // namespace trident::tp

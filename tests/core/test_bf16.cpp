@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "bf16_statistics_check.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/rng.hpp"
 #include "trident/kernels/cpu/convert.hpp"
@@ -315,6 +316,17 @@ TEST_CASE("Reductions of bf16 accumulate in f32 or wider", "[core][bf16]") {
   const Tensor loss = ops::cross_entropy(logits, targets());
   CHECK(loss.dtype() == DType::F32);
   CHECK(loss.item() == ops::cross_entropy(logits.to(DType::F32), targets()).item());
+}
+
+// The saved statistics are f32: per element, bf16 layer norm and cross entropy are f32 math
+// rounded once (bf16 statistics failed these by up to 10x, see bf16_statistics_check.hpp).
+TEST_CASE("bf16 layer norm keeps mean and rstd in f32 (per element vs f64)", "[core][bf16]") {
+  bf16_statistics::check_layer_norm(Device::cpu());
+}
+
+TEST_CASE("bf16 cross entropy keeps lse and losses in f32 (per element vs f64)", "[core][bf16]") {
+  bf16_statistics::check_cross_entropy_backend(Device::cpu());
+  bf16_statistics::check_cross_entropy_op(Device::cpu());
 }
 
 TEST_CASE("Mixed dtypes are rejected with both names", "[core][bf16]") {

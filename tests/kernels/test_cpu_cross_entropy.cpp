@@ -1,6 +1,8 @@
 // Fused softmax cross entropy: forward against a double log-sum-exp reference (with an ignored
-// target and large logits), backward by central differences, threaded size in float, and
-// out-of-range targets reported with their position.
+// target and large logits), backward by central differences, threaded size in float,
+// out-of-range targets reported with their position, and the vocabulary-parallel form (slice
+// statistics, combine, mean) against the serial kernels.
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 
@@ -104,7 +106,7 @@ TEMPLATE_TEST_CASE("cross entropy is stable for large logits and on threaded siz
 TEST_CASE("cross entropy rejects targets >= V naming the target and position",
           "[kernels][cross_entropy]") {
   const int64_t N = 4, V = 37;
-  std::vector<float> logits(N * V), losses(N), lse(N), dlogits(N * V), dl(N, 1.f);
+  std::vector<float> logits(N * V), losses(N), lse(N);
   const std::vector<int32_t> targets = {1, -1, 2, 37};
   REQUIRE_THROWS_AS(cpu::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(),
                                                       targets.data(), N, V),
@@ -112,7 +114,92 @@ TEST_CASE("cross entropy rejects targets >= V naming the target and position",
   REQUIRE_THROWS_WITH(cpu::cross_entropy_forward<float>(losses.data(), lse.data(), logits.data(),
                                                         targets.data(), N, V),
                       Catch::Contains("target 37") && Catch::Contains("position 3"));
-  REQUIRE_THROWS_AS(cpu::cross_entropy_backward<float>(dlogits.data(), logits.data(), lse.data(),
-                                                       targets.data(), dl.data(), N, V),
-                    std::out_of_range);
+}
+
+// Megatron-LM's vocabulary-parallel loss: logits split into column slices, each summarised by
+// cross_entropy_shard_stats, combined in slice order. Per element it must reproduce the serial
+// kernels (lse and losses to rounding, since the slices' sums are rescaled to the global max;
+// each slice's dlogits are the serial dlogits' columns), with ignored rows, targets in every
+// slice, and a row whose logits peak in a later slice than its target.
+TEMPLATE_TEST_CASE("vocabulary-parallel cross entropy reproduces the serial kernels per element",
+                   "[kernels][cross_entropy]", float, double) {
+  using T = TestType;
+  const double rtol = std::is_same<T, float>::value ? 2e-6 : 1e-13;
+  const int64_t N = 7, V = 36;
+  const auto logits = cast_vector<T>(random_vector<double>(N * V, 321, -4, 4));
+  auto targets = make_targets(N, V);  // row 3 ignored
+  targets[0] = 0;
+  targets[6] = static_cast<int32_t>(V - 1);
+  std::vector<T> want_losses(N), want_lse(N), want_dx(N * V);
+  const auto dl = cast_vector<T>(random_vector<double>(N, 322, 0.5, 1.5));
+  cpu::cross_entropy_forward<T>(want_losses.data(), want_lse.data(), logits.data(), targets.data(),
+                                N, V);
+  cpu::cross_entropy_backward<T>(want_dx.data(), logits.data(), want_lse.data(), targets.data(),
+                                 dl.data(), N, V);
+  for (int parts : {1, 2, 3, 4}) {
+    INFO(parts << " slices");
+    const int64_t Vl = V / parts;
+    std::vector<T> stats(static_cast<size_t>(parts) * N * 4), slice(N * Vl);
+    for (int p = 0; p < parts; ++p) {
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t j = 0; j < Vl; ++j) slice[i * Vl + j] = logits[i * V + p * Vl + j];
+      }
+      cpu::cross_entropy_shard_stats<T>(stats.data() + p * N * 4, slice.data(), targets.data(), N,
+                                        Vl, p * Vl);
+    }
+    std::vector<T> losses(N), lse(N);
+    cpu::cross_entropy_shard_combine<T>(losses.data(), lse.data(), stats.data(), targets.data(), N,
+                                        parts);
+    require_close(lse, want_lse, rtol, rtol, "lse");
+    require_close(losses, want_losses, rtol, rtol, "losses");
+    REQUIRE(losses[N / 2] == T(0));
+    if (parts == 1) REQUIRE(lse == want_lse);  // one slice: the serial arithmetic exactly
+    for (int p = 0; p < parts; ++p) {
+      INFO("slice " << p);
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t j = 0; j < Vl; ++j) slice[i * Vl + j] = logits[i * V + p * Vl + j];
+      }
+      std::vector<T> dx(N * Vl), want(N * Vl);
+      cpu::cross_entropy_backward<T>(dx.data(), slice.data(), lse.data(), targets.data(), dl.data(),
+                                     N, Vl, p * Vl);
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t j = 0; j < Vl; ++j) want[i * Vl + j] = want_dx[i * V + p * Vl + j];
+      }
+      require_close(dx, want, 4 * rtol, rtol, "dlogits of the slice");
+    }
+  }
+}
+
+TEST_CASE("vocabulary-parallel cross entropy: a target no slice holds gives a NaN loss",
+          "[kernels][cross_entropy]") {
+  const int64_t N = 2, V = 5;
+  const auto logits = cast_vector<float>(random_vector<double>(N * V, 331, -1, 1));
+  const std::vector<int32_t> targets = {1, 2 * static_cast<int32_t>(V)};  // vocabulary of 2V
+  std::vector<float> stats(2 * N * 4), losses(N), lse(N);
+  for (int p = 0; p < 2; ++p) {
+    cpu::cross_entropy_shard_stats<float>(stats.data() + p * N * 4, logits.data(), targets.data(),
+                                          N, V, p * V);
+  }
+  cpu::cross_entropy_shard_combine<float>(losses.data(), lse.data(), stats.data(), targets.data(),
+                                          N, 2);
+  CHECK(std::isfinite(losses[0]));
+  CHECK(std::isnan(losses[1]));
+  CHECK(std::isfinite(lse[1]));
+  REQUIRE_THROWS_AS(
+      cpu::cross_entropy_shard_stats<float>(stats.data(), logits.data(), targets.data(), N, 0, 0),
+      std::invalid_argument);
+}
+
+TEST_CASE("cross entropy mean: over non-ignored rows, 1 / count as the row gradient",
+          "[kernels][cross_entropy]") {
+  const std::vector<float> losses = {1.5f, 7.0f, 2.5f, 0.5f};
+  float mean = -1, inv = -1;
+  cpu::cross_entropy_mean<float>(&mean, &inv, losses.data(),
+                                 std::vector<int32_t>{3, -1, 0, 9}.data(), 4);
+  CHECK(mean == 1.5f);  // (1.5 + 2.5 + 0.5) / 3 (row 1 ignored)
+  CHECK(inv == 1.0f / 3.0f);
+  cpu::cross_entropy_mean<float>(&mean, &inv, losses.data(),
+                                 std::vector<int32_t>{-1, -1, -1, -1}.data(), 4);
+  CHECK(mean == 0.0f);  // nothing to average: 0, not 0 / 0
+  CHECK(inv == 1.0f);
 }

@@ -58,6 +58,8 @@ class Backend {
                                  int64_t N, int64_t V, int64_t C) = 0;
   virtual void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
                                   int64_t N, int64_t V, int64_t C) = 0;
+  // mean and rstd (N) are in stats_dtype(t): f32 for bf16 rows, so that backward rebuilds
+  // the normalised values from unrounded statistics.
   virtual void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,
                                  const void* weight, const void* bias, int64_t N, int64_t C,
                                  double eps) = 0;
@@ -84,11 +86,32 @@ class Backend {
   virtual void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
                                   const void* att, int64_t B, int64_t T, int64_t C,
                                   int64_t NH) = 0;
+  // Cross entropy of logits (N, V) in dtype t; losses, lse, dlosses, mean and inv_count are
+  // in stats_dtype(t) (f32 for bf16 logits, as PyTorch autocast and llm.c), dlogits in t.
   virtual void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,
                                      const int32_t* targets, int64_t N, int64_t V) = 0;
-  virtual void cross_entropy_backward(DType t, void* dlogits, const void* logits,
-                                      const void* lse, const int32_t* targets,
-                                      const void* dlosses, int64_t N, int64_t V) = 0;
+  // The logits hold classes [vocab_start, vocab_start + V) of each row (0 and the whole
+  // vocabulary without tensor parallelism); a target in another slice adds no one-hot term.
+  virtual void cross_entropy_backward(DType t, void* dlogits, const void* logits, const void* lse,
+                                      const int32_t* targets, const void* dlosses, int64_t N,
+                                      int64_t V, int64_t vocab_start) = 0;
+  // Vocabulary-parallel forward (Megatron-LM's loss over logits split by columns), in two steps
+  // around an all-gather of `stats` over the slices: shard_stats writes stats (N, 4) in
+  // stats_dtype(t) for this slice [vocab_start, vocab_start + V): the row's max m, sum of
+  // exp(x - m), the target's logit and 1 where this slice holds the target (0 and 0
+  // otherwise). shard_combine reads the (parts, N, 4) stats of every slice in order and writes
+  // lse and losses (N) over the whole vocabulary (loss 0 for a target < 0, NaN for a target
+  // no slice holds).
+  virtual void cross_entropy_shard_stats(DType t, void* stats, const void* logits,
+                                         const int32_t* targets, int64_t N, int64_t V,
+                                         int64_t vocab_start) = 0;
+  virtual void cross_entropy_shard_combine(DType t, void* losses, void* lse, const void* stats,
+                                           const int32_t* targets, int64_t N, int parts) = 0;
+  // One-element outputs on the device, nothing read back: *mean = the mean of losses over the
+  // rows whose target is >= 0 (0 when there is none), *inv_count = 1 / max(1, their count),
+  // the dloss of each row per unit gradient of the mean.
+  virtual void cross_entropy_mean(DType t, void* mean, void* inv_count, const void* losses,
+                                  const int32_t* targets, int64_t N) = 0;
   virtual void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n,
                                float p, uint64_t seed, uint64_t offset) = 0;
   virtual void dropout_backward(DType t, void* dinp, const void* dout, const void* mask,
@@ -121,6 +144,12 @@ class Backend {
     }
   }
 };
+
+// The dtype of the per-row statistics that layer norm and cross entropy save for backward
+// (mean, rstd, lse) and of the losses: never narrower than f32.
+constexpr DType stats_dtype(DType t) {
+  return t == DType::F64 ? DType::F64 : DType::F32;
+}
 
 // The backend serving `device`; throws trident::Error when the build or machine lacks it.
 Backend& backend_for(Device device);

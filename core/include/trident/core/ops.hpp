@@ -38,8 +38,16 @@ Tensor softmax(const Tensor& x);  // over the last dimension
 // qkv (B, T, 3C) -> (B, T, C), causal, n_head heads.
 Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
 // Mean over non-ignored rows of the cross entropy of logits (N, V) (or (B,T,V)) against
-// targets (N) (or (B,T)) i32; targets < 0 are ignored. Returns a scalar, f32 for bf16 logits.
+// targets (N) (or (B,T)) i32; targets < 0 are ignored. Returns a scalar, f32 for bf16 logits;
+// lse and losses are kept in f32 too, and nothing is read back to the host but the check of
+// the targets.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+// The mean loss and its backward from per-row `losses` and `lse` (N) already computed over the
+// whole vocabulary (in stats_dtype of the logits), for contiguous logits (..., V) holding
+// classes [vocab_start, vocab_start + V) and targets (N) on their device: cross_entropy's second
+// half, shared with the vocabulary-parallel loss.
+Tensor cross_entropy_from_lse(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                              const Tensor& lse, int64_t vocab_start);
 // Inverted dropout; identity when !training or p == 0. (seed, offset) pick the random stream.
 Tensor dropout(const Tensor& x, float p, bool training, uint64_t seed, uint64_t offset);
 

@@ -8,8 +8,9 @@
 //   VocabParallelEmbedding  rows [r V/tp, (r+1) V/tp) of the table; other ids give zeros; the
 //                         partial embeddings are all-reduced.
 //   vocab_parallel_cross_entropy  loss from logits split over the vocabulary: no rank ever
-//                         holds the full (N, V) logits; max, sum of exponentials and target
-//                         logit are all-reduced ((N) values each).
+//                         holds the full (N, V) logits; each rank's max, sum of exponentials
+//                         and target logit per row ((N, 4) values) are all-gathered and
+//                         combined on the device, on any backend, without a read-back.
 #pragma once
 #include <cstdint>
 
@@ -84,7 +85,9 @@ class ParallelMLP : public nn::UnaryModule {
 };
 
 // Mean cross entropy of logits whose last dimension holds vocabulary entries
-// [vocab_start, vocab_start + local V) of this rank; targets are global ids (< 0 ignored).
+// [vocab_start, vocab_start + local V) of this rank; targets are global ids (< 0 ignored; a
+// target no rank holds gives a NaN loss). f32 (f64 for f64 logits) scalar; bf16 logits are
+// read as they are and get bf16 gradients. Every rank of `comm` must call it.
 Tensor vocab_parallel_cross_entropy(const Tensor& logits_local, const Tensor& targets,
                                     int64_t vocab_start, Communicator& comm);
 

@@ -1,6 +1,9 @@
 // Layer normalisation over the last dimension.
 // inp (N, C) -> out (N, C): out = (inp - mean) * rstd * weight + bias,
-// rstd = 1 / sqrt(var + eps) with the biased variance. mean and rstd (N) are saved for backward.
+// rstd = 1 / sqrt(var + eps) with the biased variance. mean and rstd (N) are saved for backward
+// in T, the arithmetic type: the CPU backend runs bf16 rows through the f32 instantiation and
+// hands these two buffers over as f32, never rounded to bf16 (backward rebuilds the normalised
+// values (x - mean) * rstd from them).
 #pragma once
 #include <cstdint>
 

@@ -1,16 +1,17 @@
 // Layer normalisation over the last dimension on the GPU; contract as
-// kernels/cpu/layernorm.hpp (biased variance, mean and rstd (N) saved in the storage type).
+// kernels/cpu/layernorm.hpp (biased variance); rows f32 or bf16 (t), mean and rstd (N) saved in
+// f32 whatever t.
 #pragma once
 #include "trident/kernels/cuda/common.hpp"
 
 namespace trident::kernels::cuda {
 
-void layernorm_forward(ScalarType t, void* out, void* mean, void* rstd, const void* inp,
+void layernorm_forward(ScalarType t, void* out, float* mean, float* rstd, const void* inp,
                        const void* weight, const void* bias, int64_t N, int64_t C, float eps,
                        cudaStream_t stream);
 // Writes dinp (N, C), dweight (C), dbias (C) (overwrites all three); deterministic.
 void layernorm_backward(ScalarType t, void* dinp, void* dweight, void* dbias, const void* dout,
-                        const void* inp, const void* weight, const void* mean, const void* rstd,
+                        const void* inp, const void* weight, const float* mean, const float* rstd,
                         int64_t N, int64_t C, Scratch& scratch, cudaStream_t stream);
 
 }  // namespace trident::kernels::cuda
