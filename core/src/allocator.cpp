@@ -36,6 +36,7 @@ CachingAllocator::~CachingAllocator() = default;
 void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
+  if (!pending_.empty()) collect_pending(false);
   auto it = free_blocks_.lower_bound(size);
   void* ptr = nullptr;
   size_t block = size;
@@ -46,12 +47,9 @@ void* CachingAllocator::allocate(size_t bytes) {
   } else {
     ptr = raw_alloc(size);
     if (ptr == nullptr) {
-      // Give the cache back and try once more before failing.
-      for (auto& [sz, p] : free_blocks_) {
-        raw_free(p);
-        stats_.reserved_bytes -= sz;
-      }
-      free_blocks_.clear();
+      // Wait for the pending blocks, give the cache back and try once more before failing.
+      collect_pending(true);
+      free_cached_blocks();
       ptr = raw_alloc(size);
     }
     if (ptr == nullptr) {
@@ -64,8 +62,8 @@ void* CachingAllocator::allocate(size_t bytes) {
   stats_.in_use_bytes += block;
   if (stats_.in_use_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.in_use_bytes;
   // The caller frees with its request size; a reused block may be larger than that rounds
-  // to, so its true size is kept aside.
-  if (block != size) oversized_[ptr] = block;
+  // to, so the true size is kept with the block.
+  in_use_[static_cast<const char*>(ptr)] = Block{block, {}};
   return ptr;
 }
 
@@ -73,13 +71,94 @@ void CachingAllocator::deallocate(void* ptr, size_t bytes) {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mu_);
   size_t block = round_size(bytes);
-  auto it = oversized_.find(ptr);
-  if (it != oversized_.end()) {
-    block = it->second;
-    oversized_.erase(it);
+  std::vector<void*> streams;
+  auto it = in_use_.find(static_cast<const char*>(ptr));
+  if (it != in_use_.end()) {
+    block = it->second.size;
+    streams = std::move(it->second.streams);
+    in_use_.erase(it);
   }
   stats_.in_use_bytes -= block;
-  free_blocks_.emplace(block, ptr);
+  if (streams.empty()) {
+    free_blocks_.emplace(block, ptr);
+    return;
+  }
+  Pending p{ptr, block, {}};
+  for (void* stream : streams) {
+    void* event = record_event(stream);
+    if (event == nullptr) {  // cannot tell when the stream is done with it: never reuse it
+      for (void* e : p.events) release_event(e);
+      return;
+    }
+    p.events.push_back(event);
+  }
+  pending_.push_back(std::move(p));
+}
+
+void CachingAllocator::record_stream(const void* ptr, void* stream) {
+  if (ptr == nullptr || stream == nullptr) return;
+  const char* p = static_cast<const char*>(ptr);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = in_use_.upper_bound(p);
+  if (it == in_use_.begin()) return;
+  --it;
+  if (p >= it->first + it->second.size) return;  // not inside a block of this allocator
+  auto& streams = it->second.streams;
+  for (void* s : streams) {
+    if (s == stream) return;
+  }
+  streams.push_back(stream);
+}
+
+size_t CachingAllocator::pending_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pending_.size();
+}
+
+void CachingAllocator::collect_pending(bool wait) {
+  size_t kept = 0;
+  for (Pending& p : pending_) {
+    bool done = true;
+    for (void* e : p.events) {
+      if (wait) {
+        wait_event(e);
+      } else if (!event_done(e)) {
+        done = false;
+        break;
+      }
+    }
+    if (!done) {
+      if (&pending_[kept] != &p) pending_[kept] = std::move(p);  // never move onto itself
+      ++kept;
+      continue;
+    }
+    for (void* e : p.events) release_event(e);
+    free_blocks_.emplace(p.size, p.ptr);
+  }
+  pending_.resize(kept);
+}
+
+void CachingAllocator::free_cached_blocks() {
+  for (auto& [sz, p] : free_blocks_) {
+    raw_free(p);
+    stats_.reserved_bytes -= sz;
+  }
+  free_blocks_.clear();
+}
+
+void* CachingAllocator::record_event(void* stream) {
+  (void)stream;
+  return nullptr;
+}
+bool CachingAllocator::event_done(void* event) {
+  (void)event;
+  return true;
+}
+void CachingAllocator::wait_event(void* event) {
+  (void)event;
+}
+void CachingAllocator::release_event(void* event) {
+  (void)event;
 }
 
 AllocatorStats CachingAllocator::stats() const {
@@ -94,14 +173,15 @@ void CachingAllocator::reset_peak() {
 
 void CachingAllocator::release_cache() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [sz, p] : free_blocks_) {
-    raw_free(p);
-    stats_.reserved_bytes -= sz;
-  }
-  free_blocks_.clear();
+  if (!pending_.empty()) collect_pending(false);
+  free_cached_blocks();
 }
 
-void CachingAllocator::release_all() { release_cache(); }
+void CachingAllocator::release_all() {
+  std::lock_guard<std::mutex> lock(mu_);
+  collect_pending(true);
+  free_cached_blocks();
+}
 
 CpuAllocator::~CpuAllocator() { release_all(); }
 

@@ -34,7 +34,45 @@ class DeviceGuard {
 };
 }  // namespace
 
-CudaAllocator::~CudaAllocator() { release_all(); }
+CudaAllocator::~CudaAllocator() {
+  release_all();
+  for (void* e : spare_events_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(e));
+}
+
+void* CudaAllocator::record_event(void* stream) {
+  DeviceGuard guard(device_);
+  cudaEvent_t event = nullptr;
+  if (!spare_events_.empty()) {
+    event = static_cast<cudaEvent_t>(spare_events_.back());
+    spare_events_.pop_back();
+  } else if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  if (cudaEventRecord(event, static_cast<cudaStream_t>(stream)) != cudaSuccess) {
+    (void)cudaGetLastError();
+    (void)cudaEventDestroy(event);
+    return nullptr;
+  }
+  return event;
+}
+
+bool CudaAllocator::event_done(void* event) {
+  const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
+  if (e == cudaErrorNotReady) return false;
+  // Done, or an error: the stream's work will not touch the block any more.
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  return true;
+}
+
+void CudaAllocator::wait_event(void* event) {
+  if (cudaEventSynchronize(static_cast<cudaEvent_t>(event)) != cudaSuccess)
+    (void)cudaGetLastError();
+}
+
+void CudaAllocator::release_event(void* event) {
+  spare_events_.push_back(event);
+}
 
 void* CudaAllocator::raw_alloc(size_t bytes) {
   DeviceGuard guard(device_);
