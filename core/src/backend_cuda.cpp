@@ -1,11 +1,15 @@
 // The CUDA backend: every entry of the op table forwarded to kernels/cuda on the device's one
-// compute stream (work is queued asynchronously; entries that return a number, or that must
-// report bad token ids or targets, wait for it). One CudaBackend per device owns its stream,
-// cuBLASLt handle and workspace, a device slot for results and a pinned host slot to read them
-// back. Scratch memory (partial sums, sort buffers) comes from the device's caching allocator
-// and is given back when the entry returns, which is safe because every later use of a block
-// is queued on the same stream. register_cuda_backend() installs the backend, the allocator and
-// host<->device copies; core calls it explicitly on first use of a CUDA device.
+// compute stream (work is queued asynchronously; only entries that return a number wait for
+// it). Token ids and targets are not read back: the data loader checks them against the
+// vocabulary on the host before upload (token_dataset.cpp), and the kernels turn a bad one into
+// a zero row or a zero loss, recording its position in a device slot that nothing reads during
+// training (a read-back per embedding or loss would stall the host on every micro-batch). One
+// CudaBackend per device owns its stream, cuBLASLt handle and workspace, a device slot for
+// results and a pinned host slot to read them back. Scratch memory (partial sums, sort buffers)
+// comes from the device's caching allocator and is given back when the entry returns, which is
+// safe because every later use of a block is queued on the same stream. register_cuda_backend()
+// installs the backend, the allocator and host<->device copies; core calls it explicitly on
+// first use of a CUDA device.
 #ifdef TRIDENT_WITH_CUDA
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
@@ -270,16 +274,8 @@ class CudaBackend final : public Backend {
   // --- transformer ops ---------------------------------------------------------------
   void embedding_forward(DType t, void* out, const int32_t* ids, const void* table, int64_t N,
                          int64_t V, int64_t C) override {
-    run("embedding", [&] {
-      kc::embedding_forward(st(t), out, ids, table, N, V, C, bad_slot(), s());
-    });
-    const int32_t pos = read_bad_position(N);
-    if (pos >= 0) {
-      const int32_t id = read_int(ids + pos);
-      throw std::out_of_range(str_cat("embedding_forward: token id ", id, " at position ", pos,
-                                      " is outside [0, ", V,
-                                      "); check the tokenizer's vocabulary size"));
-    }
+    run("embedding",
+        [&] { kc::embedding_forward(st(t), out, ids, table, N, V, C, bad_slot(), s()); });
   }
   void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
                           int64_t N, int64_t V, int64_t C) override {
@@ -347,13 +343,6 @@ class CudaBackend final : public Backend {
       kc::cross_entropy_forward(st(t), P<float>(losses), P<float>(lse), logits, targets, N, V,
                                 bad_slot(), s());
     });
-    const int32_t pos = read_bad_position(N);
-    if (pos >= 0) {
-      const int32_t target = read_int(targets + pos);
-      throw std::out_of_range(str_cat("cross_entropy_forward: target ", target, " at position ",
-                                      pos, " is not below the ", V,
-                                      " classes (use a negative target to ignore a position)"));
-    }
   }
   void cross_entropy_backward(DType t, void* dlogits, const void* logits, const void* lse,
                               const int32_t* targets, const void* dlosses, int64_t N, int64_t V,
@@ -485,20 +474,6 @@ class CudaBackend final : public Backend {
     return *static_cast<const double*>(host_.get());
   }
 
-  int32_t read_int(const int32_t* dev) {
-    std::lock_guard<std::mutex> lock(readback_mu_);
-    check(cudaMemcpyAsync(host_.get(), dev, sizeof(int32_t), cudaMemcpyDeviceToHost, s()),
-          device_, "read back");
-    stream_.synchronize();
-    return *static_cast<const int32_t*>(host_.get());
-  }
-
-  // The position a validating launcher recorded, or -1 when every index was in range.
-  int32_t read_bad_position(int64_t n) {
-    const int32_t pos = read_int(bad_slot());
-    return (pos != kc::kNoBadIndex && pos >= 0 && pos < n) ? pos : -1;
-  }
-
   int device_;
   int guard_;  // constructed first: checks the device and makes it current
   Stream stream_;
@@ -508,7 +483,7 @@ class CudaBackend final : public Backend {
   PinnedBuffer host_;
   Allocator& alloc_;
   // The result and host slots are shared: one readback at a time (a communication thread may
-  // ask for a norm while the main thread validates ids).
+  // ask for a norm while the main thread asks for a sum).
   std::mutex readback_mu_;
 };
 

@@ -5,6 +5,12 @@
 // while backward runs, the tied embedding's gradient is summed between first and last stage,
 // gradients are clipped by their global norm, and the optimizer (ZeRO-1 sharded or not) steps.
 // World rank 0 logs; bad input found before the job's collectives are built is reported once.
+//
+// Host synchronisation: the step reads the device back once, for the numbers its log line and
+// the decisions after backward need (the gradient norm for clipping, then the loss, both
+// before the optimizer step, which a non-finite value skips). Token ids and targets are
+// checked against the vocabulary on the host when the data is loaded (token_dataset.cpp),
+// before they are uploaded, so the device kernels never report bad ids back.
 #include <unistd.h>
 
 #include <chrono>
@@ -319,7 +325,11 @@ int run_train(const Options& opt) {
       optimizer->zero_grad();
     }
     double loss_sum = 0, bubble = 0;
+    // Each micro-batch's (scaled) loss stays on the device until the one read-back of the step,
+    // after the gradients are reduced: no host synchronisation per micro-batch.
+    Tensor micro_losses;
     if (pp == 1) {
+      micro_losses = Tensor::zeros({m}, DType::F32, device);
       for (int64_t k = 0; k < m; ++k) {
         Tensor loss;
         {
@@ -334,7 +344,8 @@ int run_train(const Options& opt) {
         const trace::DeviceSpan gpu_span("backward", trace::Category::Compute, device);
         reducer.prepare(k == m - 1);
         loss.backward();
-        loss_sum += loss.item();
+        NoGradGuard no_grad;
+        micro_losses.slice(0, k, k + 1).copy_(loss.detach().reshape({1}).to(DType::F32));
       }
     } else {
       const PipelineStepStats st = pipeline->run(*stage, mbs, ctx.pp(),
@@ -353,6 +364,9 @@ int run_train(const Options& opt) {
       grad_norm = global_grad_norm(*model, reducer, *world);
       const double coef = opt.grad_clip / (grad_norm + 1e-6);
       if (coef < 1.0) reducer.scale_grads(coef);
+    }
+    if (micro_losses.defined()) {
+      for (const float l : micro_losses.to_vector<float>()) loss_sum += l;
     }
     ctx.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
     if (opt.fault_nan_step == step + 1) loss_sum = std::nan("");

@@ -24,8 +24,11 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
 }
 
 // Records when each launched operation finishes, from a thread of its own that waits on the
-// operations in launch order (waiting costs no CPU: Work::wait blocks on a condition variable).
-// The communicator runs them one after another, so an operation ran from
+// operations in launch order with Work::synchronize (it costs no CPU: host work blocks on a
+// condition variable, NCCL work on its communicator's watchdog, which polls cudaEventQuery).
+// The thread never touches the compute stream: where it waits has no effect on the order of
+// the step's kernels. An operation that times itself with device events (run_seconds() >= 0)
+// ran that long; otherwise the communicator runs them one after another, so it ran from
 // max(its launch, the previous one's end) to its end.
 class CompletionClock {
  public:
@@ -68,9 +71,11 @@ class CompletionClock {
     drain(lock);
     double total = 0;
     Clock::time_point prev_end{};
-    for (const auto& [launched, ended] : state_->spans) {
-      total += seconds_between(std::max(launched, prev_end), ended);
-      prev_end = ended;
+    for (const Span& span : state_->spans) {
+      total += span.device_seconds >= 0
+                   ? span.device_seconds
+                   : seconds_between(std::max(span.launched, prev_end), span.ended);
+      prev_end = span.ended;
     }
     return total;
   }
@@ -80,11 +85,15 @@ class CompletionClock {
     std::shared_ptr<Work> work;
     Clock::time_point launched;
   };
+  struct Span {
+    Clock::time_point launched, ended;
+    double device_seconds;  // Work::run_seconds(): negative when not measured on a device
+  };
   struct State {
     std::mutex mu;
     std::condition_variable cv, idle_cv;
     std::deque<Entry> queue;
-    std::vector<std::pair<Clock::time_point, Clock::time_point>> spans;  // launched, ended
+    std::vector<Span> spans;
     bool busy = false, stopping = false;
   };
 
@@ -101,15 +110,17 @@ class CompletionClock {
       s.queue.pop_front();
       s.busy = true;
       lock.unlock();
+      double device_seconds = -1;
       try {
-        e.work->wait();
+        e.work->synchronize();
+        device_seconds = e.work->run_seconds();
       } catch (...) {
         // The waiting caller reports the failure; the clock only stops counting.
       }
       const auto ended = Clock::now();
       e.work.reset();
       lock.lock();
-      s.spans.emplace_back(e.launched, ended);
+      s.spans.push_back({e.launched, ended, device_seconds});
       s.busy = false;
       if (s.queue.empty()) s.idle_cv.notify_all();
     }
@@ -149,6 +160,9 @@ struct DataParallelReducer::Impl {
     std::shared_ptr<Work> work;
   };
   std::vector<BucketState> state;
+  // The step's waited works, kept until the next step for their stall times (device work).
+  std::vector<std::shared_ptr<Work>> waited;
+  double device_stall_seconds = -1;  // their sum, once measured; negative until then
   std::vector<Tensor> grad_views;  // per parameter: its view into the bucket's gradients
   std::vector<char> fired;         // per parameter: hook fired in the armed pass
   size_t next_launch = 0;
@@ -283,7 +297,7 @@ DataParallelReducer::~DataParallelReducer() {
       continue;
     }
     try {
-      st.work->wait();
+      st.work->synchronize();
     } catch (const std::exception&) {
       abandon_buffers({buckets_[b].grads, buckets_[b].shard_grads});
     }
@@ -328,6 +342,8 @@ void DataParallelReducer::prepare(bool last_micro_batch) {
     std::fill(impl_->fired.begin(), impl_->fired.end(), 0);
     impl_->next_launch = 0;
     impl_->clock.reset();
+    impl_->waited.clear();
+    impl_->device_stall_seconds = -1;
     exposed_seconds_ = 0;
     launched_in_backward_ = hooks_fired_ = hooks_at_first_launch_ = 0;
   }
@@ -372,7 +388,9 @@ void DataParallelReducer::launch(size_t b) {
   trace::Span span("launch bucket", trace::Category::Comm);  // its reduction: "all_reduce dp"
   span.arg("bucket", static_cast<int64_t>(b));
   span.arg("bytes", static_cast<int64_t>(bucket.grads.nbytes()));
-  backend_for(bucket.grads.device()).synchronize();  // gradients written before they travel
+  // No device synchronisation: a communicator orders its operation after the work queued on
+  // the device before the call (NCCL and MPI's device staging record an event on the compute
+  // stream), so the bucket's gradients are written before they travel.
   const auto count = static_cast<size_t>(bucket.numel);
   if (opts_.zero) {
     st.work = dp_.reduce_scatter_async(bucket.grads.raw_data(), bucket.shard_grads.raw_data(),
@@ -393,10 +411,10 @@ void DataParallelReducer::wait_launched(size_t b) {
   trace::Span span("wait bucket", trace::Category::Comm);
   span.arg("bucket", static_cast<int64_t>(b));
   span.arg("bytes", static_cast<int64_t>(buckets_[b].grads.nbytes()));
-  st.work->wait();
+  st.work->wait();  // host work: blocks; device work: orders the compute stream after it
   exposed_seconds_ += seconds_between(t0, Clock::now());
   st.waited = true;
-  st.work.reset();
+  impl_->waited.push_back(std::move(st.work));
 }
 
 void DataParallelReducer::wait_bucket(size_t b) {
@@ -428,6 +446,17 @@ double DataParallelReducer::comm_seconds() const {
   return impl_->clock.busy_seconds();
 }
 
+double DataParallelReducer::exposed_comm_seconds() const {
+  if (!reduced_ || impl_->waited.empty()) return exposed_seconds_;
+  if (impl_->device_stall_seconds < 0) {
+    impl_->clock.busy_seconds();  // every reduction of the step has completed
+    double stall = 0;
+    for (const auto& work : impl_->waited) stall += std::max(0.0, work->stall_seconds());
+    impl_->device_stall_seconds = stall;
+  }
+  return exposed_seconds_ + impl_->device_stall_seconds;
+}
+
 void DataParallelReducer::ensure_reduced(const char* caller) const {
   TRIDENT_CHECK(reduced_, "DataParallelReducer::", caller,
                 "() before finish(): the gradients are not reduced yet");
@@ -440,7 +469,6 @@ void DataParallelReducer::all_reduce_param_grad(const std::string& name, Communi
   TRIDENT_CHECK(bucket.params.size() == 1, "all_reduce_param_grad('", name,
                 "'): the parameter shares bucket ", b, " with ", bucket.params.size() - 1,
                 " others; give it its own with DataParallelOptions::solo_params");
-  backend_for(bucket.grads.device()).synchronize();
   if (opts_.zero) {
     group.all_reduce(bucket.shard_grads.raw_data(), static_cast<size_t>(bucket.shard_numel),
                      bucket.shard_grads.dtype(), ReduceOp::Sum);
@@ -450,21 +478,30 @@ void DataParallelReducer::all_reduce_param_grad(const std::string& name, Communi
   }
 }
 
+// One pass over all the pieces (one read-back on a GPU, not one per bucket). On the CPU the
+// sum is accumulated piece by piece in this order, as a loop over sum_squares would.
 double DataParallelReducer::grad_sum_squares_local() const {
   ensure_reduced("grad_sum_squares_local");
-  double s = 0;
+  std::vector<const void*> ptrs;
+  std::vector<int64_t> ns;
   for (const auto& bucket : buckets_) {
     const Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
-    s += backend_for(g.device()).sum_squares(g.dtype(), g.raw_data(), g.numel());
+    ptrs.push_back(g.raw_data());
+    ns.push_back(g.numel());
   }
-  return s;
+  const Tensor& g0 = opts_.zero ? buckets_[0].shard_grads : buckets_[0].grads;
+  return backend_for(g0.device())
+      .sum_squares_multi(g0.dtype(), ptrs.data(), ns.data(), static_cast<int>(ptrs.size()));
 }
 
 double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& weights) const {
   ensure_reduced("grad_sum_squares_local");
   TRIDENT_CHECK(weights.size() == params_.size(), "grad_sum_squares_local: ", weights.size(),
                 " weights for ", params_.size(), " parameters");
-  double s = 0;
+  // The pieces grouped by weight (in practice 1 and 0): one pass per distinct weight.
+  std::vector<double> group_weight;
+  std::vector<std::vector<const void*>> group_ptrs;
+  std::vector<std::vector<int64_t>> group_ns;
   for (const auto& bucket : buckets_) {
     const Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
     const int64_t base = opts_.zero ? bucket.shard_begin : 0;
@@ -477,8 +514,24 @@ double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& we
       const int64_t hi = std::min(bucket.offsets[k] + params_[bucket.params[k]].second.numel(),
                                   base + g.numel());
       if (hi <= lo) continue;
-      s += w * backend_for(g.device()).sum_squares(g.dtype(), data + (lo - base) * static_cast<int64_t>(esize), hi - lo);
+      size_t gi = 0;
+      while (gi < group_weight.size() && group_weight[gi] != w) ++gi;
+      if (gi == group_weight.size()) {
+        group_weight.push_back(w);
+        group_ptrs.emplace_back();
+        group_ns.emplace_back();
+      }
+      group_ptrs[gi].push_back(data + (lo - base) * static_cast<int64_t>(esize));
+      group_ns[gi].push_back(hi - lo);
     }
+  }
+  const Tensor& g0 = opts_.zero ? buckets_[0].shard_grads : buckets_[0].grads;
+  Backend& be = backend_for(g0.device());
+  double s = 0;
+  for (size_t gi = 0; gi < group_weight.size(); ++gi) {
+    s += group_weight[gi] * be.sum_squares_multi(g0.dtype(), group_ptrs[gi].data(),
+                                                 group_ns[gi].data(),
+                                                 static_cast<int>(group_ptrs[gi].size()));
   }
   return s;
 }

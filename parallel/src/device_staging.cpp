@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include "trident/core/allocator.hpp"
 #include "trident/core/cuda.hpp"
 #endif
 
@@ -95,6 +96,13 @@ HostBlockCache& pinned_cache() {
   return cache;
 }
 
+// The CUDA emulation has no driver library to look for: its runtime answers directly.
+#if defined(TRIDENT_CUDA_EMULATION)
+constexpr bool kHasDriverLibrary = false;
+#else
+constexpr bool kHasDriverLibrary = true;
+#endif
+
 // One stream per device for the copies, created on first use.
 cudaStream_t copy_stream(int device) {
   static std::mutex mu;
@@ -126,7 +134,7 @@ int device_of(const void* p) {
   if (p == nullptr) return -1;
   // Nothing can have allocated device memory before the driver is loaded; checking earlier
   // would initialise CUDA (and create a context) in CPU-only runs.
-  static std::atomic<bool> driver_loaded{false};
+  static std::atomic<bool> driver_loaded{!kHasDriverLibrary};
   if (!driver_loaded) {
     void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
     if (driver == nullptr) return -1;
@@ -177,6 +185,12 @@ DeviceStaging::DeviceStaging(std::initializer_list<StageArg> args) {
   ready_event_ = ready;
   check_cuda(cudaEventRecord(ready, static_cast<cudaStream_t>(cuda_compute_stream(device_))), "cudaEventRecord");
   copy_stream_ = copy_stream(device_);
+  // The copies run on copy_stream_: a buffer freed as soon as the operation's Work finished
+  // is not handed out again before the copy stream is done with it.
+  Allocator& allocator = allocator_for(Device::cuda(device_));
+  for (const Entry& e : entries_) {
+    if (e.device >= 0) allocator.record_stream(e.ptr, copy_stream_);
+  }
 #endif
 }
 

@@ -11,6 +11,10 @@
 // host memory (always, in builds without CUDA) make_device_staging returns null and the
 // operation runs exactly as before.
 //
+// Device buffers are recorded with the device's caching allocator on the copy stream
+// (Allocator::record_stream), so a block freed right after the Work finished waits for the
+// copies before it is handed out again.
+//
 // Pinned blocks come from a process-wide HostBlockCache (cudaMallocHost is slow: it maps and
 // locks pages), so a bucket all-reduced every step reuses the same block.
 #pragma once

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "device_staging.hpp"
+#include "trident/core/allocator.hpp"
 #include "trident/core/cuda.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
 
@@ -35,9 +36,15 @@ void check_cuda(cudaError_t rc, const std::string& what) {
 
 // --- RAII handles -------------------------------------------------------------------------------
 
+// `timing`: the event can be given to cudaEventElapsedTime (the collectives' start, end and
+// consumer events); the compute-stream ordering event needs no clock.
 class CudaEvent {
  public:
-  CudaEvent() { check_cuda(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreate"); }
+  explicit CudaEvent(bool timing = false) {
+    check_cuda(
+        cudaEventCreateWithFlags(&event_, timing ? cudaEventDefault : cudaEventDisableTiming),
+        "cudaEventCreate");
+  }
   ~CudaEvent() { cudaEventDestroy(event_); }
   CudaEvent(const CudaEvent&) = delete;
   CudaEvent& operator=(const CudaEvent&) = delete;
@@ -131,6 +138,7 @@ using IssueFn = std::function<ncclResult_t(ncclComm_t, cudaStream_t)>;
 struct GroupedOp {
   std::shared_ptr<NcclWork> work;
   IssueFn issue;
+  std::vector<const void*> buffers;  // device memory the operation reads or writes
 };
 
 struct NcclCommState {
@@ -181,19 +189,24 @@ class NcclWork final : public Work {
   NcclWork(std::shared_ptr<NcclCommState> comm, std::string what)
       : comm_(std::move(comm)), what_(std::move(what)) {}
 
+  // Orders the compute stream after the operation. The first call also records where the
+  // compute stream reached the wait (`arrived_`), so stall_seconds() can tell how long it
+  // stood still there.
   void wait() override {
-    std::shared_ptr<CudaEvent> done;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (error_) std::rethrow_exception(error_);
-      TRIDENT_CHECK(done_ != nullptr, comm_->context(what_),
-                    ": issued between group_start() and group_end(); call group_end() first");
-      if (completed_) return;
-      done = done_;
-    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_) std::rethrow_exception(error_);
+    TRIDENT_CHECK(done_ != nullptr, comm_->context(what_),
+                  ": issued between group_start() and group_end(); call group_end() first");
+    if (completed_ || ordered_) return;  // done on the device, or the stream already waits
     DeviceGuard guard(comm_->device);
-    check_cuda(cudaStreamWaitEvent(compute_stream(comm_->device), done->get(), 0),
+    const cudaStream_t compute = compute_stream(comm_->device);
+    auto arrived = std::make_shared<CudaEvent>(/*timing=*/true);
+    check_cuda(cudaEventRecord(arrived->get(), compute),
+               comm_->context(what_) + ": cudaEventRecord on the compute stream");
+    check_cuda(cudaStreamWaitEvent(compute, done_->get(), 0),
                comm_->context(what_) + ": cudaStreamWaitEvent");
+    arrived_ = std::move(arrived);
+    ordered_ = true;
   }
 
   bool test() override {
@@ -205,7 +218,7 @@ class NcclWork final : public Work {
   std::string description() const override { return what_; }
 
   // Blocks until the watchdog saw the completion (or failed the work).
-  void synchronize() {
+  void synchronize() override {
     std::unique_lock<std::mutex> lock(mu_);
     TRIDENT_CHECK(done_ != nullptr || error_, comm_->context(what_),
                   ": issued between group_start() and group_end(); call group_end() first");
@@ -213,8 +226,34 @@ class NcclWork final : public Work {
     if (error_) std::rethrow_exception(error_);
   }
 
-  void set_issued(std::shared_ptr<CudaEvent> done, Clock::time_point at) {
+  double run_seconds() override {
     std::lock_guard<std::mutex> lock(mu_);
+    if (start_ == nullptr || !done_on_device()) return -1;
+    return elapsed_seconds(start_->get(), done_->get());
+  }
+
+  double stall_seconds() override {
+    std::shared_ptr<CudaEvent> arrived, done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!done_on_device()) return -1;
+      if (arrived_ == nullptr) return 0;  // never waited on, or waited on once complete
+      arrived = arrived_;
+      done = done_;
+    }
+    // The compute stream may not have reached the wait yet; it has to before a stall is known
+    // (outside the lock: the watchdog takes it).
+    if (cudaEventSynchronize(arrived->get()) != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    return std::max(0.0, elapsed_seconds(arrived->get(), done->get()));
+  }
+
+  void set_issued(std::shared_ptr<CudaEvent> start, std::shared_ptr<CudaEvent> done,
+                  Clock::time_point at) {
+    std::lock_guard<std::mutex> lock(mu_);
+    start_ = std::move(start);
     done_ = std::move(done);
     issued_at_ = at;
   }
@@ -243,9 +282,28 @@ class NcclWork final : public Work {
   std::string what_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::shared_ptr<CudaEvent> done_;  // recorded on the communication stream after the op
+  // Completed without error: seen by the watchdog, or its event already done (the watchdog
+  // polls; a caller that drained the compute stream need not wait for it). Under mu_.
+  bool done_on_device() const {
+    if (error_) return false;
+    return completed_ || (done_ != nullptr && cudaEventQuery(done_->get()) == cudaSuccess);
+  }
+
+  static double elapsed_seconds(cudaEvent_t from, cudaEvent_t to) {
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, from, to) != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    return static_cast<double>(ms) / 1000.0;
+  }
+
+  std::shared_ptr<CudaEvent> start_;    // on the communication stream, when the op may begin
+  std::shared_ptr<CudaEvent> done_;     // recorded on the communication stream after the op
+  std::shared_ptr<CudaEvent> arrived_;  // on the compute stream at the first wait()
   Clock::time_point issued_at_;
   bool completed_ = false;
+  bool ordered_ = false;  // the compute stream waits on done_
   std::exception_ptr error_;
 };
 
@@ -332,6 +390,14 @@ void launch_locked(NcclCommState& s, std::vector<GroupedOp>& ops) {
              s.context(what) + ": cudaEventRecord on the compute stream");
   check_cuda(cudaStreamWaitEvent(stream, s.ready->get(), 0),
              s.context(what) + ": cudaStreamWaitEvent");
+  // The buffers are in use on this stream: the caching allocator must not hand them out again
+  // until the collective is done, even when they are freed as soon as wait() returns.
+  Allocator& allocator = allocator_for(Device::cuda(s.device));
+  for (const GroupedOp& op : ops) {
+    for (const void* p : op.buffers) allocator.record_stream(p, stream);
+  }
+  auto start = std::make_shared<CudaEvent>(/*timing=*/true);
+  check_cuda(cudaEventRecord(start->get(), stream), s.context(what) + ": cudaEventRecord");
   ncclResult_t r = ncclGroupStart();
   ncclResult_t first_error = ncclSuccess;
   for (GroupedOp& op : ops) {
@@ -341,13 +407,13 @@ void launch_locked(NcclCommState& s, std::vector<GroupedOp>& ops) {
   r = ncclGroupEnd();
   if (first_error != ncclSuccess && !nccl_failed(r)) r = first_error;
   finish_nccl_call(s, s.comm, r, what);
-  auto done = std::make_shared<CudaEvent>();
+  auto done = std::make_shared<CudaEvent>(/*timing=*/true);
   check_cuda(cudaEventRecord(done->get(), stream), s.context(what) + ": cudaEventRecord");
   const auto now = Clock::now();
   {
     std::lock_guard<std::mutex> state_lock(s.mu);
     for (GroupedOp& op : ops) {
-      op.work->set_issued(done, now);
+      op.work->set_issued(start, done, now);
       s.in_flight.push_back(op.work);
     }
   }
@@ -666,9 +732,9 @@ void NcclCommunicator::group_end() {
 namespace {
 
 std::shared_ptr<Work> issue(const std::shared_ptr<NcclCommState>& state, std::string what,
-                            detail::IssueFn fn) {
+                            std::vector<const void*> buffers, detail::IssueFn fn) {
   auto work = std::make_shared<detail::NcclWork>(state, std::move(what));
-  std::vector<detail::GroupedOp> ops{{work, std::move(fn)}};
+  std::vector<detail::GroupedOp> ops{{work, std::move(fn), std::move(buffers)}};
   {
     std::lock_guard<std::mutex> lock(state->issue_mu);
     if (state->grouping) {
@@ -690,7 +756,7 @@ std::shared_ptr<Work> NcclCommunicator::all_reduce_async(void* data, size_t coun
   detail::check_reduction(s, what, dtype, op);
   if (!detail::on_device(s, what, {data})) return s.host->all_reduce_async(data, count, dtype, op);
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(state_, std::move(what), [=](ncclComm_t comm, cudaStream_t stream) {
+  return issue(state_, std::move(what), {data}, [=](ncclComm_t comm, cudaStream_t stream) {
     return ncclAllReduce(data, data, count, t, detail::nccl_op(op), comm, stream);
   });
 }
@@ -705,7 +771,7 @@ std::shared_ptr<Work> NcclCommunicator::reduce_scatter_async(const void* send, v
   if (!detail::on_device(s, what, {send, recv}))
     return s.host->reduce_scatter_async(send, recv, recv_count, dtype, op);
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(state_, std::move(what), [=](ncclComm_t comm, cudaStream_t stream) {
+  return issue(state_, std::move(what), {send, recv}, [=](ncclComm_t comm, cudaStream_t stream) {
     return ncclReduceScatter(send, recv, recv_count, t, detail::nccl_op(op), comm, stream);
   });
 }
@@ -717,7 +783,7 @@ std::shared_ptr<Work> NcclCommunicator::all_gather_async(const void* send, void*
   if (!detail::on_device(s, what, {send, recv}))
     return s.host->all_gather_async(send, recv, send_count, dtype);
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(state_, std::move(what), [=](ncclComm_t comm, cudaStream_t stream) {
+  return issue(state_, std::move(what), {send, recv}, [=](ncclComm_t comm, cudaStream_t stream) {
     return ncclAllGather(send, recv, send_count, t, comm, stream);
   });
 }
@@ -730,7 +796,7 @@ std::shared_ptr<Work> NcclCommunicator::broadcast_async(void* data, size_t count
   detail::check_peer(s, what, root, "root");
   if (!detail::on_device(s, what, {data})) return s.host->broadcast_async(data, count, dtype, root);
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(state_, std::move(what), [=](ncclComm_t comm, cudaStream_t stream) {
+  return issue(state_, std::move(what), {data}, [=](ncclComm_t comm, cudaStream_t stream) {
     return ncclBroadcast(data, data, count, t, root, comm, stream);
   });
 }
@@ -744,7 +810,7 @@ std::shared_ptr<Work> NcclCommunicator::send_async(const void* data, size_t coun
   TRIDENT_CHECK(tag >= 0, s.context(what), ": tag must not be negative");
   if (!detail::on_device(s, what, {data})) return s.host->send_async(data, count, dtype, dst, tag);
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(state_, std::move(what), [=](ncclComm_t comm, cudaStream_t stream) {
+  return issue(state_, std::move(what), {data}, [=](ncclComm_t comm, cudaStream_t stream) {
     return ncclSend(data, count, t, dst, comm, stream);
   });
 }
@@ -758,25 +824,21 @@ std::shared_ptr<Work> NcclCommunicator::recv_async(void* data, size_t count, DTy
   TRIDENT_CHECK(tag >= 0, s.context(what), ": tag must not be negative");
   if (!detail::on_device(s, what, {data})) return s.host->recv_async(data, count, dtype, src, tag);
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(state_, std::move(what), [=](ncclComm_t comm, cudaStream_t stream) {
+  return issue(state_, std::move(what), {data}, [=](ncclComm_t comm, cudaStream_t stream) {
     return ncclRecv(data, count, t, src, comm, stream);
   });
 }
 
 std::shared_ptr<Work> NcclCommunicator::barrier_async() {
   void* scratch = state_->scratch->get();
-  return issue(state_, "barrier", [=](ncclComm_t comm, cudaStream_t stream) {
+  return issue(state_, "barrier", {}, [=](ncclComm_t comm, cudaStream_t stream) {
     return ncclAllReduce(scratch, scratch, 1, ncclInt32, ncclSum, comm, stream);
   });
 }
 
 void NcclCommunicator::synchronize(const std::shared_ptr<Work>& work) {
   TRIDENT_CHECK(work != nullptr, "NcclCommunicator::synchronize: no work given");
-  if (auto* w = dynamic_cast<detail::NcclWork*>(work.get())) {
-    w->synchronize();
-  } else {
-    work->wait();
-  }
+  work->synchronize();
 }
 
 }  // namespace trident

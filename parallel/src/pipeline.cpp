@@ -5,6 +5,7 @@
 #include <deque>
 
 #include "trident/core/allocator.hpp"
+#include "trident/core/backend.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/trace.hpp"
 
@@ -65,7 +66,13 @@ class StageStep {
                     targets.defined() ? targets.shape_str() : "undefined",
                     ", the inputs on stage 0 are (", b_, ", ", T_, ")");
       const Tensor loss = stage_.loss(out, targets);
-      loss_sum_ += loss.item();
+      // Kept on the device and read back once, in finish(): no host synchronisation per
+      // micro-batch.
+      if (!losses_.defined()) losses_ = Tensor::zeros({m_}, DType::F32, loss.device());
+      {
+        NoGradGuard no_grad;
+        losses_.slice(0, i, i + 1).copy_(loss.detach().reshape({1}).to(DType::F32));
+      }
       slot.output = loss * (1.0 / m_);
     } else {
       TRIDENT_CHECK(out.shape() == act_shape_ && out.dtype() == DType::F32, "pipeline stage ",
@@ -107,11 +114,24 @@ class StageStep {
   }
 
   PipelineStepStats finish() {
-    for (auto& s : sends_) wait(*s.work, "wait send");
+    for (auto& s : sends_) wait(s.work, "wait send");
     sends_.clear();
+    // The stage's queued work drains here, once per step (a no-op on the CPU): the loss is read
+    // back, and device transfers (NCCL, whose wait() only ordered the compute stream) report
+    // how long the compute stream stood waiting for them.
+    backend_for(stage_.device()).synchronize();
+    for (const auto& work : waited_) {
+      const double stall = work->stall_seconds();
+      if (stall > 0) stats_.comm_wait_s += stall;
+    }
+    waited_.clear();
+    double loss_sum = 0;
+    if (losses_.defined()) {
+      for (const float l : losses_.to_vector<float>()) loss_sum += l;
+    }
     // Every stage learns the loss; the stages finish together, so an early one's wait for the
     // pipeline's drain is counted as idle.
-    double loss = stage_.is_last() ? loss_sum_ / m_ : 0.0;
+    double loss = stage_.is_last() ? loss_sum / m_ : 0.0;
     const auto t0 = Clock::now();
     trace::Span span("pipeline drain", trace::Category::Idle);
     pp_.all_reduce(&loss, 1, DType::F64, ReduceOp::Sum);
@@ -162,12 +182,14 @@ class StageStep {
     act_shape_ = stage_.activation_shape(b_, T_);
   }
 
-  // Blocked on a neighbour stage: the bubble in the timeline (`what` names the message).
-  void wait(Work& work, const char* what) {
+  // Blocked on a neighbour stage: the bubble in the timeline (`what` names the message). Host
+  // work blocks here; device work orders the compute stream and its stall is added in finish().
+  void wait(const std::shared_ptr<Work>& work, const char* what) {
     const auto t0 = Clock::now();
     trace::Span span(what, trace::Category::Idle);
-    work.wait();
+    work->wait();
     stats_.comm_wait_s += seconds_since(t0);
+    waited_.push_back(work);
   }
 
   void post_recv(std::deque<Transfer>& q, int micro, int src, int tag, const Shape& shape) {
@@ -185,7 +207,7 @@ class StageStep {
     q.pop_front();
     TRIDENT_CHECK(t.micro == i, "pipeline: received micro-batch ", t.micro, " where ", i,
                   " was expected");
-    wait(*t.work, tag == kPipelineActivationTag ? "wait activation" : "wait gradient");
+    wait(t.work, tag == kPipelineActivationTag ? "wait activation" : "wait gradient");
     return t.buffer;
   }
 
@@ -215,7 +237,8 @@ class StageStep {
   std::vector<Slot> slots_;
   std::deque<Transfer> activations_, gradients_, sends_;
   int in_flight_ = 0;
-  double loss_sum_ = 0;
+  Tensor losses_;  // last stage: (m) each micro-batch's loss, on the device
+  std::vector<std::shared_ptr<Work>> waited_;  // for the stall times of device transfers
   PipelineStepStats stats_;
 };
 

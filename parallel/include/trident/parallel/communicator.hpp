@@ -42,12 +42,27 @@ class CollectiveTimeout : public Error {
 class Work {
  public:
   virtual ~Work() = default;
-  // Blocks until the operation finished; rethrows its failure (trident::Error naming the
-  // rank, communicator and operation); throws CollectiveTimeout after the timeout. May be
-  // called again: a failure is rethrown each time.
+  // Makes the operation's result available to what the caller does next: host work blocks
+  // until it finished; device work (NCCL) orders the compute stream after it and returns (see
+  // synchronize()). Rethrows its failure (trident::Error naming the rank, communicator and
+  // operation); throws CollectiveTimeout after the timeout. May be called again: a failure is
+  // rethrown each time.
   virtual void wait() = 0;
   // True once the operation finished, successfully or not (wait() then returns at once).
   virtual bool test() = 0;
+  // Blocks the calling thread until the operation completed, on the device too, and rethrows
+  // its failure. For host work this is wait(). For device work (NCCL) wait() only orders the
+  // compute stream after the operation and returns at once; synchronize() is the host-blocking
+  // form (a measuring thread, a buffer about to be released for good).
+  virtual void synchronize() { wait(); }
+  // Device work measures itself with timing events; these are meaningful once it completed
+  // (after synchronize(), or test() true), and negative for work that does not (host work,
+  // whose wait() blocks: its caller times that). run_seconds: how long the operation occupied
+  // its stream, from the point where the stream started it to its completion. stall_seconds:
+  // how long the consumer stream waited on it after the first wait(), max(0, completion -
+  // the consumer reaching wait()); 0 when wait() was never called.
+  virtual double run_seconds() { return -1; }
+  virtual double stall_seconds() { return -1; }
   // "all_reduce of 1048576 f32 (sum)"
   virtual std::string description() const = 0;
 };

@@ -14,8 +14,12 @@
 // layers. Buckets are launched in bucket order (the same order on every rank, as collectives
 // require), so a bucket that is ready early waits for the ones before it. finish() launches
 // whatever is left (buckets whose parameters got no gradient this pass, or every bucket when
-// overlap is off) and waits for all of them. The time spent waiting there is the exposed
-// communication time.
+// overlap is off) and waits for all of them: Work::wait(), which blocks the host for MPI and,
+// for NCCL, makes the compute stream wait for the bucket there and only there, where the
+// reduced gradients are first read. The launch never synchronises the device: the
+// communicator orders each collective after the kernels queued before it. The time the
+// consumer waits is the exposed communication time (host time blocked; for NCCL the compute
+// stream's stall, measured with events).
 //
 // ZeRO-1 (`zero = true`). The parameters themselves move into flat per-bucket buffers (each
 // parameter's storage is re-pointed into its bucket's value buffer, keeping its shape), and a
@@ -126,10 +130,15 @@ class DataParallelReducer {
   const DataParallelOptions& options() const { return opts_; }
 
   // --- measurements of the last step (since the prepare(true) that armed it) ------------------
-  // Seconds blocked waiting for reductions in finish() / wait_bucket().
-  double exposed_comm_seconds() const { return exposed_seconds_; }
-  // Seconds the reductions ran on the communicator's thread, overlapped or not (from the
-  // completion time of each operation; they run one after another in launch order).
+  // Seconds the consumer waited for reductions in finish() / wait_bucket(): the host blocked
+  // (MPI), plus for device work (NCCL) the time the compute stream stood at each wait until
+  // the bucket's collective completed (events). For device work, reading it after finish()
+  // blocks until the step's reductions completed on the device.
+  double exposed_comm_seconds() const;
+  // Seconds the reductions ran, overlapped or not: on the device, between events around each
+  // collective (NCCL); otherwise from the completion time of each operation on the
+  // communicator's thread (they run one after another in launch order). Blocks until the
+  // step's reductions completed.
   double comm_seconds() const;
   // Buckets launched by grad-ready hooks (during backward) in the last step.
   size_t buckets_launched_in_backward() const { return launched_in_backward_; }

@@ -7,14 +7,22 @@
 // (config.blocking = 0): no NCCL call can hang the host, and every wait on NCCL has a timeout.
 //
 // Streams. Collectives run on the communicator's own (high-priority) stream. Each call records
-// an event on the CUDA backend's compute stream (trident::cuda_compute_stream) and makes the communication stream wait on it, so the collective sees every kernel queued
-// before the call; a completion event is recorded after it. Work::wait() does not block the
-// host: it makes the compute stream wait on the completion event, so kernels queued after
-// wait() see the result while the backward kernels queued between launch and wait() overlap
-// the collective (the data-parallel buckets). Work::test() is true once the collective
-// completed on the device; NcclCommunicator::synchronize(work) blocks the host until then. The
-// blocking forms (all_reduce, ...) are the asynchronous ones waited on, so for device buffers
-// they return once the collective is queued, ordered before later compute kernels.
+// an event on the CUDA backend's compute stream (trident::cuda_compute_stream) and makes the
+// communication stream wait on it, so the collective sees every kernel queued before the call;
+// timing events are recorded on the communication stream just before and after it. Work::wait()
+// does not block the host: it makes the compute stream wait on the completion event, so kernels
+// queued after wait() see the result while the kernels queued between launch and wait() overlap
+// the collective (the data-parallel buckets); call it where the result is consumed. test() is
+// true once the collective completed on the device; Work::synchronize() (or
+// NcclCommunicator::synchronize(work)) blocks the host until then. run_seconds() is the time
+// between the two events on the communication stream; stall_seconds() the time the compute
+// stream stood at the first wait() before the collective completed. The blocking forms
+// (all_reduce, ...) are the asynchronous ones waited on, so for device buffers they return
+// once the collective is queued, ordered before later compute kernels.
+//
+// Memory. Device buffers of a call are recorded with the caching allocator on the
+// communication stream (Allocator::record_stream): a tensor freed right after wait() is not
+// handed out again until the collective has completed on the device.
 //
 // Host buffers. Every call looks at its pointers (cudaPointerGetAttributes); host buffers
 // (loss scalars, flags, gradient norms) go to the MPI communicator of the same group, given at
@@ -104,8 +112,8 @@ class NcclCommunicator final : public Communicator {
   // On the device: an all-reduce of one integer in the communicator's scratch buffer.
   std::shared_ptr<Work> barrier_async() override;
 
-  // Blocks the host until `work` completed: for an NCCL work, on the device (then rethrows its
-  // failure; CollectiveTimeout when the watchdog timed it out); for any other work, wait().
+  // Blocks the host until `work` completed: work->synchronize(). For an NCCL work, on the device
+  // (then rethrows its failure; CollectiveTimeout when the watchdog timed it out).
   static void synchronize(const std::shared_ptr<Work>& work);
 
  private:

@@ -17,6 +17,10 @@
 // buffers kept alive until then), so no send can block its stage; the receive of the next
 // activation (and gradient) is posted one micro-batch ahead, so transfers overlap compute.
 //
+// Host synchronisation: none per micro-batch. The last stage keeps each micro-batch's loss on
+// the device; at the end of run() each stage waits once for its queued work, then the loss is
+// read back and shared.
+//
 // Gradients: each micro-batch's loss is scaled by 1/m before its backward, so parameter
 // gradients accumulate to those of the mean loss over the global batch (m b sequences of T).
 // On a non-first stage the received activation is a fresh leaf requiring grad; after the
@@ -76,7 +80,9 @@ struct PipelineStepStats {
   double backward_s = 0;  // in backward passes, before_backward included
   // Time blocked waiting for neighbours: receives of activations and gradients, completion of
   // sends, and the closing loss all-reduce (so a stage that finishes early waits there for the
-  // drain of the pipeline). Pipeline bubble + transfer time.
+  // drain of the pipeline). Pipeline bubble + transfer time. For device transfers (NCCL), whose
+  // wait() does not block the host, the time the compute stream stood waiting for each of them
+  // (events), read once the stage's work drained at the end of run().
   double comm_wait_s = 0;
   // Peak bytes of the device allocator during the step above those in use when it began:
   // saved activations, received buffers and gradients created during the step.
