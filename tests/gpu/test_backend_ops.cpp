@@ -1,5 +1,5 @@
 // ggml's test-backend-ops for Trident: every Backend entry runs on CUDA and on the CPU backend
-// on the same fresh random inputs, and each output must match the CPU's within 1e-4 (f32) or
+// on the same seeded random inputs, and each output must match the CPU's within 1e-4 (f32) or
 // 2e-2 (bf16 storage; the CPU reference computes in f32 on the same bf16-rounded inputs) in
 // ||gpu - cpu|| / ||cpu||. Buffers declared as statistics (layer norm's mean and rstd, cross
 // entropy's lse, losses and slice statistics) are f32 in every run and held to 1e-4 in bf16 runs
@@ -450,11 +450,11 @@ const std::vector<OpCase> kCases = {
 
 }  // namespace
 
-TEST_CASE("every Backend op on CUDA matches the CPU backend on fresh random inputs", "[ops]") {
+TEST_CASE("every Backend op on CUDA matches the CPU backend on seeded random inputs", "[ops]") {
   for (const OpCase& c : kCases) {
     for (DType t : {DType::F32, DType::BF16}) {
       if (t == DType::BF16 && !c.bf16) continue;
-      const uint64_t seed = fresh_seed();
+      const uint64_t seed = test_seed();
       INFO("op " << c.name << ", seed " << seed);
       Harness h(t, seed);
       c.body(h);
@@ -463,7 +463,7 @@ TEST_CASE("every Backend op on CUDA matches the CPU backend on fresh random inpu
 }
 
 TEST_CASE("f32 <-> bf16 conversion on CUDA rounds to nearest even, as the host", "[ops]") {
-  std::mt19937_64 rng(fresh_seed());
+  std::mt19937_64 rng(test_seed());
   std::vector<float> x = normal(4099, rng, 10.0f);
   x[0] = 1.0f + 1.0f / 256.0f;  // a tie: rounds to even (1.0)
   x[1] = -0.0f;
@@ -481,7 +481,7 @@ TEST_CASE("f32 <-> bf16 conversion on CUDA rounds to nearest even, as the host",
 }
 
 TEST_CASE("dropout masks on CUDA equal the CPU's bit for bit", "[ops]") {
-  const uint64_t seed = fresh_seed();
+  const uint64_t seed = test_seed();
   INFO("seed " << seed);
   const int64_t n = 100000;
   std::mt19937_64 rng(seed);
@@ -498,7 +498,7 @@ TEST_CASE("dropout masks on CUDA equal the CPU's bit for bit", "[ops]") {
 }
 
 TEST_CASE("reductions and sorted-scatter gradients are bitwise deterministic", "[ops]") {
-  std::mt19937_64 rng(fresh_seed());
+  std::mt19937_64 rng(test_seed());
   const int64_t N = 4096, V = 50, C = 96;
   std::vector<int32_t> ids(N);
   std::uniform_int_distribution<int32_t> pick(0, V - 1);

@@ -22,29 +22,41 @@ inline cudaStream_t compute_stream() {
   return static_cast<cudaStream_t>(trident::cuda_compute_stream(0));
 }
 
-// cudaMalloc'd bytes, filled with 0xFF (poison) until written.
+// cudaMalloc'd bytes, filled with 0xFF (poison) until written. Every fill and copy runs on the
+// CUDA backend's compute stream, as the work it is checked against does (the legacy default
+// stream does not order itself with that non-blocking stream), and returns once it is done.
 class DeviceArray {
  public:
   explicit DeviceArray(size_t bytes) : bytes_(bytes) {
     check(cudaMalloc(&ptr_, bytes_ == 0 ? 1 : bytes_), "cudaMalloc");
-    check(cudaMemset(ptr_, 0xFF, bytes_ == 0 ? 1 : bytes_), "cudaMemset");
-    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // memset may still run otherwise
+    check(cudaMemsetAsync(ptr_, 0xFF, bytes_ == 0 ? 1 : bytes_, compute_stream()),
+          "cudaMemsetAsync");
+    check(cudaStreamSynchronize(compute_stream()), "cudaStreamSynchronize");
   }
   ~DeviceArray() { cudaFree(ptr_); }
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
   void* get() const { return ptr_; }
   void upload(const test_util::Buffer& b) {
-    check(cudaMemcpy(ptr_, b.bytes.data(), b.count * trident::dtype_size(b.dtype),
-                     cudaMemcpyHostToDevice),
-          "cudaMemcpy to the device");
+    upload_bytes(0, b.bytes.data(), b.count * trident::dtype_size(b.dtype));
+  }
+  // `bytes` from host memory to offset `offset`, after the compute stream's queued work.
+  void upload_bytes(size_t offset, const void* src, size_t bytes) {
+    check(cudaMemcpyAsync(static_cast<char*>(ptr_) + offset, src, bytes, cudaMemcpyHostToDevice,
+                          compute_stream()),
+          "cudaMemcpyAsync to the device");
+    check(cudaStreamSynchronize(compute_stream()), "cudaStreamSynchronize");
+  }
+  void fill_zero() {
+    check(cudaMemsetAsync(ptr_, 0, bytes_, compute_stream()), "cudaMemsetAsync");
+    check(cudaStreamSynchronize(compute_stream()), "cudaStreamSynchronize");
   }
   // Copies back after the compute stream's queued work (what wait() ordered).
   void download(test_util::Buffer& b) const {
+    check(cudaMemcpyAsync(b.bytes.data(), ptr_, b.count * trident::dtype_size(b.dtype),
+                          cudaMemcpyDeviceToHost, compute_stream()),
+          "cudaMemcpyAsync to the host");
     check(cudaStreamSynchronize(compute_stream()), "cudaStreamSynchronize");
-    check(cudaMemcpy(b.bytes.data(), ptr_, b.count * trident::dtype_size(b.dtype),
-                     cudaMemcpyDeviceToHost),
-          "cudaMemcpy to the host");
   }
 
  private:
@@ -81,7 +93,7 @@ class StreamGate {
   void release() { open_ = true; }
 
  private:
-  static void CUDART_CB hold(void* self) {
+  static void hold(void* self) {
     while (!static_cast<StreamGate*>(self)->open_)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }

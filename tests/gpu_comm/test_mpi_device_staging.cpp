@@ -73,8 +73,9 @@ TEST_CASE("MPI staging: device buffers through every collective, every dtype", "
       recv.download(out);
       check_close(out, want);
       DeviceArray in_place(total * es);
-      char* own = static_cast<char*>(in_place.get()) + static_cast<size_t>(rank) * n * es;
-      gpu_test::check(cudaMemcpy(own, in.bytes.data(), n * es, cudaMemcpyHostToDevice), "cudaMemcpy");
+      const size_t own_offset = static_cast<size_t>(rank) * n * es;
+      char* own = static_cast<char*>(in_place.get()) + own_offset;
+      in_place.upload_bytes(own_offset, in.bytes.data(), n * es);
       world->all_gather(own, in_place.get(), n, t);
       in_place.download(out);
       check_close(out, want);
@@ -124,8 +125,7 @@ TEST_CASE("MPI staging: the copy to the host waits for the compute stream's earl
   std::vector<float> host(n, 1.0f);
   std::memcpy(ones.get(), host.data(), n * sizeof(float));
   DeviceArray d(n * sizeof(float));
-  gpu_test::check(cudaMemset(d.get(), 0, n * sizeof(float)), "cudaMemset");
-  gpu_test::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  d.fill_zero();
   const cudaStream_t compute = gpu_test::compute_stream();
   gpu_test::delay_stream(compute);
   gpu_test::check(cudaMemcpyAsync(d.get(), ones.get(), n * sizeof(float), cudaMemcpyHostToDevice,
