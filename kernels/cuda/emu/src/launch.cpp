@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -20,7 +21,6 @@
 #include <deque>
 #include <exception>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -72,7 +72,10 @@ struct Stack {
   char* top() const { return static_cast<char*>(base) + bytes; }
   char* bottom() const { return static_cast<char*>(base) + page(); }
   size_t usable() const { return bytes - page(); }
-  static size_t page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+  static size_t page() {
+    static const size_t bytes = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    return bytes;
+  }
 };
 
 struct StackPool {
@@ -145,7 +148,8 @@ struct Block {
 #endif
 };
 
-thread_local Lane* tls_lane = nullptr;
+// Read at every threadIdx/blockIdx: the initial-exec model avoids a __tls_get_addr call each time.
+__attribute__((tls_model("initial-exec"))) thread_local Lane* tls_lane = nullptr;
 thread_local StackPool tls_stacks;
 
 Lane& current_lane(const char* what) {
@@ -249,39 +253,50 @@ void resume(Block& b, Lane& l) {
 #endif
 }
 
-// Completes every warp call whose lanes have all arrived; returns whether any did.
-bool resolve_warps(Block& b) {
-  bool progress = false;
+// A small, fast generator for the per-pass thread orders.
+struct XorShift {
+  uint64_t s;
+  explicit XorShift(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint32_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<uint32_t>(s >> 16);
+  }
+};
+
+// Completes every warp call whose lanes have all arrived, appending them to `runnable`.
+void resolve_warps(Block& b, const std::vector<uint32_t>& waiting, std::vector<int>& runnable) {
   const int n = static_cast<int>(b.lanes.size());
-  for (int w0 = 0; w0 < n; w0 += 32) {
-    for (int i = w0; i < std::min(n, w0 + 32); ++i) {
-      Lane& l = b.lanes[i];
-      if (l.state != State::Warp) continue;
+  for (size_t w = 0; w < waiting.size(); ++w) {
+    uint32_t pending = waiting[w];
+    const int w0 = static_cast<int>(w) * 32;
+    while (pending != 0) {
+      const int first = __builtin_ctz(pending);
+      Lane& l = b.lanes[w0 + first];
       const unsigned m = l.mask;
-      bool ready = true;
-      for (int j = 0; j < 32 && ready; ++j) {
-        if (!(m & (1u << j))) continue;
-        const int k = w0 + j;
-        if (k >= n) {
-          ready = false;
-          break;
-        }
-        const Lane& o = b.lanes[k];
+      pending &= ~(1u << first);
+      // Ready when every lane in the mask waits at this same call with the same mask.
+      bool ready = (m & ~waiting[w]) == 0 && w0 + 32 - __builtin_clz(m | 1u) <= n;
+      for (uint32_t bits = m; ready && bits != 0; bits &= bits - 1) {
+        const Lane& o = b.lanes[w0 + __builtin_ctz(bits)];
         ready = o.state == State::Warp && o.mask == m && o.syncwarp == l.syncwarp &&
                 o.op == l.op && o.line == l.line && o.file == l.file;
       }
       if (!ready) continue;
-      // Every lane in the mask is here: compute each one's result.
+      pending &= ~m;
       uint64_t ballot = 0;
-      for (int j = 0; j < 32; ++j) {
-        if ((m & (1u << j)) && (b.lanes[w0 + j].value & 1u)) ballot |= (1ull << j);
+      for (uint32_t bits = m; bits != 0; bits &= bits - 1) {
+        const int j = __builtin_ctz(bits);
+        if (b.lanes[w0 + j].value & 1u) ballot |= (1ull << j);
       }
-      for (int j = 0; j < 32; ++j) {
-        if (!(m & (1u << j))) continue;
-        Lane& x = b.lanes[w0 + j];
+      for (uint32_t bits = m; bits != 0; bits &= bits - 1) {
+        const int lane = __builtin_ctz(bits);
+        Lane& x = b.lanes[w0 + lane];
         x.state = State::Runnable;
+        runnable.push_back(w0 + lane);
         if (x.syncwarp) continue;
-        const int width = x.width, lane = j;
+        const int width = x.width;
         const int seg0 = (lane / width) * width, seg1 = seg0 + width;
         int src = lane;
         switch (x.op) {
@@ -299,14 +314,12 @@ bool resolve_warps(Block& b) {
                       thread_str(x) + " reads lane " + std::to_string(src) +
                       ", which is not in the mask (undefined on a GPU)";
           }
-          return true;
+          return;
         }
         x.result = b.lanes[w0 + src].value;
       }
-      progress = true;
     }
   }
-  return progress;
 }
 
 // Releases __syncthreads when every live thread waits at the same one; otherwise explains the
@@ -367,7 +380,7 @@ void resolve_barrier_or_fail(Block& b) {
   b.error = "deadlock: " + why;
 }
 
-void run_block(Block& b, ThreadOrder order, std::minstd_rand& rng) {
+void run_block(Block& b, ThreadOrder order, XorShift& rng) {
   const int n = static_cast<int>(b.lanes.size());
   for (int i = 0; i < n; ++i) {
     Lane& l = b.lanes[i];
@@ -375,26 +388,37 @@ void run_block(Block& b, ThreadOrder order, std::minstd_rand& rng) {
     l.stack = &tls_stacks.get(static_cast<size_t>(i));
     l.fiber = ctx::make_fcontext(l.stack->top(), l.stack->usable(), lane_entry);
   }
-  std::vector<int> idx(static_cast<size_t>(n));
+  std::vector<int> runnable(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) runnable[i] = i;
+  std::vector<uint32_t> waiting(static_cast<size_t>((n + 31) / 32));
+  int done = 0;
   for (;;) {
-    for (int i = 0; i < n; ++i) idx[i] = i;
-    if (order == ThreadOrder::Reverse) std::reverse(idx.begin(), idx.end());
-    if (order == ThreadOrder::Shuffle) std::shuffle(idx.begin(), idx.end(), rng);
-    for (int i : idx) {
+    // Run every runnable thread to its next sync point, in this pass's order.
+    if (order == ThreadOrder::Reverse) {
+      std::sort(runnable.begin(), runnable.end(), std::greater<int>());
+    } else if (order == ThreadOrder::Shuffle) {
+      for (size_t i = runnable.size(); i > 1; --i) std::swap(runnable[i - 1], runnable[rng.next() % i]);
+    } else {
+      std::sort(runnable.begin(), runnable.end());
+    }
+    std::fill(waiting.begin(), waiting.end(), 0u);
+    for (int i : runnable) {
       Lane& l = b.lanes[i];
-      if (l.state != State::Runnable) continue;
       resume(b, l);
       if (!b.error.empty()) return;
+      if (l.state == State::Done) ++done;
     }
-    bool all_done = true;
-    for (const Lane& l : b.lanes) all_done = all_done && l.state == State::Done;
-    if (all_done) return;
-    if (resolve_warps(b)) {
-      if (!b.error.empty()) return;
-      continue;
+    if (done == n) return;
+    runnable.clear();
+    for (int i = 0; i < n; ++i) {
+      if (b.lanes[i].state == State::Warp) waiting[i / 32] |= 1u << (i % 32);
     }
+    resolve_warps(b, waiting, runnable);
+    if (!b.error.empty()) return;
+    if (!runnable.empty()) continue;
     resolve_barrier_or_fail(b);
     if (!b.error.empty()) return;
+    for (int i = 0; i < n; ++i) runnable.push_back(i);
   }
 }
 
@@ -429,12 +453,14 @@ struct LaunchCall {
 
 void execute(const LaunchCall& c) {
   g_launches.fetch_add(1);
-  std::minstd_rand rng(c.seed);
+  XorShift rng(c.seed);
   const unsigned long long blocks = 1ull * c.grid.x * c.grid.y * c.grid.z;
   std::vector<unsigned long long> order(blocks);
   for (unsigned long long i = 0; i < blocks; ++i) order[i] = i;
   if (c.order == ThreadOrder::Reverse) std::reverse(order.begin(), order.end());
-  if (c.order == ThreadOrder::Shuffle) std::shuffle(order.begin(), order.end(), rng);
+  if (c.order == ThreadOrder::Shuffle) {
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.next() % i]);
+  }
   const unsigned nthreads = c.block.x * c.block.y * c.block.z;
   Block b;
   b.site = &c.site;
