@@ -198,7 +198,7 @@ TEST_CASE("barriers and shuffles that not all threads reach are errors", "[cuda-
   check(cudaDeviceSynchronize());
 }
 
-TEST_CASE("shared memory starts as NaN; dynamic shared memory has the launch's size",
+TEST_CASE("shared memory starts as NaN, dynamic shared memory has the launch size",
           "[cuda-emu][emulator]") {
   DeviceArray<float> out(32);
   TRIDENT_LAUNCH(read_uninitialised_shared_kernel, 1, 32, 0, nullptr)(out.p);
