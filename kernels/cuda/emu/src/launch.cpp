@@ -130,7 +130,6 @@ struct SharedVar {
 };
 
 struct Block {
-  const LaunchSite* site = nullptr;
   void (*body)(void*) = nullptr;
   void* arg = nullptr;
   std::vector<Lane> lanes;
@@ -463,7 +462,6 @@ void execute(const LaunchCall& c) {
   }
   const unsigned nthreads = c.block.x * c.block.y * c.block.z;
   Block b;
-  b.site = &c.site;
   b.body = c.body;
   b.arg = c.arg;
   b.shared_limit = c.shared_limit;

@@ -92,6 +92,12 @@ struct Event : CUevent_st {
   uint64_t ticket = 0;
   uint64_t time_ticket = 0;  // the record whose time is in `when`
   Clock::time_point when{};
+
+  // The latest record: the stream (nullptr when never recorded) and its ticket.
+  Ticket latest() {
+    std::lock_guard<std::mutex> lock(mu);
+    return Ticket{stream, ticket};
+  }
 };
 
 struct Allocation {
@@ -854,10 +860,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   if (s == nullptr || event == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
   auto* ev = static_cast<cuemu::Event*>(event);
   std::vector<cuemu::Ticket> waits;
-  {
-    std::lock_guard<std::mutex> lock(ev->mu);
-    if (ev->stream != nullptr) waits.push_back({ev->stream, ev->ticket});
-  }
+  const cuemu::Ticket last = ev->latest();
+  if (last.stream != nullptr) waits.push_back(last);
   if (cuemu::sticky(s->device) != cudaSuccess) return cuemu::sticky(s->device);
   cuemu::push(s, [] {}, "cudaStreamWaitEvent", std::move(waits));
   return cudaSuccess;
@@ -911,14 +915,9 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (event == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
-  auto* ev = static_cast<cuemu::Event*>(event);
-  cuemu::Stream* s;
-  uint64_t t;
-  {
-    std::lock_guard<std::mutex> lock(ev->mu);
-    s = ev->stream;
-    t = ev->ticket;
-  }
+  const cuemu::Ticket last = static_cast<cuemu::Event*>(event)->latest();
+  cuemu::Stream* s = last.stream;
+  const uint64_t t = last.ticket;
   if (s == nullptr) return cudaSuccess;
   if (cuemu::sticky(s->device) != cudaSuccess) return cuemu::sticky(s->device);
   return s->done(t) ? cudaSuccess : cudaErrorNotReady;
@@ -926,14 +925,9 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (event == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
-  auto* ev = static_cast<cuemu::Event*>(event);
-  cuemu::Stream* s;
-  uint64_t t;
-  {
-    std::lock_guard<std::mutex> lock(ev->mu);
-    s = ev->stream;
-    t = ev->ticket;
-  }
+  const cuemu::Ticket last = static_cast<cuemu::Event*>(event)->latest();
+  cuemu::Stream* s = last.stream;
+  const uint64_t t = last.ticket;
   if (s == nullptr) return cudaSuccess;
   s->wait_for(t);
   return cuemu::ret(cudaSuccess, s->device);
