@@ -10,6 +10,9 @@
 # rank] ("3,2,1,0" puts local rank 0 on GPU 3). Every GPU of the node stays visible to every
 # rank (srun --gpu-bind=none): a rank that could see only its own GPU could not use CUDA IPC or
 # NVLink to its neighbours.
+#
+# It prints its CPU set (Cpus_allowed_list: what srun's --cpus-per-task and --cpu-bind left it)
+# and warns when OMP_NUM_THREADS asks for more threads than that set has CPUs.
 set -euo pipefail
 train=${1:?usage: trident-rank.sh TRIDENT_TRAIN [args...]}
 shift
@@ -28,5 +31,22 @@ if [[ ${TRIDENT_DEVICE_KIND:-cpu} == cuda ]]; then
   where=cuda:${gpus[$local_rank]}
   device_args=(--device "$where")
 fi
-echo "trident-rank: rank $rank of $world (local rank $local_rank on $(hostname -s), $where)"
+cpus=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status 2>/dev/null || true)
+ncpus=0
+IFS=, read -r -a ranges <<<"$cpus"
+for r in "${ranges[@]}"; do
+  if [[ $r =~ ^([0-9]+)-([0-9]+)$ ]]; then
+    ncpus=$((ncpus + BASH_REMATCH[2] - BASH_REMATCH[1] + 1))
+  elif [[ $r =~ ^[0-9]+$ ]]; then
+    ncpus=$((ncpus + 1))
+  fi
+done
+threads=${OMP_NUM_THREADS:-}
+echo "trident-rank: rank $rank of $world (local rank $local_rank on $(hostname -s), $where)," \
+  "cpus ${cpus:-?} ($ncpus), OMP_NUM_THREADS ${threads:-unset}"
+if [[ $threads =~ ^[0-9]+$ ]] && ((ncpus > 0 && threads > ncpus)); then
+  echo "trident-rank: warning: rank $rank may run on $ncpus CPU(s) ($cpus), fewer than" \
+    "OMP_NUM_THREADS=$threads: its threads share cores (srun without --cpus-per-task? Slurm >= 22.05" \
+    "does not take it from the job)" >&2
+fi
 exec "$train" "$@" "${device_args[@]}"
