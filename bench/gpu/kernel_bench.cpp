@@ -266,10 +266,10 @@ json bench_breakdown(Bench& b) {
     auto ids = b.random_ids(N, V);
     auto table = b.random(t, V * C), out = b.empty(t, N * C), dtable = b.empty(t, V * C);
     add("embedding forward", 2, [&] {
-      return b.time_ms([&] { b.be.embedding_forward(t, out->get(), ids->as<int32_t>(), table->get(), N, V, C); });
+      return b.time_ms([&] { b.be.embedding_forward(t, out->get(), ids->as<int32_t>(), table->get(), N, V, C, 0, V); });
     });
     add("embedding backward", 2, [&] {
-      return b.time_ms([&] { b.be.embedding_backward(t, dtable->get(), out->get(), ids->as<int32_t>(), N, V, C); });
+      return b.time_ms([&] { b.be.embedding_backward(t, dtable->get(), out->get(), ids->as<int32_t>(), N, V, C, 0, V); });
     });
   }
   {

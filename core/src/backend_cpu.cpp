@@ -293,17 +293,18 @@ class CpuBackend final : public Backend {
   }
 
   void embedding_forward(DType t, void* out, const int32_t* ids, const void* table, int64_t N,
-                         int64_t V, int64_t C) override {
+                         int64_t V, int64_t C, int64_t first, int64_t vocab) override {
     TRIDENT_CPU_FLOAT_DISPATCH(t, "embedding",
                                k::embedding_forward(io.out<scalar_t>(out, N * C), ids,
-                                                    io.in<scalar_t>(table, V * C), N, V, C));
+                                                    io.in<scalar_t>(table, V * C), N, V, C,
+                                                    first, vocab));
   }
   void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
-                          int64_t N, int64_t V, int64_t C) override {
+                          int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab) override {
     TRIDENT_CPU_FLOAT_DISPATCH(t, "embedding_backward",
                                k::embedding_backward(io.out<scalar_t>(dtable, V * C),
                                                      io.in<scalar_t>(dout, N * C), ids, N, V,
-                                                     C));
+                                                     C, first, vocab));
   }
   // mean and rstd are in stats_dtype(t), the kernel's scalar_t (f32 for bf16): passed through
   // unstaged, never rounded to bf16.

@@ -267,21 +267,52 @@ class CudaBackend final : public Backend {
     g.ldc = ldc;
     g.strideC = strideC;
     run("matmul", [&] {
-      kc::gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
+      gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
+    });
+  }
+
+  void linear_forward(DType t, void* out, const void* x, const void* w, const void* bias,
+                      int64_t R, int64_t N, int64_t K) override {
+    kc::GemmArgs g = linear_args(x, false, w, true, out, R, N, K);
+    if (bias != nullptr) {
+      g.epilogue = kc::GemmEpilogue::Bias;
+      g.bias = bias;
+    }
+    run("linear", [&] {
+      if (gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s())) return;
+      g.epilogue = kc::GemmEpilogue::None;  // no fused algorithm for this shape
+      gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
+      kc::add_bias(st(t), out, out, bias, R, N, s());
+    });
+  }
+  void linear_weight_grad(DType t, void* dw, void* dbias, const void* dy, const void* x,
+                          int64_t R, int64_t N, int64_t K) override {
+    kc::GemmArgs g = linear_args(dy, true, x, false, dw, N, K, R);
+    if (dbias != nullptr) {
+      g.epilogue = kc::GemmEpilogue::BiasGradA;
+      g.bias = dbias;
+    }
+    run("linear_weight_grad", [&] {
+      if (gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s())) return;
+      g.epilogue = kc::GemmEpilogue::None;
+      gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
+      CallScratch scratch(alloc_);
+      kc::bias_backward(st(t), dbias, dy, R, N, scratch, s());
     });
   }
 
   // --- transformer ops ---------------------------------------------------------------
   void embedding_forward(DType t, void* out, const int32_t* ids, const void* table, int64_t N,
-                         int64_t V, int64_t C) override {
-    run("embedding",
-        [&] { kc::embedding_forward(st(t), out, ids, table, N, V, C, bad_slot(), s()); });
+                         int64_t V, int64_t C, int64_t first, int64_t vocab) override {
+    run("embedding", [&] {
+      kc::embedding_forward(st(t), out, ids, table, N, V, C, first, vocab, bad_slot(), s());
+    });
   }
   void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
-                          int64_t N, int64_t V, int64_t C) override {
+                          int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab) override {
     run("embedding_backward", [&] {
       CallScratch scratch(alloc_);
-      kc::embedding_backward(st(t), dtable, dout, ids, N, V, C, scratch, s());
+      kc::embedding_backward(st(t), dtable, dout, ids, N, V, C, first, vocab, scratch, s());
     });
   }
   void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,
@@ -440,6 +471,24 @@ class CudaBackend final : public Backend {
   }
 
   cudaStream_t s() const { return stream_.get(); }
+
+  // One row-major product C (M, N) = op(A) op(B) over K, as ops' gemm2d lays it out.
+  static kc::GemmArgs linear_args(const void* A, bool ta, const void* B, bool tb, void* C,
+                                  int64_t M, int64_t N, int64_t K) {
+    kc::GemmArgs g;
+    g.transA = ta;
+    g.transB = tb;
+    g.M = M;
+    g.N = N;
+    g.K = K;
+    g.A = A;
+    g.lda = ta ? M : K;
+    g.B = B;
+    g.ldb = tb ? K : N;
+    g.C = C;
+    g.ldc = N;
+    return g;
+  }
   int32_t* bad_slot() const { return static_cast<int32_t*>(result_.get()) + 2; }
 
   // Runs a launcher on this device; its exceptions become trident::Error naming the op and
@@ -478,6 +527,7 @@ class CudaBackend final : public Backend {
   int guard_;  // constructed first: checks the device and makes it current
   Stream stream_;
   LtHandle lt_;
+  kc::GemmPlanCache gemm_plans_;  // descriptors and algorithm per matmul shape, built once
   DeviceBuffer workspace_;
   DeviceBuffer result_;  // [0, 8): a double; [8, 12): the bad-index slot
   PinnedBuffer host_;

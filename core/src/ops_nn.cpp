@@ -105,11 +105,9 @@ Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
   out_shape.back() = outf;
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   if (out.numel() > 0) {
-    gemm2d(x, false, w, true, out, R, outf, in);  // y = x W^T
-    if (bias.defined()) {
-      const Tensor b = bias.contiguous();
-      be(x).add_bias(x.dtype(), out.raw_data(), out.raw_data(), b.raw_data(), R, outf);
-    }
+    const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
+    be(x).linear_forward(x.dtype(), out.raw_data(), x.raw_data(), w.raw_data(),
+                         b.defined() ? b.raw_data() : nullptr, R, outf, in);  // y = x W^T + b
   }
   const Tensor xd = x.detach(), wd = w.detach();
   const bool has_bias = bias.defined();
@@ -123,17 +121,17 @@ Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
                        gemm2d(g, false, wd, false, dx, R, in, outf);  // dx = dy W
                      }
                      Tensor dw = Tensor::empty(wd.shape(), wd.dtype(), wd.device());
-                     gemm2d(g, true, xd, false, dw, outf, in, R);  // dW = dy^T x
-                     if (has_bias) {
-                       db = Tensor::empty({outf}, g.dtype(), g.device());
-                       be(g).bias_backward(g.dtype(), db.raw_data(), g.raw_data(), R, outf);
-                     }
+                     if (has_bias) db = Tensor::empty({outf}, g.dtype(), g.device());
+                     // dW = dy^T x, db = column sums of dy
+                     be(g).linear_weight_grad(g.dtype(), dw.raw_data(),
+                                              has_bias ? db.raw_data() : nullptr, g.raw_data(),
+                                              xd.raw_data(), R, outf, in);
                      return std::vector<Tensor>{dx, dw, db};
                    });
   return out;
 }
 
-Tensor embedding(const Tensor& ids_in, const Tensor& table) {
+Tensor embedding(const Tensor& ids_in, const Tensor& table, int64_t first, int64_t vocab) {
   check_float(table, "embedding", "table");
   TRIDENT_CHECK(table.dim() == 2, "embedding: table must be (V, C), got ", table.shape_str());
   TRIDENT_CHECK(ids_in.dtype() == DType::I32, "embedding: ids must be i32, got ",
@@ -142,19 +140,23 @@ Tensor embedding(const Tensor& ids_in, const Tensor& table) {
                 ", table on ", table.device().str());
   const Tensor ids = ids_in.contiguous(), t = table.contiguous();
   const int64_t N = ids.numel(), V = t.size(0), C = t.size(1);
+  if (vocab < 0) vocab = V;
+  TRIDENT_CHECK(first >= 0 && first + V <= vocab, "embedding: rows [", first, ", ", first + V,
+                ") of the table are not inside a vocabulary of ", vocab);
   Shape out_shape = ids.shape();
   out_shape.push_back(C);
   Tensor out = Tensor::empty(out_shape, t.dtype(), t.device());
   try {
     if (N > 0) be(t).embedding_forward(t.dtype(), out.raw_data(), ids.data<int32_t>(),
-                                       t.raw_data(), N, V, C);
+                                       t.raw_data(), N, V, C, first, vocab);
   } catch (const std::out_of_range& e) {
     throw Error(str_cat("embedding: ", e.what(), " (table has ", V, " rows)"));
   }
-  autograd::record(out, "embedding", {t}, [ids, N, V, C](const Tensor& g_in) {
+  autograd::record(out, "embedding", {t}, [ids, N, V, C, first, vocab](const Tensor& g_in) {
     const Tensor g = g_in.contiguous();
     Tensor dt = Tensor::empty({V, C}, g.dtype(), g.device());
-    be(g).embedding_backward(g.dtype(), dt.raw_data(), g.raw_data(), ids.data<int32_t>(), N, V, C);
+    be(g).embedding_backward(g.dtype(), dt.raw_data(), g.raw_data(), ids.data<int32_t>(), N, V, C,
+                             first, vocab);
     return std::vector<Tensor>{dt};
   });
   return out;

@@ -16,6 +16,17 @@
 namespace trident::kernels::cpu {
 namespace {
 
+// The id range [0, vocab) of a table holding rows [first, first + V); throws when they disagree.
+int64_t vocab_of(const char* who, int64_t V, int64_t first, int64_t vocab) {
+  if (vocab < 0) vocab = V;
+  if (first < 0 || first + V > vocab) {
+    throw std::invalid_argument(std::string(who) + ": rows [" + std::to_string(first) + ", " +
+                                std::to_string(first + V) + ") are not inside a vocabulary of " +
+                                std::to_string(vocab));
+  }
+  return vocab;
+}
+
 void check_ids(const char* who, const int32_t* ids, int64_t N, int64_t V) {
   for (int64_t i = 0; i < N; ++i) {
     if (ids[i] < 0 || ids[i] >= V) {
@@ -29,20 +40,24 @@ void check_ids(const char* who, const int32_t* ids, int64_t N, int64_t V) {
 }  // namespace
 
 template <typename T>
-void embedding_forward(T* out, const int32_t* ids, const T* table, int64_t N, int64_t V,
-                       int64_t C) {
-  check_ids("embedding_forward", ids, N, V);
+void embedding_forward(T* out, const int32_t* ids, const T* table, int64_t N, int64_t V, int64_t C,
+                       int64_t first, int64_t vocab) {
+  check_ids("embedding_forward", ids, N, vocab_of("embedding_forward", V, first, vocab));
 #pragma omp parallel for schedule(static) if (N * C > detail::kParallelGrain)
   for (int64_t i = 0; i < N; ++i) {
-    const T* row = table + static_cast<int64_t>(ids[i]) * C;
-    std::copy(row, row + C, out + i * C);
+    const int64_t r = static_cast<int64_t>(ids[i]) - first;
+    if (r >= 0 && r < V) {
+      std::copy(table + r * C, table + (r + 1) * C, out + i * C);
+    } else {
+      std::fill_n(out + i * C, C, T(0));
+    }
   }
 }
 
 template <typename T>
 void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int64_t N, int64_t V,
-                        int64_t C) {
-  check_ids("embedding_backward", ids, N, V);
+                        int64_t C, int64_t first, int64_t vocab) {
+  check_ids("embedding_backward", ids, N, vocab_of("embedding_backward", V, first, vocab));
   // Column blocks of at least 16 elements (one cache line of floats) so that threads never
   // share a line of dtable.
   const int64_t threads = N * C > detail::kParallelGrain ? omp_get_max_threads() : 1;
@@ -53,7 +68,9 @@ void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int64_t N,
     const int64_t c0 = b * block, len = std::min(block, C - c0);
     for (int64_t v = 0; v < V; ++v) std::fill_n(dtable + v * C + c0, len, T(0));
     for (int64_t i = 0; i < N; ++i) {
-      T* dst = dtable + static_cast<int64_t>(ids[i]) * C + c0;
+      const int64_t r = static_cast<int64_t>(ids[i]) - first;
+      if (r < 0 || r >= V) continue;  // another shard's row
+      T* dst = dtable + r * C + c0;
       const T* src = dout + i * C + c0;
 #pragma omp simd
       for (int64_t c = 0; c < len; ++c) dst[c] += src[c];
@@ -62,12 +79,12 @@ void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int64_t N,
 }
 
 template void embedding_forward<float>(float*, const int32_t*, const float*, int64_t, int64_t,
-                                       int64_t);
+                                       int64_t, int64_t, int64_t);
 template void embedding_forward<double>(double*, const int32_t*, const double*, int64_t, int64_t,
-                                        int64_t);
+                                        int64_t, int64_t, int64_t);
 template void embedding_backward<float>(float*, const float*, const int32_t*, int64_t, int64_t,
-                                        int64_t);
+                                        int64_t, int64_t, int64_t);
 template void embedding_backward<double>(double*, const double*, const int32_t*, int64_t, int64_t,
-                                         int64_t);
+                                         int64_t, int64_t, int64_t);
 
 }  // namespace trident::kernels::cpu

@@ -7,8 +7,14 @@
 // The algorithm comes from cuBLASLt's heuristic under the caller's workspace limit and the
 // actual pointer alignments (the default preference assumes 256-byte aligned operands, which
 // views into larger buffers need not be). K = 0 or alpha = 0 reduces to C = beta C, done here.
+// GemmPlanCache keeps the descriptors and the heuristic's choice per call shape (PlanKey), so a
+// training step, which repeats a few dozen shapes, builds them once, and a shape always runs
+// the same algorithm.
 #include <algorithm>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "common.cuh"
 #include "trident/kernels/cuda/matmul.hpp"
@@ -106,65 +112,208 @@ void check_args(const GemmArgs& a) {
   if (a.epilogue != GemmEpilogue::None && a.bias == nullptr) bad("bias epilogue without a bias");
 }
 
+// Everything the chosen algorithm depends on: two calls with equal keys may share a plan.
+struct PlanKey {
+  cublasLtHandle_t handle;
+  ScalarType t;
+  bool transA, transB;
+  GemmEpilogue epilogue;
+  int64_t batch, M, N, K, lda, ldb, ldc, strideA, strideB, strideC;
+  uint32_t alignA, alignB, alignC, alignBias;  // the heuristic reads the bias pointer too
+  size_t workspace_bytes;
+  bool operator==(const PlanKey& o) const {
+    return handle == o.handle && t == o.t && transA == o.transA && transB == o.transB &&
+           epilogue == o.epilogue && batch == o.batch && M == o.M && N == o.N && K == o.K &&
+           lda == o.lda && ldb == o.ldb && ldc == o.ldc && strideA == o.strideA &&
+           strideB == o.strideB && strideC == o.strideC && alignA == o.alignA &&
+           alignB == o.alignB && alignC == o.alignC && alignBias == o.alignBias &&
+           workspace_bytes == o.workspace_bytes;
+  }
+};
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& k) const {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
+    const auto mix = [&](uint64_t v) {
+      for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xFF)) * 1099511628211ull;
+    };
+    mix(reinterpret_cast<uintptr_t>(k.handle));
+    mix(static_cast<uint64_t>(k.t) | uint64_t(k.transA) << 8 | uint64_t(k.transB) << 9 |
+        uint64_t(k.epilogue) << 10);
+    for (int64_t v : {k.batch, k.M, k.N, k.K, k.lda, k.ldb, k.ldc, k.strideA, k.strideB,
+                      k.strideC}) {
+      mix(static_cast<uint64_t>(v));
+    }
+    mix(uint64_t(k.alignA) | uint64_t(k.alignB) << 16 | uint64_t(k.alignC) << 32 |
+        uint64_t(k.alignBias) << 48);
+    mix(k.workspace_bytes);
+    return static_cast<size_t>(h);
+  }
+};
+
+PlanKey key_of(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, size_t workspace_bytes) {
+  const int64_t es = static_cast<int64_t>(scalar_size(t));
+  return PlanKey{handle,
+                 t,
+                 a.transA,
+                 a.transB,
+                 a.epilogue,
+                 a.batch,
+                 a.M,
+                 a.N,
+                 a.K,
+                 a.lda,
+                 a.ldb,
+                 a.ldc,
+                 a.batch > 1 ? a.strideA : 0,
+                 a.batch > 1 ? a.strideB : 0,
+                 a.batch > 1 ? a.strideC : 0,
+                 alignment_of(a.A, a.strideA * es),
+                 alignment_of(a.B, a.strideB * es),
+                 alignment_of(a.C, a.strideC * es),
+                 a.epilogue != GemmEpilogue::None ? alignment_of(a.bias, 0) : 0u,
+                 workspace_bytes};
+}
+
+// The descriptors of one call shape and the algorithm cuBLASLt's heuristic picked for it.
+struct GemmPlan {
+  MatmulDesc desc;
+  std::optional<Layout> first, second, out;
+  cublasLtMatmulAlgo_t algo{};
+  bool supported = true;  // false: no algorithm has this epilogue for this shape
+
+  // `bias`: the first call's, which the heuristic inspects (its alignment is in the key).
+  GemmPlan(const PlanKey& k, const void* bias) {
+    const cudaDataType_t type = k.t == ScalarType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+    desc.set(CUBLASLT_MATMUL_DESC_TRANSA, k.transB ? CUBLAS_OP_T : CUBLAS_OP_N);  // our B
+    desc.set(CUBLASLT_MATMUL_DESC_TRANSB, k.transA ? CUBLAS_OP_T : CUBLAS_OP_N);  // our A
+    if (k.epilogue != GemmEpilogue::None) {
+      // BiasGradA: the sums over k of our op(A) are those of cuBLASLt's op(B) (see the top).
+      const cublasLtEpilogue_t epi = k.epilogue == GemmEpilogue::Bias ? CUBLASLT_EPILOGUE_BIAS
+                                     : k.epilogue == GemmEpilogue::GeluBias
+                                         ? CUBLASLT_EPILOGUE_GELU_BIAS
+                                         : CUBLASLT_EPILOGUE_BGRADB;
+      desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
+      desc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, type);
+      desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+    }
+    // Column-major shapes of the stored matrices.
+    first.emplace(type, k.transB ? k.K : k.N, k.transB ? k.N : k.K, k.ldb, k.batch, k.strideB);
+    second.emplace(type, k.transA ? k.M : k.K, k.transA ? k.K : k.M, k.lda, k.batch, k.strideA);
+    out.emplace(type, k.N, k.M, k.ldc, k.batch, k.strideC);
+
+    Preference pref;
+    const uint64_t ws = k.workspace_bytes;
+    pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ws);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, k.alignB);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, k.alignA);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, k.alignC);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.alignC);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(
+        k.handle, desc.d, first->l, second->l, out->l, out->l, pref.p, 1, &result, &found);
+    if (h == CUBLAS_STATUS_NOT_SUPPORTED) {
+      found = 0;
+    } else {
+      check_lt(h, "heuristic");
+    }
+    if (found == 0 && k.epilogue != GemmEpilogue::None) {
+      supported = false;  // the caller runs the product without the epilogue
+      return;
+    }
+    if (found == 0) {
+      throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(scalar_name(k.t)) +
+                               " matmul M=" + std::to_string(k.M) + " N=" + std::to_string(k.N) +
+                               " K=" + std::to_string(k.K) + " batch=" + std::to_string(k.batch));
+    }
+    algo = result.algo;
+  }
+
+  // Queues the product of `a` (whose shape is this plan's) on `stream`.
+  void run(cublasLtHandle_t handle, const GemmArgs& a, void* workspace, size_t workspace_bytes,
+           cudaStream_t stream) {
+    // The bias pointer is an input (Bias, GeluBias) or the output (BiasGradA).
+    if (a.epilogue != GemmEpilogue::None) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, a.bias);
+    check_lt(cublasLtMatmul(handle, desc.d, &a.alpha, a.B, first->l, a.A, second->l, &a.beta,
+                            a.C, out->l, a.C, out->l, &algo, workspace, workspace_bytes, stream),
+             "matmul");
+  }
+};
+
+// Handles the cases cuBLASLt is not asked about; false when the product still has to run.
+bool gemm_trivial(ScalarType t, const GemmArgs& a, cudaStream_t stream) {
+  check_args(a);
+  if (a.M == 0 || a.N == 0 || a.batch == 0) return true;
+  if (t != ScalarType::F32 && t != ScalarType::BF16) detail::unsupported("matmul", t);
+  if (a.K != 0 && a.alpha != 0.0f) return false;
+  if (a.epilogue != GemmEpilogue::None) {
+    throw std::invalid_argument("gemm: an epilogue needs K > 0 and alpha != 0");
+  }
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "matmul", {
+    TRIDENT_LAUNCH(scale_matrix_kernel<T>, detail::grid_for(a.batch * a.M * a.N, 256), 256, 0,
+                   stream)(static_cast<T*>(a.C), a.batch, a.M, a.N, a.ldc, a.strideC, a.beta);
+    detail::check_launch("scale_matrix_kernel");
+  });
+  return true;
+}
+
 }  // namespace
 
 void gemm(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, void* workspace,
           size_t workspace_bytes, cudaStream_t stream) {
-  check_args(a);
-  if (a.M == 0 || a.N == 0 || a.batch == 0) return;
-  if (t != ScalarType::F32 && t != ScalarType::BF16) detail::unsupported("matmul", t);
-  if (a.K == 0 || a.alpha == 0.0f) {
-    if (a.epilogue != GemmEpilogue::None) {
-      throw std::invalid_argument("gemm: an epilogue needs K > 0 and alpha != 0");
-    }
-    TRIDENT_CUDA_FLOAT_DISPATCH(t, "matmul", {
-      TRIDENT_LAUNCH(scale_matrix_kernel<T>, detail::grid_for(a.batch * a.M * a.N, 256), 256, 0, stream)(
-          static_cast<T*>(a.C), a.batch, a.M, a.N, a.ldc, a.strideC, a.beta);
-      detail::check_launch("scale_matrix_kernel");
-    });
-    return;
+  if (gemm_trivial(t, a, stream)) return;
+  GemmPlan plan(key_of(handle, t, a, workspace_bytes), a.bias);
+  if (!plan.supported) {
+    throw std::runtime_error("cuBLASLt has no algorithm with this epilogue for a " +
+                             std::string(scalar_name(t)) + " matmul M=" + std::to_string(a.M) +
+                             " N=" + std::to_string(a.N) + " K=" + std::to_string(a.K));
   }
-  const cudaDataType_t type = t == ScalarType::F32 ? CUDA_R_32F : CUDA_R_16BF;
-  const int64_t es = static_cast<int64_t>(scalar_size(t));
+  plan.run(handle, a, workspace, workspace_bytes, stream);
+}
 
-  MatmulDesc desc;
-  const cublasOperation_t op_first = a.transB ? CUBLAS_OP_T : CUBLAS_OP_N;   // our B
-  const cublasOperation_t op_second = a.transA ? CUBLAS_OP_T : CUBLAS_OP_N;  // our A
-  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, op_first);
-  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, op_second);
-  if (a.epilogue != GemmEpilogue::None) {
-    const cublasLtEpilogue_t epi =
-        a.epilogue == GemmEpilogue::Bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
-    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
-    desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, a.bias);
-    desc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, type);
+struct GemmPlanCache::Impl {
+  std::mutex mu;
+  std::unordered_map<PlanKey, std::unique_ptr<GemmPlan>, PlanKeyHash> plans;
+  size_t capacity;
+  uint64_t hits = 0, misses = 0;
+};
+
+GemmPlanCache::GemmPlanCache(size_t capacity) : impl_(std::make_unique<Impl>()) {
+  impl_->capacity = std::max<size_t>(capacity, 1);
+}
+GemmPlanCache::~GemmPlanCache() = default;
+
+bool GemmPlanCache::gemm(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a,
+                         void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (gemm_trivial(t, a, stream)) return true;
+  const PlanKey key = key_of(handle, t, a, workspace_bytes);
+  Impl& c = *impl_;
+  // Held through the enqueue: a plan's bias pointer is set per call on its shared descriptor.
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto it = c.plans.find(key);
+  if (it == c.plans.end()) {
+    auto plan = std::make_unique<GemmPlan>(key, a.bias);  // throws before the cache changes
+    // Shapes repeat every step; a cache this full means varying shapes: start again.
+    if (c.plans.size() >= c.capacity) c.plans.clear();
+    it = c.plans.emplace(key, std::move(plan)).first;
+    ++c.misses;
+  } else {
+    ++c.hits;
   }
-  // Column-major shapes of the stored matrices.
-  const Layout first(type, a.transB ? a.K : a.N, a.transB ? a.N : a.K, a.ldb, a.batch, a.strideB);
-  const Layout second(type, a.transA ? a.M : a.K, a.transA ? a.K : a.M, a.lda, a.batch, a.strideA);
-  const Layout out(type, a.N, a.M, a.ldc, a.batch, a.strideC);
+  if (!it->second->supported) return false;
+  it->second->run(handle, a, workspace, workspace_bytes, stream);
+  return true;
+}
 
-  Preference pref;
-  const uint64_t ws = workspace_bytes;
-  pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ws);
-  pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment_of(a.B, a.strideB * es));
-  pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment_of(a.A, a.strideA * es));
-  pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment_of(a.C, a.strideC * es));
-  pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment_of(a.C, a.strideC * es));
+GemmPlanCache::Stats GemmPlanCache::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return Stats{impl_->plans.size(), impl_->hits, impl_->misses};
+}
 
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  check_lt(cublasLtMatmulAlgoGetHeuristic(handle, desc.d, first.l, second.l, out.l, out.l, pref.p,
-                                          1, &result, &found),
-           "heuristic");
-  if (found == 0) {
-    throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(scalar_name(t)) +
-                             " matmul M=" + std::to_string(a.M) + " N=" + std::to_string(a.N) +
-                             " K=" + std::to_string(a.K) + " batch=" + std::to_string(a.batch));
-  }
-  check_lt(cublasLtMatmul(handle, desc.d, &a.alpha, a.B, first.l, a.A, second.l, &a.beta, a.C,
-                          out.l, a.C, out.l, &result.algo, workspace, workspace_bytes, stream),
-           "matmul");
+void GemmPlanCache::clear() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->plans.clear();
 }
 
 }  // namespace trident::kernels::cuda

@@ -357,8 +357,10 @@ void finish_nccl_call(NcclCommState& s, ncclComm_t comm, ncclResult_t r, const s
   }
 }
 
+// Called with `mu` held. A failed communicator is unusable at once: the watchdog fails the
+// works (waking their waiters) before it takes issue_mu to abort, so `comm` may still be set.
 void check_usable(const NcclCommState& s, const std::string& what) {
-  TRIDENT_CHECK(s.comm != nullptr, s.context(what), ": the NCCL communicator was aborted (",
+  TRIDENT_CHECK(s.comm != nullptr && s.failure.empty(), s.context(what), ": the NCCL communicator was aborted (",
                 s.failure.empty() ? std::string("destroyed") : s.failure, ")");
 }
 
@@ -660,7 +662,10 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::split(int color, int key,
   {
     std::lock_guard<std::mutex> issue(s.issue_mu);
     TRIDENT_CHECK(!s.grouping, s.context(what), ": not allowed between group_start() and group_end()");
-    detail::check_usable(s, what);
+    {
+      std::lock_guard<std::mutex> state_lock(s.mu);
+      detail::check_usable(s, what);
+    }
     detail::DeviceGuard guard(s.device);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;

@@ -82,6 +82,7 @@ VocabParallelEmbedding::VocabParallelEmbedding(int64_t vocab, int64_t dim, Commu
   TRIDENT_CHECK(vocab % tp == 0, "--tp ", tp, " does not divide the vocabulary of ", vocab,
                 " tokens (pad the vocabulary to a multiple of ", tp, ")");
   const int64_t per = vocab / tp;
+  vocab_ = vocab;
   start_ = comm.rank() * per;
   end_ = start_ + per;
   weight = register_parameter("weight", Tensor::zeros({per, dim}),
@@ -90,19 +91,9 @@ VocabParallelEmbedding::VocabParallelEmbedding(int64_t vocab, int64_t dim, Commu
 
 Tensor VocabParallelEmbedding::forward(const Tensor& ids) {
   if (comm_.size() == 1) return ops::embedding(ids, weight);
-  // Ids owned by other ranks look up row 0 and are then zeroed by the mask.
-  std::vector<int32_t> host = ids.to_vector<int32_t>();
-  std::vector<float> mask(host.size());
-  for (size_t i = 0; i < host.size(); ++i) {
-    const bool mine = host[i] >= start_ && host[i] < end_;
-    mask[i] = mine ? 1.0f : 0.0f;
-    host[i] = mine ? static_cast<int32_t>(host[i] - start_) : 0;
-  }
-  Shape mshape = ids.shape();
-  mshape.push_back(1);
-  const Tensor local_ids = Tensor::from_vector(host, ids.shape(), ids.device());
-  const Tensor m = Tensor::from_vector(mask, mshape, ids.device()).to(weight.dtype());
-  return reduce_from_tp_region(ops::embedding(local_ids, weight) * m, comm_);
+  // Each rank looks up the ids in its rows (zeros for the others', on the device, without
+  // reading the ids back); the sum over the group is the full lookup.
+  return reduce_from_tp_region(ops::embedding(ids, weight, start_, vocab_), comm_);
 }
 
 ParallelCausalSelfAttention::ParallelCausalSelfAttention(int64_t dim, int64_t n_head,

@@ -88,8 +88,9 @@ void ZeroAdamW::step() {
       be.adamw_update(values + piece.begin, grads + r, m + r, v + r, piece.numel, lr_, opts_.beta1,
                       opts_.beta2, opts_.eps, piece.weight_decay, step_);
     }
-    be.synchronize();
-    // In place: this rank's block of `values` is its contribution.
+    // In place: this rank's block of `values` is its contribution. No host wait for the
+    // updates: every communicator orders a device buffer's collective after the work queued on
+    // the compute stream (NCCL on its stream, MPI through its staging copy).
     gathers.push_back(dp.all_gather_async(values + bucket.shard_begin, values,
                                           static_cast<size_t>(bucket.shard_numel), DType::F32));
   }

@@ -12,6 +12,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gpu_test_util.hpp"
@@ -260,6 +261,28 @@ const std::vector<OpCase> kCases = {
          }
        }
      }},
+    {"linear", true,
+     [](Harness& h) {
+       // The bias fused into the matmul (cuBLASLt epilogues on CUDA) against gemm + add_bias and
+       // gemm + bias_backward on the CPU; shapes repeat so the second call reuses a cached plan.
+       for (const auto& shape : {std::tuple<int64_t, int64_t, int64_t>{37, 24, 16},
+                                 {37, 24, 16}, {64, 48, 32}, {5, 3, 7}}) {
+         const int64_t R = std::get<0>(shape), N = std::get<1>(shape), K = std::get<2>(shape);
+         const int x = h.in(h.normal_(R * K)), w = h.in(h.normal_(N * K, 0.3f)),
+                   bias = h.in(h.normal_(N)), dy = h.in(h.normal_(R * N));
+         const int y = h.out(R * N), y0 = h.out(R * N), dw = h.out(N * K), db = h.out(N),
+                   dw0 = h.out(N * K);
+         h.check("linear R=" + std::to_string(R) + " N=" + std::to_string(N) + " K=" +
+                     std::to_string(K),
+                 [=](Backend& be, DType t, const Buffers& b) {
+                   be.linear_forward(t, b[y], b[x], b[w], b[bias], R, N, K);
+                   be.linear_forward(t, b[y0], b[x], b[w], nullptr, R, N, K);
+                   be.linear_weight_grad(t, b[dw], b[db], b[dy], b[x], R, N, K);
+                   be.linear_weight_grad(t, b[dw0], nullptr, b[dy], b[x], R, N, K);
+                   return 0.0;
+                 });
+       }
+     }},
     {"embedding", true,
      [](Harness& h) {
        const int64_t N = 40, V = 11, C = 24;
@@ -269,8 +292,22 @@ const std::vector<OpCase> kCases = {
        const int id = h.ints(ids), table = h.in(h.normal_(V * C)), dout = h.in(h.normal_(N * C));
        const int o = h.out(N * C), dt = h.out(V * C);
        h.check("embedding forward and backward", [=](Backend& be, DType t, const Buffers& b) {
-         be.embedding_forward(t, b[o], b.ids(id), b[table], N, V, C);
-         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C);
+         be.embedding_forward(t, b[o], b.ids(id), b[table], N, V, C, 0, V);
+         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C, 0, V);
+         return 0.0;
+       });
+     }},
+    {"embedding of a vocabulary-parallel shard (rows 4..8 of 11)", true,
+     [](Harness& h) {
+       const int64_t N = 40, vocab = 11, first = 4, V = 5, C = 24;
+       std::vector<int32_t> ids(N);
+       std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab) - 1);
+       for (auto& v : ids) v = pick(h.rng);
+       const int id = h.ints(ids), table = h.in(h.normal_(V * C)), dout = h.in(h.normal_(N * C));
+       const int o = h.out(N * C), dt = h.out(V * C);
+       h.check("shard embedding forward and backward", [=](Backend& be, DType t, const Buffers& b) {
+         be.embedding_forward(t, b[o], b.ids(id), b[table], N, V, C, first, vocab);
+         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C, first, vocab);
          return 0.0;
        });
      }},
@@ -510,7 +547,7 @@ TEST_CASE("reductions and sorted-scatter gradients are bitwise deterministic", "
   for (int rep = 0; rep < 3; ++rep) {
     Tensor dt = poisoned(V * C, DType::F32), db = poisoned(C, DType::F32);
     be.embedding_backward(DType::F32, dt.raw_data(), dout.raw_data(), ids_g.data<int32_t>(), N, V,
-                          C);
+                          C, 0, V);
     be.bias_backward(DType::F32, db.raw_data(), dout.raw_data(), N, C);
     const double s = be.sum_squares(DType::F32, dout.raw_data(), N * C);
     if (rep == 0) {

@@ -80,3 +80,45 @@ TEST_CASE("embedding rejects ids outside 0..V-1 naming the id and its position",
       cpu::embedding_backward<float>(dtable.data(), dout.data(), negative.data(), 3, V, C),
       Catch::Contains("id -2") && Catch::Contains("position 0"));
 }
+
+TEST_CASE("a vocabulary-parallel shard looks up its own rows and zeros for the others",
+          "[kernels][embedding]") {
+  // Rows [first, first + V) of a vocabulary of 23: ids of other shards read zeros and add no
+  // gradient; the sum over the shards of a split table is the whole lookup.
+  const int64_t vocab = 23, C = 7, N = 300;
+  const auto table = random_vector<double>(vocab * C, 95);
+  const auto ids = random_ids(N, vocab, 96);
+  const auto dout = random_vector<double>(N * C, 97);
+  std::vector<double> full(N * C), dfull(vocab * C);
+  cpu::embedding_forward<double>(full.data(), ids.data(), table.data(), N, vocab, C);
+  cpu::embedding_backward<double>(dfull.data(), dout.data(), ids.data(), N, vocab, C);
+  std::vector<double> sum(N * C, 0.0);
+  const int64_t bounds[] = {0, 9, 10, 23};  // shards of 9, 1 and 13 rows
+  for (int s = 0; s < 3; ++s) {
+    const int64_t first = bounds[s], V = bounds[s + 1] - first;
+    std::vector<double> out(N * C, -1.0), dtable(V * C, 5.0);
+    cpu::embedding_forward<double>(out.data(), ids.data(), table.data() + first * C, N, V, C,
+                                   first, vocab);
+    cpu::embedding_backward<double>(dtable.data(), dout.data(), ids.data(), N, V, C, first,
+                                    vocab);
+    for (int64_t i = 0; i < N; ++i) {
+      const bool mine = ids[i] >= first && ids[i] < first + V;
+      for (int64_t c = 0; c < C; ++c) {
+        REQUIRE(out[i * C + c] == (mine ? full[i * C + c] : 0.0));
+        sum[i * C + c] += out[i * C + c];
+      }
+    }
+    const std::vector<double> dwant(dfull.begin() + first * C, dfull.begin() + (first + V) * C);
+    REQUIRE(dtable == dwant);
+  }
+  REQUIRE(sum == full);
+  // Ids outside the whole vocabulary are still errors, and a shard must lie inside it.
+  std::vector<double> out(C), dtable(13 * C);
+  const int32_t bad = 23;
+  REQUIRE_THROWS_WITH(cpu::embedding_forward<double>(out.data(), &bad, table.data(), 1, 13, C, 10,
+                                                     vocab),
+                      Catch::Contains("id 23"));
+  REQUIRE_THROWS_AS(cpu::embedding_backward<double>(dtable.data(), out.data(), &bad, 1, 13, C, 11,
+                                                    vocab),
+                    std::invalid_argument);
+}

@@ -53,11 +53,31 @@ class Backend {
                             int64_t strideA, const void* B, int64_t ldb, int64_t strideB,
                             double beta, void* C, int64_t ldc, int64_t strideC) = 0;
 
+  // A Linear layer over R rows: out (R, N) = x (R, K) w^T (+ bias (N) when not null), w (N, K).
+  // This default is gemm_batched then add_bias; CUDA fuses the bias into the matmul.
+  virtual void linear_forward(DType t, void* out, const void* x, const void* w, const void* bias,
+                              int64_t R, int64_t N, int64_t K) {
+    gemm_batched(t, false, true, 1, R, N, K, 1.0, x, K, 0, w, K, 0, 0.0, out, N, 0);
+    if (bias != nullptr) add_bias(t, out, out, bias, R, N);
+  }
+  // Its parameter gradients from dy (R, N): dw (N, K) = dy^T x and, when dbias is not null,
+  // dbias (N) = the column sums of dy (CUDA: one matmul with a bias-gradient epilogue).
+  virtual void linear_weight_grad(DType t, void* dw, void* dbias, const void* dy, const void* x,
+                                  int64_t R, int64_t N, int64_t K) {
+    gemm_batched(t, true, false, 1, N, K, R, 1.0, dy, N, 0, x, K, 0, 0.0, dw, K, 0);
+    if (dbias != nullptr) bias_backward(t, dbias, dy, R, N);
+  }
+
   // --- transformer ops (shapes as in kernels/cpu/*.hpp) -----------------------------
+  // The table (V, C) holds rows [first, first + V) of a vocabulary of `vocab` ids (a
+  // vocabulary-parallel shard; first 0 and vocab V for a whole table). Ids outside [0, vocab)
+  // are errors; ids of other shards read zero rows and add no gradient.
   virtual void embedding_forward(DType t, void* out, const int32_t* ids, const void* table,
-                                 int64_t N, int64_t V, int64_t C) = 0;
+                                 int64_t N, int64_t V, int64_t C, int64_t first,
+                                 int64_t vocab) = 0;
   virtual void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
-                                  int64_t N, int64_t V, int64_t C) = 0;
+                                  int64_t N, int64_t V, int64_t C, int64_t first,
+                                  int64_t vocab) = 0;
   // mean and rstd (N) are in stats_dtype(t): f32 for bf16 rows, so that backward rebuilds
   // the normalised values from unrounded statistics.
   virtual void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,

@@ -30,8 +30,10 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // --- neural-network ops ------------------------------------------------------------
-// ids (any shape, i32) -> (*ids.shape, C) rows of table (V, C).
-Tensor embedding(const Tensor& ids, const Tensor& table);
+// ids (any shape, i32) -> (*ids.shape, C) rows of table (V, C). With `vocab` >= 0 the table
+// holds rows [first, first + V) of a vocabulary of `vocab` ids (a vocabulary-parallel shard):
+// ids must lie in [0, vocab), and another shard's id gives a zero row and no gradient.
+Tensor embedding(const Tensor& ids, const Tensor& table, int64_t first = 0, int64_t vocab = -1);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor gelu(const Tensor& x);     // tanh approximation
 Tensor softmax(const Tensor& x);  // over the last dimension

@@ -58,7 +58,7 @@ class VocabParallelEmbedding : public nn::Module {
 
  private:
   Communicator& comm_;
-  int64_t start_, end_;
+  int64_t vocab_, start_, end_;
 };
 
 // Causal self-attention with heads split over the tensor-parallel ranks: qkv is column-parallel
