@@ -50,4 +50,19 @@ int func_max_dynamic_smem(const void* func);
 const cudaDeviceProp& device_props(int device);
 // Prints one line to stderr prefixed with "[cuda-emu] ".
 void report(const std::string& message);
+
+// Warp-collective library calls (nvcuda::wmma in wmma.cpp), from inside a kernel. Waits like
+// __syncwarp(0xffffffff) until every lane of the calling warp is at the same call (same source
+// line); a lane that never gets there is a deadlock reported under `name`, and lanes that pass
+// different arguments (pointer, leading dimension, layout: -1 for none) fault the launch.
+void warp_collective(const char* name, const void* ptr, unsigned ldm, int layout, const char* file,
+                     int line);
+// The calling warp's scratch area, at least `bytes` large, zeroed when its block starts. Growing
+// it moves it, so every user asks for the same size.
+void* warp_scratch(size_t bytes);
+// The calling thread's linear index in its block (its warp is index / 32).
+int thread_rank();
+// The running launch's seed: from TRIDENT_CUDA_EMU_SEED and the number of launches queued
+// before it, so launches queued back to back differ.
+unsigned launch_seed();
 }  // namespace cuemu

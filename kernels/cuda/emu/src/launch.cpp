@@ -8,6 +8,8 @@
 // message naming the kernel, block, threads and source lines. Between two sync points threads
 // run in forward, reversed or shuffled order (TRIDENT_CUDA_EMU_ORDER). Shared memory is
 // allocated per block, separately for each variable (so AddressSanitizer bounds it), NaN-filled.
+// Library calls that are warp-collective on a GPU (wmma) are warp calls here too, named in the
+// messages, with their arguments checked to be the same in every lane.
 #include <boost/context/detail/fcontext.hpp>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -48,6 +50,7 @@ constexpr size_t kStackBytes =
 std::atomic<int> g_order{-1};  // ThreadOrder, -1 = not read from the environment yet
 std::atomic<unsigned> g_seed{1};
 std::atomic<long long> g_launches{0};
+std::atomic<unsigned> g_submitted{0};  // launches queued: numbers each launch's fragment layouts
 
 ThreadOrder order_now() {
   int o = g_order.load();
@@ -114,6 +117,8 @@ struct Lane {
   int line = 0;
   WarpOp op = WarpOp::Shfl;
   bool syncwarp = false;
+  const char* collective = nullptr;  // a library's warp-collective call (wmma), by name
+  int layout = -1;                   // the collective's layout argument (-1: none)
   unsigned mask = 0;
   uint64_t value = 0, result = 0;
   int arg = 0, width = 32;
@@ -139,6 +144,8 @@ struct Block {
   size_t static_bytes = 0;
   size_t shared_limit = 0;
   std::vector<SharedVar> statics;
+  std::vector<std::vector<unsigned char>> warp_scratch;  // per warp, zeroed, for warp collectives
+  unsigned launch_seed = 0;                              // LaunchCall::launch_seed
   std::string error;
 #if defined(TRIDENT_EMU_ASAN)
   void* scheduler_fake_stack = nullptr;
@@ -175,6 +182,7 @@ std::string thread_str(const Lane& l) {
 }
 
 const char* op_name(const Lane& l) {
+  if (l.collective != nullptr) return l.collective;
   if (l.syncwarp) return "__syncwarp";
   switch (l.op) {
     case WarpOp::Shfl: return "__shfl_sync";
@@ -186,6 +194,14 @@ const char* op_name(const Lane& l) {
     case WarpOp::Any: return "__any_sync";
   }
   return "warp op";
+}
+
+std::string collective_args_str(const Lane& l) {
+  char ptr[32];
+  std::snprintf(ptr, sizeof ptr, "%#llx", static_cast<unsigned long long>(l.value));
+  std::string s = std::string("(pointer ") + ptr + ", ldm " + std::to_string(l.arg);
+  if (l.layout >= 0) s += l.layout == 0 ? ", mem_row_major" : ", mem_col_major";
+  return s + ")";
 }
 
 std::string state_str(const Lane& l) {
@@ -280,10 +296,23 @@ void resolve_warps(Block& b, const std::vector<uint32_t>& waiting, std::vector<i
       for (uint32_t bits = m; ready && bits != 0; bits &= bits - 1) {
         const Lane& o = b.lanes[w0 + __builtin_ctz(bits)];
         ready = o.state == State::Warp && o.mask == m && o.syncwarp == l.syncwarp &&
-                o.op == l.op && o.line == l.line && o.file == l.file;
+                o.op == l.op && o.collective == l.collective && o.line == l.line &&
+                o.file == l.file;
       }
       if (!ready) continue;
       pending &= ~m;
+      if (l.collective != nullptr) {
+        for (uint32_t bits = m; bits != 0; bits &= bits - 1) {
+          const Lane& o = b.lanes[w0 + __builtin_ctz(bits)];
+          if (o.value != l.value || o.arg != l.arg || o.layout != l.layout) {
+            b.error = std::string(l.collective) + " at " + where(l.file, l.line) + ": " +
+                      thread_str(o) + " passes " + collective_args_str(o) + " but " +
+                      thread_str(l) + " passes " + collective_args_str(l) +
+                      "; every lane of the warp must pass the same arguments";
+            return;
+          }
+        }
+      }
       uint64_t ballot = 0;
       for (uint32_t bits = m; bits != 0; bits &= bits - 1) {
         const int j = __builtin_ctz(bits);
@@ -447,6 +476,7 @@ struct LaunchCall {
   void* arg;
   ThreadOrder order;
   unsigned seed;
+  unsigned launch_seed;  // distinct per launch, even for launches queued back to back
   int device;
 };
 
@@ -483,6 +513,8 @@ void execute(const LaunchCall& c) {
     b.dynamic_bytes = c.smem;
     b.static_bytes = 0;
     b.dynamic = c.smem > 0 ? nan_filled(c.smem, 128) : nullptr;
+    b.warp_scratch.assign((nthreads + 31) / 32, {});
+    b.launch_seed = c.launch_seed;
     run_block(b, c.order, rng);
     free_shared(b);
     if (!b.error.empty()) {
@@ -518,6 +550,7 @@ void syncwarp(unsigned mask, const char* file, int line) {
   Lane& l = current_lane("__syncwarp");
   l.state = State::Warp;
   l.syncwarp = true;
+  l.collective = nullptr;
   l.op = WarpOp::Shfl;
   l.mask = mask;
   l.value = 0;
@@ -537,6 +570,7 @@ uint64_t warp_exchange(WarpOp op, unsigned mask, uint64_t bits, int arg, int wid
   }
   l.state = State::Warp;
   l.syncwarp = false;
+  l.collective = nullptr;
   l.op = op;
   l.mask = mask;
   l.value = bits;
@@ -547,6 +581,34 @@ uint64_t warp_exchange(WarpOp op, unsigned mask, uint64_t bits, int arg, int wid
   yield_to_scheduler(l, false);
   return l.result;
 }
+
+void warp_collective(const char* name, const void* ptr, unsigned ldm, int layout, const char* file,
+                     int line) {
+  Lane& l = current_lane(name);
+  l.state = State::Warp;
+  l.syncwarp = true;
+  l.collective = name;
+  l.layout = layout;
+  l.op = WarpOp::Shfl;
+  l.mask = 0xffffffffu;
+  l.value = reinterpret_cast<uintptr_t>(ptr);
+  l.arg = static_cast<int>(ldm);
+  l.width = 32;
+  l.file = file;
+  l.line = line;
+  yield_to_scheduler(l, false);
+}
+
+void* warp_scratch(size_t bytes) {
+  Lane& l = current_lane("a warp-collective call");
+  std::vector<unsigned char>& s = l.block->warp_scratch[static_cast<size_t>(l.index / 32)];
+  if (s.size() < bytes) s.resize(bytes);
+  return s.data();
+}
+
+int thread_rank() { return current_lane("a warp-collective call").index; }
+
+unsigned launch_seed() { return current_lane("a warp-collective call").block->launch_seed; }
 
 void device_trap(const char* what, const char* file, int line) {
   fail_in_kernel(std::string(what) + " at " + where(file, line));
@@ -629,7 +691,8 @@ void submit_launch(const LaunchSite& site, dim3 grid, dim3 block, size_t smem, c
   if (opt_in > 0) limit = std::max(limit, std::min<size_t>(p.sharedMemPerBlockOptin,
                                                            static_cast<size_t>(opt_in) + 48 * 1024));
   LaunchCall call{site, grid, block, smem, limit, std::move(keep_alive), body, arg,
-                  order_now(), g_seed.load() + static_cast<unsigned>(g_launches.load()), device};
+                  order_now(), g_seed.load() + static_cast<unsigned>(g_launches.load()),
+                  g_seed.load() * 0x9E3779B9u + g_submitted.fetch_add(1), device};
   const cudaError_t e = enqueue(stream, [call] { execute(call); }, site.name);
   if (e != cudaSuccess) set_last_error(e);
 }
