@@ -31,6 +31,7 @@
 #include "trident/kernels/cpu/optimizer.hpp"
 #include "trident/models/gpt.hpp"
 #include "trident/models/gpt_config.hpp"
+#include "trident/parallel/kernel_step_model.hpp"
 #include "trident/parallel/layout_planner.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
@@ -377,7 +378,7 @@ std::string utc_now() {
 struct Args {
   std::string model = "gpt2", preset = "perlmutter", precision, schedule = "1f1b", attention;
   int64_t vocab = 0, block = 0, layers = 0, heads = 0, width = 0;
-  int64_t global_batch = 512, seq = 1024, max_micro_batches = 0;
+  int64_t global_batch = 0, seq = 1024, max_micro_batches = 0;  // batch 0: 512 (--kernels: 8)
   int gpus = 8, gpus_per_node = 0, cores = -1, top = 20;
   double gpu_memory_gb = 0, peak_tflops = 0, mem_bw_gbs = 0, matmul_eff = 0;
   double intra_bw = 0, intra_lat_us = 0, inter_bw = 0, inter_lat_us = 0, overlap_factor = -1;
@@ -385,6 +386,7 @@ struct Args {
   bool no_overlap = false, no_clip = false, as_json = false, calibrate = false;
   std::string calibration_in, calibration_out;
   bool apply_step_factor = false;  // scale by the calibration's measured step factor
+  bool kernels = false;            // the kernel-level step model instead of layouts
 };
 
 tp::ModelShape model_shape(const Args& a) {
@@ -644,12 +646,120 @@ json calibrate(const tp::ModelShape& model, const tp::Hardware& hw, const tp::Tr
            "and backward kernel with --apply-step-factor"}};
 }
 
+std::string phase_tag(const std::string& phase) {
+  return phase == "forward" ? "fwd" : phase == "backward" ? "bwd" : "opt";
+}
+
+// --kernels: every kernel family of one single-GPU step, current and planned implementation,
+// priced on H100 SXM and H200 (parallel/kernel_step_model.hpp). Predictions, not measurements.
+int run_kernels(const Args& a) {
+  const tp::ModelShape model = model_shape(a);
+  const int64_t B = a.global_batch > 0 ? a.global_batch : 8, T = a.seq;
+  tp::TrainingSetup s;
+  s.global_batch = B, s.seq_len = T, s.world_size = 1;
+  tp::check_inputs(model, tp::Hardware::preset("h100"), s);
+  const std::vector<tp::GpuPeaks> gpus = {tp::GpuPeaks::h100_sxm(), tp::GpuPeaks::h200()};
+  const tp::Implementation impls[] = {tp::Implementation::Current, tp::Implementation::Planned};
+  json out = {{"label", "PREDICTION: a roofline model, nothing here was measured on a GPU"},
+              {"date", utc_now()},
+              {"command", trident::str_cat("trident-planner --kernels --model ", a.model,
+                                           " --global-batch ", B, " --seq ", T)},
+              {"machine", "none: priced for H100 SXM and H200 from datasheet peaks"},
+              {"model",
+               {{"name", model.name},
+                {"parameters", model.num_parameters()},
+                {"layers", model.layers},
+                {"heads", model.heads},
+                {"width", model.width},
+                {"vocab", model.vocab}}},
+              {"batch", B},
+              {"seq", T},
+              {"precision", "bf16"},
+              {"gpus", 1},
+              {"assumptions", tp::efficiency_sources()},
+              {"implementations", json::object()}};
+  std::map<std::string, std::map<std::string, double>> family_ms;  // family -> impl -> H100 ms
+  std::vector<std::string> families;
+  for (const auto impl : impls) {
+    const auto kernels = tp::step_kernels(model, B, T, impl);
+    json rows = json::array(), steps = json::object();
+    for (const auto& k : kernels) {
+      json row = {{"kernel", k.name},
+                  {"family", k.family},
+                  {"phase", k.phase},
+                  {"launches", k.launches},
+                  {"gflop", k.flops / 1e9},
+                  {"mb", k.bytes / 1e6},
+                  {"engine", tp::engine_name(k.engine)},
+                  {"compute_efficiency", k.compute_efficiency},
+                  {"memory_efficiency", k.memory_efficiency},
+                  {"matmul", k.matmul}};
+      for (const auto& g : gpus) {
+        row["ms"][g.name] = 1e3 * k.seconds(g);
+        row["bound"][g.name] = k.compute_bound(g) ? "compute" : "memory";
+      }
+      if (!family_ms.count(k.family)) families.push_back(k.family);
+      family_ms[k.family][tp::implementation_name(impl)] += 1e3 * k.seconds(gpus[0]);
+      rows.push_back(row);
+    }
+    for (const auto& g : gpus) {
+      const tp::StepPrediction p = tp::predict_step(kernels, model, B, T, g);
+      steps[g.name] = {{"step_ms", 1e3 * p.seconds},
+                       {"model_gflop", p.model_flops / 1e9},
+                       {"mfu", p.mfu},
+                       {"tokens_per_s", static_cast<double>(B * T) / p.seconds}};
+    }
+    out["implementations"][tp::implementation_name(impl)] = {{"kernels", rows}, {"step", steps}};
+  }
+  if (a.as_json) {
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::printf("trident-planner --kernels: %s, %.1fM parameters, B %lld x T %lld, bf16, one GPU\n",
+              model.name.c_str(), static_cast<double>(model.num_parameters()) / 1e6,
+              static_cast<long long>(B), static_cast<long long>(T));
+  std::printf(
+      "PREDICTION (roofline from datasheet peaks and published efficiencies; nothing "
+      "measured on a GPU)\n");
+  for (const auto impl : impls) {
+    const json& im = out["implementations"][tp::implementation_name(impl)];
+    std::printf("\n%s implementation\n%-76s %6s %9s %9s %9s %9s %8s\n",
+                tp::implementation_name(impl), "kernel", "count", "GFLOP", "MB", "H100 ms",
+                "H200 ms", "bound");
+    for (const auto& r : im["kernels"]) {
+      std::printf(
+          "%-76s %6lld %9.1f %9.1f %9.3f %9.3f %8s\n",
+          (phase_tag(r["phase"].get<std::string>()) + " " + r["kernel"].get<std::string>()).c_str(),
+          r["launches"].get<long long>(), r["gflop"].get<double>(), r["mb"].get<double>(),
+          r["ms"]["H100 SXM"].get<double>(), r["ms"]["H200"].get<double>(),
+          r["bound"]["H100 SXM"].get<std::string>().c_str());
+    }
+  }
+  std::printf("\nper kernel family, H100 SXM, predicted ms: before (current) -> after (planned)\n");
+  for (const auto& f : families)
+    std::printf("  %-26s %8.3f -> %8.3f\n", f.c_str(), family_ms[f]["current"],
+                family_ms[f]["planned"]);
+  std::printf("\n");
+  for (const auto& g : gpus) {
+    const json& c = out["implementations"]["current"]["step"][g.name];
+    const json& p = out["implementations"]["planned"]["step"][g.name];
+    std::printf(
+        "predicted step on %-8s: current %.2f ms (MFU %.1f%%), planned %.2f ms (MFU %.1f%%)\n",
+        g.name.c_str(), c["step_ms"].get<double>(), 100 * c["mfu"].get<double>(),
+        p["step_ms"].get<double>(), 100 * p["mfu"].get<double>());
+  }
+  std::printf("\nassumptions:\n");
+  for (const auto& line : tp::efficiency_sources()) std::printf("  - %s\n", line.c_str());
+  return 0;
+}
+
 int run(const Args& a, trident::MpiCommunicator* world) {
   const tp::ModelShape model = model_shape(a);
+  if (a.kernels) return run_kernels(a);
   tp::Hardware hw = tp::Hardware::preset(a.preset);
   apply_overrides(a, hw);
   tp::TrainingSetup s;
-  s.global_batch = a.global_batch;
+  s.global_batch = a.global_batch > 0 ? a.global_batch : 512;
   s.seq_len = a.seq;
   s.world_size = a.gpus;
   const std::string prec =
@@ -775,8 +885,8 @@ int main(int argc, char** argv) {
   m->add_option("--heads", a.heads, "Attention heads (overrides the preset)");
   m->add_option("--width", a.width, "Embedding width (overrides the preset)");
   auto* t = app.add_option_group("Training step");
-  t->add_option("--global-batch", a.global_batch, "Sequences per optimizer step")
-      ->capture_default_str();
+  t->add_option("--global-batch", a.global_batch,
+                "Sequences per optimizer step (default 512; --kernels: 8, on one GPU)");
   t->add_option("--seq", a.seq, "Tokens per sequence")->capture_default_str();
   t->add_option("--precision", a.precision, "bf16 or fp32 (default: bf16 on GPUs, fp32 on cpu)")
       ->check(CLI::IsMember({"bf16", "fp32"}));
@@ -809,7 +919,10 @@ int main(int argc, char** argv) {
                 "Fraction of gradient reduction backward can hide (0..1)");
   auto* o = app.add_option_group("Output and calibration");
   o->add_option("--top", a.top, "Layouts shown (0 = all)")->capture_default_str();
-  o->add_flag("--json", a.as_json, "Print every layout as JSON");
+  o->add_flag("--json", a.as_json, "Print every layout (or --kernels' table) as JSON");
+  o->add_flag("--kernels", a.kernels,
+              "Predict one single-GPU step kernel by kernel on H100 SXM and H200, current and "
+              "planned CUDA kernels (a roofline prediction, not a measurement)");
   o->add_flag("--calibrate", a.calibrate,
               "Measure this machine's kernels and links first (run under mpirun -np 2 for links)");
   o->add_option("--save-calibration", a.calibration_out, "Write the --calibrate measurements here");
