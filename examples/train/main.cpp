@@ -17,6 +17,7 @@ using trident::train::Options;
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"trident-train: train, evaluate and sample GPT models"};
+  app.set_version_flag("--version", std::string("trident-train ") + TRIDENT_VERSION);
   app.set_config("--config", "", "Read options from a TOML/INI file");
   // A flag given twice takes its last value (scripts append overrides to a base command line).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

@@ -22,6 +22,8 @@
 #include <functional>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "checkpointing.hpp"
 #include "model_io.hpp"
 #include "setup.hpp"
@@ -289,6 +291,33 @@ int run_train(const Options& opt) {
     metrics = std::fopen((opt.out_dir + "/metrics.jsonl").c_str(), start_step > 0 ? "a" : "w");
     TRIDENT_CHECK(metrics != nullptr, "cannot write ", opt.out_dir, "/metrics.jsonl");
   }
+  if (metrics) {
+    // The first line of a run (and of each resume): what ran, resolved, and with which version.
+    // Float options as the user wrote them (0.95, not 0.949999988079071).
+    const auto f = [](float x) { return std::stod(str_cat(std::setprecision(7), x)); };
+    nlohmann::json head;
+    head["version"] = TRIDENT_VERSION;
+    head["start_step"] = start_step;
+    head["model"] = {{"preset", opt.model}, {"vocab", cfg.vocab_size}, {"block", cfg.block_size},
+                     {"layers", cfg.n_layer}, {"heads", cfg.n_head}, {"width", cfg.n_embd},
+                     {"dropout", f(opt.dropout)}};
+    head["layout"] = {{"world", world->size()}, {"dp", plan.layout.dp}, {"tp", plan.layout.tp},
+                      {"pp", plan.layout.pp}, {"micro_batches", m}, {"zero", opt.zero},
+                      {"schedule", opt.schedule}, {"comm", opt.comm}, {"device", device.str()},
+                      {"precision", opt.precision}, {"threads", opt.threads}};
+    head["data"] = {{"description", plan.data.description}, {"batch", opt.batch},
+                    {"seq", opt.seq}, {"global_tokens_per_step", global_tokens},
+                    {"shuffle", opt.shuffle}};
+    head["optimizer"] = {{"name", opt.optimizer}, {"lr", f(opt.lr)}, {"min_lr", f(opt.min_lr)},
+                         {"warmup", opt.warmup}, {"steps", opt.steps},
+                         {"weight_decay", f(opt.weight_decay)}, {"beta1", f(opt.beta1)},
+                         {"beta2", f(opt.beta2)}, {"eps", f(opt.eps)}, {"momentum", f(opt.momentum)},
+                         {"nesterov", opt.nesterov}, {"grad_clip", f(opt.grad_clip)}};
+    head["run"] = {{"seed", opt.seed}, {"out_dir", opt.out_dir},
+                   {"checkpoint_dir", opt.checkpoint_dir}, {"nan_policy", opt.nan_policy}};
+    std::fprintf(metrics, "%s\n", nlohmann::json{{"config", head}}.dump().c_str());
+    std::fflush(metrics);
+  }
   if (log) {
     std::printf("trident-train: %s on %s%s\n", cfg.describe().c_str(), device.str().c_str(),
                 opt.precision == "bf16" ? ", bf16 mixed precision" : "");
@@ -358,10 +387,16 @@ int run_train(const Options& opt) {
       trace::Span span("tied embedding grad", trace::Category::Comm);
       reducer.all_reduce_param_grad("wte.weight", *emb);
     }
+    // The norm is computed for clipping, and on log lines (every rank: it is a collective).
+    const bool line = (step + 1) % opt.log_interval == 0 || step + 1 == opt.steps || step == 0;
     double grad_norm = 0;
+    const bool have_norm = opt.grad_clip > 0 || line;
+    if (have_norm) {
+      trace::Span span("grad norm", trace::Category::Optimizer);
+      grad_norm = global_grad_norm(*model, reducer, *world);
+    }
     if (opt.grad_clip > 0) {
       trace::Span span("clip grad norm", trace::Category::Optimizer);
-      grad_norm = global_grad_norm(*model, reducer, *world);
       const double coef = opt.grad_clip / (grad_norm + 1e-6);
       if (coef < 1.0) reducer.scale_grads(coef);
     }
@@ -400,11 +435,15 @@ int run_train(const Options& opt) {
           std::isfinite(last_loss) ? str_cat(std::setprecision(17), last_loss) : "null";
       const std::string mfu =
           peak_flops > 0 ? str_cat(flops_per_step / step_s / peak_flops) : std::string("null");
+      const std::string norm_json = have_norm && std::isfinite(grad_norm)
+                                        ? str_cat(std::setprecision(9), grad_norm)
+                                        : "null";
       std::fprintf(metrics,
-                   "{\"step\": %lld, \"loss\": %s, \"lr\": %.9g, \"tokens_per_s\": %.1f, "
+                   "{\"step\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %.9g, "
+                   "\"tokens_per_s\": %.1f, "
                    "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
                    "\"peak_mem_bytes\": %zu, \"mfu\": %s}\n",
-                   static_cast<long long>(step + 1), loss_json.c_str(),
+                   static_cast<long long>(step + 1), loss_json.c_str(), norm_json.c_str(),
                    static_cast<double>(optimizer->lr()),
                    tokens_per_step / step_s, 1000 * step_s, 1000 * reducer.exposed_comm_seconds(),
                    1000 * bubble, alloc.stats().peak_bytes, mfu.c_str());
@@ -414,14 +453,13 @@ int run_train(const Options& opt) {
     win_comm += reducer.exposed_comm_seconds();
     win_bubble += bubble;
     ++win_steps;
-    const bool line = (step + 1) % opt.log_interval == 0 || step + 1 == opt.steps || step == 0;
     if (log && line) {
       if (tty) std::printf("\r\033[K");
       const double ms = 1000.0 * win_time / static_cast<double>(win_steps);
-      std::printf("step %5lld/%lld | loss %.4f | lr %.3e | %8.0f tok/s | %7.1f ms/step "
-                  "(comm %.1f, bubble %.1f) | peak mem %s%s\n",
+      std::printf("step %5lld/%lld | loss %.4f | lr %.3e | gnorm %.3f | %8.0f tok/s | %7.1f "
+                  "ms/step (comm %.1f, bubble %.1f) | peak mem %s%s\n",
                   static_cast<long long>(step + 1), static_cast<long long>(opt.steps), last_loss,
-                  optimizer->lr(), tokens_per_step * static_cast<double>(win_steps) / win_time, ms,
+                  optimizer->lr(), grad_norm, tokens_per_step * static_cast<double>(win_steps) / win_time, ms,
                   1000.0 * win_comm / static_cast<double>(win_steps),
                   1000.0 * win_bubble / static_cast<double>(win_steps),
                   human_bytes(alloc.stats().peak_bytes).c_str(),
