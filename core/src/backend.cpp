@@ -25,6 +25,12 @@ void ensure_cuda_registered() {
 }
 }  // namespace
 
+void Backend::linear_gelu_forward(DType t, void* out, void* pre, const void* x, const void* w,
+                                  const void* bias, int64_t R, int64_t N, int64_t K) {
+  linear_forward(t, pre, x, w, bias, R, N, K);
+  gelu_forward(t, out, pre, R * N);
+}
+
 Backend& backend_for(Device device) {
   if (device.is_cpu()) return cpu_backend();
   ensure_cuda_registered();

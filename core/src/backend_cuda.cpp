@@ -266,9 +266,7 @@ class CudaBackend final : public Backend {
     g.C = C;
     g.ldc = ldc;
     g.strideC = strideC;
-    run("matmul", [&] {
-      gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
-    });
+    run("matmul", [&] { plan_gemm(t, g); });
   }
 
   void linear_forward(DType t, void* out, const void* x, const void* w, const void* bias,
@@ -279,11 +277,22 @@ class CudaBackend final : public Backend {
       g.bias = bias;
     }
     run("linear", [&] {
-      if (gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s())) return;
-      g.epilogue = kc::GemmEpilogue::None;  // no fused algorithm for this shape
-      gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
-      kc::add_bias(st(t), out, out, bias, R, N, s());
+      gemm_fused_or(t, g, [&] { kc::add_bias(st(t), out, out, bias, R, N, s()); });
     });
+  }
+  void linear_gelu_forward(DType t, void* out, void* pre, const void* x, const void* w,
+                           const void* bias, int64_t R, int64_t N, int64_t K) override {
+    // cuBLASLt's aux leading dimension must be a multiple of 8 elements.
+    if (bias == nullptr || N % 8 != 0) return Backend::linear_gelu_forward(t, out, pre, x, w,
+                                                                            bias, R, N, K);
+    kc::GemmArgs g = linear_args(x, false, w, true, out, R, N, K);
+    g.epilogue = kc::GemmEpilogue::GeluAuxBias;
+    g.bias = bias;
+    g.aux = pre;
+    g.ldaux = N;
+    bool fused = false;
+    run("linear_gelu", [&] { fused = plan_gemm(t, g); });
+    if (!fused) Backend::linear_gelu_forward(t, out, pre, x, w, bias, R, N, K);
   }
   void linear_weight_grad(DType t, void* dw, void* dbias, const void* dy, const void* x,
                           int64_t R, int64_t N, int64_t K) override {
@@ -293,11 +302,10 @@ class CudaBackend final : public Backend {
       g.bias = dbias;
     }
     run("linear_weight_grad", [&] {
-      if (gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s())) return;
-      g.epilogue = kc::GemmEpilogue::None;
-      gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
-      CallScratch scratch(alloc_);
-      kc::bias_backward(st(t), dbias, dy, R, N, scratch, s());
+      gemm_fused_or(t, g, [&] {
+        CallScratch scratch(alloc_);
+        kc::bias_backward(st(t), dbias, dy, R, N, scratch, s());
+      });
     });
   }
 
@@ -471,6 +479,21 @@ class CudaBackend final : public Backend {
   }
 
   cudaStream_t s() const { return stream_.get(); }
+
+  // Queues `g` through the plan cache; false (nothing queued) when cuBLASLt has no algorithm
+  // with its epilogue for the shape.
+  bool plan_gemm(DType t, const kc::GemmArgs& g) {
+    return gemm_plans_.gemm(lt_.get(), st(t), g, workspace_.get(), workspace_.bytes(), s());
+  }
+  // `g` with its epilogue, or, where cuBLASLt has no fused algorithm, without it and then
+  // `unfused()` (the epilogue's work as separate kernels).
+  template <typename F>
+  void gemm_fused_or(DType t, kc::GemmArgs g, F&& unfused) {
+    if (plan_gemm(t, g)) return;
+    g.epilogue = kc::GemmEpilogue::None;
+    plan_gemm(t, g);
+    unfused();
+  }
 
   // One row-major product C (M, N) = op(A) op(B) over K, as ops' gemm2d lays it out.
   static kc::GemmArgs linear_args(const void* A, bool ta, const void* B, bool tb, void* C,

@@ -87,46 +87,95 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   return out;
 }
 
-Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
-  check_float(x_in, "linear", "input");
-  check_same(x_in, weight, "linear");
-  TRIDENT_CHECK(weight.dim() == 2, "linear: weight must be (out, in), got ", weight.shape_str());
+namespace {
+
+// A Linear layer's operands, contiguous, with x viewed as (R, in) and W as (outf, in).
+struct LinearArgs {
+  Tensor x, w, b;
+  int64_t R, in, outf;
+  Shape out_shape;
+};
+
+LinearArgs linear_args(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
+                       const char* op) {
+  check_float(x_in, op, "input");
+  check_same(x_in, weight, op);
+  TRIDENT_CHECK(weight.dim() == 2, op, ": weight must be (out, in), got ", weight.shape_str());
   const int64_t in = weight.size(1), outf = weight.size(0);
-  TRIDENT_CHECK(x_in.dim() >= 1 && x_in.shape().back() == in, "linear: input ", x_in.shape_str(),
+  TRIDENT_CHECK(x_in.dim() >= 1 && x_in.shape().back() == in, op, ": input ", x_in.shape_str(),
                 " does not end in the weight's input size ", in);
   if (bias.defined()) {
-    check_same(x_in, bias, "linear");
-    TRIDENT_CHECK(bias.dim() == 1 && bias.size(0) == outf, "linear: bias ", bias.shape_str(),
+    check_same(x_in, bias, op);
+    TRIDENT_CHECK(bias.dim() == 1 && bias.size(0) == outf, op, ": bias ", bias.shape_str(),
                   " does not match ", outf, " outputs");
   }
-  const Tensor x = x_in.contiguous(), w = weight.contiguous();
-  const int64_t R = x.numel() / in;
-  Shape out_shape = x.shape();
-  out_shape.back() = outf;
-  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
-  if (out.numel() > 0) {
-    const Tensor b = bias.defined() ? bias.contiguous() : Tensor();
-    be(x).linear_forward(x.dtype(), out.raw_data(), x.raw_data(), w.raw_data(),
-                         b.defined() ? b.raw_data() : nullptr, R, outf, in);  // y = x W^T + b
+  LinearArgs a;
+  a.x = x_in.contiguous();
+  a.w = weight.contiguous();
+  if (bias.defined()) a.b = bias.contiguous();
+  a.in = in;
+  a.outf = outf;
+  a.R = a.x.numel() / in;
+  a.out_shape = a.x.shape();
+  a.out_shape.back() = outf;
+  return a;
+}
+
+// dx (when needed), dW and db (with a bias) of y = x W^T + b from dy (R, outf), contiguous.
+std::vector<Tensor> linear_grads(const Tensor& g, const Tensor& xd, const Tensor& wd, int64_t R,
+                                 int64_t in, int64_t outf, bool has_bias, bool need_dx) {
+  Tensor dx, db;
+  if (need_dx) {
+    dx = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
+    gemm2d(g, false, wd, false, dx, R, in, outf);  // dx = dy W
   }
-  const Tensor xd = x.detach(), wd = w.detach();
-  const bool has_bias = bias.defined();
-  const bool need_dx = x_in.requires_grad();
-  autograd::record(out, "linear", {x, w, bias},
-                   [xd, wd, R, in, outf, has_bias, need_dx](const Tensor& g_in) {
+  Tensor dw = Tensor::empty(wd.shape(), wd.dtype(), wd.device());
+  if (has_bias) db = Tensor::empty({outf}, g.dtype(), g.device());
+  // dW = dy^T x, db = column sums of dy
+  be(g).linear_weight_grad(g.dtype(), dw.raw_data(), has_bias ? db.raw_data() : nullptr,
+                           g.raw_data(), xd.raw_data(), R, outf, in);
+  return {dx, dw, db};
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
+  const LinearArgs a = linear_args(x_in, weight, bias, "linear");
+  Tensor out = Tensor::empty(a.out_shape, a.x.dtype(), a.x.device());
+  if (out.numel() > 0) {
+    be(a.x).linear_forward(a.x.dtype(), out.raw_data(), a.x.raw_data(), a.w.raw_data(),
+                           a.b.defined() ? a.b.raw_data() : nullptr, a.R, a.outf, a.in);
+  }
+  const Tensor xd = a.x.detach(), wd = a.w.detach();
+  const bool has_bias = bias.defined(), need_dx = x_in.requires_grad();
+  autograd::record(out, "linear", {a.x, a.w, bias},
+                   [xd, wd, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](
+                       const Tensor& g_in) {
+                     return linear_grads(g_in.contiguous(), xd, wd, R, in, outf, has_bias,
+                                         need_dx);
+                   });
+  return out;
+}
+
+Tensor linear_gelu(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
+  const LinearArgs a = linear_args(x_in, weight, bias, "linear_gelu");
+  Tensor out = Tensor::empty(a.out_shape, a.x.dtype(), a.x.device());
+  Tensor pre = Tensor::empty(a.out_shape, a.x.dtype(), a.x.device());  // the GELU input
+  if (out.numel() > 0) {
+    be(a.x).linear_gelu_forward(a.x.dtype(), out.raw_data(), pre.raw_data(), a.x.raw_data(),
+                                a.w.raw_data(), a.b.defined() ? a.b.raw_data() : nullptr, a.R,
+                                a.outf, a.in);
+  }
+  const Tensor xd = a.x.detach(), wd = a.w.detach();
+  const bool has_bias = bias.defined(), need_dx = x_in.requires_grad();
+  autograd::record(out, "linear_gelu", {a.x, a.w, bias},
+                   [xd, wd, pre, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](
+                       const Tensor& g_in) {
                      const Tensor g = g_in.contiguous();
-                     Tensor dx, db;
-                     if (need_dx) {
-                       dx = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
-                       gemm2d(g, false, wd, false, dx, R, in, outf);  // dx = dy W
-                     }
-                     Tensor dw = Tensor::empty(wd.shape(), wd.dtype(), wd.device());
-                     if (has_bias) db = Tensor::empty({outf}, g.dtype(), g.device());
-                     // dW = dy^T x, db = column sums of dy
-                     be(g).linear_weight_grad(g.dtype(), dw.raw_data(),
-                                              has_bias ? db.raw_data() : nullptr, g.raw_data(),
-                                              xd.raw_data(), R, outf, in);
-                     return std::vector<Tensor>{dx, dw, db};
+                     Tensor du = Tensor::empty(pre.shape(), g.dtype(), g.device());
+                     be(g).gelu_backward(g.dtype(), du.raw_data(), pre.raw_data(), g.raw_data(),
+                                         pre.numel());
+                     return linear_grads(du, xd, wd, R, in, outf, has_bias, need_dx);
                    });
   return out;
 }

@@ -110,6 +110,9 @@ void check_args(const GemmArgs& a) {
   if (a.ldb < (a.transB ? a.K : a.N)) bad("leading dimension ldb = " + std::to_string(a.ldb));
   if (a.batch > INT32_MAX) bad("batch of " + std::to_string(a.batch) + " exceeds int32");
   if (a.epilogue != GemmEpilogue::None && a.bias == nullptr) bad("bias epilogue without a bias");
+  if (a.epilogue == GemmEpilogue::GeluAuxBias && (a.aux == nullptr || a.ldaux < a.N)) {
+    bad("GELU epilogue without an aux buffer of row stride >= N");
+  }
 }
 
 // Everything the chosen algorithm depends on: two calls with equal keys may share a plan.
@@ -119,7 +122,8 @@ struct PlanKey {
   bool transA, transB;
   GemmEpilogue epilogue;
   int64_t batch, M, N, K, lda, ldb, ldc, strideA, strideB, strideC;
-  uint32_t alignA, alignB, alignC, alignBias;  // the heuristic reads the bias pointer too
+  int64_t ldaux;
+  uint32_t alignA, alignB, alignC, alignBias, alignAux;  // the heuristic reads bias and aux too
   size_t workspace_bytes;
   bool operator==(const PlanKey& o) const {
     return handle == o.handle && t == o.t && transA == o.transA && transB == o.transB &&
@@ -127,6 +131,7 @@ struct PlanKey {
            lda == o.lda && ldb == o.ldb && ldc == o.ldc && strideA == o.strideA &&
            strideB == o.strideB && strideC == o.strideC && alignA == o.alignA &&
            alignB == o.alignB && alignC == o.alignC && alignBias == o.alignBias &&
+           ldaux == o.ldaux && alignAux == o.alignAux &&
            workspace_bytes == o.workspace_bytes;
   }
 };
@@ -146,6 +151,7 @@ struct PlanKeyHash {
     }
     mix(uint64_t(k.alignA) | uint64_t(k.alignB) << 16 | uint64_t(k.alignC) << 32 |
         uint64_t(k.alignBias) << 48);
+    mix(static_cast<uint64_t>(k.ldaux) ^ uint64_t(k.alignAux) << 56);
     mix(k.workspace_bytes);
     return static_cast<size_t>(h);
   }
@@ -168,11 +174,30 @@ PlanKey key_of(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, size_t 
                  a.batch > 1 ? a.strideA : 0,
                  a.batch > 1 ? a.strideB : 0,
                  a.batch > 1 ? a.strideC : 0,
+                 a.epilogue == GemmEpilogue::GeluAuxBias ? a.ldaux : 0,
                  alignment_of(a.A, a.strideA * es),
                  alignment_of(a.B, a.strideB * es),
                  alignment_of(a.C, a.strideC * es),
                  a.epilogue != GemmEpilogue::None ? alignment_of(a.bias, 0) : 0u,
+                 a.epilogue == GemmEpilogue::GeluAuxBias ? alignment_of(a.aux, 0) : 0u,
                  workspace_bytes};
+}
+
+// BiasGradA: the sums over k of our op(A) are those of cuBLASLt's op(B) (see the top).
+cublasLtEpilogue_t epilogue_of(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::Bias:
+      return CUBLASLT_EPILOGUE_BIAS;
+    case GemmEpilogue::GeluBias:
+      return CUBLASLT_EPILOGUE_GELU_BIAS;
+    case GemmEpilogue::GeluAuxBias:
+      return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case GemmEpilogue::BiasGradA:
+      return CUBLASLT_EPILOGUE_BGRADB;
+    case GemmEpilogue::None:
+      break;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
 }
 
 // The descriptors of one call shape and the algorithm cuBLASLt's heuristic picked for it.
@@ -182,20 +207,22 @@ struct GemmPlan {
   cublasLtMatmulAlgo_t algo{};
   bool supported = true;  // false: no algorithm has this epilogue for this shape
 
-  // `bias`: the first call's, which the heuristic inspects (its alignment is in the key).
-  GemmPlan(const PlanKey& k, const void* bias) {
+  // `bias`, `aux`: the first call's, which the heuristic inspects (their alignment is in the
+  // key).
+  GemmPlan(const PlanKey& k, const void* bias, void* aux) {
     const cudaDataType_t type = k.t == ScalarType::F32 ? CUDA_R_32F : CUDA_R_16BF;
     desc.set(CUBLASLT_MATMUL_DESC_TRANSA, k.transB ? CUBLAS_OP_T : CUBLAS_OP_N);  // our B
     desc.set(CUBLASLT_MATMUL_DESC_TRANSB, k.transA ? CUBLAS_OP_T : CUBLAS_OP_N);  // our A
     if (k.epilogue != GemmEpilogue::None) {
-      // BiasGradA: the sums over k of our op(A) are those of cuBLASLt's op(B) (see the top).
-      const cublasLtEpilogue_t epi = k.epilogue == GemmEpilogue::Bias ? CUBLASLT_EPILOGUE_BIAS
-                                     : k.epilogue == GemmEpilogue::GeluBias
-                                         ? CUBLASLT_EPILOGUE_GELU_BIAS
-                                         : CUBLASLT_EPILOGUE_BGRADB;
+      const cublasLtEpilogue_t epi = epilogue_of(k.epilogue);
       desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
       desc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, type);
       desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+      if (k.epilogue == GemmEpilogue::GeluAuxBias) {
+        // Our row-major M x N aux is cuBLASLt's column-major N x M: leading dimension ldaux.
+        desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
+        desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, k.ldaux);
+      }
     }
     // Column-major shapes of the stored matrices.
     first.emplace(type, k.transB ? k.K : k.N, k.transB ? k.N : k.K, k.ldb, k.batch, k.strideB);
@@ -233,8 +260,11 @@ struct GemmPlan {
   // Queues the product of `a` (whose shape is this plan's) on `stream`.
   void run(cublasLtHandle_t handle, const GemmArgs& a, void* workspace, size_t workspace_bytes,
            cudaStream_t stream) {
-    // The bias pointer is an input (Bias, GeluBias) or the output (BiasGradA).
+    // The bias pointer is an input (Bias, GeluBias, GeluAuxBias) or the output (BiasGradA).
     if (a.epilogue != GemmEpilogue::None) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, a.bias);
+    if (a.epilogue == GemmEpilogue::GeluAuxBias) {
+      desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, a.aux);
+    }
     check_lt(cublasLtMatmul(handle, desc.d, &a.alpha, a.B, first->l, a.A, second->l, &a.beta,
                             a.C, out->l, a.C, out->l, &algo, workspace, workspace_bytes, stream),
              "matmul");
@@ -263,7 +293,7 @@ bool gemm_trivial(ScalarType t, const GemmArgs& a, cudaStream_t stream) {
 void gemm(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, void* workspace,
           size_t workspace_bytes, cudaStream_t stream) {
   if (gemm_trivial(t, a, stream)) return;
-  GemmPlan plan(key_of(handle, t, a, workspace_bytes), a.bias);
+  GemmPlan plan(key_of(handle, t, a, workspace_bytes), a.bias, a.aux);
   if (!plan.supported) {
     throw std::runtime_error("cuBLASLt has no algorithm with this epilogue for a " +
                              std::string(scalar_name(t)) + " matmul M=" + std::to_string(a.M) +
@@ -293,7 +323,8 @@ bool GemmPlanCache::gemm(cublasLtHandle_t handle, ScalarType t, const GemmArgs& 
   std::lock_guard<std::mutex> lock(c.mu);
   auto it = c.plans.find(key);
   if (it == c.plans.end()) {
-    auto plan = std::make_unique<GemmPlan>(key, a.bias);  // throws before the cache changes
+    // Throws before the cache changes.
+    auto plan = std::make_unique<GemmPlan>(key, a.bias, a.aux);
     // Shapes repeat every step; a cache this full means varying shapes: start again.
     if (c.plans.size() >= c.capacity) c.plans.clear();
     it = c.plans.emplace(key, std::move(plan)).first;

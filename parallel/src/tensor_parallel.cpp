@@ -62,6 +62,11 @@ Tensor ColumnParallelLinear::forward(const Tensor& x) {
   return ops::linear(copy_to_tp_region(x, comm_), in_dtype_of(weight, x), in_dtype_of(bias, x));
 }
 
+Tensor ColumnParallelLinear::forward_gelu(const Tensor& x) {
+  return ops::linear_gelu(copy_to_tp_region(x, comm_), in_dtype_of(weight, x),
+                          in_dtype_of(bias, x));
+}
+
 RowParallelLinear::RowParallelLinear(int64_t in, int64_t out, bool has_bias, Communicator& comm)
     : comm_(comm) {
   const int tp = comm.size();
@@ -120,7 +125,7 @@ ParallelMLP::ParallelMLP(int64_t dim, float dropout, uint64_t seed, Communicator
 }
 
 Tensor ParallelMLP::forward(const Tensor& x) {
-  return drop->forward(proj->forward(ops::gelu(fc->forward(x))));
+  return drop->forward(proj->forward(fc->forward_gelu(x)));
 }
 
 Tensor vocab_parallel_cross_entropy(const Tensor& logits_in, const Tensor& targets_in,

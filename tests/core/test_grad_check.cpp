@@ -47,6 +47,31 @@ TEST_CASE("grad check: linear with and without bias", "[core][autograd]") {
                          {randn({3, 5}, 17), randn({4, 5}, 18)}) < kTol);
 }
 
+TEST_CASE("grad check: linear_gelu, and it equals gelu(linear) bit for bit", "[core][autograd]") {
+  CHECK(grad_check_error([](const V& x) { return ops::linear_gelu(x[0], x[1], x[2]); },
+                         {randn({2, 3, 5}, 41), randn({8, 5}, 42), randn({8}, 43)}) < kTol);
+  CHECK(grad_check_error([](const V& x) { return ops::linear_gelu(x[0], x[1], Tensor()); },
+                         {randn({3, 5}, 44), randn({4, 5}, 45)}) < kTol);
+  // Same values and gradients as the two ops it fuses (the MLP switched to it).
+  const V in = {randn({4, 6}, 46), randn({8, 6}, 47), randn({8}, 48)};
+  std::vector<std::vector<double>> grads[2];
+  std::vector<double> outs[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    V x;
+    for (const Tensor& t : in) {
+      x.push_back(t.clone());
+      x.back().requires_grad_();
+    }
+    const Tensor y = fused ? ops::linear_gelu(x[0], x[1], x[2])
+                           : ops::gelu(ops::linear(x[0], x[1], x[2]));
+    ops::sum(y * y).backward();
+    outs[fused] = y.to_vector<double>();
+    for (const Tensor& t : x) grads[fused].push_back(t.grad().to_vector<double>());
+  }
+  CHECK(outs[0] == outs[1]);
+  CHECK(grads[0] == grads[1]);
+}
+
 TEST_CASE("grad check: embedding with repeated ids", "[core][autograd]") {
   const Tensor i = ids({0, 3, 3, 1, 4, 0}, {2, 3});
   CHECK(grad_check_error([i](const V& x) { return ops::embedding(i, x[0]); }, {randn({5, 4}, 19)}) <

@@ -263,15 +263,16 @@ const std::vector<OpCase> kCases = {
      }},
     {"linear", true,
      [](Harness& h) {
-       // The bias fused into the matmul (cuBLASLt epilogues on CUDA) against gemm + add_bias and
-       // gemm + bias_backward on the CPU; shapes repeat so the second call reuses a cached plan.
+       // The bias (and GELU) fused into the matmul (cuBLASLt epilogues on CUDA) against gemm +
+       // add_bias (+ gelu) and gemm + bias_backward on the CPU; shapes repeat so the second call
+       // reuses a cached plan.
        for (const auto& shape : {std::tuple<int64_t, int64_t, int64_t>{37, 24, 16},
                                  {37, 24, 16}, {64, 48, 32}, {5, 3, 7}}) {
          const int64_t R = std::get<0>(shape), N = std::get<1>(shape), K = std::get<2>(shape);
          const int x = h.in(h.normal_(R * K)), w = h.in(h.normal_(N * K, 0.3f)),
                    bias = h.in(h.normal_(N)), dy = h.in(h.normal_(R * N));
          const int y = h.out(R * N), y0 = h.out(R * N), dw = h.out(N * K), db = h.out(N),
-                   dw0 = h.out(N * K);
+                   dw0 = h.out(N * K), act = h.out(R * N), pre = h.out(R * N);
          h.check("linear R=" + std::to_string(R) + " N=" + std::to_string(N) + " K=" +
                      std::to_string(K),
                  [=](Backend& be, DType t, const Buffers& b) {
@@ -279,6 +280,8 @@ const std::vector<OpCase> kCases = {
                    be.linear_forward(t, b[y0], b[x], b[w], nullptr, R, N, K);
                    be.linear_weight_grad(t, b[dw], b[db], b[dy], b[x], R, N, K);
                    be.linear_weight_grad(t, b[dw0], nullptr, b[dy], b[x], R, N, K);
+                   // GELU_AUX_BIAS on CUDA when N is a multiple of 8 (24, 48), else unfused.
+                   be.linear_gelu_forward(t, b[act], b[pre], b[x], b[w], b[bias], R, N, K);
                    return 0.0;
                  });
        }

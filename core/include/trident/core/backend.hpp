@@ -68,6 +68,12 @@ class Backend {
     if (dbias != nullptr) bias_backward(t, dbias, dy, R, N);
   }
 
+  // The first Linear of an MLP with its GELU: pre (R, N) = x w^T + bias, out = gelu(pre); pre is
+  // kept for the backward pass. This default is linear_forward then gelu_forward (declared
+  // below); CUDA writes both from one matmul (the GELU_AUX_BIAS epilogue).
+  virtual void linear_gelu_forward(DType t, void* out, void* pre, const void* x, const void* w,
+                                   const void* bias, int64_t R, int64_t N, int64_t K);
+
   // --- transformer ops (shapes as in kernels/cpu/*.hpp) -----------------------------
   // The table (V, C) holds rows [first, first + V) of a vocabulary of `vocab` ids (a
   // vocabulary-parallel shard; first 0 and vocab V for a whole table). Ids outside [0, vocab)

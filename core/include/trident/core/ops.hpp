@@ -36,6 +36,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 Tensor embedding(const Tensor& ids, const Tensor& table, int64_t first = 0, int64_t vocab = -1);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor gelu(const Tensor& x);     // tanh approximation
+// gelu(linear(x, weight, bias)) in one op (one cuBLASLt call on CUDA), same values and gradients.
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias);
 Tensor softmax(const Tensor& x);  // over the last dimension
 // qkv (B, T, 3C) -> (B, T, C), causal, n_head heads.
 Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);

@@ -31,6 +31,7 @@
 #include "trident_cuda_emu.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define TRIDENT_EMU_ASAN 1
 #endif
@@ -414,6 +415,11 @@ void run_block(Block& b, ThreadOrder order, XorShift& rng) {
     Lane& l = b.lanes[i];
     l.block = &b;
     l.stack = &tls_stacks.get(static_cast<size_t>(i));
+#if defined(TRIDENT_EMU_ASAN)
+    // A faulted launch abandons its fibers mid-frame, leaving their frames' redzones poisoned
+    // in the pooled stack: a fresh fiber must not inherit them.
+    __asan_unpoison_memory_region(l.stack->bottom(), l.stack->usable());
+#endif
     l.fiber = ctx::make_fcontext(l.stack->top(), l.stack->usable(), lane_entry);
   }
   std::vector<int> runnable(static_cast<size_t>(n));

@@ -32,6 +32,7 @@ class ColumnParallelLinear : public nn::UnaryModule {
  public:
   ColumnParallelLinear(int64_t in, int64_t out, bool bias, Communicator& comm, int blocks = 1);
   Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out / tp)
+  Tensor forward_gelu(const Tensor& x);      // gelu(forward(x)), fused (ops::linear_gelu)
   Tensor weight, bias;
 
  private:

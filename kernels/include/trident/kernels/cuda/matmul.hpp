@@ -14,7 +14,9 @@ namespace trident::kernels::cuda {
 // Optional fused epilogues, `bias` in the storage type. Bias, GeluBias: C = act(op(A) op(B) +
 // bias) with bias (N) an input. BiasGradA: C = op(A) op(B) and bias (M) = the sums over k of
 // op(A) (with op(A) = dY^T, a Linear layer's weight and bias gradients in one call).
-enum class GemmEpilogue : uint8_t { None, Bias, GeluBias, BiasGradA };
+// GeluAuxBias: C = gelu(op(A) op(B) + bias) and aux (M x N, row stride ldaux, a multiple of 8)
+// = the GELU input, which the backward pass needs.
+enum class GemmEpilogue : uint8_t { None, Bias, GeluBias, BiasGradA, GeluAuxBias };
 
 struct GemmArgs {
   bool transA = false, transB = false;
@@ -28,6 +30,8 @@ struct GemmArgs {
   int64_t ldc = 0, strideC = 0;
   GemmEpilogue epilogue = GemmEpilogue::None;
   const void* bias = nullptr;  // written, not read, by BiasGradA
+  void* aux = nullptr;         // GeluAuxBias
+  int64_t ldaux = 0;
 };
 
 // `workspace` (device, workspace_bytes) is owned by the caller and used on `stream` only.
