@@ -9,36 +9,16 @@
 #include <vector>
 
 #include "common.cuh"
+#include "emu_test_util.hpp"
 #include "trident_cuda_emu.hpp"
 
 namespace {
 
 using cuemu::ThreadOrder;
 
-void check(cudaError_t e) { REQUIRE(e == cudaSuccess); }
-
-// Provokes a fault on purpose: returns the message and clears the device's sticky error.
-std::string expect_fault(cudaStream_t s) {
-  const cudaError_t e = cudaStreamSynchronize(s);
-  CHECK(e == cudaErrorLaunchFailure);
-  std::string msg = cuemu::last_fault_message();
-  cuemu::clear_fault(0);
-  (void)cudaGetLastError();
-  return msg;
-}
-
-template <typename T>
-struct DeviceArray {
-  T* p = nullptr;
-  size_t n;
-  explicit DeviceArray(size_t count) : n(count) { check(cudaMalloc(&p, n * sizeof(T))); }
-  ~DeviceArray() { cudaFree(p); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using emu_test::check;
+using emu_test::DeviceArray;
+using emu_test::expect_fault;
 
 __global__ void coords_kernel(int* out) {
   const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);

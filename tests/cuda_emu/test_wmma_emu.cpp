@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "emu_test_util.hpp"
 #include "trident_cuda_emu.hpp"
 
 namespace {
@@ -24,34 +25,9 @@ using namespace nvcuda;
 using cuemu::ThreadOrder;
 using bf16 = __nv_bfloat16;
 
-void check(cudaError_t e) {
-  REQUIRE(e == cudaSuccess);
-}
-
-// Provokes a fault on purpose: returns the message and clears the device's sticky error.
-std::string expect_fault() {
-  CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure);
-  std::string msg = cuemu::last_fault_message();
-  cuemu::clear_fault(0);
-  (void)cudaGetLastError();
-  return msg;
-}
-
-template <typename T>
-struct DeviceArray {
-  T* p = nullptr;
-  size_t n;
-  explicit DeviceArray(size_t count) : n(count) { check(cudaMalloc(&p, n * sizeof(T))); }
-  explicit DeviceArray(const std::vector<T>& h) : DeviceArray(h.size()) {
-    check(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~DeviceArray() { cudaFree(p); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using emu_test::check;
+using emu_test::DeviceArray;
+using emu_test::expect_fault;
 
 struct OrderGuard {
   ThreadOrder saved = cuemu::thread_order();
