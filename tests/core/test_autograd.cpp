@@ -41,19 +41,34 @@ TEST_CASE("no_grad records no history", "[core][autograd]") {
 TEST_CASE("grad-ready hooks fire once per pass, last layer first", "[core][autograd]") {
   Tensor w1 = randn({4, 4}, 4).requires_grad_();
   Tensor w2 = randn({4, 4}, 5).requires_grad_();
+  const Tensor x = randn({3, 4}, 6);
+  // w1 is used twice: its hook must wait for both contributions. The gradients each hook must
+  // see are those of the same pass on copies without hooks.
+  const auto pass = [&x](const Tensor& a, const Tensor& b) {
+    ops::sum(ops::linear(ops::linear(ops::linear(x, a), a), b)).backward();
+  };
+  std::vector<double> want1, want2;
+  {
+    Tensor a = w1.detach().clone(), b = w2.detach().clone();
+    a.requires_grad_();
+    b.requires_grad_();
+    pass(a, b);
+    want1 = a.grad().to_vector<double>();
+    want2 = b.grad().to_vector<double>();
+  }
   std::vector<std::string> order;
   w1.register_grad_ready_hook([&](Tensor& p) {
-    CHECK(p.grad().defined());
+    REQUIRE(p.grad().defined());
+    // The first pass's full gradient (both contributions), not the first contribution alone.
+    if (order.size() == 1) CHECK(p.grad().to_vector<double>() == want1);
     order.push_back("w1");
   });
   w2.register_grad_ready_hook([&](Tensor& p) {
-    CHECK(p.grad().defined());
+    REQUIRE(p.grad().defined());
+    CHECK(p.grad().to_vector<double>() == want2);
     order.push_back("w2");
   });
-  const Tensor x = randn({3, 4}, 6);
-  // w1 is used twice: its hook must wait for both contributions.
-  Tensor h = ops::linear(ops::linear(x, w1), w1);
-  ops::sum(ops::linear(h, w2)).backward();
+  pass(w1, w2);
   CHECK(order == std::vector<std::string>{"w2", "w1"});
   ops::sum(ops::linear(x, w1)).backward();
   CHECK(order.size() == 3);
@@ -88,9 +103,9 @@ TEST_CASE("shape errors name the shapes", "[core][errors]") {
                     Catch::Contains("inner dimensions"));
   CHECK_THROWS_WITH(ops::causal_self_attention(Tensor::zeros({1, 2, 12}), 3),
                     Catch::Contains("do not divide"));
-  CHECK_THROWS_WITH(ops::embedding(Tensor::from_vector(std::vector<int32_t>{7}, {1}),
-                                   Tensor::zeros({5, 2})),
-                    Catch::Contains("7"));
+  CHECK_THROWS_WITH(
+      ops::embedding(Tensor::from_vector(std::vector<int32_t>{7}, {1}), Tensor::zeros({5, 2})),
+      Catch::Contains("7"));
 }
 
 TEST_CASE("the caching allocator reuses blocks and tracks the peak", "[core][allocator]") {

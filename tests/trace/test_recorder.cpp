@@ -30,27 +30,21 @@ void busy_wait_us(int us) {
 
 }  // namespace
 
-TEST_CASE("spans outside a session record nothing and cost a branch") {
+TEST_CASE("spans outside a session record nothing") {
   REQUIRE_FALSE(trace::enabled());
   {
     trace::Span s("before", trace::Category::Compute);
     CHECK_FALSE(s.active());
     s.arg("x", 1);
   }
-  // A disabled span is an atomic load and a compare: far below 25 ns even on a busy machine
-  // (best of 5 rounds of 200k spans).
-  double best_ns = 1e9;
-  for (int round = 0; round < 5; ++round) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 200000; ++i) {
-      trace::Span s("off", trace::Category::Compute);
-      s.arg("i", i);
-    }
-    const double ns =
-        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    best_ns = std::min(best_ns, ns / 200000);
+  // Many disabled spans with arguments leave nothing behind. Their cost (an atomic load and a
+  // compare) is measured by bench/trace_overhead_spans.cpp, not asserted here: a timing bound
+  // fails on a loaded machine.
+  for (int i = 0; i < 1000; ++i) {
+    trace::Span s("off", trace::Category::Compute);
+    s.arg("i", i);
+    CHECK_FALSE(s.active());
   }
-  CHECK(best_ns < 25);
   trace::Session session({0, 1, ""});
   CHECK(session.event_count() == 0);
 }
