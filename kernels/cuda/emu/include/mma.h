@@ -23,6 +23,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 namespace cuemu::wmma {
 
 // Each kind of fragment has its own element-to-lane mapping.
@@ -112,37 +114,17 @@ inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, 
                               int line = __builtin_LINE()) {
   cuemu::wmma::store(p, f.x, ldm, layout == mem_col_major, file, line);
 }
+// D = A B + C for every pair of A and B layouts.
+template <typename LayoutA, typename LayoutB>
 inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
-                     const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, row_major>& a,
-                     const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, row_major>& b,
+                     const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA>& a,
+                     const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB>& b,
                      const fragment<accumulator, 16, 16, 16, float>& c,
                      const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  cuemu::wmma::mma(d.x, cuemu::wmma::Kind::ARowMajor, a.x, cuemu::wmma::Kind::BRowMajor, b.x, c.x,
-                   file, line);
-}
-inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
-                     const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, row_major>& a,
-                     const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, col_major>& b,
-                     const fragment<accumulator, 16, 16, 16, float>& c,
-                     const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  cuemu::wmma::mma(d.x, cuemu::wmma::Kind::ARowMajor, a.x, cuemu::wmma::Kind::BColMajor, b.x, c.x,
-                   file, line);
-}
-inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
-                     const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, col_major>& a,
-                     const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, row_major>& b,
-                     const fragment<accumulator, 16, 16, 16, float>& c,
-                     const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  cuemu::wmma::mma(d.x, cuemu::wmma::Kind::AColMajor, a.x, cuemu::wmma::Kind::BRowMajor, b.x, c.x,
-                   file, line);
-}
-inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
-                     const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, col_major>& a,
-                     const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, col_major>& b,
-                     const fragment<accumulator, 16, 16, 16, float>& c,
-                     const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  cuemu::wmma::mma(d.x, cuemu::wmma::Kind::AColMajor, a.x, cuemu::wmma::Kind::BColMajor, b.x, c.x,
-                   file, line);
+  using cuemu::wmma::Kind;
+  const Kind ka = std::is_same<LayoutA, row_major>::value ? Kind::ARowMajor : Kind::AColMajor;
+  const Kind kb = std::is_same<LayoutB, row_major>::value ? Kind::BRowMajor : Kind::BColMajor;
+  cuemu::wmma::mma(d.x, ka, a.x, kb, b.x, c.x, file, line);
 }
 
 }  // namespace wmma
