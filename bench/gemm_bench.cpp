@@ -42,7 +42,10 @@ void add_model(std::vector<Shape>& out, const std::string& model, int64_t R, int
   const struct {
     const char* name;
     int64_t in, outf;
-  } layers[] = {{"qkv", C, 3 * C}, {"attn_proj", C, C}, {"fc", C, 4 * C}, {"mlp_proj", 4 * C, C},
+  } layers[] = {{"qkv", C, 3 * C},
+                {"attn_proj", C, C},
+                {"fc", C, 4 * C},
+                {"mlp_proj", 4 * C, C},
                 {"head", C, V}};
   for (const auto& l : layers) {
     out.push_back({model, std::string(l.name) + " fwd", false, true, R, l.outf, l.in});
@@ -113,15 +116,15 @@ int main(int argc, char** argv) {
             g_eigen.push_back(flops / time_calls(cpu::gemm_eigen<float>, s, A, B, C_eigen, reps) /
                               1e9);
           } else {
-            g_packed.push_back(flops / time_calls(cpu::gemm<float>, s, A, B, C_packed, reps) /
-                               1e9);
+            g_packed.push_back(flops / time_calls(cpu::gemm<float>, s, A, B, C_packed, reps) / 1e9);
           }
         }
       }
       double max_rel = 0, scale = 0;
       for (float x : C_eigen) scale = std::max(scale, static_cast<double>(std::abs(x)));
       for (size_t i = 0; i < C_eigen.size(); ++i) {
-        max_rel = std::max(max_rel, std::abs(static_cast<double>(C_packed[i]) - C_eigen[i]) / scale);
+        max_rel =
+            std::max(max_rel, std::abs(static_cast<double>(C_packed[i]) - C_eigen[i]) / scale);
       }
       const double ge = median(g_eigen), gp = median(g_packed);
       const char* op = s.ta ? "TN" : (s.tb ? "NT" : "NN");
@@ -155,8 +158,9 @@ int main(int argc, char** argv) {
     std::string command = "trident-bench-gemm";
     for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
     const nlohmann::json doc = {
-        {"benchmark", "float GEMM at the GPT's shapes (bench/gemm_bench.cpp): packed kernel "
-                      "(kernels::cpu::gemm) vs Eigen (gemm_eigen), alternating, median GFLOP/s"},
+        {"benchmark",
+         "float GEMM at the GPT's shapes (bench/gemm_bench.cpp): packed kernel "
+         "(kernels::cpu::gemm) vs Eigen (gemm_eigen), alternating, median GFLOP/s"},
         {"date", trident::bench::utc_now()},
         {"machine", trident::bench::machine_json()},
         {"command", command},

@@ -6,7 +6,6 @@
 // from a checkpoint of step S - 1 against an uninterrupted one), else both must have the same
 // steps. --rtol 0 asks for bitwise-equal losses (they are printed with 17 digits).
 #include <CLI/CLI.hpp>
-
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -76,9 +75,10 @@ int run(const std::string& a, const std::string& b, double rtol, int64_t from_st
       ++bad;
     }
   }
-  std::printf("%zu steps, %zu tensors: worst loss difference %.2e, worst weight difference %.2e "
-              "(tolerance %.0e): %s\n",
-              la.size(), fa.names().size(), worst_loss, worst_w, rtol, bad ? "DIFFER" : "agree");
+  std::printf(
+      "%zu steps, %zu tensors: worst loss difference %.2e, worst weight difference %.2e "
+      "(tolerance %.0e): %s\n",
+      la.size(), fa.names().size(), worst_loss, worst_w, rtol, bad ? "DIFFER" : "agree");
   return bad ? 1 : 0;
 }
 

@@ -142,7 +142,9 @@ json bench_attention(Bench& b, int64_t T) {
   auto out = b.empty(t, B * T * C);
   auto dqkv = b.empty(t, B * T * 3 * C);
   auto saved = b.empty(t, b.be.attention_saved_elements(t, B, T, C, NH));
-  const auto fwd = [&] { b.be.attention_forward(t, out->get(), saved->get(), qkv->get(), B, T, C, NH); };
+  const auto fwd = [&] {
+    b.be.attention_forward(t, out->get(), saved->get(), qkv->get(), B, T, C, NH);
+  };
   const auto bwd = [&] {
     b.be.attention_backward(t, dqkv->get(), dout->get(), qkv->get(), saved->get(), B, T, C, NH);
   };
@@ -154,8 +156,14 @@ json bench_attention(Bench& b, int64_t T) {
     bwd();
   });
   const double fwd_flops = 4.0 * B * NH * static_cast<double>(T) * T * HD / 2;
-  return {{"B", B},        {"T", T},           {"NH", NH},        {"HD", HD},
-          {"dtype", "bf16"}, {"fwd_ms", fwd_ms}, {"bwd_ms", bwd_ms}, {"fwd_bwd_ms", both_ms},
+  return {{"B", B},
+          {"T", T},
+          {"NH", NH},
+          {"HD", HD},
+          {"dtype", "bf16"},
+          {"fwd_ms", fwd_ms},
+          {"bwd_ms", bwd_ms},
+          {"fwd_bwd_ms", both_ms},
           {"fwd_tflops", fwd_flops / fwd_ms / 1e9},
           {"fwd_bwd_tflops", 3.5 * fwd_flops / both_ms / 1e9}};
 }
@@ -191,8 +199,10 @@ json bench_memory(Bench& b) {
   r["gelu"] = guarded("gelu", [&] {
     auto inp = b.random(t, G), dout = b.random(t, G), out = b.empty(t, G), dinp = b.empty(t, G);
     const double f = b.time_ms([&] { b.be.gelu_forward(t, out->get(), inp->get(), G); });
-    const double g = b.time_ms([&] { b.be.gelu_backward(t, dinp->get(), inp->get(), dout->get(), G); });
-    return json{{"n", G}, {"forward", bandwidth(f, 2 * es * G)}, {"backward", bandwidth(g, 3 * es * G)}};
+    const double g =
+        b.time_ms([&] { b.be.gelu_backward(t, dinp->get(), inp->get(), dout->get(), G); });
+    return json{
+        {"n", G}, {"forward", bandwidth(f, 2 * es * G)}, {"backward", bandwidth(g, 3 * es * G)}};
   });
   r["adamw"] = guarded("adamw", [&] {
     const int64_t P = 124439808;  // GPT-2 124M parameters
@@ -200,8 +210,8 @@ json bench_memory(Bench& b) {
     auto m = b.random(DType::F32, P, 0.0f, 0.01f), v = b.random(DType::F32, P, 0.0f, 0.01f);
     int64_t step = 1;
     const double ms = b.time_ms([&] {
-      b.be.adamw_update(p->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), P,
-                        1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, step++);
+      b.be.adamw_update(p->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), P, 1e-4f,
+                        0.9f, 0.95f, 1e-8f, 0.1f, step++);
     });
     return json{{"n", P}, {"update", bandwidth(ms, 28.0 * P)}};  // read p g m v, write p m v
   });
@@ -249,8 +259,8 @@ json bench_breakdown(Bench& b) {
     auto y = b.random(t, N * out), dx = b.empty(t, N * in), dw = b.empty(t, out * in);
     add(name + " forward (matmul)", count, [&] {
       return b.time_ms([&] {
-        b.be.gemm_batched(t, false, true, 1, N, out, in, 1.0, x->get(), in, 0, w->get(), in, 0,
-                          0.0, y->get(), out, 0);
+        b.be.gemm_batched(t, false, true, 1, N, out, in, 1.0, x->get(), in, 0, w->get(), in, 0, 0.0,
+                          y->get(), out, 0);
       });
     });
     add(name + " backward (2 matmuls)", count, [&] {
@@ -266,10 +276,14 @@ json bench_breakdown(Bench& b) {
     auto ids = b.random_ids(N, V);
     auto table = b.random(t, V * C), out = b.empty(t, N * C), dtable = b.empty(t, V * C);
     add("embedding forward", 2, [&] {
-      return b.time_ms([&] { b.be.embedding_forward(t, out->get(), ids->as<int32_t>(), table->get(), N, V, C, 0, V); });
+      return b.time_ms([&] {
+        b.be.embedding_forward(t, out->get(), ids->as<int32_t>(), table->get(), N, V, C, 0, V);
+      });
     });
     add("embedding backward", 2, [&] {
-      return b.time_ms([&] { b.be.embedding_backward(t, dtable->get(), out->get(), ids->as<int32_t>(), N, V, C, 0, V); });
+      return b.time_ms([&] {
+        b.be.embedding_backward(t, dtable->get(), out->get(), ids->as<int32_t>(), N, V, C, 0, V);
+      });
     });
   }
   {
@@ -295,9 +309,8 @@ json bench_breakdown(Bench& b) {
                             dinp->get(), stride, shape, 1);
       });
     });
-    add("residual gradient accumulate (axpy)", 2 * L, [&] {
-      return b.time_ms([&] { b.be.axpy(t, out->get(), inp->get(), 1.0, N * C); });
-    });
+    add("residual gradient accumulate (axpy)", 2 * L,
+        [&] { return b.time_ms([&] { b.be.axpy(t, out->get(), inp->get(), 1.0, N * C); }); });
   }
   linear("qkv", C, 3 * C, L);
   linear("attention projection", C, C, L);
@@ -310,12 +323,10 @@ json bench_breakdown(Bench& b) {
     add("bias add (all linears, as mlp fc)", 4 * L, [&] {
       return b.time_ms([&] { b.be.add_bias(t, y->get(), x->get(), bias->get(), N, 4 * C); });
     });
-    add("bias backward (all linears, as mlp fc)", 4 * L, [&] {
-      return b.time_ms([&] { b.be.bias_backward(t, db->get(), x->get(), N, 4 * C); });
-    });
-    add("gelu forward", L, [&] {
-      return b.time_ms([&] { b.be.gelu_forward(t, y->get(), x->get(), N * 4 * C); });
-    });
+    add("bias backward (all linears, as mlp fc)", 4 * L,
+        [&] { return b.time_ms([&] { b.be.bias_backward(t, db->get(), x->get(), N, 4 * C); }); });
+    add("gelu forward", L,
+        [&] { return b.time_ms([&] { b.be.gelu_forward(t, y->get(), x->get(), N * 4 * C); }); });
     add("gelu backward", L, [&] {
       return b.time_ms([&] { b.be.gelu_backward(t, y->get(), x->get(), x->get(), N * 4 * C); });
     });
@@ -325,7 +336,8 @@ json bench_breakdown(Bench& b) {
     auto dqkv = b.empty(t, N * 3 * C);
     auto saved = b.empty(t, b.be.attention_saved_elements(t, B, T, C, NH));
     add("attention forward", L, [&] {
-      return b.time_ms([&] { b.be.attention_forward(t, out->get(), saved->get(), qkv->get(), B, T, C, NH); });
+      return b.time_ms(
+          [&] { b.be.attention_forward(t, out->get(), saved->get(), qkv->get(), B, T, C, NH); });
     });
     add("attention backward", L, [&] {
       return b.time_ms([&] {
@@ -339,13 +351,14 @@ json bench_breakdown(Bench& b) {
     auto dlosses = b.random(DType::F32, N);
     add("cross entropy forward", 1, [&] {
       return b.time_ms([&] {
-        b.be.cross_entropy_forward(t, losses->get(), lse->get(), logits->get(), targets->as<int32_t>(), N, V);
+        b.be.cross_entropy_forward(t, losses->get(), lse->get(), logits->get(),
+                                   targets->as<int32_t>(), N, V);
       });
     });
     add("cross entropy backward", 1, [&] {
       return b.time_ms([&] {
-        b.be.cross_entropy_backward(t, logits->get(), logits->get(), lse->get(), targets->as<int32_t>(),
-                                    dlosses->get(), N, V, 0);
+        b.be.cross_entropy_backward(t, logits->get(), logits->get(), lse->get(),
+                                    targets->as<int32_t>(), dlosses->get(), N, V, 0);
       });
     });
   }
@@ -363,10 +376,15 @@ json bench_breakdown(Bench& b) {
   }
   for (auto& row : ops)
     if (row.contains("total_ms")) row["percent"] = 100.0 * row["total_ms"].get<double>() / total;
-  return {{"model", "gpt2 124M"}, {"B", B}, {"T", T}, {"dtype", "bf16"}, {"ops", ops},
+  return {{"model", "gpt2 124M"},
+          {"B", B},
+          {"T", T},
+          {"dtype", "bf16"},
+          {"ops", ops},
           {"total_ms", total},
-          {"note", "each op timed alone (median of reps) and multiplied by its count per step; "
-                   "no launch gaps, host work or communication"}};
+          {"note",
+           "each op timed alone (median of reps) and multiplied by its count per step; "
+           "no launch gaps, host work or communication"}};
 }
 
 }  // namespace
@@ -409,7 +427,8 @@ int main(int argc, char** argv) {
         doc["attention"].push_back(guarded("attention", [&] { return bench_attention(b, T); }));
     }
     if (wants("memory")) doc["memory"] = bench_memory(b);
-    if (wants("breakdown")) doc["breakdown"] = guarded("breakdown", [&] { return bench_breakdown(b); });
+    if (wants("breakdown"))
+      doc["breakdown"] = guarded("breakdown", [&] { return bench_breakdown(b); });
   } catch (const std::exception& e) {
     doc["error"] = e.what();
     std::fprintf(stderr, "trident-bench-gpu-kernels: %s\n", e.what());
@@ -419,7 +438,8 @@ int main(int argc, char** argv) {
   const auto num = [](const json& j, const char* k) {
     return j.is_object() && j.contains(k) ? j[k].get<double>() : -1.0;
   };
-  if (doc.contains("copy")) std::printf("copy d2d            %8.1f GB/s\n", num(doc["copy"], "gb_per_s"));
+  if (doc.contains("copy"))
+    std::printf("copy d2d            %8.1f GB/s\n", num(doc["copy"], "gb_per_s"));
   if (doc.contains("attention"))
     for (const json& a : doc["attention"])
       std::printf("attention T=%-5lld  fwd %7.3f ms  bwd %7.3f ms  fwd+bwd %6.1f TFLOP/s\n",

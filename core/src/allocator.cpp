@@ -183,13 +183,17 @@ void CachingAllocator::release_all() {
   free_cached_blocks();
 }
 
-CpuAllocator::~CpuAllocator() { release_all(); }
+CpuAllocator::~CpuAllocator() {
+  release_all();
+}
 
 void* CpuAllocator::raw_alloc(size_t bytes) {
   return std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
 }
 
-void CpuAllocator::raw_free(void* ptr) { std::free(ptr); }
+void CpuAllocator::raw_free(void* ptr) {
+  std::free(ptr);
+}
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) {

@@ -44,7 +44,9 @@ void register_backend(DeviceType type, Backend& (*get)(int)) {
   if (type == DeviceType::CUDA) g_cuda_backend = get;
 }
 
-void register_device_copy(CopyFn fn) { g_device_copy = fn; }
+void register_device_copy(CopyFn fn) {
+  g_device_copy = fn;
+}
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;

@@ -27,16 +27,31 @@ namespace {
 
 namespace k = kernels::cpu;
 
-template <typename T> T* P(void* p) { return static_cast<T*>(p); }
-template <typename T> const T* P(const void* p) { return static_cast<const T*>(p); }
+template <typename T>
+T* P(void* p) {
+  return static_cast<T*>(p);
+}
+template <typename T>
+const T* P(const void* p) {
+  return static_cast<const T*>(p);
+}
 
 // How an op body reaches its buffers: io.in<T>(p, n) for a buffer the kernel reads,
 // io.out<T>(p, n) for one it overwrites, io.inout<T>(p, n) for one it reads and writes; n is the
 // buffer's extent in elements. Direct hands the pointers through (f32, f64).
 struct Direct {
-  template <typename T> const T* in(const void* p, int64_t) { return P<T>(p); }
-  template <typename T> T* out(void* p, int64_t) { return P<T>(p); }
-  template <typename T> T* inout(void* p, int64_t) { return P<T>(p); }
+  template <typename T>
+  const T* in(const void* p, int64_t) {
+    return P<T>(p);
+  }
+  template <typename T>
+  T* out(void* p, int64_t) {
+    return P<T>(p);
+  }
+  template <typename T>
+  T* inout(void* p, int64_t) {
+    return P<T>(p);
+  }
   void commit() {}
 };
 
@@ -46,19 +61,22 @@ struct Direct {
 // the f32 kernels allow. A kernel that throws leaves the outputs untouched.
 class Bf16Staging {
  public:
-  template <typename T> const float* in(const void* p, int64_t n) {
+  template <typename T>
+  const float* in(const void* p, int64_t n) {
     static_assert(std::is_same<T, float>::value, "bf16 is staged in f32");
     float* s = scratch(n);
     k::convert_from_bf16(s, P<uint16_t>(p), n);
     return s;
   }
-  template <typename T> float* out(void* p, int64_t n) {
+  template <typename T>
+  float* out(void* p, int64_t n) {
     static_assert(std::is_same<T, float>::value, "bf16 is staged in f32");
     float* s = scratch(n);
     outputs_.push_back({P<uint16_t>(p), s, n});
     return s;
   }
-  template <typename T> float* inout(void* p, int64_t n) {
+  template <typename T>
+  float* inout(void* p, int64_t n) {
     float* s = const_cast<float*>(in<T>(p, n));
     outputs_.push_back({P<uint16_t>(p), s, n});
     return s;
@@ -83,30 +101,31 @@ class Bf16Staging {
 
 // Runs the statements with `scalar_t` bound to the kernel's element type and `io` to the
 // buffer access of the dtype (see Direct and Bf16Staging).
-#define TRIDENT_CPU_FLOAT_DISPATCH(dtype, op, ...)                                            \
-  switch (dtype) {                                                                            \
-    case DType::F32: {                                                                        \
-      using scalar_t = float;                                                                 \
-      Direct io;                                                                              \
-      __VA_ARGS__;                                                                            \
-      break;                                                                                  \
-    }                                                                                         \
-    case DType::F64: {                                                                        \
-      using scalar_t = double;                                                                \
-      Direct io;                                                                              \
-      __VA_ARGS__;                                                                            \
-      break;                                                                                  \
-    }                                                                                         \
-    case DType::BF16: {                                                                       \
-      using scalar_t = float;                                                                 \
-      Bf16Staging io;                                                                         \
-      __VA_ARGS__;                                                                            \
-      io.commit();                                                                            \
-      break;                                                                                  \
-    }                                                                                         \
-    default:                                                                                  \
-      throw Error(str_cat(op, ": dtype ", dtype_name(dtype), " is not supported on the CPU " \
-                          "(use f32, f64 or bf16)"));                                         \
+#define TRIDENT_CPU_FLOAT_DISPATCH(dtype, op, ...)           \
+  switch (dtype) {                                           \
+    case DType::F32: {                                       \
+      using scalar_t = float;                                \
+      Direct io;                                             \
+      __VA_ARGS__;                                           \
+      break;                                                 \
+    }                                                        \
+    case DType::F64: {                                       \
+      using scalar_t = double;                               \
+      Direct io;                                             \
+      __VA_ARGS__;                                           \
+      break;                                                 \
+    }                                                        \
+    case DType::BF16: {                                      \
+      using scalar_t = float;                                \
+      Bf16Staging io;                                        \
+      __VA_ARGS__;                                           \
+      io.commit();                                           \
+      break;                                                 \
+    }                                                        \
+    default:                                                 \
+      throw Error(str_cat(op, ": dtype ", dtype_name(dtype), \
+                          " is not supported on the CPU "    \
+                          "(use f32, f64 or bf16)"));        \
   }
 
 int64_t numel_of(const int64_t* shape, int ndim) {
@@ -151,14 +170,17 @@ class CpuBackend final : public Backend {
         for (int64_t i = 0; i < n; ++i) o[i] = static_cast<int64_t>(value);
         return;
       }
-      case DType::U8: std::memset(out, static_cast<int>(value), static_cast<size_t>(n)); return;
+      case DType::U8:
+        std::memset(out, static_cast<int>(value), static_cast<size_t>(n));
+        return;
       case DType::BF16: {
         const uint16_t v = k::f64_to_bf16(value);
         auto* o = P<uint16_t>(out);
         for (int64_t i = 0; i < n; ++i) o[i] = v;
         return;
       }
-      default: break;
+      default:
+        break;
     }
     TRIDENT_CPU_FLOAT_DISPATCH(t, "fill",
                                k::fill(io.out<scalar_t>(out, n), static_cast<scalar_t>(value), n));
@@ -167,9 +189,14 @@ class CpuBackend final : public Backend {
   void copy_strided(DType t, void* out, const void* in, const int64_t* in_strides,
                     const int64_t* shape, int ndim) override {
     switch (dtype_size(t)) {
-      case 4: k::copy_strided(P<float>(out), P<float>(in), in_strides, shape, ndim); return;
-      case 8: k::copy_strided(P<double>(out), P<double>(in), in_strides, shape, ndim); return;
-      default: break;
+      case 4:
+        k::copy_strided(P<float>(out), P<float>(in), in_strides, shape, ndim);
+        return;
+      case 8:
+        k::copy_strided(P<double>(out), P<double>(in), in_strides, shape, ndim);
+        return;
+      default:
+        break;
     }
     // 1- and 2-byte types (u8, bf16, f16) move bitwise: a plain index walk.
     const int64_t n = numel_of(shape, ndim);
@@ -188,8 +215,12 @@ class CpuBackend final : public Backend {
 
   void convert(DType to, void* out, DType from, const void* in, int64_t n) override {
     switch (dtype_pair(to, from)) {
-      case dtype_pair(DType::F64, DType::F32): k::convert(P<double>(out), P<float>(in), n); return;
-      case dtype_pair(DType::F32, DType::F64): k::convert(P<float>(out), P<double>(in), n); return;
+      case dtype_pair(DType::F64, DType::F32):
+        k::convert(P<double>(out), P<float>(in), n);
+        return;
+      case dtype_pair(DType::F32, DType::F64):
+        k::convert(P<float>(out), P<double>(in), n);
+        return;
       case dtype_pair(DType::BF16, DType::F32):
         k::convert_to_bf16(P<uint16_t>(out), P<float>(in), n);
         return;
@@ -205,16 +236,17 @@ class CpuBackend final : public Backend {
       case dtype_pair(DType::F32, DType::I32):
         for (int64_t i = 0; i < n; ++i) P<float>(out)[i] = static_cast<float>(P<int32_t>(in)[i]);
         return;
-      default: break;
+      default:
+        break;
     }
     TRIDENT_CHECK(to == from, "cannot convert ", dtype_name(from), " to ", dtype_name(to),
                   " on the CPU (f32, f64 and bf16 convert among themselves)");
     std::memcpy(out, in, static_cast<size_t>(n) * dtype_size(to));
   }
 
-  void binary_strided(BinaryOpKind op, DType t, void* out, const void* a,
-                      const int64_t* a_strides, const void* b, const int64_t* b_strides,
-                      const int64_t* shape, int ndim) override {
+  void binary_strided(BinaryOpKind op, DType t, void* out, const void* a, const int64_t* a_strides,
+                      const void* b, const int64_t* b_strides, const int64_t* shape,
+                      int ndim) override {
     const auto kop = static_cast<k::BinaryOp>(op);
     const int64_t n = numel_of(shape, ndim);
     const int64_t na = strided_extent(shape, a_strides, ndim);
@@ -229,10 +261,10 @@ class CpuBackend final : public Backend {
     int64_t n_out = 1;
     for (int d = 0; d < ndim; ++d) n_out *= reduce_dim[d] ? 1 : shape[d];
     const int64_t n_in = numel_of(shape, ndim);
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "sum",
-                               k::reduce_sum_to(io.out<scalar_t>(out, n_out),
-                                                io.in<scalar_t>(in, n_in), shape, reduce_dim,
-                                                ndim));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "sum",
+        k::reduce_sum_to(io.out<scalar_t>(out, n_out), io.in<scalar_t>(in, n_in), shape, reduce_dim,
+                         ndim));
   }
   void scale(DType t, void* out, const void* in, double alpha, int64_t n) override {
     TRIDENT_CPU_FLOAT_DISPATCH(t, "scale",
@@ -240,9 +272,9 @@ class CpuBackend final : public Backend {
                                         static_cast<scalar_t>(alpha), n));
   }
   void axpy(DType t, void* y, const void* x, double alpha, int64_t n) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "axpy",
-                               k::axpy(io.inout<scalar_t>(y, n), io.in<scalar_t>(x, n),
-                                       static_cast<scalar_t>(alpha), n));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "axpy",
+        k::axpy(io.inout<scalar_t>(y, n), io.in<scalar_t>(x, n), static_cast<scalar_t>(alpha), n));
   }
   double sum(DType t, const void* x, int64_t n) override {
     double r = 0;
@@ -256,13 +288,12 @@ class CpuBackend final : public Backend {
   }
   void add_bias(DType t, void* out, const void* in, const void* bias, int64_t rows,
                 int64_t cols) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "add_bias",
-                               k::add_bias(io.out<scalar_t>(out, rows * cols),
-                                           io.in<scalar_t>(in, rows * cols),
-                                           io.in<scalar_t>(bias, cols), rows, cols));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "add_bias",
+        k::add_bias(io.out<scalar_t>(out, rows * cols), io.in<scalar_t>(in, rows * cols),
+                    io.in<scalar_t>(bias, cols), rows, cols));
   }
-  void bias_backward(DType t, void* dbias, const void* dout, int64_t rows,
-                     int64_t cols) override {
+  void bias_backward(DType t, void* dbias, const void* dout, int64_t rows, int64_t cols) override {
     TRIDENT_CPU_FLOAT_DISPATCH(t, "bias_backward",
                                k::bias_backward(io.out<scalar_t>(dbias, cols),
                                                 io.in<scalar_t>(dout, rows * cols), rows, cols));
@@ -270,8 +301,8 @@ class CpuBackend final : public Backend {
 
   void gemm_batched(DType t, bool transA, bool transB, int64_t batch, int64_t M, int64_t N,
                     int64_t K, double alpha, const void* A, int64_t lda, int64_t strideA,
-                    const void* B, int64_t ldb, int64_t strideB, double beta, void* C,
-                    int64_t ldc, int64_t strideC) override {
+                    const void* B, int64_t ldb, int64_t strideB, double beta, void* C, int64_t ldc,
+                    int64_t strideC) override {
     const int64_t na = transA ? matrices_extent(batch, strideA, K, M, lda)
                               : matrices_extent(batch, strideA, M, K, lda);
     const int64_t nb = transB ? matrices_extent(batch, strideB, N, K, ldb)
@@ -286,25 +317,25 @@ class CpuBackend final : public Backend {
       if (batch == 1) {
         k::gemm(transA, transB, M, N, K, al, a, lda, b, ldb, be, c, ldc);
       } else {
-        k::gemm_batched(transA, transB, batch, M, N, K, al, a, lda, strideA, b, ldb, strideB, be,
-                        c, ldc, strideC);
+        k::gemm_batched(transA, transB, batch, M, N, K, al, a, lda, strideA, b, ldb, strideB, be, c,
+                        ldc, strideC);
       }
     });
   }
 
   void embedding_forward(DType t, void* out, const int32_t* ids, const void* table, int64_t N,
                          int64_t V, int64_t C, int64_t first, int64_t vocab) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "embedding",
-                               k::embedding_forward(io.out<scalar_t>(out, N * C), ids,
-                                                    io.in<scalar_t>(table, V * C), N, V, C,
-                                                    first, vocab));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "embedding",
+        k::embedding_forward(io.out<scalar_t>(out, N * C), ids, io.in<scalar_t>(table, V * C), N, V,
+                             C, first, vocab));
   }
-  void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
-                          int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "embedding_backward",
-                               k::embedding_backward(io.out<scalar_t>(dtable, V * C),
-                                                     io.in<scalar_t>(dout, N * C), ids, N, V,
-                                                     C, first, vocab));
+  void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
+                          int64_t V, int64_t C, int64_t first, int64_t vocab) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "embedding_backward",
+        k::embedding_backward(io.out<scalar_t>(dtable, V * C), io.in<scalar_t>(dout, N * C), ids, N,
+                              V, C, first, vocab));
   }
   // mean and rstd are in stats_dtype(t), the kernel's scalar_t (f32 for bf16): passed through
   // unstaged, never rounded to bf16.
@@ -318,8 +349,8 @@ class CpuBackend final : public Backend {
                              io.in<scalar_t>(bias, C), N, C, static_cast<scalar_t>(eps)));
   }
   void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias, const void* dout,
-                          const void* inp, const void* weight, const void* mean,
-                          const void* rstd, int64_t N, int64_t C) override {
+                          const void* inp, const void* weight, const void* mean, const void* rstd,
+                          int64_t N, int64_t C) override {
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "layernorm_backward",
         k::layernorm_backward(io.out<scalar_t>(dinp, N * C), io.out<scalar_t>(dweight, C),
@@ -331,44 +362,39 @@ class CpuBackend final : public Backend {
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "gelu", k::gelu_forward(io.out<scalar_t>(out, n), io.in<scalar_t>(inp, n), n));
   }
-  void gelu_backward(DType t, void* dinp, const void* inp, const void* dout,
-                     int64_t n) override {
+  void gelu_backward(DType t, void* dinp, const void* inp, const void* dout, int64_t n) override {
     TRIDENT_CPU_FLOAT_DISPATCH(t, "gelu_backward",
-                               k::gelu_backward(io.out<scalar_t>(dinp, n),
-                                                io.in<scalar_t>(inp, n),
+                               k::gelu_backward(io.out<scalar_t>(dinp, n), io.in<scalar_t>(inp, n),
                                                 io.in<scalar_t>(dout, n), n));
   }
-  void softmax_forward(DType t, void* out, const void* inp, int64_t rows,
-                       int64_t cols) override {
+  void softmax_forward(DType t, void* out, const void* inp, int64_t rows, int64_t cols) override {
     const int64_t n = rows * cols;
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "softmax",
-                               k::softmax_forward(io.out<scalar_t>(out, n),
-                                                  io.in<scalar_t>(inp, n), rows, cols));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "softmax",
+        k::softmax_forward(io.out<scalar_t>(out, n), io.in<scalar_t>(inp, n), rows, cols));
   }
   void softmax_backward(DType t, void* dinp, const void* out, const void* dout, int64_t rows,
                         int64_t cols) override {
     const int64_t n = rows * cols;
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "softmax_backward",
-                               k::softmax_backward(io.out<scalar_t>(dinp, n),
-                                                   io.in<scalar_t>(out, n),
-                                                   io.in<scalar_t>(dout, n), rows, cols));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "softmax_backward",
+        k::softmax_backward(io.out<scalar_t>(dinp, n), io.in<scalar_t>(out, n),
+                            io.in<scalar_t>(dout, n), rows, cols));
   }
   void attention_forward(DType t, void* out, void* att, const void* qkv, int64_t B, int64_t T,
                          int64_t C, int64_t NH) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "attention",
-                               k::attention_forward(io.out<scalar_t>(out, B * T * C),
-                                                    io.out<scalar_t>(att, B * NH * T * T),
-                                                    io.in<scalar_t>(qkv, B * T * 3 * C), B, T,
-                                                    C, NH));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "attention",
+        k::attention_forward(io.out<scalar_t>(out, B * T * C),
+                             io.out<scalar_t>(att, B * NH * T * T),
+                             io.in<scalar_t>(qkv, B * T * 3 * C), B, T, C, NH));
   }
-  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
-                          const void* att, int64_t B, int64_t T, int64_t C,
-                          int64_t NH) override {
+  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv, const void* att,
+                          int64_t B, int64_t T, int64_t C, int64_t NH) override {
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "attention_backward",
         k::attention_backward(io.out<scalar_t>(dqkv, B * T * 3 * C),
-                              io.in<scalar_t>(dout, B * T * C),
-                              io.in<scalar_t>(qkv, B * T * 3 * C),
+                              io.in<scalar_t>(dout, B * T * C), io.in<scalar_t>(qkv, B * T * 3 * C),
                               io.in<scalar_t>(att, B * NH * T * T), B, T, C, NH));
   }
   // Losses, lse, dlosses and the slice statistics are in stats_dtype(t), the kernel's scalar_t
@@ -414,17 +440,17 @@ class CpuBackend final : public Backend {
   }
   void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n, float p,
                        uint64_t seed, uint64_t offset) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "dropout",
-                               k::dropout_forward(io.out<scalar_t>(out, n),
-                                                  io.out<scalar_t>(mask, n),
-                                                  io.in<scalar_t>(inp, n), n, p, seed, offset));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "dropout",
+        k::dropout_forward(io.out<scalar_t>(out, n), io.out<scalar_t>(mask, n),
+                           io.in<scalar_t>(inp, n), n, p, seed, offset));
   }
   void dropout_backward(DType t, void* dinp, const void* dout, const void* mask,
                         int64_t n) override {
-    TRIDENT_CPU_FLOAT_DISPATCH(t, "dropout_backward",
-                               k::dropout_backward(io.out<scalar_t>(dinp, n),
-                                                   io.in<scalar_t>(dout, n),
-                                                   io.in<scalar_t>(mask, n), n));
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "dropout_backward",
+        k::dropout_backward(io.out<scalar_t>(dinp, n), io.in<scalar_t>(dout, n),
+                            io.in<scalar_t>(mask, n), n));
   }
 
   void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
@@ -432,11 +458,9 @@ class CpuBackend final : public Backend {
                     int64_t step) override {
     k::adamw_update(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
   }
-  void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr,
-                  float momentum, float dampening, float weight_decay, bool nesterov,
-                  bool first_step) override {
-    k::sgd_update(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov,
-                  first_step);
+  void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr, float momentum,
+                  float dampening, float weight_decay, bool nesterov, bool first_step) override {
+    k::sgd_update(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov, first_step);
   }
 };
 

@@ -54,13 +54,20 @@ void check(cudaError_t e, int device, const char* what) {
 
 kc::ScalarType st(DType t) {
   switch (t) {
-    case DType::F32: return kc::ScalarType::F32;
-    case DType::F64: return kc::ScalarType::F64;
-    case DType::BF16: return kc::ScalarType::BF16;
-    case DType::F16: return kc::ScalarType::F16;
-    case DType::I32: return kc::ScalarType::I32;
-    case DType::I64: return kc::ScalarType::I64;
-    case DType::U8: return kc::ScalarType::U8;
+    case DType::F32:
+      return kc::ScalarType::F32;
+    case DType::F64:
+      return kc::ScalarType::F64;
+    case DType::BF16:
+      return kc::ScalarType::BF16;
+    case DType::F16:
+      return kc::ScalarType::F16;
+    case DType::I32:
+      return kc::ScalarType::I32;
+    case DType::I64:
+      return kc::ScalarType::I64;
+    case DType::U8:
+      return kc::ScalarType::U8;
   }
   return kc::ScalarType::F32;
 }
@@ -88,8 +95,8 @@ class LtHandle {
  public:
   explicit LtHandle(int device) {
     const cublasStatus_t s = cublasLtCreate(&h_);
-    TRIDENT_CHECK(s == CUBLAS_STATUS_SUCCESS, "cuda:", device, ": cublasLtCreate failed: ",
-                  cublasLtGetStatusString(s));
+    TRIDENT_CHECK(s == CUBLAS_STATUS_SUCCESS, "cuda:", device,
+                  ": cublasLtCreate failed: ", cublasLtGetStatusString(s));
   }
   ~LtHandle() {
     if (h_ != nullptr) (void)cublasLtDestroy(h_);
@@ -157,8 +164,14 @@ class CallScratch final : public kc::Scratch {
   std::vector<std::pair<void*, size_t>> blocks_;
 };
 
-template <typename T> T* P(void* p) { return static_cast<T*>(p); }
-template <typename T> const T* P(const void* p) { return static_cast<const T*>(p); }
+template <typename T>
+T* P(void* p) {
+  return static_cast<T*>(p);
+}
+template <typename T>
+const T* P(const void* p) {
+  return static_cast<const T*>(p);
+}
 
 class CudaBackend final : public Backend {
  public:
@@ -194,9 +207,9 @@ class CudaBackend final : public Backend {
   }
 
   // --- element-wise and reductions --------------------------------------------------
-  void binary_strided(BinaryOpKind op, DType t, void* out, const void* a,
-                      const int64_t* a_strides, const void* b, const int64_t* b_strides,
-                      const int64_t* shape, int ndim) override {
+  void binary_strided(BinaryOpKind op, DType t, void* out, const void* a, const int64_t* a_strides,
+                      const void* b, const int64_t* b_strides, const int64_t* shape,
+                      int ndim) override {
     run("binary op", [&] {
       kc::binary_strided(static_cast<kc::BinaryOp>(op), st(t), out, a, a_strides, b, b_strides,
                          shape, ndim, s());
@@ -225,8 +238,7 @@ class CudaBackend final : public Backend {
       kc::sum(st(t), x, n, true, out, scratch, s());
     });
   }
-  double sum_squares_multi(DType t, const void* const* xs, const int64_t* ns,
-                           int count) override {
+  double sum_squares_multi(DType t, const void* const* xs, const int64_t* ns, int count) override {
     return read_double("sum_squares", [&](double* out, kc::Scratch& scratch) {
       kc::sum_squares_multi(st(t), xs, ns, count, out, scratch, s());
     });
@@ -235,8 +247,7 @@ class CudaBackend final : public Backend {
                 int64_t cols) override {
     run("add_bias", [&] { kc::add_bias(st(t), out, in, bias, rows, cols, s()); });
   }
-  void bias_backward(DType t, void* dbias, const void* dout, int64_t rows,
-                     int64_t cols) override {
+  void bias_backward(DType t, void* dbias, const void* dout, int64_t rows, int64_t cols) override {
     run("bias_backward", [&] {
       CallScratch scratch(alloc_);
       kc::bias_backward(st(t), dbias, dout, rows, cols, scratch, s());
@@ -246,8 +257,8 @@ class CudaBackend final : public Backend {
   // --- matrix multiply ---------------------------------------------------------------
   void gemm_batched(DType t, bool transA, bool transB, int64_t batch, int64_t M, int64_t N,
                     int64_t K, double alpha, const void* A, int64_t lda, int64_t strideA,
-                    const void* B, int64_t ldb, int64_t strideB, double beta, void* C,
-                    int64_t ldc, int64_t strideC) override {
+                    const void* B, int64_t ldb, int64_t strideB, double beta, void* C, int64_t ldc,
+                    int64_t strideC) override {
     kc::GemmArgs g;
     g.transA = transA;
     g.transB = transB;
@@ -269,22 +280,21 @@ class CudaBackend final : public Backend {
     run("matmul", [&] { plan_gemm(t, g); });
   }
 
-  void linear_forward(DType t, void* out, const void* x, const void* w, const void* bias,
-                      int64_t R, int64_t N, int64_t K) override {
+  void linear_forward(DType t, void* out, const void* x, const void* w, const void* bias, int64_t R,
+                      int64_t N, int64_t K) override {
     kc::GemmArgs g = linear_args(x, false, w, true, out, R, N, K);
     if (bias != nullptr) {
       g.epilogue = kc::GemmEpilogue::Bias;
       g.bias = bias;
     }
-    run("linear", [&] {
-      gemm_fused_or(t, g, [&] { kc::add_bias(st(t), out, out, bias, R, N, s()); });
-    });
+    run("linear",
+        [&] { gemm_fused_or(t, g, [&] { kc::add_bias(st(t), out, out, bias, R, N, s()); }); });
   }
   void linear_gelu_forward(DType t, void* out, void* pre, const void* x, const void* w,
                            const void* bias, int64_t R, int64_t N, int64_t K) override {
     // cuBLASLt's aux leading dimension must be a multiple of 8 elements.
-    if (bias == nullptr || N % 8 != 0) return Backend::linear_gelu_forward(t, out, pre, x, w,
-                                                                            bias, R, N, K);
+    if (bias == nullptr || N % 8 != 0)
+      return Backend::linear_gelu_forward(t, out, pre, x, w, bias, R, N, K);
     kc::GemmArgs g = linear_args(x, false, w, true, out, R, N, K);
     g.epilogue = kc::GemmEpilogue::GeluAuxBias;
     g.bias = bias;
@@ -294,8 +304,8 @@ class CudaBackend final : public Backend {
     run("linear_gelu", [&] { fused = plan_gemm(t, g); });
     if (!fused) Backend::linear_gelu_forward(t, out, pre, x, w, bias, R, N, K);
   }
-  void linear_weight_grad(DType t, void* dw, void* dbias, const void* dy, const void* x,
-                          int64_t R, int64_t N, int64_t K) override {
+  void linear_weight_grad(DType t, void* dw, void* dbias, const void* dy, const void* x, int64_t R,
+                          int64_t N, int64_t K) override {
     kc::GemmArgs g = linear_args(dy, true, x, false, dw, N, K, R);
     if (dbias != nullptr) {
       g.epilogue = kc::GemmEpilogue::BiasGradA;
@@ -316,8 +326,8 @@ class CudaBackend final : public Backend {
       kc::embedding_forward(st(t), out, ids, table, N, V, C, first, vocab, bad_slot(), s());
     });
   }
-  void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
-                          int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab) override {
+  void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
+                          int64_t V, int64_t C, int64_t first, int64_t vocab) override {
     run("embedding_backward", [&] {
       CallScratch scratch(alloc_);
       kc::embedding_backward(st(t), dtable, dout, ids, N, V, C, first, vocab, scratch, s());
@@ -333,8 +343,8 @@ class CudaBackend final : public Backend {
     });
   }
   void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias, const void* dout,
-                          const void* inp, const void* weight, const void* mean,
-                          const void* rstd, int64_t N, int64_t C) override {
+                          const void* inp, const void* weight, const void* mean, const void* rstd,
+                          int64_t N, int64_t C) override {
     run("layernorm_backward", [&] {
       CallScratch scratch(alloc_);
       kc::layernorm_backward(st(t), dinp, dweight, dbias, dout, inp, weight, P<float>(mean),
@@ -344,18 +354,15 @@ class CudaBackend final : public Backend {
   void gelu_forward(DType t, void* out, const void* inp, int64_t n) override {
     run("gelu", [&] { kc::gelu_forward(st(t), out, inp, n, s()); });
   }
-  void gelu_backward(DType t, void* dinp, const void* inp, const void* dout,
-                     int64_t n) override {
+  void gelu_backward(DType t, void* dinp, const void* inp, const void* dout, int64_t n) override {
     run("gelu_backward", [&] { kc::gelu_backward(st(t), dinp, inp, dout, n, s()); });
   }
-  void softmax_forward(DType t, void* out, const void* inp, int64_t rows,
-                       int64_t cols) override {
+  void softmax_forward(DType t, void* out, const void* inp, int64_t rows, int64_t cols) override {
     run("softmax", [&] { kc::softmax_forward(st(t), out, inp, rows, cols, s()); });
   }
   void softmax_backward(DType t, void* dinp, const void* out, const void* dout, int64_t rows,
                         int64_t cols) override {
-    run("softmax_backward",
-        [&] { kc::softmax_backward(st(t), dinp, out, dout, rows, cols, s()); });
+    run("softmax_backward", [&] { kc::softmax_backward(st(t), dinp, out, dout, rows, cols, s()); });
   }
   int64_t attention_saved_elements(DType t, int64_t B, int64_t T, int64_t C,
                                    int64_t NH) const override {
@@ -367,9 +374,8 @@ class CudaBackend final : public Backend {
                          int64_t C, int64_t NH) override {
     run("attention", [&] { kc::attention_forward(st(t), out, att, qkv, B, T, C, NH, s()); });
   }
-  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
-                          const void* att, int64_t B, int64_t T, int64_t C,
-                          int64_t NH) override {
+  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv, const void* att,
+                          int64_t B, int64_t T, int64_t C, int64_t NH) override {
     run("attention_backward", [&] {
       CallScratch scratch(alloc_);
       kc::attention_backward(st(t), dqkv, dout, qkv, att, B, T, C, NH, scratch, s());
@@ -424,8 +430,7 @@ class CudaBackend final : public Backend {
   }
   void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n, float p,
                        uint64_t seed, uint64_t offset) override {
-    run("dropout",
-        [&] { kc::dropout_forward(st(t), out, mask, inp, n, p, seed, offset, s()); });
+    run("dropout", [&] { kc::dropout_forward(st(t), out, mask, inp, n, p, seed, offset, s()); });
   }
   void dropout_backward(DType t, void* dinp, const void* dout, const void* mask,
                         int64_t n) override {
@@ -438,11 +443,10 @@ class CudaBackend final : public Backend {
                     int64_t step) override {
     adamw_update_multi(1, &param, &grad, &m, &v, &n, lr, beta1, beta2, eps, weight_decay, step);
   }
-  void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr,
-                  float momentum, float dampening, float weight_decay, bool nesterov,
-                  bool first_step) override {
-    sgd_update_multi(1, &param, &grad, &buf, &n, &first_step, lr, momentum, dampening,
-                     weight_decay, nesterov);
+  void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr, float momentum,
+                  float dampening, float weight_decay, bool nesterov, bool first_step) override {
+    sgd_update_multi(1, &param, &grad, &buf, &n, &first_step, lr, momentum, dampening, weight_decay,
+                     nesterov);
   }
   void adamw_update_multi(int count, float* const* params, const float* const* grads,
                           float* const* m, float* const* v, const int64_t* ns, float lr,
@@ -454,8 +458,8 @@ class CudaBackend final : public Backend {
     });
   }
   void sgd_update_multi(int count, float* const* params, const float* const* grads,
-                        float* const* bufs, const int64_t* ns, const bool* first_steps,
-                        float lr, float momentum, float dampening, float weight_decay,
+                        float* const* bufs, const int64_t* ns, const bool* first_steps, float lr,
+                        float momentum, float dampening, float weight_decay,
                         bool nesterov) override {
     run("sgd", [&] {
       kc::sgd_update_multi(count, params, grads, bufs, ns, first_steps, lr, momentum, dampening,
@@ -539,8 +543,8 @@ class CudaBackend final : public Backend {
     run(op, [&] {
       CallScratch scratch(alloc_);
       f(dev, scratch);
-      check(cudaMemcpyAsync(host_.get(), dev, sizeof(double), cudaMemcpyDeviceToHost, s()),
-            device_, op);
+      check(cudaMemcpyAsync(host_.get(), dev, sizeof(double), cudaMemcpyDeviceToHost, s()), device_,
+            op);
     });
     stream_.synchronize();
     return *static_cast<const double*>(host_.get());
@@ -576,8 +580,12 @@ CudaBackend& cuda_backend(int index) {
   return *all[index];
 }
 
-Backend& get_backend(int index) { return cuda_backend(index); }
-Allocator& get_allocator(int index) { return cuda_allocator(index); }
+Backend& get_backend(int index) {
+  return cuda_backend(index);
+}
+Allocator& get_allocator(int index) {
+  return cuda_allocator(index);
+}
 
 // Host<->device and device<->device copies, ordered on the devices' compute streams; a copy
 // to the host returns when the data has arrived.
@@ -587,19 +595,19 @@ void copy(void* dst, Device dst_device, const void* src, Device src_device, size
     be.activate();
     // From pageable memory the runtime stages the source before returning, so the caller may
     // reuse it at once; the transfer itself is ordered after earlier work on the stream.
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, be.stream()),
-          dst_device.index, "copy to device");
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, be.stream()), dst_device.index,
+          "copy to device");
   } else if (dst_device.is_cpu() && src_device.is_cuda()) {
     CudaBackend& be = cuda_backend(src_device.index);
     be.activate();
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, be.stream()),
-          src_device.index, "copy to host");
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, be.stream()), src_device.index,
+          "copy to host");
     be.synchronize();
   } else if (dst_device == src_device) {
     CudaBackend& be = cuda_backend(dst_device.index);
     be.activate();
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, be.stream()),
-          dst_device.index, "device copy");
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, be.stream()), dst_device.index,
+          "device copy");
   } else {
     CudaBackend& from = cuda_backend(src_device.index);
     CudaBackend& to = cuda_backend(dst_device.index);
@@ -613,7 +621,9 @@ void copy(void* dst, Device dst_device, const void* src, Device src_device, size
 
 }  // namespace
 
-void* cuda_compute_stream(int index) { return cuda_backend(index).stream(); }
+void* cuda_compute_stream(int index) {
+  return cuda_backend(index).stream();
+}
 
 void register_cuda_backend() {
   register_backend(DeviceType::CUDA, &get_backend);

@@ -71,8 +71,12 @@ CheckpointWriter::~CheckpointWriter() {
   std::remove(tmp_.c_str());
 }
 
-void CheckpointWriter::set_meta(const std::string& key, int64_t value) { file_->set_attr(key, value); }
-void CheckpointWriter::set_meta(const std::string& key, double value) { file_->set_attr(key, value); }
+void CheckpointWriter::set_meta(const std::string& key, int64_t value) {
+  file_->set_attr(key, value);
+}
+void CheckpointWriter::set_meta(const std::string& key, double value) {
+  file_->set_attr(key, value);
+}
 void CheckpointWriter::set_meta(const std::string& key, const std::string& value) {
   file_->set_attr(key, value);
 }
@@ -87,7 +91,8 @@ void CheckpointWriter::add(const std::string& param, const std::string& state,
   group.write_dataset(state, hdf5::Elem::F32, shape, data);
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
-  group.set_attr("checksum", hex64(checksum64(data, static_cast<size_t>(n) * sizeof(float))), state);
+  group.set_attr("checksum", hex64(checksum64(data, static_cast<size_t>(n) * sizeof(float))),
+                 state);
 }
 
 void CheckpointWriter::commit() {
@@ -112,8 +117,12 @@ CheckpointReader::CheckpointReader(const std::string& path)
   TRIDENT_CHECK(file_.has("params"), path, ": checkpoint has no /params group");
 }
 
-bool CheckpointReader::has_meta(const std::string& key) const { return file_.has_attr(key); }
-int64_t CheckpointReader::meta_int(const std::string& key) const { return file_.attr_int(key); }
+bool CheckpointReader::has_meta(const std::string& key) const {
+  return file_.has_attr(key);
+}
+int64_t CheckpointReader::meta_int(const std::string& key) const {
+  return file_.attr_int(key);
+}
 double CheckpointReader::meta_double(const std::string& key) const {
   return file_.attr_double(key);
 }
@@ -172,7 +181,8 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::smatch m;
     const std::string name = entry.path().filename().string();
-    if (std::regex_match(name, m, pattern)) out.emplace_back(std::stoll(m[1]), entry.path().string());
+    if (std::regex_match(name, m, pattern))
+      out.emplace_back(std::stoll(m[1]), entry.path().string());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -187,7 +197,8 @@ void prune_checkpoints(const std::string& dir, int keep) {
   std::error_code ec;
   if (keep > 0) {
     const auto all = list_checkpoints(dir);
-    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove(all[i].second, ec);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i)
+      fs::remove(all[i].second, ec);
   }
   static const std::regex stale(R"(step_\d+\.h5\.tmp\.\d+)");
   for (const auto& entry : fs::directory_iterator(dir, ec)) {

@@ -1,7 +1,6 @@
 // CUDA device discovery and the one-line errors for a device that cannot be used. In a build
 // without CUDA the same functions report that instead.
 #include "trident/core/cuda.hpp"
-
 #include "trident/core/error.hpp"
 
 #ifdef TRIDENT_WITH_CUDA
@@ -60,11 +59,12 @@ void cuda_check_device(int index) {
   int count = 0;
   const cudaError_t e = query_count(&count);
   TRIDENT_CHECK(e == cudaSuccess, "device cuda:", index, " requested but ", count_error_text(e));
-  TRIDENT_CHECK(count > 0, "device cuda:", index, " requested but no CUDA-capable GPU is visible"
+  TRIDENT_CHECK(count > 0, "device cuda:", index,
+                " requested but no CUDA-capable GPU is visible"
                 " (check CUDA_VISIBLE_DEVICES or pass --device cpu)");
   TRIDENT_CHECK(index >= 0 && index < count, "device cuda:", index, " requested but ", count,
-                " CUDA device", count == 1 ? " is" : "s are", " visible (cuda:0 .. cuda:",
-                count - 1, ")");
+                " CUDA device", count == 1 ? " is" : "s are",
+                " visible (cuda:0 .. cuda:", count - 1, ")");
   cudaDeviceProp prop{};
   const cudaError_t pe = cudaGetDeviceProperties(&prop, index);
   TRIDENT_CHECK(pe == cudaSuccess, "device cuda:", index, ": cannot read its properties (",
@@ -91,10 +91,11 @@ CudaDeviceInfo cuda_device_info(int index) {
     const char* name_part;
     double bf16, fp32;
   };
-  static const Known known[] = {
-      {"H200", 989.4e12, 66.9e12}, {"GH200", 989.4e12, 66.9e12}, {"H100 PCIe", 756.5e12, 51.2e12},
-      {"H100 NVL", 835.5e12, 60.0e12}, {"H100", 989.4e12, 66.9e12}, {"A100", 312.0e12, 19.5e12},
-      {"A800", 312.0e12, 19.5e12}, {"L40S", 362.1e12, 91.6e12}, {"A10", 125.0e12, 31.2e12}};
+  static const Known known[] = {{"H200", 989.4e12, 66.9e12},      {"GH200", 989.4e12, 66.9e12},
+                                {"H100 PCIe", 756.5e12, 51.2e12}, {"H100 NVL", 835.5e12, 60.0e12},
+                                {"H100", 989.4e12, 66.9e12},      {"A100", 312.0e12, 19.5e12},
+                                {"A800", 312.0e12, 19.5e12},      {"L40S", 362.1e12, 91.6e12},
+                                {"A10", 125.0e12, 31.2e12}};
   for (const Known& k : known) {
     if (info.name.find(k.name_part) != std::string::npos) {
       info.peak_bf16_flops = k.bf16;
@@ -115,7 +116,9 @@ CudaDeviceInfo cuda_device_info(int index) {
   return {};
 }
 
-int cuda_device_count_or_zero() { return 0; }
+int cuda_device_count_or_zero() {
+  return 0;
+}
 
 std::string cuda_unavailable_reason() {
   return "this build of Trident has no CUDA backend (rebuild with -DTRIDENT_ENABLE_CUDA=ON)";

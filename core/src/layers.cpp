@@ -16,30 +16,37 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias, Generat
                const InitOptions& init) {
   TRIDENT_CHECK(in_features > 0 && out_features > 0, "Linear(", in_features, ", ", out_features,
                 "): sizes must be positive");
-  weight = register_parameter("weight", normal_param({out_features, in_features}, gen, init,
-                                                     init.std));
+  weight =
+      register_parameter("weight", normal_param({out_features, in_features}, gen, init, init.std));
   if (has_bias) {
-    bias = register_parameter("bias",
-                              Tensor::zeros({out_features}, init.dtype, init.device));
+    bias = register_parameter("bias", Tensor::zeros({out_features}, init.dtype, init.device));
   }
 }
 
-Tensor Linear::forward(const Tensor& x) { return ops::linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) {
+  return ops::linear(x, weight, bias);
+}
 
 Embedding::Embedding(int64_t num, int64_t dim, Generator& gen, const InitOptions& init) {
   weight = register_parameter("weight", normal_param({num, dim}, gen, init, init.std));
 }
 
-Tensor Embedding::forward(const Tensor& ids) { return ops::embedding(ids, weight); }
+Tensor Embedding::forward(const Tensor& ids) {
+  return ops::embedding(ids, weight);
+}
 
 LayerNorm::LayerNorm(int64_t dim, double eps_, const InitOptions& init) : eps(eps_) {
   weight = register_parameter("weight", Tensor::ones({dim}, init.dtype, init.device));
   bias = register_parameter("bias", Tensor::zeros({dim}, init.dtype, init.device));
 }
 
-Tensor LayerNorm::forward(const Tensor& x) { return ops::layer_norm(x, weight, bias, eps); }
+Tensor LayerNorm::forward(const Tensor& x) {
+  return ops::layer_norm(x, weight, bias, eps);
+}
 
-Tensor GELU::forward(const Tensor& x) { return ops::gelu(x); }
+Tensor GELU::forward(const Tensor& x) {
+  return ops::gelu(x);
+}
 
 Tensor Dropout::forward(const Tensor& x) {
   if (!is_training() || p_ == 0.0f) return x;
@@ -59,8 +66,7 @@ Tensor Sequential::forward(const Tensor& x) {
 }
 
 CausalSelfAttention::CausalSelfAttention(int64_t dim, int64_t n_head_, float dropout,
-                                         Generator& gen, const InitOptions& init,
-                                         double proj_std)
+                                         Generator& gen, const InitOptions& init, double proj_std)
     : n_head(n_head_) {
   TRIDENT_CHECK(n_head > 0 && dim % n_head == 0, "attention: ", n_head,
                 " heads do not divide the width ", dim);

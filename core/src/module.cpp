@@ -13,8 +13,8 @@ Shape ShardSpec::full_shape(const Shape& local) const {
 Tensor ShardSpec::slice(const Tensor& full) const {
   if (!sharded()) return full.contiguous();
   const int64_t n = full.size(dim);
-  TRIDENT_CHECK(n % (blocks * parts) == 0, "cannot split dimension ", dim, " of ",
-                full.shape_str(), " into ", blocks, " blocks of ", parts, " parts");
+  TRIDENT_CHECK(n % (blocks * parts) == 0, "cannot split dimension ", dim, " of ", full.shape_str(),
+                " into ", blocks, " blocks of ", parts, " parts");
   const int64_t block = n / blocks, piece = block / parts;
   Shape local = full.shape();
   local[static_cast<size_t>(dim)] = n / parts;
@@ -36,7 +36,8 @@ Tensor ShardSpec::assemble(const std::vector<Tensor>& pieces) const {
   for (int r = 0; r < parts; ++r) {
     for (int b = 0; b < blocks; ++b) {
       const int64_t dst = b * block + r * piece;
-      full.slice(dim, dst, dst + piece).copy_(pieces[static_cast<size_t>(r)].slice(dim, b * piece, (b + 1) * piece));
+      full.slice(dim, dst, dst + piece)
+          .copy_(pieces[static_cast<size_t>(r)].slice(dim, b * piece, (b + 1) * piece));
     }
   }
   return full;

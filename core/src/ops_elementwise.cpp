@@ -11,8 +11,8 @@ namespace trident::ops {
 namespace {
 
 void check_same_device_dtype(const Tensor& a, const Tensor& b, const char* op) {
-  TRIDENT_CHECK(a.device() == b.device(), op, ": tensors on different devices (",
-                a.device().str(), " and ", b.device().str(), ")");
+  TRIDENT_CHECK(a.device() == b.device(), op, ": tensors on different devices (", a.device().str(),
+                " and ", b.device().str(), ")");
   TRIDENT_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ (", dtype_name(a.dtype()), " and ",
                 dtype_name(b.dtype()), ")");
 }
@@ -52,7 +52,9 @@ Tensor binary_raw(BinaryOpKind op, const Tensor& a, const Tensor& b, const char*
   return out;
 }
 
-Tensor scalar_like(const Tensor& a, double v) { return Tensor::full({}, v, a.dtype(), a.device()); }
+Tensor scalar_like(const Tensor& a, double v) {
+  return Tensor::full({}, v, a.dtype(), a.device());
+}
 
 }  // namespace
 
@@ -113,10 +115,9 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   const Tensor ad = a.detach(), bd = b.detach();
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   autograd::record(out, "mul", {a, b}, [ad, bd, ga, gb](const Tensor& g) {
-    return std::vector<Tensor>{ga ? sum_to(binary_raw(BinaryOpKind::Mul, g, bd, "mul"), ad.shape())
-                                  : Tensor(),
-                               gb ? sum_to(binary_raw(BinaryOpKind::Mul, g, ad, "mul"), bd.shape())
-                                  : Tensor()};
+    return std::vector<Tensor>{
+        ga ? sum_to(binary_raw(BinaryOpKind::Mul, g, bd, "mul"), ad.shape()) : Tensor(),
+        gb ? sum_to(binary_raw(BinaryOpKind::Mul, g, ad, "mul"), bd.shape()) : Tensor()};
   });
   return out;
 }
@@ -151,8 +152,7 @@ Tensor mul_scalar(const Tensor& a, double s) {
 
 Tensor add_scalar(const Tensor& a, double s) {
   Tensor out = binary_raw(BinaryOpKind::Add, a, scalar_like(a, s), "add_scalar");
-  autograd::record(out, "add_scalar", {a},
-                   [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  autograd::record(out, "add_scalar", {a}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
   return out;
 }
 
@@ -162,12 +162,14 @@ void add_(Tensor& a, const Tensor& b_in) {
   check_same_device_dtype(a, b_in, "add_");
   TRIDENT_CHECK(a.is_contiguous(), "add_ into a non-contiguous tensor");
   Tensor b = b_in.contiguous();
-  if (a.numel() > 0) backend_for(a.device()).axpy(a.dtype(), a.raw_data(), b.raw_data(), 1.0, a.numel());
+  if (a.numel() > 0)
+    backend_for(a.device()).axpy(a.dtype(), a.raw_data(), b.raw_data(), 1.0, a.numel());
 }
 
 Tensor sum(const Tensor& a) {
   Tensor src = a.contiguous();
-  const double s = a.numel() ? backend_for(a.device()).sum(a.dtype(), src.raw_data(), a.numel()) : 0;
+  const double s =
+      a.numel() ? backend_for(a.device()).sum(a.dtype(), src.raw_data(), a.numel()) : 0;
   Tensor out = Tensor::full({}, s, a.dtype(), a.device());
   const Shape shape = a.shape();
   autograd::record(out, "sum", {src}, [shape](const Tensor& g) {

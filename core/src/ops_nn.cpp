@@ -18,19 +18,21 @@ void check_float(const Tensor& t, const char* op, const char* what) {
 }
 
 void check_same(const Tensor& a, const Tensor& b, const char* op) {
-  TRIDENT_CHECK(a.device() == b.device(), op, ": tensors on different devices (",
-                a.device().str(), " and ", b.device().str(), ")");
+  TRIDENT_CHECK(a.device() == b.device(), op, ": tensors on different devices (", a.device().str(),
+                " and ", b.device().str(), ")");
   TRIDENT_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ (", dtype_name(a.dtype()), " and ",
                 dtype_name(b.dtype()), ")");
 }
 
-Backend& be(const Tensor& t) { return backend_for(t.device()); }
+Backend& be(const Tensor& t) {
+  return backend_for(t.device());
+}
 
 // C (M,N) = op(A) op(B) on contiguous 2-D buffers, beta = 0.
 void gemm2d(const Tensor& A, bool ta, const Tensor& B, bool tb, Tensor& C, int64_t M, int64_t N,
             int64_t K, double beta = 0.0) {
-  be(A).gemm_batched(A.dtype(), ta, tb, 1, M, N, K, 1.0, A.raw_data(), ta ? M : K, 0,
-                     B.raw_data(), tb ? K : N, 0, beta, C.raw_data(), N, 0);
+  be(A).gemm_batched(A.dtype(), ta, tb, 1, M, N, K, 1.0, A.raw_data(), ta ? M : K, 0, B.raw_data(),
+                     tb ? K : N, 0, beta, C.raw_data(), N, 0);
 }
 
 }  // namespace
@@ -148,12 +150,11 @@ Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
   }
   const Tensor xd = a.x.detach(), wd = a.w.detach();
   const bool has_bias = bias.defined(), need_dx = x_in.requires_grad();
-  autograd::record(out, "linear", {a.x, a.w, bias},
-                   [xd, wd, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](
-                       const Tensor& g_in) {
-                     return linear_grads(g_in.contiguous(), xd, wd, R, in, outf, has_bias,
-                                         need_dx);
-                   });
+  autograd::record(
+      out, "linear", {a.x, a.w, bias},
+      [xd, wd, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](const Tensor& g_in) {
+        return linear_grads(g_in.contiguous(), xd, wd, R, in, outf, has_bias, need_dx);
+      });
   return out;
 }
 
@@ -168,15 +169,14 @@ Tensor linear_gelu(const Tensor& x_in, const Tensor& weight, const Tensor& bias)
   }
   const Tensor xd = a.x.detach(), wd = a.w.detach();
   const bool has_bias = bias.defined(), need_dx = x_in.requires_grad();
-  autograd::record(out, "linear_gelu", {a.x, a.w, bias},
-                   [xd, wd, pre, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](
-                       const Tensor& g_in) {
-                     const Tensor g = g_in.contiguous();
-                     Tensor du = Tensor::empty(pre.shape(), g.dtype(), g.device());
-                     be(g).gelu_backward(g.dtype(), du.raw_data(), pre.raw_data(), g.raw_data(),
-                                         pre.numel());
-                     return linear_grads(du, xd, wd, R, in, outf, has_bias, need_dx);
-                   });
+  autograd::record(
+      out, "linear_gelu", {a.x, a.w, bias},
+      [xd, wd, pre, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](const Tensor& g_in) {
+        const Tensor g = g_in.contiguous();
+        Tensor du = Tensor::empty(pre.shape(), g.dtype(), g.device());
+        be(g).gelu_backward(g.dtype(), du.raw_data(), pre.raw_data(), g.raw_data(), pre.numel());
+        return linear_grads(du, xd, wd, R, in, outf, has_bias, need_dx);
+      });
   return out;
 }
 
@@ -196,8 +196,9 @@ Tensor embedding(const Tensor& ids_in, const Tensor& table, int64_t first, int64
   out_shape.push_back(C);
   Tensor out = Tensor::empty(out_shape, t.dtype(), t.device());
   try {
-    if (N > 0) be(t).embedding_forward(t.dtype(), out.raw_data(), ids.data<int32_t>(),
-                                       t.raw_data(), N, V, C, first, vocab);
+    if (N > 0)
+      be(t).embedding_forward(t.dtype(), out.raw_data(), ids.data<int32_t>(), t.raw_data(), N, V, C,
+                              first, vocab);
   } catch (const std::out_of_range& e) {
     throw Error(str_cat("embedding: ", e.what(), " (table has ", V, " rows)"));
   }
@@ -226,8 +227,9 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias, 
   // (spacing 0.0625 near 10) would shift every normalised value of its row.
   Tensor mean = Tensor::empty({N}, stats_dtype(x.dtype()), x.device());
   Tensor rstd = Tensor::empty({N}, stats_dtype(x.dtype()), x.device());
-  if (N > 0) be(x).layernorm_forward(x.dtype(), out.raw_data(), mean.raw_data(), rstd.raw_data(),
-                                     x.raw_data(), w.raw_data(), b.raw_data(), N, C, eps);
+  if (N > 0)
+    be(x).layernorm_forward(x.dtype(), out.raw_data(), mean.raw_data(), rstd.raw_data(),
+                            x.raw_data(), w.raw_data(), b.raw_data(), N, C, eps);
   const Tensor xd = x.detach(), wd = w.detach();
   autograd::record(out, "layer_norm", {x, w, b}, [xd, wd, mean, rstd, N, C](const Tensor& g_in) {
     const Tensor g = g_in.contiguous();
@@ -285,8 +287,9 @@ Tensor causal_self_attention(const Tensor& qkv_in, int64_t n_head) {
   // What backward needs: (B, n_head, T, T) probabilities on the CPU, less on a GPU.
   Tensor att = Tensor::empty({be(qkv).attention_saved_elements(qkv.dtype(), B, T, C, n_head)},
                              qkv.dtype(), qkv.device());
-  if (out.numel() > 0) be(qkv).attention_forward(qkv.dtype(), out.raw_data(), att.raw_data(),
-                                                 qkv.raw_data(), B, T, C, n_head);
+  if (out.numel() > 0)
+    be(qkv).attention_forward(qkv.dtype(), out.raw_data(), att.raw_data(), qkv.raw_data(), B, T, C,
+                              n_head);
   const Tensor qd = qkv.detach();
   autograd::record(out, "attention", {qkv}, [qd, att, B, T, C, n_head](const Tensor& g_in) {
     const Tensor g = g_in.contiguous();
@@ -308,8 +311,8 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in) {
                 logits_in.shape_str());
   const int64_t V = logits_in.shape().back();
   const int64_t N = logits_in.numel() / V;
-  TRIDENT_CHECK(targets_in.numel() == N, "cross_entropy: ", targets_in.numel(),
-                " targets for ", N, " rows of logits ", logits_in.shape_str());
+  TRIDENT_CHECK(targets_in.numel() == N, "cross_entropy: ", targets_in.numel(), " targets for ", N,
+                " rows of logits ", logits_in.shape_str());
   const Tensor logits = logits_in.contiguous();
   const Tensor targets = targets_in.to(logits.device()).contiguous();
   // Losses and the saved lse are f32 for bf16 logits (PyTorch autocast's and llm.c's choice);
@@ -317,8 +320,9 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in) {
   Tensor losses = Tensor::empty({N}, stats_dtype(logits.dtype()), logits.device());
   Tensor lse = Tensor::empty({N}, stats_dtype(logits.dtype()), logits.device());
   try {
-    if (N > 0) be(logits).cross_entropy_forward(logits.dtype(), losses.raw_data(), lse.raw_data(),
-                                                logits.raw_data(), targets.data<int32_t>(), N, V);
+    if (N > 0)
+      be(logits).cross_entropy_forward(logits.dtype(), losses.raw_data(), lse.raw_data(),
+                                       logits.raw_data(), targets.data<int32_t>(), N, V);
   } catch (const std::out_of_range& e) {
     throw Error(str_cat("cross_entropy: ", e.what(), " (vocabulary of ", V, ")"));
   }
@@ -364,8 +368,9 @@ Tensor dropout(const Tensor& x_in, float p, bool training, uint64_t seed, uint64
   const Tensor x = x_in.contiguous();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (x.numel() > 0) be(x).dropout_forward(x.dtype(), out.raw_data(), mask.raw_data(),
-                                           x.raw_data(), x.numel(), p, seed, offset);
+  if (x.numel() > 0)
+    be(x).dropout_forward(x.dtype(), out.raw_data(), mask.raw_data(), x.raw_data(), x.numel(), p,
+                          seed, offset);
   autograd::record(out, "dropout", {x}, [mask](const Tensor& g_in) {
     const Tensor g = g_in.contiguous();
     Tensor dx = Tensor::empty(mask.shape(), g.dtype(), g.device());

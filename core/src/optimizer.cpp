@@ -62,10 +62,9 @@ void SGD::step() {
   Device device;
   const auto flush = [&] {
     if (!ps.empty()) {
-      backend_for(device).sgd_update_multi(static_cast<int>(ps.size()), ps.data(), gs.data(),
-                                           bufs.data(), ns.data(), firsts.get(), lr_,
-                                           opts_.momentum, opts_.dampening,
-                                           groups_[group].weight_decay, opts_.nesterov);
+      backend_for(device).sgd_update_multi(
+          static_cast<int>(ps.size()), ps.data(), gs.data(), bufs.data(), ns.data(), firsts.get(),
+          lr_, opts_.momentum, opts_.dampening, groups_[group].weight_decay, opts_.nesterov);
     }
     keep.clear();
     ps.clear();
@@ -127,10 +126,9 @@ void AdamW::step() {
   Device device;
   const auto flush = [&] {
     if (!ps.empty()) {
-      backend_for(device).adamw_update_multi(static_cast<int>(ps.size()), ps.data(), gs.data(),
-                                             ms.data(), vs.data(), ns.data(), lr_, opts_.beta1,
-                                             opts_.beta2, opts_.eps, groups_[group].weight_decay,
-                                             step_);
+      backend_for(device).adamw_update_multi(
+          static_cast<int>(ps.size()), ps.data(), gs.data(), ms.data(), vs.data(), ns.data(), lr_,
+          opts_.beta1, opts_.beta2, opts_.eps, groups_[group].weight_decay, step_);
     }
     keep.clear();
     ps.clear();

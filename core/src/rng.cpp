@@ -14,7 +14,9 @@ uint64_t counter_hash(uint64_t seed, uint64_t index) {
 
 namespace {
 // Uniform in (0, 1] from the top 53 bits (never 0, so log() is safe).
-double unit(uint64_t bits) { return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53; }
+double unit(uint64_t bits) {
+  return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53;
+}
 
 void fill_host(Tensor& t, const std::vector<double>& values) {
   Tensor host = Tensor::from_vector(values, t.shape());
@@ -29,7 +31,8 @@ void Generator::normal_(Tensor& t, double mean, double std) {
   for (int64_t i = 0; i < n; ++i) {  // Box-Muller on two hashes of the same counter
     const double u1 = unit(counter_hash(seed_, base + i));
     const double u2 = unit(counter_hash(seed_ ^ 0xA5A5A5A5DEADBEEFull, base + i));
-    v[static_cast<size_t>(i)] = mean + std * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+    v[static_cast<size_t>(i)] =
+        mean + std * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
   }
   fill_host(t, v);
 }
@@ -44,6 +47,8 @@ void Generator::uniform_(Tensor& t, double low, double high) {
   fill_host(t, v);
 }
 
-double Generator::uniform() { return 1.0 - unit(counter_hash(seed_, advance(1))); }
+double Generator::uniform() {
+  return 1.0 - unit(counter_hash(seed_, advance(1)));
+}
 
 }  // namespace trident

@@ -64,9 +64,15 @@ Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset)
 }
 }  // namespace
 
-NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
-bool NoGradGuard::grad_enabled() { return t_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) {
+  t_grad_enabled = false;
+}
+NoGradGuard::~NoGradGuard() {
+  t_grad_enabled = prev_;
+}
+bool NoGradGuard::grad_enabled() {
+  return t_grad_enabled;
+}
 
 // --- creation ----------------------------------------------------------------------------
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
@@ -100,7 +106,9 @@ Tensor Tensor::scalar(double value, DType dtype, Device device) {
 int64_t Tensor::size(int dim) const {
   return shape()[static_cast<size_t>(normalize_dim(dim, this->dim(), "size"))];
 }
-int64_t Tensor::numel() const { return shape_numel(shape()); }
+int64_t Tensor::numel() const {
+  return shape_numel(shape());
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
@@ -112,7 +120,9 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
-std::string Tensor::shape_str() const { return shape_to_string(shape()); }
+std::string Tensor::shape_str() const {
+  return shape_to_string(shape());
+}
 
 void* Tensor::raw_data() const {
   auto& s = impl().storage;
@@ -124,11 +134,16 @@ double Tensor::item() const {
   TRIDENT_CHECK(numel() == 1, "item() on a tensor of shape ", shape_str());
   Tensor c = to(Device::cpu());
   switch (c.dtype()) {
-    case DType::F32: return *c.data<float>();
-    case DType::F64: return *c.data<double>();
-    case DType::I32: return *c.data<int32_t>();
-    case DType::I64: return static_cast<double>(*c.data<int64_t>());
-    default: return c.to(DType::F32).item();
+    case DType::F32:
+      return *c.data<float>();
+    case DType::F64:
+      return *c.data<double>();
+    case DType::I32:
+      return *c.data<int32_t>();
+    case DType::I64:
+      return static_cast<double>(*c.data<int64_t>());
+    default:
+      return c.to(DType::F32).item();
   }
 }
 
@@ -162,8 +177,8 @@ Tensor Tensor::reshape(const Shape& new_shape_in) const {
                   " to ", shape_to_string(new_shape_in));
     new_shape[static_cast<size_t>(infer)] = numel() / known;
   }
-  TRIDENT_CHECK(shape_numel(new_shape) == numel(), "reshape: cannot reshape ", shape_str(),
-                " (", numel(), " elements) to ", shape_to_string(new_shape_in));
+  TRIDENT_CHECK(shape_numel(new_shape) == numel(), "reshape: cannot reshape ", shape_str(), " (",
+                numel(), " elements) to ", shape_to_string(new_shape_in));
   Tensor src = contiguous();
   Tensor out = make_view(src, new_shape, contiguous_strides(new_shape), src.offset());
   const Shape old = shape();
@@ -179,9 +194,8 @@ Tensor Tensor::transpose(int d0, int d1) const {
   std::swap(sh[a], sh[b]);
   std::swap(st[a], st[b]);
   Tensor out = make_view(*this, sh, st, offset());
-  autograd::record(out, "transpose", {*this}, [a, b](const Tensor& g) {
-    return std::vector<Tensor>{g.transpose(a, b)};
-  });
+  autograd::record(out, "transpose", {*this},
+                   [a, b](const Tensor& g) { return std::vector<Tensor>{g.transpose(a, b)}; });
   return out;
 }
 
@@ -229,12 +243,13 @@ Tensor Tensor::to(DType target) const {
 Tensor Tensor::clone() const {
   Tensor out = empty(shape(), dtype(), device());
   out.copy_(*this);
-  autograd::record(out, "clone", {*this},
-                   [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  autograd::record(out, "clone", {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
   return out;
 }
 
-Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
+Tensor Tensor::detach() const {
+  return make_view(*this, shape(), strides(), offset());
+}
 
 void Tensor::copy_(const Tensor& src_in) {
   TRIDENT_CHECK(src_in.shape() == shape(), "copy_: source shape ", src_in.shape_str(),
@@ -283,7 +298,9 @@ Tensor& Tensor::requires_grad_(bool on) {
   return *this;
 }
 
-Tensor Tensor::grad() const { return impl().grad ? Tensor(impl().grad) : Tensor(); }
+Tensor Tensor::grad() const {
+  return impl().grad ? Tensor(impl().grad) : Tensor();
+}
 
 void Tensor::set_grad(const Tensor& g) {
   if (g.defined()) {
@@ -293,7 +310,9 @@ void Tensor::set_grad(const Tensor& g) {
   impl().grad = g.defined() ? g.impl_ptr() : nullptr;
 }
 
-void Tensor::zero_grad() { impl().grad = nullptr; }
+void Tensor::zero_grad() {
+  impl().grad = nullptr;
+}
 
 void Tensor::backward(const Tensor& grad_output) const {
   Tensor g = grad_output;

@@ -38,19 +38,26 @@ json model_json(const models::GPTConfig& c) {
 
 json layout_json(const RunInfo& info) {
   const Options& o = *info.opt;
-  return {{"dp", info.layout.dp},         {"tp", info.layout.tp},
-          {"pp", info.layout.pp},         {"world_size", info.layout.dp * info.layout.tp * info.layout.pp},
-          {"zero", o.zero},               {"micro_batches", o.micro_batches},
-          {"batch", o.batch},             {"seq", o.seq},
+  return {{"dp", info.layout.dp},  {"tp", info.layout.tp},
+          {"pp", info.layout.pp},  {"world_size", info.layout.dp * info.layout.tp * info.layout.pp},
+          {"zero", o.zero},        {"micro_batches", o.micro_batches},
+          {"batch", o.batch},      {"seq", o.seq},
           {"schedule", o.schedule}};
 }
 
 json optimizer_json(const RunInfo& info) {
   const Options& o = *info.opt;
-  return {{"name", info.optimizer_name}, {"lr", o.lr},         {"min_lr", o.min_lr},
-          {"warmup", o.warmup},          {"total_steps", o.steps},
-          {"weight_decay", o.weight_decay}, {"beta1", o.beta1}, {"beta2", o.beta2},
-          {"eps", o.eps},                {"momentum", o.momentum}, {"nesterov", o.nesterov},
+  return {{"name", info.optimizer_name},
+          {"lr", o.lr},
+          {"min_lr", o.min_lr},
+          {"warmup", o.warmup},
+          {"total_steps", o.steps},
+          {"weight_decay", o.weight_decay},
+          {"beta1", o.beta1},
+          {"beta2", o.beta2},
+          {"eps", o.eps},
+          {"momentum", o.momentum},
+          {"nesterov", o.nesterov},
           {"grad_clip", o.grad_clip}};
 }
 
@@ -66,8 +73,9 @@ void check_compatible(const CheckpointReader& r, const RunInfo& info) {
   const json saved_model = json::parse(r.meta_string("model_config"));
   const json want_model = model_json(info.cfg);
   for (const char* key : {"vocab_size", "block_size", "n_layer", "n_head", "n_embd"}) {
-    TRIDENT_CHECK(saved_model.at(key) == want_model.at(key), r.path(), ": written for a model with ",
-                  key, " = ", saved_model.at(key).dump(), ", this run builds ", want_model.at(key).dump(),
+    TRIDENT_CHECK(saved_model.at(key) == want_model.at(key), r.path(),
+                  ": written for a model with ", key, " = ", saved_model.at(key).dump(),
+                  ", this run builds ", want_model.at(key).dump(),
                   " (pass the same model flags to resume)");
   }
   const json saved_opt = json::parse(r.meta_string("optimizer"));
@@ -81,10 +89,10 @@ void check_compatible(const CheckpointReader& r, const RunInfo& info) {
                                saved_layout.at("micro_batches").get<int64_t>() *
                                saved_layout.at("batch").get<int64_t>();
   const int64_t saved_batch = saved_layout.at("batch").get<int64_t>();
-  TRIDENT_CHECK(saved_global == info.sequences_per_step && saved_batch == info.opt->batch,
-                r.path(), ": written with a global batch of ", saved_global, " sequences (",
-                saved_batch, " per micro-batch); this run has ", info.sequences_per_step, " (",
-                info.opt->batch, " per micro-batch): keep --batch and dp x --micro-batches equal "
+  TRIDENT_CHECK(saved_global == info.sequences_per_step && saved_batch == info.opt->batch, r.path(),
+                ": written with a global batch of ", saved_global, " sequences (", saved_batch,
+                " per micro-batch); this run has ", info.sequences_per_step, " (", info.opt->batch,
+                " per micro-batch): keep --batch and dp x --micro-batches equal "
                 "so the data order continues");
 }
 
@@ -114,14 +122,16 @@ std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Opti
     writer->set_meta("optimizer", optimizer_json(info).dump());
     writer->set_meta("data", json{{"description", info.data_description},
                                   {"position_unit", "global batches (= step)"},
-                                  {"position", step}}.dump());
+                                  {"position", step}}
+                                 .dump());
     writer->set_meta("rng_dropout_offsets", rng.dump());
     writer->set_meta("created", now_iso8601());
     writer->set_meta("trident_version", std::string("0.1.0"));
     writer->commit();
     prune_checkpoints(info.checkpoint_dir, o.keep_checkpoints);
   }
-  if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (seconds)
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return path;
 }
 
@@ -132,7 +142,8 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
   if (path.empty() && o.resume) path = latest_checkpoint(info.checkpoint_dir);
   if (path.empty()) {
     if (o.resume && world.rank() == 0) {
-      std::printf("resume: no checkpoint in %s yet, starting from step 0\n", info.checkpoint_dir.c_str());
+      std::printf("resume: no checkpoint in %s yet, starting from step 0\n",
+                  info.checkpoint_dir.c_str());
     }
     return 0;
   }
@@ -146,7 +157,8 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
     load_training_state(r, model, optimizer);
     step = r.meta_int("step");
     const json saved_layout = json::parse(r.meta_string("layout"));
-    same_layout = saved_layout.at("dp") == info.layout.dp && saved_layout.at("tp") == info.layout.tp &&
+    same_layout = saved_layout.at("dp") == info.layout.dp &&
+                  saved_layout.at("tp") == info.layout.tp &&
                   saved_layout.at("pp") == info.layout.pp;
     if (same_layout) {
       const json rng = json::parse(r.meta_string("rng_dropout_offsets"));
@@ -157,7 +169,8 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
   }
   if (any_rank_failed(world, error)) return -1;
   if (world.rank() == 0) {
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("resumed from %s at step %lld in %.2f s%s\n", path.c_str(),
                 static_cast<long long>(step), secs,
                 same_layout ? "" : " (resharded to this layout; dropout streams restart)");
@@ -179,7 +192,9 @@ void restore_default_signal_handlers() {
   std::signal(SIGTERM, SIG_DFL);
 }
 
-int preemption_signal() { return static_cast<int>(g_signal); }
+int preemption_signal() {
+  return static_cast<int>(g_signal);
+}
 
 StepVerdict agree_on_step(Communicator& world, bool local_non_finite) {
   int32_t flags[2] = {local_non_finite ? 1 : 0, preemption_signal()};

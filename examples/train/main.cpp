@@ -1,9 +1,9 @@
 // trident-train: the main training job. With no arguments it trains the tiny GPT on the CPU on
 // the built-in addition data set (see README). `--mode eval` and `--mode sample` evaluate and
 // sample a trained or imported model.
-#include <CLI/CLI.hpp>
 #include <omp.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 
@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   // A flag given twice takes its last value (scripts append overrides to a base command line).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--mode", o.mode, "train, eval or sample")
-      ->check(CLI::IsMember({"train", "eval", "sample"}))->capture_default_str();
+      ->check(CLI::IsMember({"train", "eval", "sample"}))
+      ->capture_default_str();
   auto* m = app.add_option_group("Model");
   m->add_option("--model", o.model, "Preset: tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
       ->capture_default_str();
@@ -34,7 +35,8 @@ int main(int argc, char** argv) {
   m->add_option("--width", o.width, "Embedding width (overrides the preset)");
   m->add_option("--dropout", o.dropout, "Dropout probability")->capture_default_str();
   auto* d = app.add_option_group("Data");
-  d->add_option("--data", o.data, "Token files: HDF5 or llm.c .bin, globs or a comma list "
+  d->add_option("--data", o.data,
+                "Token files: HDF5 or llm.c .bin, globs or a comma list "
                 "(default: built-in addition data)");
   d->add_option("--val-data", o.val_data, "Validation token files (default: last 10% of --data)");
   d->add_flag("--shuffle,!--no-shuffle", o.shuffle,
@@ -50,20 +52,23 @@ int main(int argc, char** argv) {
   par->add_option("--micro-batches", o.micro_batches, "Micro-batches per step")
       ->capture_default_str();
   par->add_option("--zero", o.zero, "1: shard AdamW state over data-parallel ranks (ZeRO-1)")
-      ->check(CLI::IsMember({0, 1}))->capture_default_str();
+      ->check(CLI::IsMember({0, 1}))
+      ->capture_default_str();
   par->add_option("--schedule", o.schedule, "Pipeline schedule: gpipe or 1f1b")
-      ->check(CLI::IsMember({"gpipe", "1f1b"}))->capture_default_str();
+      ->check(CLI::IsMember({"gpipe", "1f1b"}))
+      ->capture_default_str();
   par->add_flag("--no-overlap", o.no_overlap,
                 "Reduce gradients after backward instead of during it");
-  par->add_option("--bucket-mb", o.bucket_mb, "Gradient bucket size in MiB")
-      ->capture_default_str();
+  par->add_option("--bucket-mb", o.bucket_mb, "Gradient bucket size in MiB")->capture_default_str();
   par->add_option("--comm", o.comm, "Collectives: auto (NCCL on GPUs, MPI on the CPU), mpi or nccl")
       ->capture_default_str();
   par->add_option("--comm-timeout", o.comm_timeout_s,
-                  "Seconds a collective may stall before the job is ended")->capture_default_str();
+                  "Seconds a collective may stall before the job is ended")
+      ->capture_default_str();
   auto* op = app.add_option_group("Optimizer");
   op->add_option("--optimizer", o.optimizer, "adamw or sgd")
-      ->check(CLI::IsMember({"adamw", "sgd"}))->capture_default_str();
+      ->check(CLI::IsMember({"adamw", "sgd"}))
+      ->capture_default_str();
   op->add_option("--lr", o.lr, "Peak learning rate (built-in data: 1e-3)")->capture_default_str();
   op->add_option("--min-lr", o.min_lr,
                  "Final learning rate of the cosine decay (built-in data: 1e-4)")
@@ -85,7 +90,8 @@ int main(int argc, char** argv) {
   r->add_option("--precision", o.precision,
                 "fp32, or bf16: bf16 activations and weight copies, f32 master weights, "
                 "optimizer state, gradients and loss")
-      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   r->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
   r->add_option("--log-interval", o.log_interval, "Steps between log lines (built-in data: 100)")
       ->capture_default_str();
@@ -107,10 +113,12 @@ int main(int argc, char** argv) {
   ck->add_option("--checkpoint-dir", o.checkpoint_dir,
                  "Directory of HDF5 checkpoints (step_<N>.h5); written at the end, every "
                  "--checkpoint-every steps and on SIGUSR1/SIGTERM");
-  ck->add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints (0 = end only)");
+  ck->add_option("--checkpoint-every", o.checkpoint_every,
+                 "Steps between checkpoints (0 = end only)");
   ck->add_option("--keep-checkpoints", o.keep_checkpoints, "Newest checkpoints kept (0 = all)")
       ->capture_default_str();
-  ck->add_flag("--resume", o.resume, "Continue from the newest checkpoint in --checkpoint-dir, "
+  ck->add_flag("--resume", o.resume,
+               "Continue from the newest checkpoint in --checkpoint-dir, "
                "if there is one");
   ck->add_option("--resume-from", o.resume_from, "Continue from this checkpoint file");
   ck->add_option("--nan-policy", o.nan_policy,

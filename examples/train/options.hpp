@@ -14,7 +14,7 @@ struct Options {
   int64_t vocab = 0, block = 0, layers = 0, heads = 0, width = 0;  // 0 = preset's
   float dropout = 0.0f;
   // data and batch
-  std::string data;  // empty = built-in addition data set
+  std::string data;      // empty = built-in addition data set
   std::string val_data;  // empty = the last 10% of --data
   bool shuffle = true;   // --data windows in a new seeded order every epoch (validation in order)
   int64_t batch = 16, seq = 64;  // batch: sequences per micro-batch on each data-parallel rank
@@ -40,22 +40,22 @@ struct Options {
   uint64_t seed = 1337;
   std::string device = "cpu";
   std::string precision = "fp32";  // fp32 | bf16 (bf16 compute, f32 master weights and state)
-  int threads = 0;  // 0 = OpenMP's default
+  int threads = 0;                 // 0 = OpenMP's default
   int64_t log_interval = 25;
   int64_t eval_interval = 0;  // 0 = only at the end
   std::string out_dir = "runs/default";
   std::string trace;  // Chrome trace JSON: FILE for rank 0, FILE.rank<N>.json (see trace.hpp)
   // eval / sample
-  std::string load;     // Trident weights (.safetensors) to start from
+  std::string load;  // Trident weights (.safetensors) to start from
   // checkpoints and faults (see checkpointing.hpp)
-  std::string checkpoint_dir;     // empty: no checkpoints
-  int64_t checkpoint_every = 0;   // steps between checkpoints (0: at the end and on preemption)
-  int keep_checkpoints = 3;       // newest kept (0: all)
-  bool resume = false;            // continue from the newest checkpoint in checkpoint_dir
-  std::string resume_from;        // or from this file
+  std::string checkpoint_dir;       // empty: no checkpoints
+  int64_t checkpoint_every = 0;     // steps between checkpoints (0: at the end and on preemption)
+  int keep_checkpoints = 3;         // newest kept (0: all)
+  bool resume = false;              // continue from the newest checkpoint in checkpoint_dir
+  std::string resume_from;          // or from this file
   std::string nan_policy = "stop";  // stop | skip: a non-finite loss or gradient norm
-  int64_t fault_nan_step = 0;     // testing: report a NaN loss at this step (1-based)
-  std::string hf;       // Hugging Face GPT-2 directory to start from
+  int64_t fault_nan_step = 0;       // testing: report a NaN loss at this step (1-based)
+  std::string hf;                   // Hugging Face GPT-2 directory to start from
   int64_t eval_windows = 8;
   std::string prompt = "12+34=";
   int64_t sample_tokens = 64;

@@ -18,11 +18,10 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <iomanip>
 #include <functional>
-#include <optional>
-
+#include <iomanip>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "checkpointing.hpp"
 #include "model_io.hpp"
@@ -68,17 +67,20 @@ Plan validate(const Options& opt, int world_size) {
                 p.cfg.vocab_size, " tokens");
   TRIDENT_CHECK(p.cfg.n_layer % L.pp == 0, "--pp ", L.pp, " does not divide the model's ",
                 p.cfg.n_layer, " layers");
-  TRIDENT_CHECK(opt.zero == 0 || opt.optimizer == "adamw", "--zero 1 shards AdamW state: use "
+  TRIDENT_CHECK(opt.zero == 0 || opt.optimizer == "adamw",
+                "--zero 1 shards AdamW state: use "
                 "--optimizer adamw");
   TRIDENT_CHECK(opt.bucket_mb > 0, "--bucket-mb must be positive");
-  TRIDENT_CHECK(opt.nan_policy == "stop" || opt.nan_policy == "skip", "--nan-policy must be stop "
-                "or skip, got '", opt.nan_policy, "'");
+  TRIDENT_CHECK(opt.nan_policy == "stop" || opt.nan_policy == "skip",
+                "--nan-policy must be stop "
+                "or skip, got '",
+                opt.nan_policy, "'");
   TRIDENT_CHECK(opt.checkpoint_every >= 0 && opt.keep_checkpoints >= 0 && opt.fault_nan_step >= 0,
                 "--checkpoint-every, --keep-checkpoints and --fault-nan-step must not be negative");
   TRIDENT_CHECK(opt.resume_from.empty() || std::filesystem::exists(opt.resume_from),
                 "--resume-from ", opt.resume_from, ": no such file");
   const Device device = resolve_device(opt.device);
-  backend_for(device);  // a CUDA device without a CUDA build or GPU fails here
+  backend_for(device);                     // a CUDA device without a CUDA build or GPU fails here
   resolve_comm_backend(opt.comm, device);  // --comm nccl without a GPU or NCCL fails here
   p.data = load_data(opt, p.cfg.vocab_size);
   return p;
@@ -132,7 +134,8 @@ double evaluate(models::GPT& model, const data::TokenLoader& loader, int64_t bat
       Tensor in = mb.inputs;
       if (!model.is_first_stage()) {
         in = Tensor::empty({in.size(0), in.size(1), model.config().n_embd}, DType::F32, device);
-        ppc.recv(in.raw_data(), static_cast<size_t>(in.numel()), in.dtype(), topo.pp_rank() - 1, 71);
+        ppc.recv(in.raw_data(), static_cast<size_t>(in.numel()), in.dtype(), topo.pp_rank() - 1,
+                 71);
       }
       Tensor h = model.forward_stage(in).contiguous();
       double loss = 0;
@@ -185,9 +188,11 @@ std::unique_ptr<trace::Session> start_trace(const Options& opt, const Topology& 
   int64_t zero = trace::now_ns() + offset;
   world.broadcast(&zero, 1, DType::I64, 0);  // rank 0's clock
   session->set_time_zero(zero - offset);
-  session->set_metadata("clock_sync", one_host ? std::string("one host: shared monotonic clock")
-                                               : str_cat("barrier offsets, median of 5 rounds, "
-                                                         "spread ", (offsets.back() - offsets.front()) / 1000, " us"));
+  session->set_metadata("clock_sync",
+                        one_host ? std::string("one host: shared monotonic clock")
+                                 : str_cat("barrier offsets, median of 5 rounds, "
+                                           "spread ",
+                                           (offsets.back() - offsets.front()) / 1000, " us"));
   session->set_metadata("clock_offset_ns", offset);
   session->set_metadata("hostname", std::string(host));
   session->set_metadata("layout", str_cat("dp ", L.dp, " x pp ", L.pp, " x tp ", L.tp));
@@ -243,26 +248,33 @@ int run_train(const Options& opt) {
   dpo.bucket_bytes = static_cast<size_t>(opt.bucket_mb * (1 << 20));
   dpo.overlap = !opt.no_overlap;
   dpo.zero = opt.zero == 1;
-  if (pp > 1 && (model->is_first_stage() || model->is_last_stage())) dpo.solo_params = {"wte.weight"};
+  if (pp > 1 && (model->is_first_stage() || model->is_last_stage()))
+    dpo.solo_params = {"wte.weight"};
   DataParallelReducer reducer(model->named_parameters(), ctx.dp(), dpo);
 
   // Matrices (and embeddings) are decayed; biases and LayerNorm parameters are not.
   optim::ParamGroup decay{{}, opt.weight_decay}, no_decay{{}, 0.0f};
-  for (auto& [name, p] : model->named_parameters()) (p.dim() >= 2 ? decay : no_decay).params.push_back(p);
+  for (auto& [name, p] : model->named_parameters())
+    (p.dim() >= 2 ? decay : no_decay).params.push_back(p);
   std::vector<optim::ParamGroup> param_groups{decay, no_decay};
   const optim::AdamWOptions adam{opt.lr, opt.beta1, opt.beta2, opt.eps};
   std::unique_ptr<optim::Optimizer> optimizer;
   if (dpo.zero) {
     optimizer = std::make_unique<ZeroAdamW>(reducer, param_groups, adam);
   } else if (opt.optimizer == "sgd") {
-    optimizer = std::make_unique<optim::SGD>(param_groups,
-                                             optim::SGDOptions{opt.lr, opt.momentum, 0.0f, opt.nesterov});
+    optimizer = std::make_unique<optim::SGD>(
+        param_groups, optim::SGDOptions{opt.lr, opt.momentum, 0.0f, opt.nesterov});
   } else {
     optimizer = std::make_unique<optim::AdamW>(param_groups, adam);
   }
-  const optim::CosineSchedule schedule{opt.lr, opt.min_lr, opt.warmup, std::max<int64_t>(opt.steps, 1)};
-  RunInfo run_info{&opt, cfg, plan.layout, dpo.zero || opt.optimizer != "sgd" ? "adamw" : "sgd",
-                   plan.data.description, dp * m * opt.batch,
+  const optim::CosineSchedule schedule{opt.lr, opt.min_lr, opt.warmup,
+                                       std::max<int64_t>(opt.steps, 1)};
+  RunInfo run_info{&opt,
+                   cfg,
+                   plan.layout,
+                   dpo.zero || opt.optimizer != "sgd" ? "adamw" : "sgd",
+                   plan.data.description,
+                   dp * m * opt.batch,
                    opt.checkpoint_dir.empty() ? opt.out_dir + "/checkpoints" : opt.checkpoint_dir};
   const int64_t start_step = resume_if_asked(run_info, *model, *optimizer, *world);
   if (start_step < 0) return 1;
@@ -280,9 +292,9 @@ int run_train(const Options& opt) {
   data::TokenLoader val_loader(std::move(plan.data.val), opt.batch, opt.seq);
   // Validation: the first global batches of the held-out tokens (about 20 x 1024 tokens).
   const int64_t global_tokens = dp * m * opt.batch * opt.seq;
-  const int64_t val_batches = std::max<int64_t>(
-      1, std::min<int64_t>((20 * 1024 + global_tokens - 1) / global_tokens,
-                           (val_loader.num_tokens() - 1) / global_tokens));
+  const int64_t val_batches =
+      std::max<int64_t>(1, std::min<int64_t>((20 * 1024 + global_tokens - 1) / global_tokens,
+                                             (val_loader.num_tokens() - 1) / global_tokens));
   // A progress bar only for an interactive single process (mpirun gives ranks a pty too).
   const bool tty = log && world->size() == 1 && isatty(STDOUT_FILENO) != 0;
   std::FILE* metrics = nullptr;
@@ -298,23 +310,30 @@ int run_train(const Options& opt) {
     nlohmann::json head;
     head["version"] = TRIDENT_VERSION;
     head["start_step"] = start_step;
-    head["model"] = {{"preset", opt.model}, {"vocab", cfg.vocab_size}, {"block", cfg.block_size},
-                     {"layers", cfg.n_layer}, {"heads", cfg.n_head}, {"width", cfg.n_embd},
+    head["model"] = {{"preset", opt.model},      {"vocab", cfg.vocab_size},
+                     {"block", cfg.block_size},  {"layers", cfg.n_layer},
+                     {"heads", cfg.n_head},      {"width", cfg.n_embd},
                      {"dropout", f(opt.dropout)}};
-    head["layout"] = {{"world", world->size()}, {"dp", plan.layout.dp}, {"tp", plan.layout.tp},
-                      {"pp", plan.layout.pp}, {"micro_batches", m}, {"zero", opt.zero},
-                      {"schedule", opt.schedule}, {"comm", opt.comm}, {"device", device.str()},
-                      {"precision", opt.precision}, {"threads", opt.threads}};
-    head["data"] = {{"description", plan.data.description}, {"batch", opt.batch},
-                    {"seq", opt.seq}, {"global_tokens_per_step", global_tokens},
+    head["layout"] = {
+        {"world", world->size()},     {"dp", plan.layout.dp},  {"tp", plan.layout.tp},
+        {"pp", plan.layout.pp},       {"micro_batches", m},    {"zero", opt.zero},
+        {"schedule", opt.schedule},   {"comm", opt.comm},      {"device", device.str()},
+        {"precision", opt.precision}, {"threads", opt.threads}};
+    head["data"] = {{"description", plan.data.description},
+                    {"batch", opt.batch},
+                    {"seq", opt.seq},
+                    {"global_tokens_per_step", global_tokens},
                     {"shuffle", opt.shuffle}};
-    head["optimizer"] = {{"name", opt.optimizer}, {"lr", f(opt.lr)}, {"min_lr", f(opt.min_lr)},
-                         {"warmup", opt.warmup}, {"steps", opt.steps},
-                         {"weight_decay", f(opt.weight_decay)}, {"beta1", f(opt.beta1)},
-                         {"beta2", f(opt.beta2)}, {"eps", f(opt.eps)}, {"momentum", f(opt.momentum)},
+    head["optimizer"] = {{"name", opt.optimizer},    {"lr", f(opt.lr)},
+                         {"min_lr", f(opt.min_lr)},  {"warmup", opt.warmup},
+                         {"steps", opt.steps},       {"weight_decay", f(opt.weight_decay)},
+                         {"beta1", f(opt.beta1)},    {"beta2", f(opt.beta2)},
+                         {"eps", f(opt.eps)},        {"momentum", f(opt.momentum)},
                          {"nesterov", opt.nesterov}, {"grad_clip", f(opt.grad_clip)}};
-    head["run"] = {{"seed", opt.seed}, {"out_dir", opt.out_dir},
-                   {"checkpoint_dir", opt.checkpoint_dir}, {"nan_policy", opt.nan_policy}};
+    head["run"] = {{"seed", opt.seed},
+                   {"out_dir", opt.out_dir},
+                   {"checkpoint_dir", opt.checkpoint_dir},
+                   {"nan_policy", opt.nan_policy}};
     std::fprintf(metrics, "%s\n", nlohmann::json{{"config", head}}.dump().c_str());
     std::fflush(metrics);
   }
@@ -325,20 +344,22 @@ int run_train(const Options& opt) {
                 plan.layout.tp, world->size(), dpo.zero ? ", ZeRO-1" : "",
                 pp > 1 ? (", " + opt.schedule + " schedule").c_str() : "");
     std::printf("data: %s\n", plan.data.description.c_str());
-    std::printf("global batch %lld sequences (dp %lld x %lld micro-batches x %lld) of %lld tokens, "
-                "%lld steps, %s lr %.3g (warmup %lld, cosine to %.3g)\n",
-                static_cast<long long>(dp * m * opt.batch), static_cast<long long>(dp),
-                static_cast<long long>(m), static_cast<long long>(opt.batch),
-                static_cast<long long>(opt.seq), static_cast<long long>(opt.steps),
-                dpo.zero ? "zero-adamw" : opt.optimizer.c_str(), opt.lr,
-                static_cast<long long>(opt.warmup), opt.min_lr);
+    std::printf(
+        "global batch %lld sequences (dp %lld x %lld micro-batches x %lld) of %lld tokens, "
+        "%lld steps, %s lr %.3g (warmup %lld, cosine to %.3g)\n",
+        static_cast<long long>(dp * m * opt.batch), static_cast<long long>(dp),
+        static_cast<long long>(m), static_cast<long long>(opt.batch),
+        static_cast<long long>(opt.seq), static_cast<long long>(opt.steps),
+        dpo.zero ? "zero-adamw" : opt.optimizer.c_str(), opt.lr, static_cast<long long>(opt.warmup),
+        opt.min_lr);
     std::fflush(stdout);
   }
 
   Allocator& alloc = allocator_for(device);
   const double tokens_per_step = static_cast<double>(dp * m * opt.batch * opt.seq);
   const double flops_per_step = cfg.flops_per_token(opt.seq) * tokens_per_step;
-  const double peak_flops = peak_flops_per_rank(device, opt.precision) * world->size();  // 0: unknown (CPU)
+  const double peak_flops =
+      peak_flops_per_rank(device, opt.precision) * world->size();  // 0: unknown (CPU)
   const auto tracing = start_trace(opt, topo, *world, cfg, device, tokens_per_step);
   const auto run_start = Clock::now();
   double win_time = 0, win_comm = 0, win_bubble = 0, last_loss = 0;
@@ -377,8 +398,8 @@ int run_train(const Options& opt) {
         micro_losses.slice(0, k, k + 1).copy_(loss.detach().reshape({1}).to(DType::F32));
       }
     } else {
-      const PipelineStepStats st = pipeline->run(*stage, mbs, ctx.pp(),
-                                                 [&](int, bool last) { reducer.prepare(last); });
+      const PipelineStepStats st =
+          pipeline->run(*stage, mbs, ctx.pp(), [&](int, bool last) { reducer.prepare(last); });
       loss_sum = st.loss;
       bubble = st.comm_wait_s;
     }
@@ -411,15 +432,20 @@ int run_train(const Options& opt) {
         agree_on_step(*world, !std::isfinite(loss_sum) || !std::isfinite(grad_norm));
     if (verdict.non_finite && opt.nan_policy == "stop") {
       if (log) {
-        std::fprintf(stderr, "trident-train: error: step %lld: the loss (%g) or gradient norm (%g) "
+        std::fprintf(stderr,
+                     "trident-train: error: step %lld: the loss (%g) or gradient norm (%g) "
                      "is not finite; stopping (lower --lr, enable --grad-clip, or --nan-policy "
-                     "skip)\n", static_cast<long long>(step + 1), loss_sum, grad_norm);
+                     "skip)\n",
+                     static_cast<long long>(step + 1), loss_sum, grad_norm);
       }
       return 1;
     }
     if (verdict.non_finite) {
-      if (log) std::printf("step %5lld | loss %g, gradient norm %g: not finite, update skipped "
-                           "(--nan-policy skip)\n", static_cast<long long>(step + 1), loss_sum, grad_norm);
+      if (log)
+        std::printf(
+            "step %5lld | loss %g, gradient norm %g: not finite, update skipped "
+            "(--nan-policy skip)\n",
+            static_cast<long long>(step + 1), loss_sum, grad_norm);
     } else {
       trace::Span span("optimizer step", trace::Category::Optimizer);
       const trace::DeviceSpan gpu_span("optimizer step", trace::Category::Optimizer, device);
@@ -435,18 +461,17 @@ int run_train(const Options& opt) {
           std::isfinite(last_loss) ? str_cat(std::setprecision(17), last_loss) : "null";
       const std::string mfu =
           peak_flops > 0 ? str_cat(flops_per_step / step_s / peak_flops) : std::string("null");
-      const std::string norm_json = have_norm && std::isfinite(grad_norm)
-                                        ? str_cat(std::setprecision(9), grad_norm)
-                                        : "null";
+      const std::string norm_json =
+          have_norm && std::isfinite(grad_norm) ? str_cat(std::setprecision(9), grad_norm) : "null";
       std::fprintf(metrics,
                    "{\"step\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %.9g, "
                    "\"tokens_per_s\": %.1f, "
                    "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
                    "\"peak_mem_bytes\": %zu, \"mfu\": %s}\n",
                    static_cast<long long>(step + 1), loss_json.c_str(), norm_json.c_str(),
-                   static_cast<double>(optimizer->lr()),
-                   tokens_per_step / step_s, 1000 * step_s, 1000 * reducer.exposed_comm_seconds(),
-                   1000 * bubble, alloc.stats().peak_bytes, mfu.c_str());
+                   static_cast<double>(optimizer->lr()), tokens_per_step / step_s, 1000 * step_s,
+                   1000 * reducer.exposed_comm_seconds(), 1000 * bubble, alloc.stats().peak_bytes,
+                   mfu.c_str());
       std::fflush(metrics);
     }
     win_time += step_s;
@@ -456,18 +481,21 @@ int run_train(const Options& opt) {
     if (log && line) {
       if (tty) std::printf("\r\033[K");
       const double ms = 1000.0 * win_time / static_cast<double>(win_steps);
-      std::printf("step %5lld/%lld | loss %.4f | lr %.3e | gnorm %.3f | %8.0f tok/s | %7.1f "
-                  "ms/step (comm %.1f, bubble %.1f) | peak mem %s%s\n",
-                  static_cast<long long>(step + 1), static_cast<long long>(opt.steps), last_loss,
-                  optimizer->lr(), grad_norm, tokens_per_step * static_cast<double>(win_steps) / win_time, ms,
-                  1000.0 * win_comm / static_cast<double>(win_steps),
-                  1000.0 * win_bubble / static_cast<double>(win_steps),
-                  human_bytes(alloc.stats().peak_bytes).c_str(),
-                  // MFU on GPUs: the job's model FLOP/s over its ranks' dense peak.
-                  peak_flops > 0 ? str_cat(" | MFU ", std::setprecision(3),
-                                           100.0 * flops_per_step * static_cast<double>(win_steps) /
-                                               win_time / peak_flops, "%").c_str()
-                                 : "");
+      std::printf(
+          "step %5lld/%lld | loss %.4f | lr %.3e | gnorm %.3f | %8.0f tok/s | %7.1f "
+          "ms/step (comm %.1f, bubble %.1f) | peak mem %s%s\n",
+          static_cast<long long>(step + 1), static_cast<long long>(opt.steps), last_loss,
+          optimizer->lr(), grad_norm, tokens_per_step * static_cast<double>(win_steps) / win_time,
+          ms, 1000.0 * win_comm / static_cast<double>(win_steps),
+          1000.0 * win_bubble / static_cast<double>(win_steps),
+          human_bytes(alloc.stats().peak_bytes).c_str(),
+          // MFU on GPUs: the job's model FLOP/s over its ranks' dense peak.
+          peak_flops > 0 ? str_cat(" | MFU ", std::setprecision(3),
+                                   100.0 * flops_per_step * static_cast<double>(win_steps) /
+                                       win_time / peak_flops,
+                                   "%")
+                               .c_str()
+                         : "");
     } else if (tty) {
       const int width = 30;
       const int filled = static_cast<int>(width * (step + 1) / opt.steps);
@@ -497,14 +525,16 @@ int run_train(const Options& opt) {
     if ((checkpoints && (due || step + 1 == opt.steps)) || verdict.stop_signal != 0) {
       trace::Span span("checkpoint", trace::Category::Checkpoint);
       double secs = 0;
-      const std::string path = save_checkpoint(run_info, *model, *optimizer, *world, step + 1, &secs);
+      const std::string path =
+          save_checkpoint(run_info, *model, *optimizer, *world, step + 1, &secs);
       if (log) std::printf("checkpoint written to %s in %.2f s\n", path.c_str(), secs);
       if (verdict.stop_signal != 0) {
         if (log) {
-          std::printf("preempted by %s at step %lld: checkpoint %s written, exiting (resume with "
-                      "--resume --checkpoint-dir %s)\n",
-                      verdict.stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM",
-                      static_cast<long long>(step + 1), path.c_str(), run_info.checkpoint_dir.c_str());
+          std::printf(
+              "preempted by %s at step %lld: checkpoint %s written, exiting (resume with "
+              "--resume --checkpoint-dir %s)\n",
+              verdict.stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM",
+              static_cast<long long>(step + 1), path.c_str(), run_info.checkpoint_dir.c_str());
           std::fclose(metrics);
           std::fflush(stdout);
         }
@@ -525,13 +555,15 @@ int run_train(const Options& opt) {
     if (log)
       std::printf("trace written to %s%s\n", path.c_str(),
                   world->size() > 1 ? str_cat(" and ", trace::trace_path_for_rank(opt.trace, 1),
-                                              " .. rank", world->size() - 1).c_str()
+                                              " .. rank", world->size() - 1)
+                                          .c_str()
                                     : "");
   }
   if (log) {
     std::printf("done in %.1f s | final train loss %.4f | val loss %.4f", seconds_since(run_start),
                 last_loss, val);
-    if (plan.data.builtin) std::printf(" | best possible %.4f", data::addition_dataset_loss_floor());
+    if (plan.data.builtin)
+      std::printf(" | best possible %.4f", data::addition_dataset_loss_floor());
     std::printf("\n");
     const std::string path = opt.out_dir + "/model.safetensors";
     save_model(full, cfg, path);

@@ -51,7 +51,9 @@ bool parallel_over_pairs(int64_t pairs, int64_t T_, int64_t hs) {
 }
 
 // Row stride of the (kRowBlock, T) scratch for S or dS.
-int64_t scratch_stride(int64_t T_) { return (T_ + kAlignElems - 1) / kAlignElems * kAlignElems; }
+int64_t scratch_stride(int64_t T_) {
+  return (T_ + kAlignElems - 1) / kAlignElems * kAlignElems;
+}
 
 }  // namespace
 

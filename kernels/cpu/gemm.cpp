@@ -113,7 +113,9 @@ void gemm_eigen(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alp
   eigen_product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-bool gemm_is_packed() { return detail::gemm_packed_native(); }
+bool gemm_is_packed() {
+  return detail::gemm_packed_native();
+}
 
 template <typename T>
 void gemm_batched(bool transA, bool transB, int64_t batch, int64_t M, int64_t N, int64_t K, T alpha,
@@ -143,8 +145,8 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           const float*, int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
                            const double*, int64_t, double, double*, int64_t);
-template void gemm_eigen<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
-                                int64_t, const float*, int64_t, float, float*, int64_t);
+template void gemm_eigen<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                const float*, int64_t, float, float*, int64_t);
 template void gemm_eigen<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
                                  int64_t, const double*, int64_t, double, double*, int64_t);
 template void gemm_batched<float>(bool, bool, int64_t, int64_t, int64_t, int64_t, float,

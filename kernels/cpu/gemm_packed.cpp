@@ -117,7 +117,9 @@ AlignedBuffer& b_pack_buffer() {
   return buffer;
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 // Splits n into ceil(n / max_block) nearly equal blocks, each a multiple of `multiple`.
 int64_t balanced_block(int64_t n, int64_t max_block, int64_t multiple) {
@@ -187,8 +189,8 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T al
 // A partial tile (m < MR or n < NR rows/columns of C left): the full tile goes to the stack
 // and only the m x n valid part is merged, with the same alpha/beta rule.
 template <typename T>
-void edge_kernel(int64_t kc, const T* a, const T* b, T alpha, T beta, T* c, int64_t ldc,
-                 int64_t m, int64_t n) {
+void edge_kernel(int64_t kc, const T* a, const T* b, T alpha, T beta, T* c, int64_t ldc, int64_t m,
+                 int64_t n) {
   alignas(kBufferAlign) T tile[kMR * kNR<T>];
   micro_kernel<T>(kc, a, b, T(1), T(0), tile, kNR<T>);
   for (int64_t i = 0; i < m; ++i) {
@@ -394,7 +396,9 @@ void gemm_packed_product(bool transA, bool transB, int64_t M, int64_t N, int64_t
   }
 }
 
-bool gemm_packed_native() { return true; }
+bool gemm_packed_native() {
+  return true;
+}
 
 #else  // no AVX2/FMA in this build: the packed path is not compiled, gemm.cpp uses Eigen.
 
@@ -404,13 +408,14 @@ void gemm_packed_product(bool, bool, int64_t, int64_t, int64_t, T, const T*, int
   throw std::logic_error("gemm_packed_product: built without AVX2/FMA");
 }
 
-bool gemm_packed_native() { return false; }
+bool gemm_packed_native() {
+  return false;
+}
 
 #endif
 
-template void gemm_packed_product<float>(bool, bool, int64_t, int64_t, int64_t, float,
-                                         const float*, int64_t, const float*, int64_t, float,
-                                         float*, int64_t);
+template void gemm_packed_product<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
+                                         int64_t, const float*, int64_t, float, float*, int64_t);
 template void gemm_packed_product<double>(bool, bool, int64_t, int64_t, int64_t, double,
                                           const double*, int64_t, const double*, int64_t, double,
                                           double*, int64_t);

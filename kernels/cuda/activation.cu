@@ -75,7 +75,8 @@ __global__ void softmax_backward_kernel(T* dinp, const T* out, const T* dout, in
     const T* dy = dout + r * cols;
     T* dx = dinp + r * cols;
     float dot = 0.0f;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dot += to_float(dy[c]) * to_float(y[c]);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+      dot += to_float(dy[c]) * to_float(y[c]);
     dot = block_sum(dot, sh);
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
       dx[c] = from_float<T>(to_float(y[c]) * (to_float(dy[c]) - dot));
@@ -92,8 +93,8 @@ unsigned row_grid(int64_t rows) {
 void gelu_forward(ScalarType t, void* out, const void* inp, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "gelu", {
-    TRIDENT_LAUNCH(gelu_forward_kernel<T>, detail::grid_for(n, kThreads), kThreads, 0, stream)(
-        static_cast<T*>(out), static_cast<const T*>(inp), n);
+    TRIDENT_LAUNCH(gelu_forward_kernel<T>, detail::grid_for(n, kThreads), kThreads, 0, stream)
+    (static_cast<T*>(out), static_cast<const T*>(inp), n);
     check_launch("gelu_forward_kernel");
   });
 }
@@ -102,8 +103,8 @@ void gelu_backward(ScalarType t, void* dinp, const void* inp, const void* dout, 
                    cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "gelu_backward", {
-    TRIDENT_LAUNCH(gelu_backward_kernel<T>, detail::grid_for(n, kThreads), kThreads, 0, stream)(
-        static_cast<T*>(dinp), static_cast<const T*>(inp), static_cast<const T*>(dout), n);
+    TRIDENT_LAUNCH(gelu_backward_kernel<T>, detail::grid_for(n, kThreads), kThreads, 0, stream)
+    (static_cast<T*>(dinp), static_cast<const T*>(inp), static_cast<const T*>(dout), n);
     check_launch("gelu_backward_kernel");
   });
 }
@@ -112,8 +113,8 @@ void softmax_forward(ScalarType t, void* out, const void* inp, int64_t rows, int
                      cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "softmax", {
-    TRIDENT_LAUNCH(softmax_forward_kernel<T>, row_grid(rows), kThreads, 0, stream)(
-        static_cast<T*>(out), static_cast<const T*>(inp), rows, cols);
+    TRIDENT_LAUNCH(softmax_forward_kernel<T>, row_grid(rows), kThreads, 0, stream)
+    (static_cast<T*>(out), static_cast<const T*>(inp), rows, cols);
     check_launch("softmax_forward_kernel");
   });
 }
@@ -122,9 +123,8 @@ void softmax_backward(ScalarType t, void* dinp, const void* out, const void* dou
                       int64_t cols, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "softmax_backward", {
-    TRIDENT_LAUNCH(softmax_backward_kernel<T>, row_grid(rows), kThreads, 0, stream)(
-        static_cast<T*>(dinp), static_cast<const T*>(out), static_cast<const T*>(dout), rows,
-        cols);
+    TRIDENT_LAUNCH(softmax_backward_kernel<T>, row_grid(rows), kThreads, 0, stream)
+    (static_cast<T*>(dinp), static_cast<const T*>(out), static_cast<const T*>(dout), rows, cols);
     check_launch("softmax_backward_kernel");
   });
 }

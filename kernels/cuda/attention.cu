@@ -29,7 +29,7 @@ using detail::to_float;
 using detail::warp_max;
 using detail::warp_sum;
 
-constexpr int kTile = 32;      // queries and keys per tile
+constexpr int kTile = 32;  // queries and keys per tile
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kRowsPerWarp = kTile / kWarps;  // 4
@@ -40,7 +40,9 @@ struct Dims {
   float scale;
 };
 
-size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+size_t round_up(size_t x, size_t a) {
+  return (x + a - 1) / a * a;
+}
 size_t lse_bytes(int64_t B, int64_t T, int64_t NH) {
   return round_up(static_cast<size_t>(B * NH * T) * sizeof(float), 256);
 }
@@ -67,7 +69,7 @@ __device__ __forceinline__ float dot_rows(const float* a, const float* b) {
 
 template <typename T, int HS>
 __global__ void __launch_bounds__(kThreads)
-attention_forward_kernel(T* out, float* lse, T* saved_out, const T* qkv, Dims D) {
+    attention_forward_kernel(T* out, float* lse, T* saved_out, const T* qkv, Dims D) {
   constexpr int P = HS + 1, NC = HS / 32;
   TRIDENT_DYNAMIC_SHARED(float, smem);
   float* Qs = smem;
@@ -175,8 +177,8 @@ __device__ void load_row_stats(float* lse_s, float* d_s, const float* lse, const
 // One block per key tile: dK and dV of its 32 keys.
 template <typename T, int HS>
 __global__ void __launch_bounds__(kThreads)
-attention_dkdv_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Dd,
-                      Dims D) {
+    attention_dkdv_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Dd,
+                          Dims D) {
   constexpr int P = HS + 1, NC = HS / 32;
   TRIDENT_DYNAMIC_SHARED(float, smem);
   float* Ks = smem;
@@ -260,8 +262,8 @@ attention_dkdv_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, co
 // One block per query tile: dQ of its 32 queries.
 template <typename T, int HS>
 __global__ void __launch_bounds__(kThreads)
-attention_dq_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Dd,
-                    Dims D) {
+    attention_dq_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Dd,
+                        Dims D) {
   constexpr int P = HS + 1, NC = HS / 32;
   TRIDENT_DYNAMIC_SHARED(float, smem);
   float* Qs = smem;
@@ -372,24 +374,26 @@ Dims make_dims(const char* who, int64_t B, int64_t T, int64_t C, int64_t NH) {
 template <typename T, int HS>
 void forward_hs(T* out, float* lse, T* saved_out, const T* qkv, const Dims& D,
                 cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((D.T + kTile - 1) / kTile), static_cast<unsigned>(D.B * D.NH));
+  const dim3 grid(static_cast<unsigned>((D.T + kTile - 1) / kTile),
+                  static_cast<unsigned>(D.B * D.NH));
   allow_smem(attention_forward_kernel<T, HS>, forward_smem<HS>());
-  TRIDENT_LAUNCH((attention_forward_kernel<T, HS>), grid, kThreads, forward_smem<HS>(), stream)(out, lse,
-                                                                                 saved_out, qkv, D);
+  TRIDENT_LAUNCH((attention_forward_kernel<T, HS>), grid, kThreads, forward_smem<HS>(), stream)
+  (out, lse, saved_out, qkv, D);
   check_launch("attention_forward_kernel");
 }
 
 template <typename T, int HS>
 void backward_hs(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Dd,
                  const Dims& D, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((D.T + kTile - 1) / kTile), static_cast<unsigned>(D.B * D.NH));
+  const dim3 grid(static_cast<unsigned>((D.T + kTile - 1) / kTile),
+                  static_cast<unsigned>(D.B * D.NH));
   allow_smem(attention_dkdv_kernel<T, HS>, dkdv_smem<HS>());
-  TRIDENT_LAUNCH((attention_dkdv_kernel<T, HS>), grid, kThreads, dkdv_smem<HS>(), stream)(dqkv, dout, qkv, lse,
-                                                                           Dd, D);
+  TRIDENT_LAUNCH((attention_dkdv_kernel<T, HS>), grid, kThreads, dkdv_smem<HS>(), stream)
+  (dqkv, dout, qkv, lse, Dd, D);
   check_launch("attention_dkdv_kernel");
   allow_smem(attention_dq_kernel<T, HS>, dq_smem<HS>());
-  TRIDENT_LAUNCH((attention_dq_kernel<T, HS>), grid, kThreads, dq_smem<HS>(), stream)(dqkv, dout, qkv, lse, Dd,
-                                                                       D);
+  TRIDENT_LAUNCH((attention_dq_kernel<T, HS>), grid, kThreads, dq_smem<HS>(), stream)
+  (dqkv, dout, qkv, lse, Dd, D);
   check_launch("attention_dq_kernel");
 }
 
@@ -399,8 +403,8 @@ size_t attention_saved_bytes(ScalarType t, int64_t B, int64_t T, int64_t C, int6
   return lse_bytes(B, T, NH) + static_cast<size_t>(B * T * C) * scalar_size(t);
 }
 
-void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, int64_t B,
-                       int64_t T_, int64_t C, int64_t NH, cudaStream_t stream) {
+void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, int64_t B, int64_t T_,
+                       int64_t C, int64_t NH, cudaStream_t stream) {
   const Dims D = make_dims("attention_forward", B, T_, C, NH);
   if (B == 0 || T_ == 0 || C == 0) return;
   float* lse = static_cast<float*>(saved);
@@ -432,8 +436,8 @@ void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* 
     const T* dy = static_cast<const T*>(dout);
     const T* x = static_cast<const T*>(qkv);
     const unsigned rows_grid = detail::grid_for(B * T_ * NH, kThreads / 32, int64_t{1} << 16);
-    TRIDENT_LAUNCH(attention_rowdot_kernel<T>, rows_grid, kThreads, 0, stream)(
-        Dd, dy, reinterpret_cast<const T*>(saved_out), D);
+    TRIDENT_LAUNCH(attention_rowdot_kernel<T>, rows_grid, kThreads, 0, stream)
+    (Dd, dy, reinterpret_cast<const T*>(saved_out), D);
     check_launch("attention_rowdot_kernel");
     if (D.hs <= 32) {
       backward_hs<T, 32>(dx, dy, x, lse, Dd, D, stream);

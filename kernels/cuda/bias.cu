@@ -18,13 +18,13 @@ __global__ void add_bias_kernel(T* out, const T* in, const T* bias, int64_t n, i
 
 }  // namespace
 
-void add_bias(ScalarType t, void* out, const void* in, const void* bias, int64_t rows,
-              int64_t cols, cudaStream_t stream) {
+void add_bias(ScalarType t, void* out, const void* in, const void* bias, int64_t rows, int64_t cols,
+              cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "add_bias", {
-    TRIDENT_LAUNCH(add_bias_kernel<T>, detail::grid_for(n, 256), 256, 0, stream)(
-        static_cast<T*>(out), static_cast<const T*>(in), static_cast<const T*>(bias), n, cols);
+    TRIDENT_LAUNCH(add_bias_kernel<T>, detail::grid_for(n, 256), 256, 0, stream)
+    (static_cast<T*>(out), static_cast<const T*>(in), static_cast<const T*>(bias), n, cols);
     detail::check_launch("add_bias_kernel");
   });
 }

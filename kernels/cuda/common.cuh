@@ -38,7 +38,9 @@ inline void check_cuda(cudaError_t e, const char* what) {
   }
 }
 // After every launch: a bad configuration or a missing kernel image surfaces here.
-inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+inline void check_launch(const char* kernel) {
+  check_cuda(cudaGetLastError(), kernel);
+}
 
 [[noreturn]] inline void unsupported(const char* who, ScalarType t) {
   throw std::invalid_argument(std::string(who) + ": dtype " + scalar_name(t) +
@@ -46,11 +48,20 @@ inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), ke
 }
 
 // fp32 view of a stored element and back (round to nearest even for bf16).
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+__device__ __forceinline__ float to_float(float x) {
+  return x;
+}
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
@@ -99,17 +110,18 @@ inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = int64_t{1}
 }  // namespace trident::kernels::cuda::detail
 
 // Binds `T` to the storage type of a ScalarType (f32 or bf16) around the statements.
-#define TRIDENT_CUDA_FLOAT_DISPATCH(type, who, ...)                          \
-  switch (type) {                                                            \
-    case ::trident::kernels::cuda::ScalarType::F32: {                        \
-      using T = float;                                                       \
-      __VA_ARGS__;                                                           \
-      break;                                                                 \
-    }                                                                        \
-    case ::trident::kernels::cuda::ScalarType::BF16: {                       \
-      using T = __nv_bfloat16;                                               \
-      __VA_ARGS__;                                                           \
-      break;                                                                 \
-    }                                                                        \
-    default: ::trident::kernels::cuda::detail::unsupported(who, type);       \
+#define TRIDENT_CUDA_FLOAT_DISPATCH(type, who, ...)             \
+  switch (type) {                                               \
+    case ::trident::kernels::cuda::ScalarType::F32: {           \
+      using T = float;                                          \
+      __VA_ARGS__;                                              \
+      break;                                                    \
+    }                                                           \
+    case ::trident::kernels::cuda::ScalarType::BF16: {          \
+      using T = __nv_bfloat16;                                  \
+      __VA_ARGS__;                                              \
+      break;                                                    \
+    }                                                           \
+    default:                                                    \
+      ::trident::kernels::cuda::detail::unsupported(who, type); \
   }

@@ -154,8 +154,8 @@ void cross_entropy_forward(ScalarType t, float* losses, float* lse, const void* 
   if (N <= 0) return;
   if (V <= 0) throw std::invalid_argument("cross_entropy_forward: no classes (V = 0)");
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy", {
-    TRIDENT_LAUNCH(cross_entropy_forward_kernel<T>, row_grid(N), kThreads, 0, stream)(
-        losses, lse, static_cast<const T*>(logits), targets, N, V, bad_position);
+    TRIDENT_LAUNCH(cross_entropy_forward_kernel<T>, row_grid(N), kThreads, 0, stream)
+    (losses, lse, static_cast<const T*>(logits), targets, N, V, bad_position);
     check_launch("cross_entropy_forward_kernel");
   });
 }
@@ -165,9 +165,9 @@ void cross_entropy_backward(ScalarType t, void* dlogits, const void* logits, con
                             int64_t vocab_start, cudaStream_t stream) {
   if (N <= 0 || V <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_backward", {
-    TRIDENT_LAUNCH(cross_entropy_backward_kernel<T>, row_grid(N), kThreads, 0, stream)(
-        static_cast<T*>(dlogits), static_cast<const T*>(logits), lse, targets, dlosses, N, V,
-        vocab_start);
+    TRIDENT_LAUNCH(cross_entropy_backward_kernel<T>, row_grid(N), kThreads, 0, stream)
+    (static_cast<T*>(dlogits), static_cast<const T*>(logits), lse, targets, dlosses, N, V,
+     vocab_start);
     check_launch("cross_entropy_backward_kernel");
   });
 }
@@ -181,8 +181,8 @@ void cross_entropy_shard_stats(ScalarType t, float* stats, const void* logits,
         "cross_entropy_shard_stats: empty vocabulary slice (V = " + std::to_string(V) + ")");
   }
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_shard_stats", {
-    TRIDENT_LAUNCH(cross_entropy_shard_stats_kernel<T>, row_grid(N), kThreads, 0, stream)(
-        stats, static_cast<const T*>(logits), targets, N, V, vocab_start);
+    TRIDENT_LAUNCH(cross_entropy_shard_stats_kernel<T>, row_grid(N), kThreads, 0, stream)
+    (stats, static_cast<const T*>(logits), targets, N, V, vocab_start);
     check_launch("cross_entropy_shard_stats_kernel");
   });
 }
@@ -196,15 +196,16 @@ void cross_entropy_shard_combine(float* losses, float* lse, const float* stats,
         "cross_entropy_shard_combine: no slices (parts = " + std::to_string(parts) + ")");
   }
   TRIDENT_LAUNCH(cross_entropy_shard_combine_kernel, detail::grid_for(N, kThreads), kThreads, 0,
-                 stream)(losses, lse, stats, targets, N, parts);
+                 stream)
+  (losses, lse, stats, targets, N, parts);
   check_launch("cross_entropy_shard_combine_kernel");
 }
 
 void cross_entropy_mean(float* mean, float* inv_count, const float* losses, const int32_t* targets,
                         int64_t N, cudaStream_t stream) {
   const int64_t rows = std::max<int64_t>(N, 0);
-  TRIDENT_LAUNCH(cross_entropy_mean_kernel, 1, kMeanThreads, 0, stream)(mean, inv_count, losses,
-                                                                          targets, rows);
+  TRIDENT_LAUNCH(cross_entropy_mean_kernel, 1, kMeanThreads, 0, stream)
+  (mean, inv_count, losses, targets, rows);
   check_launch("cross_entropy_mean_kernel");
 }
 

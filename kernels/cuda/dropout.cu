@@ -65,9 +65,9 @@ void dropout_forward(ScalarType t, void* out, void* mask, const void* inp, int64
   const unsigned grid = detail::grid_for(n, 256);
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "dropout", {
     if (p == 0.0f || p == 1.0f) {
-      TRIDENT_LAUNCH(dropout_constant_kernel<T>, grid, 256, 0, stream)(
-          static_cast<T*>(out), static_cast<T*>(mask), static_cast<const T*>(inp), n,
-          p == 0.0f ? 1.0f : 0.0f);
+      TRIDENT_LAUNCH(dropout_constant_kernel<T>, grid, 256, 0, stream)
+      (static_cast<T*>(out), static_cast<T*>(mask), static_cast<const T*>(inp), n,
+       p == 0.0f ? 1.0f : 0.0f);
     } else {
       const float keep = static_cast<float>(1.0 / (1.0 - static_cast<double>(p)));
       T keep_t;
@@ -76,9 +76,9 @@ void dropout_forward(ScalarType t, void* out, void* mask, const void* inp, int64
       } else {
         keep_t = __float2bfloat16_rn(keep);
       }
-      TRIDENT_LAUNCH(dropout_forward_kernel<T>, grid, 256, 0, stream)(
-          static_cast<T*>(out), static_cast<T*>(mask), static_cast<const T*>(inp), n, p,
-          mix64(seed), offset, keep_t);
+      TRIDENT_LAUNCH(dropout_forward_kernel<T>, grid, 256, 0, stream)
+      (static_cast<T*>(out), static_cast<T*>(mask), static_cast<const T*>(inp), n, p, mix64(seed),
+       offset, keep_t);
     }
     check_launch("dropout_forward_kernel");
   });
@@ -88,8 +88,8 @@ void dropout_backward(ScalarType t, void* dinp, const void* dout, const void* ma
                       cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "dropout_backward", {
-    TRIDENT_LAUNCH(dropout_backward_kernel<T>, detail::grid_for(n, 256), 256, 0, stream)(
-        static_cast<T*>(dinp), static_cast<const T*>(dout), static_cast<const T*>(mask), n);
+    TRIDENT_LAUNCH(dropout_backward_kernel<T>, detail::grid_for(n, 256), 256, 0, stream)
+    (static_cast<T*>(dinp), static_cast<const T*>(dout), static_cast<const T*>(mask), n);
     check_launch("dropout_backward_kernel");
   });
 }

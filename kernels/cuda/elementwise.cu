@@ -15,26 +15,40 @@ namespace trident::kernels::cuda {
 
 size_t scalar_size(ScalarType t) {
   switch (t) {
-    case ScalarType::F32: return 4;
-    case ScalarType::F64: return 8;
-    case ScalarType::BF16: return 2;
-    case ScalarType::F16: return 2;
-    case ScalarType::I32: return 4;
-    case ScalarType::I64: return 8;
-    case ScalarType::U8: return 1;
+    case ScalarType::F32:
+      return 4;
+    case ScalarType::F64:
+      return 8;
+    case ScalarType::BF16:
+      return 2;
+    case ScalarType::F16:
+      return 2;
+    case ScalarType::I32:
+      return 4;
+    case ScalarType::I64:
+      return 8;
+    case ScalarType::U8:
+      return 1;
   }
   return 0;
 }
 
 const char* scalar_name(ScalarType t) {
   switch (t) {
-    case ScalarType::F32: return "f32";
-    case ScalarType::F64: return "f64";
-    case ScalarType::BF16: return "bf16";
-    case ScalarType::F16: return "f16";
-    case ScalarType::I32: return "i32";
-    case ScalarType::I64: return "i64";
-    case ScalarType::U8: return "u8";
+    case ScalarType::F32:
+      return "f32";
+    case ScalarType::F64:
+      return "f64";
+    case ScalarType::BF16:
+      return "bf16";
+    case ScalarType::F16:
+      return "f16";
+    case ScalarType::I32:
+      return "i32";
+    case ScalarType::I64:
+      return "i64";
+    case ScalarType::U8:
+      return "u8";
   }
   return "?";
 }
@@ -154,10 +168,14 @@ __global__ void convert_kernel(To* out, const From* in, int64_t n) {
 
 __device__ __forceinline__ float apply(BinaryOp op, float a, float b) {
   switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
+    case BinaryOp::Add:
+      return a + b;
+    case BinaryOp::Sub:
+      return a - b;
+    case BinaryOp::Mul:
+      return a * b;
+    case BinaryOp::Div:
+      return a / b;
   }
   return 0.0f;
 }
@@ -206,8 +224,8 @@ void launch_fill(T* out, T value, int64_t n, cudaStream_t stream) {
 
 template <typename To, typename From>
 void launch_convert(void* out, const void* in, int64_t n, cudaStream_t stream) {
-  TRIDENT_LAUNCH((convert_kernel<To, From>), grid_for(n, kThreads), kThreads, 0, stream)(
-      static_cast<To*>(out), static_cast<const From*>(in), n);
+  TRIDENT_LAUNCH((convert_kernel<To, From>), grid_for(n, kThreads), kThreads, 0, stream)
+  (static_cast<To*>(out), static_cast<const From*>(in), n);
   check_launch("convert_kernel");
 }
 
@@ -216,11 +234,13 @@ void launch_convert(void* out, const void* in, int64_t n, cudaStream_t stream) {
 void fill(ScalarType t, void* out, double value, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   switch (t) {
-    case ScalarType::F32: return launch_fill(static_cast<float*>(out), float(value), n, stream);
+    case ScalarType::F32:
+      return launch_fill(static_cast<float*>(out), float(value), n, stream);
     case ScalarType::BF16:
       return launch_fill(static_cast<__nv_bfloat16*>(out), __float2bfloat16_rn(float(value)), n,
                          stream);
-    case ScalarType::F64: return launch_fill(static_cast<double*>(out), value, n, stream);
+    case ScalarType::F64:
+      return launch_fill(static_cast<double*>(out), value, n, stream);
     case ScalarType::I32:
       return launch_fill(static_cast<int32_t*>(out), static_cast<int32_t>(value), n, stream);
     case ScalarType::I64:
@@ -229,7 +249,8 @@ void fill(ScalarType t, void* out, double value, int64_t n, cudaStream_t stream)
       detail::check_cuda(cudaMemsetAsync(out, static_cast<int>(value), size_t(n), stream),
                          "fill (u8)");
       return;
-    default: detail::unsupported("fill", t);
+    default:
+      detail::unsupported("fill", t);
   }
 }
 
@@ -248,20 +269,20 @@ void copy_strided(ScalarType t, void* out, const void* in, const int64_t* in_str
   const unsigned grid = grid_for(n, kThreads);
   switch (es) {
     case 1:
-      TRIDENT_LAUNCH(copy_strided_kernel<uint8_t>, grid, kThreads, 0, stream)(static_cast<uint8_t*>(out),
-                                                         static_cast<const uint8_t*>(in), L, n);
+      TRIDENT_LAUNCH(copy_strided_kernel<uint8_t>, grid, kThreads, 0, stream)
+      (static_cast<uint8_t*>(out), static_cast<const uint8_t*>(in), L, n);
       break;
     case 2:
-      TRIDENT_LAUNCH(copy_strided_kernel<uint16_t>, grid, kThreads, 0, stream)(static_cast<uint16_t*>(out),
-                                                         static_cast<const uint16_t*>(in), L, n);
+      TRIDENT_LAUNCH(copy_strided_kernel<uint16_t>, grid, kThreads, 0, stream)
+      (static_cast<uint16_t*>(out), static_cast<const uint16_t*>(in), L, n);
       break;
     case 4:
-      TRIDENT_LAUNCH(copy_strided_kernel<uint32_t>, grid, kThreads, 0, stream)(static_cast<uint32_t*>(out),
-                                                         static_cast<const uint32_t*>(in), L, n);
+      TRIDENT_LAUNCH(copy_strided_kernel<uint32_t>, grid, kThreads, 0, stream)
+      (static_cast<uint32_t*>(out), static_cast<const uint32_t*>(in), L, n);
       break;
     default:
-      TRIDENT_LAUNCH(copy_strided_kernel<uint64_t>, grid, kThreads, 0, stream)(static_cast<uint64_t*>(out),
-                                                         static_cast<const uint64_t*>(in), L, n);
+      TRIDENT_LAUNCH(copy_strided_kernel<uint64_t>, grid, kThreads, 0, stream)
+      (static_cast<uint64_t*>(out), static_cast<const uint64_t*>(in), L, n);
       break;
   }
   check_launch("copy_strided_kernel");
@@ -301,12 +322,12 @@ void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const i
   const unsigned grid = grid_for(n, kThreads);
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "binary op", {
     if (L.ndim == 1) {
-      TRIDENT_LAUNCH(binary_contiguous_kernel<T>, grid, kThreads, 0, stream)(
-          op, static_cast<T*>(out), static_cast<const T*>(a), L.strides[0][0],
-          static_cast<const T*>(b), L.strides[1][0], n);
+      TRIDENT_LAUNCH(binary_contiguous_kernel<T>, grid, kThreads, 0, stream)
+      (op, static_cast<T*>(out), static_cast<const T*>(a), L.strides[0][0],
+       static_cast<const T*>(b), L.strides[1][0], n);
     } else {
-      TRIDENT_LAUNCH(binary_strided_kernel<T>, grid, kThreads, 0, stream)(
-          op, static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), L, n);
+      TRIDENT_LAUNCH(binary_strided_kernel<T>, grid, kThreads, 0, stream)
+      (op, static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), L, n);
     }
     check_launch("binary_strided_kernel");
   });
@@ -315,8 +336,8 @@ void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const i
 void scale(ScalarType t, void* out, const void* in, float alpha, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "scale", {
-    TRIDENT_LAUNCH(scale_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)(
-        static_cast<T*>(out), static_cast<const T*>(in), alpha, n);
+    TRIDENT_LAUNCH(scale_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)
+    (static_cast<T*>(out), static_cast<const T*>(in), alpha, n);
     check_launch("scale_kernel");
   });
 }
@@ -324,8 +345,8 @@ void scale(ScalarType t, void* out, const void* in, float alpha, int64_t n, cuda
 void axpy(ScalarType t, void* y, const void* x, float alpha, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "axpy", {
-    TRIDENT_LAUNCH(axpy_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)(
-        static_cast<T*>(y), static_cast<const T*>(x), alpha, n);
+    TRIDENT_LAUNCH(axpy_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)
+    (static_cast<T*>(y), static_cast<const T*>(x), alpha, n);
     check_launch("axpy_kernel");
   });
 }

@@ -8,9 +8,8 @@
 // (found by the block whose index starts the run), one block adds the run's dout rows in that
 // order, each thread owning columns c, c + blockDim, ... and writing the row once. The result
 // is the same on every run whatever the schedule.
-#include <cub/device/device_radix_sort.cuh>
-
 #include <algorithm>
+#include <cub/device/device_radix_sort.cuh>
 #include <stdexcept>
 #include <string>
 
@@ -90,16 +89,15 @@ void embedding_forward(ScalarType t, void* out, const int32_t* ids, const void* 
                      "embedding_forward");
   if (N <= 0 || C <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "embedding", {
-    TRIDENT_LAUNCH(embedding_forward_kernel<T>, detail::grid_for(N * C, 256), 256, 0, stream)(
-        static_cast<T*>(out), ids, static_cast<const T*>(table), N, V, C, first, vocab,
-        bad_position);
+    TRIDENT_LAUNCH(embedding_forward_kernel<T>, detail::grid_for(N * C, 256), 256, 0, stream)
+    (static_cast<T*>(out), ids, static_cast<const T*>(table), N, V, C, first, vocab, bad_position);
     check_launch("embedding_forward_kernel");
   });
 }
 
-void embedding_backward(ScalarType t, void* dtable, const void* dout, const int32_t* ids,
-                        int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab,
-                        Scratch& scratch, cudaStream_t stream) {
+void embedding_backward(ScalarType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
+                        int64_t V, int64_t C, int64_t first, int64_t vocab, Scratch& scratch,
+                        cudaStream_t stream) {
   check_rows("embedding_backward", V, first, vocab);
   if (V <= 0 || C <= 0) return;
   if (N > int64_t{1} << 30 || V >= int64_t{1} << 31) {
@@ -116,8 +114,8 @@ void embedding_backward(ScalarType t, void* dtable, const void* dout, const int3
       int32_t* pos_out = scratch.get_as<int32_t>(N);
       int end_bit = 1;
       while (end_bit < 32 && (int64_t{1} << end_bit) <= V) ++end_bit;  // keys lie in [0, V]
-      TRIDENT_LAUNCH(embedding_keys_kernel, detail::grid_for(N, 256), 256, 0, stream)(
-          ids, N, V, first, keys_in, pos_in);
+      TRIDENT_LAUNCH(embedding_keys_kernel, detail::grid_for(N, 256), 256, 0, stream)
+      (ids, N, V, first, keys_in, pos_in);
       check_launch("embedding_keys_kernel");
       size_t temp_bytes = 0;
       const int n = static_cast<int>(N);
@@ -130,8 +128,8 @@ void embedding_backward(ScalarType t, void* dtable, const void* dout, const int3
                          "embedding_backward (sort)");
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535));
       const int threads = static_cast<int>(std::min<int64_t>(256, (C + 31) / 32 * 32));
-      TRIDENT_LAUNCH(embedding_accumulate_kernel<T>, grid, threads, 0, stream)(
-          static_cast<T*>(dtable), static_cast<const T*>(dout), keys_out, pos_out, N, V, C);
+      TRIDENT_LAUNCH(embedding_accumulate_kernel<T>, grid, threads, 0, stream)
+      (static_cast<T*>(dtable), static_cast<const T*>(dout), keys_out, pos_out, N, V, C);
       check_launch("embedding_accumulate_kernel");
     }
   });

@@ -69,8 +69,8 @@ __global__ void layernorm_dinp_kernel(T* dinp, const T* dout, const T* inp, cons
   const float dnorm_mean = warp_sum(a) * inv_c, dnorm_norm_mean = warp_sum(b) * inv_c;
   for (int64_t c = lane; c < C; c += 32) {
     const float norm = (to_float(x[c]) - m) * rs;
-    dx[c] = from_float<T>(rs * (to_float(dy[c]) * to_float(weight[c]) - dnorm_mean -
-                                norm * dnorm_norm_mean));
+    dx[c] = from_float<T>(
+        rs * (to_float(dy[c]) * to_float(weight[c]) - dnorm_mean - norm * dnorm_norm_mean));
   }
 }
 
@@ -141,9 +141,9 @@ void layernorm_forward(ScalarType t, void* out, float* mean, float* rstd, const 
                        cudaStream_t stream) {
   if (N <= 0 || C <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "layernorm", {
-    TRIDENT_LAUNCH(layernorm_forward_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)(
-        static_cast<T*>(out), mean, rstd, static_cast<const T*>(inp),
-        static_cast<const T*>(weight), static_cast<const T*>(bias), N, C, eps);
+    TRIDENT_LAUNCH(layernorm_forward_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)
+    (static_cast<T*>(out), mean, rstd, static_cast<const T*>(inp), static_cast<const T*>(weight),
+     static_cast<const T*>(bias), N, C, eps);
     check_launch("layernorm_forward_kernel");
   });
 }
@@ -156,27 +156,30 @@ void layernorm_backward(ScalarType t, void* dinp, void* dweight, void* dbias, co
     T* dw = static_cast<T*>(dweight);
     T* db = static_cast<T*>(dbias);
     if (N <= 0) {
-      detail::check_cuda(cudaMemsetAsync(dw, 0, size_t(C) * sizeof(T), stream), "layernorm_backward");
-      detail::check_cuda(cudaMemsetAsync(db, 0, size_t(C) * sizeof(T), stream), "layernorm_backward");
+      detail::check_cuda(cudaMemsetAsync(dw, 0, size_t(C) * sizeof(T), stream),
+                         "layernorm_backward");
+      detail::check_cuda(cudaMemsetAsync(db, 0, size_t(C) * sizeof(T), stream),
+                         "layernorm_backward");
       return;
     }
     const T* dy = static_cast<const T*>(dout);
     const T* x = static_cast<const T*>(inp);
     const float* m = mean;
     const float* rs = rstd;
-    TRIDENT_LAUNCH(layernorm_dinp_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)(
-        static_cast<T*>(dinp), dy, x, static_cast<const T*>(weight), m, rs, N, C);
+    TRIDENT_LAUNCH(layernorm_dinp_kernel<T>, row_blocks(N), 32 * kRowsPerBlock, 0, stream)
+    (static_cast<T*>(dinp), dy, x, static_cast<const T*>(weight), m, rs, N, C);
     check_launch("layernorm_dinp_kernel");
     const int64_t chunks = std::min<int64_t>(256, std::max<int64_t>(1, (N + 63) / 64));
     const int64_t per_chunk = (N + chunks - 1) / chunks;
-    const dim3 block(32, 8), grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(chunks));
+    const dim3 block(32, 8),
+        grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(chunks));
     float* partial = chunks > 1 ? scratch.get_as<float>(2 * chunks * C) : nullptr;
-    TRIDENT_LAUNCH(layernorm_param_partial_kernel<T>, grid, block, 0, stream)(dy, x, m, rs, N, C, per_chunk,
-                                                                  partial, dw, db);
+    TRIDENT_LAUNCH(layernorm_param_partial_kernel<T>, grid, block, 0, stream)
+    (dy, x, m, rs, N, C, per_chunk, partial, dw, db);
     check_launch("layernorm_param_partial_kernel");
     if (partial != nullptr) {
-      TRIDENT_LAUNCH(layernorm_param_final_kernel<T>, detail::grid_for(C, 256), 256, 0, stream)(
-          partial, chunks, C, dw, db);
+      TRIDENT_LAUNCH(layernorm_param_final_kernel<T>, detail::grid_for(C, 256), 256, 0, stream)
+      (partial, chunks, C, dw, db);
       check_launch("layernorm_param_final_kernel");
     }
   });

@@ -32,7 +32,9 @@ void check_lt(cublasStatus_t s, const char* what) {
 // RAII owners of the cuBLASLt descriptors of one call.
 struct MatmulDesc {
   cublasLtMatmulDesc_t d = nullptr;
-  MatmulDesc() { check_lt(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc"); }
+  MatmulDesc() {
+    check_lt(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+  }
   ~MatmulDesc() { cublasLtMatmulDescDestroy(d); }
   MatmulDesc(const MatmulDesc&) = delete;
   MatmulDesc& operator=(const MatmulDesc&) = delete;
@@ -96,9 +98,7 @@ __global__ void scale_matrix_kernel(T* C, int64_t batch, int64_t M, int64_t N, i
 }
 
 void check_args(const GemmArgs& a) {
-  const auto bad = [](const std::string& what) {
-    throw std::invalid_argument("gemm: " + what);
-  };
+  const auto bad = [](const std::string& what) { throw std::invalid_argument("gemm: " + what); };
   if (a.M < 0 || a.N < 0 || a.K < 0 || a.batch < 0) {
     bad("negative size M=" + std::to_string(a.M) + " N=" + std::to_string(a.N) +
         " K=" + std::to_string(a.K) + " batch=" + std::to_string(a.batch));
@@ -131,8 +131,7 @@ struct PlanKey {
            lda == o.lda && ldb == o.ldb && ldc == o.ldc && strideA == o.strideA &&
            strideB == o.strideB && strideC == o.strideC && alignA == o.alignA &&
            alignB == o.alignB && alignC == o.alignC && alignBias == o.alignBias &&
-           ldaux == o.ldaux && alignAux == o.alignAux &&
-           workspace_bytes == o.workspace_bytes;
+           ldaux == o.ldaux && alignAux == o.alignAux && workspace_bytes == o.workspace_bytes;
   }
 };
 
@@ -145,8 +144,8 @@ struct PlanKeyHash {
     mix(reinterpret_cast<uintptr_t>(k.handle));
     mix(static_cast<uint64_t>(k.t) | uint64_t(k.transA) << 8 | uint64_t(k.transB) << 9 |
         uint64_t(k.epilogue) << 10);
-    for (int64_t v : {k.batch, k.M, k.N, k.K, k.lda, k.ldb, k.ldc, k.strideA, k.strideB,
-                      k.strideC}) {
+    for (int64_t v :
+         {k.batch, k.M, k.N, k.K, k.lda, k.ldb, k.ldc, k.strideA, k.strideB, k.strideC}) {
       mix(static_cast<uint64_t>(v));
     }
     mix(uint64_t(k.alignA) | uint64_t(k.alignB) << 16 | uint64_t(k.alignC) << 32 |
@@ -265,8 +264,8 @@ struct GemmPlan {
     if (a.epilogue == GemmEpilogue::GeluAuxBias) {
       desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, a.aux);
     }
-    check_lt(cublasLtMatmul(handle, desc.d, &a.alpha, a.B, first->l, a.A, second->l, &a.beta,
-                            a.C, out->l, a.C, out->l, &algo, workspace, workspace_bytes, stream),
+    check_lt(cublasLtMatmul(handle, desc.d, &a.alpha, a.B, first->l, a.A, second->l, &a.beta, a.C,
+                            out->l, a.C, out->l, &algo, workspace, workspace_bytes, stream),
              "matmul");
   }
 };
@@ -282,7 +281,8 @@ bool gemm_trivial(ScalarType t, const GemmArgs& a, cudaStream_t stream) {
   }
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "matmul", {
     TRIDENT_LAUNCH(scale_matrix_kernel<T>, detail::grid_for(a.batch * a.M * a.N, 256), 256, 0,
-                   stream)(static_cast<T*>(a.C), a.batch, a.M, a.N, a.ldc, a.strideC, a.beta);
+                   stream)
+    (static_cast<T*>(a.C), a.batch, a.M, a.N, a.ldc, a.strideC, a.beta);
     detail::check_launch("scale_matrix_kernel");
   });
   return true;
@@ -314,8 +314,8 @@ GemmPlanCache::GemmPlanCache(size_t capacity) : impl_(std::make_unique<Impl>()) 
 }
 GemmPlanCache::~GemmPlanCache() = default;
 
-bool GemmPlanCache::gemm(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a,
-                         void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+bool GemmPlanCache::gemm(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, void* workspace,
+                         size_t workspace_bytes, cudaStream_t stream) {
   if (gemm_trivial(t, a, stream)) return true;
   const PlanKey key = key_of(handle, t, a, workspace_bytes);
   Impl& c = *impl_;

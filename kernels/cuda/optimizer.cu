@@ -56,8 +56,8 @@ __global__ void adamw_kernel(AdamWArgs a, float beta1, float beta2, float eps, f
   }
 }
 
-__global__ void sgd_kernel(SGDArgs a, float lr, float momentum, float dampening,
-                           float weight_decay, bool nesterov) {
+__global__ void sgd_kernel(SGDArgs a, float lr, float momentum, float dampening, float weight_decay,
+                           bool nesterov) {
   const int t = blockIdx.y;
   float* p = a.p[t];
   const float* g = a.g[t];
@@ -86,10 +86,9 @@ unsigned blocks_for(const int64_t* ns, int k) {
 
 }  // namespace
 
-void adamw_update_multi(int count, float* const* params, const float* const* grads,
-                        float* const* m, float* const* v, const int64_t* ns, float lr,
-                        float beta1, float beta2, float eps, float weight_decay, int64_t step,
-                        cudaStream_t stream) {
+void adamw_update_multi(int count, float* const* params, const float* const* grads, float* const* m,
+                        float* const* v, const int64_t* ns, float lr, float beta1, float beta2,
+                        float eps, float weight_decay, int64_t step, cudaStream_t stream) {
   if (step < 1) {
     throw std::invalid_argument("adamw_update: step = " + std::to_string(step) +
                                 " must be the 1-based step count");
@@ -109,8 +108,8 @@ void adamw_update_multi(int count, float* const* params, const float* const* gra
       a.v[i] = v[base + i];
       a.n[i] = ns[base + i];
     }
-    TRIDENT_LAUNCH(adamw_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)(
-        a, beta1, beta2, eps, step_size, bc2_sqrt, decay);
+    TRIDENT_LAUNCH(adamw_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)
+    (a, beta1, beta2, eps, step_size, bc2_sqrt, decay);
     detail::check_launch("adamw_kernel");
   }
 }
@@ -133,8 +132,8 @@ void sgd_update_multi(int count, float* const* params, const float* const* grads
       a.n[i] = ns[base + i];
       a.first[i] = first_steps[base + i];
     }
-    TRIDENT_LAUNCH(sgd_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)(
-        a, lr, momentum, dampening, weight_decay, nesterov);
+    TRIDENT_LAUNCH(sgd_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)
+    (a, lr, momentum, dampening, weight_decay, nesterov);
     detail::check_launch("sgd_kernel");
   }
 }

@@ -24,8 +24,8 @@ using detail::warp_sum;
 
 constexpr int kThreads = 256;
 constexpr int kMaxPartials = 1024;
-constexpr int kMultiTensors = 64;   // buffers per sum_squares_multi launch
-constexpr int kMultiBlocks = 32;    // blocks per buffer in sum_squares_multi
+constexpr int kMultiTensors = 64;  // buffers per sum_squares_multi launch
+constexpr int kMultiBlocks = 32;   // blocks per buffer in sum_squares_multi
 constexpr int kMaxDims = 8;
 
 int partial_blocks(int64_t n) {
@@ -173,23 +173,26 @@ void launch_sum_rows(T* out, const T* in, int64_t rows, int64_t cols, Scratch& s
   // gradients of (B*T, C) activations.
   const int64_t chunks = std::min<int64_t>(256, std::max<int64_t>(1, (rows + 63) / 64));
   const int64_t per_chunk = (rows + chunks - 1) / chunks;
-  const dim3 block(32, 8), grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks));
+  const dim3 block(32, 8),
+      grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks));
   if (chunks == 1) {
-    TRIDENT_LAUNCH(column_partial_kernel<T>, grid, block, 0, stream)(in, rows, cols, per_chunk, nullptr, out);
+    TRIDENT_LAUNCH(column_partial_kernel<T>, grid, block, 0, stream)
+    (in, rows, cols, per_chunk, nullptr, out);
     check_launch("column_partial_kernel");
     return;
   }
   float* partial = scratch.get_as<float>(chunks * cols);
-  TRIDENT_LAUNCH(column_partial_kernel<T>, grid, block, 0, stream)(in, rows, cols, per_chunk, partial, nullptr);
+  TRIDENT_LAUNCH(column_partial_kernel<T>, grid, block, 0, stream)
+  (in, rows, cols, per_chunk, partial, nullptr);
   check_launch("column_partial_kernel");
-  TRIDENT_LAUNCH(column_final_kernel<T>, detail::grid_for(cols, kThreads), kThreads, 0, stream)(partial, chunks,
-                                                                                   cols, out);
+  TRIDENT_LAUNCH(column_final_kernel<T>, detail::grid_for(cols, kThreads), kThreads, 0, stream)
+  (partial, chunks, cols, out);
   check_launch("column_final_kernel");
 }
 
 template <typename T>
-void launch_total(const T* x, int64_t n, bool squares, double* out_dev, T* out_t,
-                  Scratch& scratch, cudaStream_t stream) {
+void launch_total(const T* x, int64_t n, bool squares, double* out_dev, T* out_t, Scratch& scratch,
+                  cudaStream_t stream) {
   const int G = partial_blocks(n);
   double* partial = scratch.get_as<double>(G);
   if (squares) {
@@ -210,8 +213,9 @@ void sum(ScalarType t, const void* x, int64_t n, bool squares, double* out_dev, 
     detail::check_cuda(cudaMemsetAsync(out_dev, 0, sizeof(double), stream), "sum (empty)");
     return;
   }
-  TRIDENT_CUDA_FLOAT_DISPATCH(t, "sum", launch_total<T>(static_cast<const T*>(x), n, squares,
-                                                        out_dev, nullptr, scratch, stream));
+  TRIDENT_CUDA_FLOAT_DISPATCH(
+      t, "sum",
+      launch_total<T>(static_cast<const T*>(x), n, squares, out_dev, nullptr, scratch, stream));
 }
 
 void sum_squares_multi(ScalarType t, const void* const* xs, const int64_t* ns, int count,
@@ -229,18 +233,18 @@ void sum_squares_multi(ScalarType t, const void* const* xs, const int64_t* ns, i
         args.x[i] = static_cast<const T*>(xs[base + i]);
         args.n[i] = ns[base + i];
       }
-      TRIDENT_LAUNCH(multi_sum_squares_kernel<T>, dim3(kMultiBlocks, k), kThreads, 0, stream)(
-          args, partial + int64_t{base} * kMultiBlocks);
+      TRIDENT_LAUNCH(multi_sum_squares_kernel<T>, dim3(kMultiBlocks, k), kThreads, 0, stream)
+      (args, partial + int64_t{base} * kMultiBlocks);
       check_launch("multi_sum_squares_kernel");
     }
-    TRIDENT_LAUNCH(final_sum_kernel<T>, 1, kThreads, 0, stream)(partial, int64_t{count} * kMultiBlocks,
-                                                    out_dev, nullptr);
+    TRIDENT_LAUNCH(final_sum_kernel<T>, 1, kThreads, 0, stream)
+    (partial, int64_t{count} * kMultiBlocks, out_dev, nullptr);
     check_launch("final_sum_kernel");
   });
 }
 
-void sum_rows(ScalarType t, void* out, const void* in, int64_t rows, int64_t cols,
-              Scratch& scratch, cudaStream_t stream) {
+void sum_rows(ScalarType t, void* out, const void* in, int64_t rows, int64_t cols, Scratch& scratch,
+              cudaStream_t stream) {
   if (cols <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "sum_rows", {
     if (rows <= 0) {
@@ -285,9 +289,9 @@ void reduce_sum_to(ScalarType t, void* out, const void* in, const int64_t* shape
     }
   }
   if (!any_reduced) {
-    detail::check_cuda(cudaMemcpyAsync(out, in, size_t(total) * es, cudaMemcpyDeviceToDevice,
-                                       stream),
-                       "reduce_sum_to (copy)");
+    detail::check_cuda(
+        cudaMemcpyAsync(out, in, size_t(total) * es, cudaMemcpyDeviceToDevice, stream),
+        "reduce_sum_to (copy)");
     return;
   }
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "reduce_sum_to", {
@@ -321,8 +325,9 @@ void reduce_sum_to(ScalarType t, void* out, const void* in, const int64_t* shape
         TRIDENT_LAUNCH(reduce_warp_kernel<T>, grid, kThreads, 0, stream)(x, y, L);
         check_launch("reduce_warp_kernel");
       } else {
-        TRIDENT_LAUNCH(reduce_thread_kernel<T>, detail::grid_for(L.n_out, kThreads), kThreads, 0, stream)(
-            x, y, L);
+        TRIDENT_LAUNCH(reduce_thread_kernel<T>, detail::grid_for(L.n_out, kThreads), kThreads, 0,
+                       stream)
+        (x, y, L);
         check_launch("reduce_thread_kernel");
       }
     }

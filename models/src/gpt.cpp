@@ -16,7 +16,8 @@ uint64_t name_hash(const std::string& s) {  // FNV-1a
   return h;
 }
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 // A LayerNorm in x's dtype: its (f32) parameters are cast to it (a no-op in f32).
 Tensor layer_norm_in_dtype_of(const nn::LayerNorm& ln, const Tensor& x) {
@@ -40,8 +41,8 @@ Block::Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp) {
   attn = register_module("attn", std::make_shared<tp::ParallelCausalSelfAttention>(
                                      cfg.n_embd, cfg.n_head, cfg.dropout, seed ^ 0xA77Eull, tp));
   ln2 = register_module("ln2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.ln_eps));
-  mlp = register_module("mlp", std::make_shared<tp::ParallelMLP>(cfg.n_embd, cfg.dropout,
-                                                                 seed ^ 0x3A1Full, tp));
+  mlp = register_module(
+      "mlp", std::make_shared<tp::ParallelMLP>(cfg.n_embd, cfg.dropout, seed ^ 0x3A1Full, tp));
 }
 
 Tensor Block::forward(const Tensor& x) {
@@ -59,25 +60,26 @@ GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelConte
   ctx_ = ctx;
   const Topology& topo = ctx_->topology();
   const int pp = topo.layout().pp;
-  TRIDENT_CHECK(cfg_.n_layer % pp == 0, "--pp ", pp, " does not divide the model's ",
-                cfg_.n_layer, " layers");
+  TRIDENT_CHECK(cfg_.n_layer % pp == 0, "--pp ", pp, " does not divide the model's ", cfg_.n_layer,
+                " layers");
   num_layers_ = cfg_.n_layer / pp;
   first_layer_ = topo.pp_rank() * num_layers_;
   Communicator& tpc = ctx_->tp();
 
   if (is_first_stage() || is_last_stage()) {
-    wte = register_module("wte", std::make_shared<tp::VocabParallelEmbedding>(cfg_.vocab_size,
-                                                                             cfg_.n_embd, tpc));
+    wte = register_module(
+        "wte", std::make_shared<tp::VocabParallelEmbedding>(cfg_.vocab_size, cfg_.n_embd, tpc));
   }
   if (is_first_stage()) {
     Generator unused(seed);
-    wpe = register_module("wpe", std::make_shared<nn::Embedding>(cfg_.block_size, cfg_.n_embd,
-                                                                 unused));
+    wpe = register_module("wpe",
+                          std::make_shared<nn::Embedding>(cfg_.block_size, cfg_.n_embd, unused));
     drop = register_module("drop", std::make_shared<nn::Dropout>(cfg_.dropout, seed ^ 0xE3B0ull));
   }
   blocks = register_module("blocks", std::make_shared<nn::Sequential>(first_layer_));
   for (int64_t i = 0; i < num_layers_; ++i) {
-    blocks->push_back(std::make_shared<Block>(cfg_, seed + 7919 * static_cast<uint64_t>(first_layer_ + i), tpc));
+    blocks->push_back(
+        std::make_shared<Block>(cfg_, seed + 7919 * static_cast<uint64_t>(first_layer_ + i), tpc));
   }
   if (is_last_stage()) {
     ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg_.n_embd, cfg_.ln_eps));
@@ -102,8 +104,9 @@ void GPT::init_weights(uint64_t seed) {
     const nn::ShardSpec& spec = specs[i].second;
     Tensor full = Tensor::empty(spec.full_shape(p.shape()), DType::F32);
     const double std = gpt_init_std(name, cfg_);
-    const bool is_ln_weight = (name.find(".ln") != std::string::npos || name.rfind("ln_f.", 0) == 0) &&
-                              ends_with(name, ".weight");
+    const bool is_ln_weight =
+        (name.find(".ln") != std::string::npos || name.rfind("ln_f.", 0) == 0) &&
+        ends_with(name, ".weight");
     if (std > 0) {
       Generator gen(counter_hash(seed, name_hash(name)));
       gen.normal_(full, 0.0, std);
@@ -130,9 +133,9 @@ Tensor GPT::forward_stage(const Tensor& input) {
     // Looked up in f32 (the embedding gradients scatter-add in f32), then cast once.
     x = drop->forward((wte->forward(input) + wpe->forward(pos_ids)).to(compute_dtype_));
   } else {
-    TRIDENT_CHECK(input.dim() == 3 && input.size(2) == cfg_.n_embd,
-                  "GPT stage ", ctx_->topology().pp_rank(), ": expected hidden states (B, T, ",
-                  cfg_.n_embd, "), got ", input.shape_str());
+    TRIDENT_CHECK(input.dim() == 3 && input.size(2) == cfg_.n_embd, "GPT stage ",
+                  ctx_->topology().pp_rank(), ": expected hidden states (B, T, ", cfg_.n_embd,
+                  "), got ", input.shape_str());
     x = input.to(compute_dtype_);
   }
   x = blocks->forward(x);
@@ -142,14 +145,13 @@ Tensor GPT::forward_stage(const Tensor& input) {
 
 Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
   TRIDENT_CHECK(is_last_stage(), "head_loss on a stage that is not the last");
-  TRIDENT_CHECK(targets.dim() == 2 && targets.size(0) == hidden.size(0) &&
-                    targets.size(1) == hidden.size(1),
-                "GPT: targets ", targets.shape_str(), " do not match hidden states ",
-                hidden.shape_str());
+  TRIDENT_CHECK(
+      targets.dim() == 2 && targets.size(0) == hidden.size(0) && targets.size(1) == hidden.size(1),
+      "GPT: targets ", targets.shape_str(), " do not match hidden states ", hidden.shape_str());
   Communicator& tpc = ctx_->tp();
   // The tied head in the hidden states' dtype; the loss itself is computed in f32.
-  const Tensor logits_local = ops::linear(tp::copy_to_tp_region(hidden, tpc),
-                                          wte->weight.to(hidden.dtype()));
+  const Tensor logits_local =
+      ops::linear(tp::copy_to_tp_region(hidden, tpc), wte->weight.to(hidden.dtype()));
   return tp::vocab_parallel_cross_entropy(logits_local, targets, wte->vocab_start(), tpc);
 }
 
@@ -161,7 +163,8 @@ Tensor GPT::forward(const Tensor& ids) {
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) {
-  TRIDENT_CHECK(ctx_->layout().pp == 1, "GPT::loss runs the whole model: use a pipeline "
+  TRIDENT_CHECK(ctx_->layout().pp == 1,
+                "GPT::loss runs the whole model: use a pipeline "
                 "schedule when --pp > 1");
   TRIDENT_CHECK(targets.shape() == ids.shape(), "GPT: targets ", targets.shape_str(),
                 " do not match inputs ", ids.shape_str());
@@ -185,8 +188,8 @@ std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t n, doubl
     std::vector<float> last = logits.slice(1, T - 1, T).to_vector<float>();
     std::vector<int32_t> order(last.size());
     std::iota(order.begin(), order.end(), 0);
-    const size_t k = top_k > 0 ? std::min<size_t>(static_cast<size_t>(top_k), last.size())
-                               : last.size();
+    const size_t k =
+        top_k > 0 ? std::min<size_t>(static_cast<size_t>(top_k), last.size()) : last.size();
     std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
                       [&](int32_t a, int32_t b) { return last[a] > last[b]; });
     std::vector<double> probs(k);

@@ -17,7 +17,7 @@ void GPTConfig::validate() const {
 
 int64_t GPTConfig::num_parameters() const {
   const int64_t C = n_embd;
-  const int64_t per_block = 2 * C              // ln1
+  const int64_t per_block = 2 * C                // ln1
                             + 3 * C * C + 3 * C  // qkv
                             + C * C + C          // proj
                             + 2 * C              // ln2

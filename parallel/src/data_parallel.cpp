@@ -163,8 +163,8 @@ struct DataParallelReducer::Impl {
   // The step's waited works, kept until the next step for their stall times (device work).
   std::vector<std::shared_ptr<Work>> waited;
   double device_stall_seconds = -1;  // their sum, once measured; negative until then
-  std::vector<Tensor> grad_views;  // per parameter: its view into the bucket's gradients
-  std::vector<char> fired;         // per parameter: hook fired in the armed pass
+  std::vector<Tensor> grad_views;    // per parameter: its view into the bucket's gradients
+  std::vector<char> fired;           // per parameter: hook fired in the armed pass
   size_t next_launch = 0;
   CompletionClock clock;
 };
@@ -511,8 +511,8 @@ double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& we
       const double w = weights[bucket.params[k]];
       if (w == 0) continue;
       const int64_t lo = std::max(bucket.offsets[k], base);
-      const int64_t hi = std::min(bucket.offsets[k] + params_[bucket.params[k]].second.numel(),
-                                  base + g.numel());
+      const int64_t hi =
+          std::min(bucket.offsets[k] + params_[bucket.params[k]].second.numel(), base + g.numel());
       if (hi <= lo) continue;
       size_t gi = 0;
       while (gi < group_weight.size() && group_weight[gi] != w) ++gi;

@@ -78,8 +78,8 @@ namespace {
 
 void check_cuda(cudaError_t rc, const char* what) {
   if (rc == cudaSuccess) return;
-  throw Error(str_cat("staging a device buffer through host memory: ", what, " failed: ",
-                      cudaGetErrorString(rc)));
+  throw Error(str_cat("staging a device buffer through host memory: ", what,
+                      " failed: ", cudaGetErrorString(rc)));
 }
 
 void* pinned_alloc(size_t bytes) {
@@ -111,7 +111,8 @@ cudaStream_t copy_stream(int device) {
   if (static_cast<size_t>(device) >= streams.size())
     streams.resize(static_cast<size_t>(device) + 1, nullptr);
   cudaStream_t& s = streams[static_cast<size_t>(device)];
-  if (s == nullptr) check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (s == nullptr)
+    check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   return s;
 }
 
@@ -183,7 +184,8 @@ DeviceStaging::DeviceStaging(std::initializer_list<StageArg> args) {
   cudaEvent_t ready = nullptr;
   check_cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
   ready_event_ = ready;
-  check_cuda(cudaEventRecord(ready, static_cast<cudaStream_t>(cuda_compute_stream(device_))), "cudaEventRecord");
+  check_cuda(cudaEventRecord(ready, static_cast<cudaStream_t>(cuda_compute_stream(device_))),
+             "cudaEventRecord");
   copy_stream_ = copy_stream(device_);
   // The copies run on copy_stream_: a buffer freed as soon as the operation's Work finished
   // is not handed out again before the copy stream is done with it.

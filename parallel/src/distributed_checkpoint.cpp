@@ -32,8 +32,8 @@ std::vector<std::pair<std::string, Tensor>> local_state(const Tensor& param, con
                                                         optim::Optimizer* opt, ZeroAdamW* zero) {
   std::vector<std::pair<std::string, Tensor>> out{{"value", param}};
   if (opt == nullptr || !slot.found) return out;
-  auto state = zero ? zero->gather_state(slot.group, slot.index)
-                    : opt->state_of(slot.group, slot.index);
+  auto state =
+      zero ? zero->gather_state(slot.group, slot.index) : opt->state_of(slot.group, slot.index);
   for (auto& s : state) out.push_back(std::move(s));
   return out;
 }
@@ -101,7 +101,8 @@ void gather_full_state(const nn::Module& model, optim::Optimizer* optimizer,
   std::vector<std::pair<std::string, Tensor>> entries;  // "param/state" -> tensor
   for (size_t i = 0; i < params.size(); ++i) {
     const Slot slot = optimizer ? find_slot(*optimizer, params[i].second) : Slot{};
-    const auto state = local_state(params[i].second, slot, optimizer, zero);  // dp collective with ZeRO
+    const auto state =
+        local_state(params[i].second, slot, optimizer, zero);  // dp collective with ZeRO
     if (topo.dp_rank() != 0) continue;
     for (const auto& [name, t] : state) {
       Tensor full = assemble_over_tp(t, specs[i].second, ctx.tp());  // collective over tp
@@ -140,7 +141,8 @@ void save_training_state(CheckpointWriter* writer, const nn::Module& model,
   gather_full_state(model, &optimizer, ctx,
                     [&](const std::string& param, const std::string& state, const Tensor& full) {
                       const Tensor f = full.to(DType::F32).contiguous();
-                      writer->add(param, state, std::vector<int64_t>(f.shape().begin(), f.shape().end()),
+                      writer->add(param, state,
+                                  std::vector<int64_t>(f.shape().begin(), f.shape().end()),
                                   f.data<float>());
                     });
   if (writer) writer->set_meta("optimizer_steps", optimizer.steps_taken());
@@ -154,9 +156,9 @@ void load_training_state(const CheckpointReader& reader, nn::Module& model,
   // Reads a full tensor and cuts this rank's tp shard, checking the shape first.
   auto read_shard = [&](const std::string& name, const std::string& state,
                         const nn::ShardSpec& spec, const Tensor& local) {
-    TRIDENT_CHECK(reader.has(name, state), reader.path(), ": no ", state, " for parameter ",
-                  name, state == "value" ? " (a checkpoint of another model?)"
-                                         : " (saved with another optimizer?)");
+    TRIDENT_CHECK(reader.has(name, state), reader.path(), ": no ", state, " for parameter ", name,
+                  state == "value" ? " (a checkpoint of another model?)"
+                                   : " (saved with another optimizer?)");
     const Shape want = spec.full_shape(local.shape());
     const auto got = reader.shape(name, state);
     TRIDENT_CHECK(Shape(got.begin(), got.end()) == want, reader.path(), ": ", name, "/", state,

@@ -16,7 +16,9 @@ class DoneWork final : public Work {
   std::string what_;
 };
 
-std::shared_ptr<Work> done(const char* what) { return std::make_shared<DoneWork>(what); }
+std::shared_ptr<Work> done(const char* what) {
+  return std::make_shared<DoneWork>(what);
+}
 }  // namespace
 
 std::shared_ptr<Work> LocalCommunicator::all_reduce_async(void*, size_t, DType, ReduceOp) {
@@ -49,6 +51,8 @@ std::shared_ptr<Work> LocalCommunicator::recv_async(void*, size_t, DType, int sr
   throw Error(str_cat(name_, ": recv from rank ", src, " in a group of one"));
 }
 
-std::shared_ptr<Work> LocalCommunicator::barrier_async() { return done("barrier"); }
+std::shared_ptr<Work> LocalCommunicator::barrier_async() {
+  return done("barrier");
+}
 
 }  // namespace trident

@@ -150,8 +150,9 @@ void trace_finished(MpiCommState& s, const Task& task) {
   if (task.started_ns == 0 || !trace::enabled()) return;
   std::string name = str_cat(task.trace_op, " ", s.name);
   if (task.trace_peer < 0) {
-    trace::record(std::move(name), trace::Category::Comm, task.started_ns, trace::now_ns(),
-                  {{"bytes", task.trace_bytes}, {"seq", s.collectives - 1}, {"group", s.group_root}});
+    trace::record(
+        std::move(name), trace::Category::Comm, task.started_ns, trace::now_ns(),
+        {{"bytes", task.trace_bytes}, {"seq", s.collectives - 1}, {"group", s.group_root}});
   } else {
     trace::record(std::move(name), trace::Category::Comm, task.started_ns, trace::now_ns(),
                   {{"bytes", task.trace_bytes}, {"peer", task.trace_peer}});
@@ -472,22 +473,25 @@ std::shared_ptr<Work> MpiCommunicator::all_reduce_async(void* data, size_t count
   const int size = state_->size;
   // Device buffers go through pinned host memory (device_staging.hpp); null for host buffers.
   const auto dev = make_device_staging({{data, count * dtype_size(dtype), StageDir::InOut}});
-  return enqueue_collective(state_, std::move(what), [=] {
-    if (n == 0) return;
-    if (dev) dev->copy_in();
-    void* const buf = dev ? dev->host(0) : data;
-    if (is_half(dtype)) {
-      std::vector<float> staged(count);
-      half_float::to_f32(buf, staged.data(), count, dtype == DType::BF16);
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, staged.data(), n, MPI_FLOAT, mpi_op(op), comm));
-      divide_for_avg(staged.data(), count, DType::F32, op, size);
-      half_float::from_f32(staged.data(), buf, count, dtype == DType::BF16);
-    } else {
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf, n, mpi_type(dtype), mpi_op(op), comm));
-      divide_for_avg(buf, count, dtype, op, size);
-    }
-    if (dev) dev->copy_out();
-  }, "all_reduce", count * dtype_size(dtype));
+  return enqueue_collective(
+      state_, std::move(what),
+      [=] {
+        if (n == 0) return;
+        if (dev) dev->copy_in();
+        void* const buf = dev ? dev->host(0) : data;
+        if (is_half(dtype)) {
+          std::vector<float> staged(count);
+          half_float::to_f32(buf, staged.data(), count, dtype == DType::BF16);
+          check_mpi(MPI_Allreduce(MPI_IN_PLACE, staged.data(), n, MPI_FLOAT, mpi_op(op), comm));
+          divide_for_avg(staged.data(), count, DType::F32, op, size);
+          half_float::from_f32(staged.data(), buf, count, dtype == DType::BF16);
+        } else {
+          check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf, n, mpi_type(dtype), mpi_op(op), comm));
+          divide_for_avg(buf, count, dtype, op, size);
+        }
+        if (dev) dev->copy_out();
+      },
+      "all_reduce", count * dtype_size(dtype));
 }
 
 std::shared_ptr<Work> MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
@@ -504,24 +508,29 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter_async(const void* send, vo
   const MPI_Comm comm = state_->comm;
   const auto dev = make_device_staging({{send, total * dtype_size(dtype), StageDir::In},
                                         {recv, recv_count * dtype_size(dtype), StageDir::Out}});
-  return enqueue_collective(state_, std::move(what), [=] {
-    if (n == 0) return;
-    if (dev) dev->copy_in();
-    const void* const in_buf = dev ? dev->host(0) : send;
-    void* const out_buf = dev ? dev->host(1) : recv;
-    if (is_half(dtype)) {
-      const bool bf16 = dtype == DType::BF16;
-      std::vector<float> in(total), out(recv_count);
-      half_float::to_f32(in_buf, in.data(), total, bf16);
-      check_mpi(MPI_Reduce_scatter_block(in.data(), out.data(), n, MPI_FLOAT, mpi_op(op), comm));
-      divide_for_avg(out.data(), recv_count, DType::F32, op, size);
-      half_float::from_f32(out.data(), out_buf, recv_count, bf16);
-    } else {
-      check_mpi(MPI_Reduce_scatter_block(in_buf, out_buf, n, mpi_type(dtype), mpi_op(op), comm));
-      divide_for_avg(out_buf, recv_count, dtype, op, size);
-    }
-    if (dev) dev->copy_out();
-  }, "reduce_scatter", total * dtype_size(dtype));
+  return enqueue_collective(
+      state_, std::move(what),
+      [=] {
+        if (n == 0) return;
+        if (dev) dev->copy_in();
+        const void* const in_buf = dev ? dev->host(0) : send;
+        void* const out_buf = dev ? dev->host(1) : recv;
+        if (is_half(dtype)) {
+          const bool bf16 = dtype == DType::BF16;
+          std::vector<float> in(total), out(recv_count);
+          half_float::to_f32(in_buf, in.data(), total, bf16);
+          check_mpi(
+              MPI_Reduce_scatter_block(in.data(), out.data(), n, MPI_FLOAT, mpi_op(op), comm));
+          divide_for_avg(out.data(), recv_count, DType::F32, op, size);
+          half_float::from_f32(out.data(), out_buf, recv_count, bf16);
+        } else {
+          check_mpi(
+              MPI_Reduce_scatter_block(in_buf, out_buf, n, mpi_type(dtype), mpi_op(op), comm));
+          divide_for_avg(out_buf, recv_count, dtype, op, size);
+        }
+        if (dev) dev->copy_out();
+      },
+      "reduce_scatter", total * dtype_size(dtype));
 }
 
 std::shared_ptr<Work> MpiCommunicator::all_gather_async(const void* send, void* recv,
@@ -536,19 +545,22 @@ std::shared_ptr<Work> MpiCommunicator::all_gather_async(const void* send, void* 
   const void* source = send == own_block ? MPI_IN_PLACE : send;
   // In place, the own block is staged in with the rest of recv.
   const size_t block_bytes = send_count * dtype_size(dtype);
-  const auto dev = make_device_staging(
-      {{source == MPI_IN_PLACE ? nullptr : send, block_bytes, StageDir::In},
-       {recv, block_bytes * static_cast<size_t>(state_->size),
-        source == MPI_IN_PLACE ? StageDir::InOut : StageDir::Out}});
-  return enqueue_collective(state_, std::move(what), [=] {
-    if (n == 0) return;
-    if (dev) dev->copy_in();
-    const void* const in_buf = dev && source != MPI_IN_PLACE ? dev->host(0) : source;
-    void* const out_buf = dev ? dev->host(1) : recv;
-    const MPI_Datatype type = mpi_type(dtype);
-    check_mpi(MPI_Allgather(in_buf, n, type, out_buf, n, type, comm));
-    if (dev) dev->copy_out();
-  }, "all_gather", send_count * dtype_size(dtype) * static_cast<size_t>(state_->size));
+  const auto dev =
+      make_device_staging({{source == MPI_IN_PLACE ? nullptr : send, block_bytes, StageDir::In},
+                           {recv, block_bytes * static_cast<size_t>(state_->size),
+                            source == MPI_IN_PLACE ? StageDir::InOut : StageDir::Out}});
+  return enqueue_collective(
+      state_, std::move(what),
+      [=] {
+        if (n == 0) return;
+        if (dev) dev->copy_in();
+        const void* const in_buf = dev && source != MPI_IN_PLACE ? dev->host(0) : source;
+        void* const out_buf = dev ? dev->host(1) : recv;
+        const MPI_Datatype type = mpi_type(dtype);
+        check_mpi(MPI_Allgather(in_buf, n, type, out_buf, n, type, comm));
+        if (dev) dev->copy_out();
+      },
+      "all_gather", send_count * dtype_size(dtype) * static_cast<size_t>(state_->size));
 }
 
 std::shared_ptr<Work> MpiCommunicator::broadcast_async(void* data, size_t count, DType dtype,
@@ -558,14 +570,17 @@ std::shared_ptr<Work> MpiCommunicator::broadcast_async(void* data, size_t count,
   const int n = checked_count(*state_, what, count);
   check_peer(*state_, what, root, "root");
   const MPI_Comm comm = state_->comm;
-  const auto dev = make_device_staging({{data, count * dtype_size(dtype),
-                                         state_->rank == root ? StageDir::In : StageDir::Out}});
-  return enqueue_collective(state_, std::move(what), [=] {
-    if (n == 0) return;
-    if (dev) dev->copy_in();
-    check_mpi(MPI_Bcast(dev ? dev->host(0) : data, n, mpi_type(dtype), root, comm));
-    if (dev) dev->copy_out();
-  }, "broadcast", count * dtype_size(dtype));
+  const auto dev = make_device_staging(
+      {{data, count * dtype_size(dtype), state_->rank == root ? StageDir::In : StageDir::Out}});
+  return enqueue_collective(
+      state_, std::move(what),
+      [=] {
+        if (n == 0) return;
+        if (dev) dev->copy_in();
+        check_mpi(MPI_Bcast(dev ? dev->host(0) : data, n, mpi_type(dtype), root, comm));
+        if (dev) dev->copy_out();
+      },
+      "broadcast", count * dtype_size(dtype));
 }
 
 std::shared_ptr<Work> MpiCommunicator::send_async(const void* data, size_t count, DType dtype,
@@ -580,14 +595,17 @@ std::shared_ptr<Work> MpiCommunicator::send_async(const void* data, size_t count
   const MPI_Comm comm = state_->comm;
   // The pinned copy lives in the lambda until the task (and its request) is done.
   const auto dev = make_device_staging({{data, count * dtype_size(dtype), StageDir::In}});
-  return enqueue(state_, std::move(what), [=] {
-    MPI_Request request = MPI_REQUEST_NULL;
-    if (n == 0) return request;
-    if (dev) dev->copy_in();
-    const void* const buf = dev ? dev->host(0) : data;
-    check_mpi(MPI_Isend(buf, n, mpi_type(dtype), dst, tag, comm, &request));
-    return request;
-  }, {}, "send", count * dtype_size(dtype), dst);
+  return enqueue(
+      state_, std::move(what),
+      [=] {
+        MPI_Request request = MPI_REQUEST_NULL;
+        if (n == 0) return request;
+        if (dev) dev->copy_in();
+        const void* const buf = dev ? dev->host(0) : data;
+        check_mpi(MPI_Isend(buf, n, mpi_type(dtype), dst, tag, comm, &request));
+        return request;
+      },
+      {}, "send", count * dtype_size(dtype), dst);
 }
 
 std::shared_ptr<Work> MpiCommunicator::recv_async(void* data, size_t count, DType dtype, int src,

@@ -60,7 +60,8 @@ class CudaStream {
  public:
   CudaStream() {
     int least = 0, greatest = 0;
-    check_cuda(cudaDeviceGetStreamPriorityRange(&least, &greatest), "cudaDeviceGetStreamPriorityRange");
+    check_cuda(cudaDeviceGetStreamPriorityRange(&least, &greatest),
+               "cudaDeviceGetStreamPriorityRange");
     check_cuda(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest),
                "cudaStreamCreateWithPriority");
   }
@@ -147,7 +148,7 @@ struct NcclCommState {
   std::string name;
   MpiCommunicator* host = nullptr;
   std::unique_ptr<CudaStream> stream;
-  std::unique_ptr<CudaEvent> ready;  // recorded on the compute stream at each issue
+  std::unique_ptr<CudaEvent> ready;       // recorded on the compute stream at each issue
   std::unique_ptr<DeviceBuffer> scratch;  // one int for barrier()
   std::atomic<int64_t> timeout_ms{300000};
   std::atomic<bool> abort_job_on_timeout{true};
@@ -157,8 +158,8 @@ struct NcclCommState {
   bool grouping = false;  // under issue_mu
   std::vector<GroupedOp> group;
 
-  std::mutex mu;               // guards the fields below
-  std::condition_variable cv;  // in_flight changed, or stopping
+  std::mutex mu;                                    // guards the fields below
+  std::condition_variable cv;                       // in_flight changed, or stopping
   std::deque<std::shared_ptr<NcclWork>> in_flight;  // issued, oldest first
   Clock::time_point last_progress = Clock::now();
   bool stopping = false;
@@ -360,7 +361,8 @@ void finish_nccl_call(NcclCommState& s, ncclComm_t comm, ncclResult_t r, const s
 // Called with `mu` held. A failed communicator is unusable at once: the watchdog fails the
 // works (waking their waiters) before it takes issue_mu to abort, so `comm` may still be set.
 void check_usable(const NcclCommState& s, const std::string& what) {
-  TRIDENT_CHECK(s.comm != nullptr && s.failure.empty(), s.context(what), ": the NCCL communicator was aborted (",
+  TRIDENT_CHECK(s.comm != nullptr && s.failure.empty(), s.context(what),
+                ": the NCCL communicator was aborted (",
                 s.failure.empty() ? std::string("destroyed") : s.failure, ")");
 }
 
@@ -440,8 +442,8 @@ void run_watchdog(const std::shared_ptr<NcclCommState>& state) {
         w->finish(nullptr);
       } else {
         cudaGetLastError();
-        w->finish(std::make_exception_ptr(Error(str_cat(
-            s.context(w->description()), " failed: CUDA error: ", cudaGetErrorString(q)))));
+        w->finish(std::make_exception_ptr(Error(
+            str_cat(s.context(w->description()), " failed: CUDA error: ", cudaGetErrorString(q)))));
       }
     }
     s.cv.notify_all();
@@ -580,9 +582,9 @@ ncclDataType_t nccl_type(DType dtype) {
 }
 
 std::unique_ptr<NcclCommunicator> NcclCommunicator::create(MpiCommunicator& host, int device) {
-  const std::string context = str_cat("rank ", rank_for_messages(), ": NCCL initialisation of '",
-                                      host.name(), "' (rank ", host.rank(), " of ", host.size(),
-                                      ") on cuda:", device);
+  const std::string context =
+      str_cat("rank ", rank_for_messages(), ": NCCL initialisation of '", host.name(), "' (rank ",
+              host.rank(), " of ", host.size(), ") on cuda:", device);
   int devices = 0;
   const cudaError_t rc = cudaGetDeviceCount(&devices);
   TRIDENT_CHECK(rc == cudaSuccess && device >= 0 && device < devices, context,
@@ -592,12 +594,14 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(MpiCommunicator& host
   std::string error;
   if (host.rank() == 0) {
     const ncclResult_t r = ncclGetUniqueId(&id);
-    if (r != ncclSuccess) error = str_cat(context, ": ncclGetUniqueId failed: ", ncclGetErrorString(r));
+    if (r != ncclSuccess)
+      error = str_cat(context, ": ncclGetUniqueId failed: ", ncclGetErrorString(r));
   }
   // Rank 0's failure must reach every rank, or they would wait for it in the init.
   int32_t failed = error.empty() ? 0 : 1;
   host.all_reduce(&failed, 1, DType::I32, ReduceOp::Max);
-  TRIDENT_CHECK(failed == 0, error.empty() ? context + ": rank 0 could not create the NCCL id" : error);
+  TRIDENT_CHECK(failed == 0,
+                error.empty() ? context + ": rank 0 could not create the NCCL id" : error);
   host.broadcast(&id, sizeof id, DType::U8, 0);
 
   detail::DeviceGuard guard(device);
@@ -625,7 +629,8 @@ NcclCommunicator::~NcclCommunicator() {
   if (ending)
     detail::fail_communicator(
         s, "destroyed while an exception unwound the stack",
-        std::make_exception_ptr(Error(s.context("an operation") + ": cancelled, the communicator was destroyed")));
+        std::make_exception_ptr(
+            Error(s.context("an operation") + ": cancelled, the communicator was destroyed")));
   s.cv.notify_all();
   s.watchdog.join();
   std::lock_guard<std::mutex> issue(s.issue_mu);
@@ -661,7 +666,8 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::split(int color, int key,
   ncclComm_t out = nullptr;
   {
     std::lock_guard<std::mutex> issue(s.issue_mu);
-    TRIDENT_CHECK(!s.grouping, s.context(what), ": not allowed between group_start() and group_end()");
+    TRIDENT_CHECK(!s.grouping, s.context(what),
+                  ": not allowed between group_start() and group_end()");
     {
       std::lock_guard<std::mutex> state_lock(s.mu);
       detail::check_usable(s, what);
@@ -796,8 +802,7 @@ std::shared_ptr<Work> NcclCommunicator::all_gather_async(const void* send, void*
 std::shared_ptr<Work> NcclCommunicator::broadcast_async(void* data, size_t count, DType dtype,
                                                         int root) {
   const NcclCommState& s = *state_;
-  std::string what =
-      str_cat("broadcast of ", detail::elements(count, dtype), " from rank ", root);
+  std::string what = str_cat("broadcast of ", detail::elements(count, dtype), " from rank ", root);
   detail::check_peer(s, what, root, "root");
   if (!detail::on_device(s, what, {data})) return s.host->broadcast_async(data, count, dtype, root);
   const ncclDataType_t t = nccl_type(dtype);

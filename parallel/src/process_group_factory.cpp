@@ -30,7 +30,7 @@ bool comm_backend_available(CommBackend backend) {
 
 CommBackend default_comm_backend(Device device) {
   return device.is_cuda() && comm_backend_available(CommBackend::Nccl) ? CommBackend::Nccl
-                                                                        : CommBackend::Mpi;
+                                                                       : CommBackend::Mpi;
 }
 
 CommBackend resolve_comm_backend(const std::string& name, Device device) {
@@ -133,8 +133,7 @@ void CommGroups::set_timeout(std::chrono::milliseconds timeout) {
 
 std::unique_ptr<CommGroups> make_comm_groups(MpiCommunicator& world, const Topology& topology,
                                              Device device, const std::string& comm) {
-  return std::make_unique<CommGroups>(world, topology, device,
-                                      resolve_comm_backend(comm, device));
+  return std::make_unique<CommGroups>(world, topology, device, resolve_comm_backend(comm, device));
 }
 
 }  // namespace trident

@@ -90,8 +90,8 @@ VocabParallelEmbedding::VocabParallelEmbedding(int64_t vocab, int64_t dim, Commu
   vocab_ = vocab;
   start_ = comm.rank() * per;
   end_ = start_ + per;
-  weight = register_parameter("weight", Tensor::zeros({per, dim}),
-                              nn::ShardSpec{0, tp, comm.rank(), 1});
+  weight =
+      register_parameter("weight", Tensor::zeros({per, dim}), nn::ShardSpec{0, tp, comm.rank(), 1});
 }
 
 Tensor VocabParallelEmbedding::forward(const Tensor& ids) {
@@ -101,9 +101,8 @@ Tensor VocabParallelEmbedding::forward(const Tensor& ids) {
   return reduce_from_tp_region(ops::embedding(ids, weight, start_, vocab_), comm_);
 }
 
-ParallelCausalSelfAttention::ParallelCausalSelfAttention(int64_t dim, int64_t n_head,
-                                                         float dropout, uint64_t seed,
-                                                         Communicator& comm) {
+ParallelCausalSelfAttention::ParallelCausalSelfAttention(int64_t dim, int64_t n_head, float dropout,
+                                                         uint64_t seed, Communicator& comm) {
   TRIDENT_CHECK(n_head > 0 && dim % n_head == 0, "--heads ", n_head,
                 " does not divide the embedding width ", dim);
   TRIDENT_CHECK(n_head % comm.size() == 0, "--tp ", comm.size(), " does not divide ", n_head,

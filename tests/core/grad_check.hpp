@@ -2,7 +2,6 @@
 // L = sum(f(inputs) * R) (R a fixed random tensor) against central differences.
 #pragma once
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -27,9 +26,7 @@ inline double grad_check_error(const Fn& f, std::vector<Tensor> inputs, double h
   for (auto& x : inputs) x.requires_grad_(true);
   const Tensor probe = f(inputs);
   const Tensor R = randn(probe.shape(), 4242, probe.dtype());
-  auto objective = [&](const std::vector<Tensor>& in) {
-    return ops::sum(ops::mul(f(in), R));
-  };
+  auto objective = [&](const std::vector<Tensor>& in) { return ops::sum(ops::mul(f(in), R)); };
   objective(inputs).backward();
   double worst = 0;
   for (size_t k = 0; k < inputs.size(); ++k) {
@@ -46,8 +43,8 @@ inline double grad_check_error(const Fn& f, std::vector<Tensor> inputs, double h
       const double down = objective(inputs).item();
       data[i] = orig;
       const double numeric = (up - down) / (2 * h);
-      const double err = std::abs(analytic[static_cast<size_t>(i)] - numeric) /
-                         std::max(1.0, std::abs(numeric));
+      const double err =
+          std::abs(analytic[static_cast<size_t>(i)] - numeric) / std::max(1.0, std::abs(numeric));
       worst = std::max(worst, err);
     }
   }

@@ -9,7 +9,9 @@ namespace {
 constexpr double kTol = 1e-6;
 using V = std::vector<Tensor>;
 
-Tensor ids(const std::vector<int32_t>& v, const Shape& s) { return Tensor::from_vector(v, s); }
+Tensor ids(const std::vector<int32_t>& v, const Shape& s) {
+  return Tensor::from_vector(v, s);
+}
 }  // namespace
 
 TEST_CASE("grad check: broadcasting add, sub, mul, div", "[core][autograd]") {
@@ -62,8 +64,8 @@ TEST_CASE("grad check: linear_gelu, and it equals gelu(linear) bit for bit", "[c
       x.push_back(t.clone());
       x.back().requires_grad_();
     }
-    const Tensor y = fused ? ops::linear_gelu(x[0], x[1], x[2])
-                           : ops::gelu(ops::linear(x[0], x[1], x[2]));
+    const Tensor y =
+        fused ? ops::linear_gelu(x[0], x[1], x[2]) : ops::gelu(ops::linear(x[0], x[1], x[2]));
     ops::sum(y * y).backward();
     outs[fused] = y.to_vector<double>();
     for (const Tensor& t : x) grads[fused].push_back(t.grad().to_vector<double>());
@@ -82,7 +84,8 @@ TEST_CASE("grad check: layer norm, gelu, softmax", "[core][autograd]") {
   CHECK(grad_check_error([](const V& x) { return ops::layer_norm(x[0], x[1], x[2]); },
                          {randn({2, 3, 6}, 20), randn({6}, 21), randn({6}, 22)}) < kTol);
   CHECK(grad_check_error([](const V& x) { return ops::gelu(x[0]); }, {randn({3, 7}, 23)}) < kTol);
-  CHECK(grad_check_error([](const V& x) { return ops::softmax(x[0]); }, {randn({3, 7}, 24)}) < kTol);
+  CHECK(grad_check_error([](const V& x) { return ops::softmax(x[0]); }, {randn({3, 7}, 24)}) <
+        kTol);
 }
 
 TEST_CASE("grad check: causal self-attention", "[core][autograd]") {
@@ -102,12 +105,15 @@ TEST_CASE("grad check: dropout with a fixed stream", "[core][autograd]") {
 }
 
 TEST_CASE("grad check: views and conversions", "[core][autograd]") {
-  CHECK(grad_check_error([](const V& x) { return x[0].reshape({4, -1}) * x[0].reshape({4, 6}); },
-                         {randn({2, 3, 4}, 28)}) < kTol);
+  CHECK(grad_check_error(
+            [](const V& x) {
+              return x[0].reshape({4, -1}) * x[0].reshape({4, 6});
+            },
+            {randn({2, 3, 4}, 28)}) < kTol);
   CHECK(grad_check_error([](const V& x) { return x[0].transpose(0, 2).contiguous(); },
                          {randn({2, 3, 4}, 29)}) < kTol);
-  CHECK(grad_check_error([](const V& x) { return x[0].slice(1, 1, 3) * 2.0; }, {randn({2, 4, 3}, 30)}) <
-        kTol);
+  CHECK(grad_check_error([](const V& x) { return x[0].slice(1, 1, 3) * 2.0; },
+                         {randn({2, 4, 3}, 30)}) < kTol);
   CHECK(grad_check_error([](const V& x) { return x[0].to(DType::F32).to(DType::F64); },
                          {randn({3, 3}, 31)}, 1e-3) < 1e-4);
 }

@@ -9,7 +9,9 @@
 
 namespace emu_test {
 
-inline void check(cudaError_t e) { REQUIRE(e == cudaSuccess); }
+inline void check(cudaError_t e) {
+  REQUIRE(e == cudaSuccess);
+}
 
 // The message of a fault provoked on purpose, `e` the wait that reported it; clears the
 // device's sticky error.
@@ -20,8 +22,12 @@ inline std::string take_fault(cudaError_t e) {
   (void)cudaGetLastError();
   return msg;
 }
-inline std::string expect_fault(cudaStream_t s) { return take_fault(cudaStreamSynchronize(s)); }
-inline std::string expect_fault() { return take_fault(cudaDeviceSynchronize()); }
+inline std::string expect_fault(cudaStream_t s) {
+  return take_fault(cudaStreamSynchronize(s));
+}
+inline std::string expect_fault() {
+  return take_fault(cudaDeviceSynchronize());
+}
 
 template <typename T>
 struct DeviceArray {

@@ -1,10 +1,11 @@
 // A kernel that writes one element past the end of its cudaMalloc buffer. Run by ctest, which
 // expects the process to die with AddressSanitizer's report (or, in builds without ASan, on the
 // guard page after the allocation): device memory is bounded under the emulation.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <unistd.h>
 
 #include "common.cuh"
 

@@ -91,7 +91,9 @@ __global__ void ballot_kernel(unsigned* out) {
   }
 }
 
-__global__ void atomic_count_kernel(int* counter) { atomicAdd(counter, 1); }
+__global__ void atomic_count_kernel(int* counter) {
+  atomicAdd(counter, 1);
+}
 
 __global__ void scale_kernel(float* x, int n, float a) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] *= a;
@@ -141,7 +143,8 @@ TEST_CASE("a correct kernel gives the same bits in every thread order", "[cuda-e
   }
 }
 
-TEST_CASE("a missing __syncthreads changes the result with the thread order", "[cuda-emu][emulator]") {
+TEST_CASE("a missing __syncthreads changes the result with the thread order",
+          "[cuda-emu][emulator]") {
   OrderGuard guard;
   DeviceArray<float> out(64);
   std::vector<std::vector<float>> racy, fixed;
@@ -222,7 +225,8 @@ TEST_CASE("launch limits are checked at launch", "[cuda-emu][emulator]") {
   check(cudaDeviceSynchronize());
 }
 
-TEST_CASE("streams run asynchronously and only events order them", "[cuda-emu][emulator][streams]") {
+TEST_CASE("streams run asynchronously and only events order them",
+          "[cuda-emu][emulator][streams]") {
   cudaStream_t a, b;
   check(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking));
   check(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking));
@@ -280,8 +284,10 @@ TEST_CASE("streams run asynchronously and only events order them", "[cuda-emu][e
 TEST_CASE("copies check pointer kinds and allocation bounds", "[cuda-emu][emulator]") {
   DeviceArray<float> x(16);
   std::vector<float> h(32, 1.0f);
-  CHECK(cudaMemcpy(x.p, h.data(), 16 * sizeof(float), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
-  CHECK(cudaMemcpy(x.p, h.data(), 32 * sizeof(float), cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpy(x.p, h.data(), 16 * sizeof(float), cudaMemcpyDeviceToHost) ==
+        cudaErrorInvalidValue);
+  CHECK(cudaMemcpy(x.p, h.data(), 32 * sizeof(float), cudaMemcpyHostToDevice) ==
+        cudaErrorInvalidValue);
   CHECK(cudaMemset(x.p + 8, 0, 16 * sizeof(float)) == cudaErrorInvalidValue);
   CHECK(cudaMemcpy(x.p, h.data(), 16 * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
   cudaPointerAttributes attr{};
@@ -298,8 +304,8 @@ TEST_CASE("the emulated device reports a named Hopper GPU", "[cuda-emu][emulator
   CHECK(count >= 1);
   cudaDeviceProp p{};
   check(cudaGetDeviceProperties(&p, 0));
-  CHECK_THAT(std::string(p.name), Catch::Contains("H100") || Catch::Contains("H200") ||
-                                      Catch::Contains("A100"));
+  CHECK_THAT(std::string(p.name),
+             Catch::Contains("H100") || Catch::Contains("H200") || Catch::Contains("A100"));
   CHECK(p.maxThreadsPerBlock == 1024);
   CHECK(p.sharedMemPerBlock == 48 * 1024);
 }

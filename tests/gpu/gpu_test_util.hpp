@@ -14,7 +14,9 @@
 
 namespace trident::gpu_test {
 
-inline Device gpu() { return Device::cuda(0); }
+inline Device gpu() {
+  return Device::cuda(0);
+}
 
 // The seed of the random inputs: fixed, so a failure reproduces; TRIDENT_TEST_SEED=N picks
 // another. gpu_main prints it once; callers name it in INFO.
@@ -40,7 +42,9 @@ inline float from_bf16_bits(uint16_t b) {
   std::memcpy(&x, &u, 4);
   return x;
 }
-inline float round_bf16(float x) { return from_bf16_bits(to_bf16_bits(x)); }
+inline float round_bf16(float x) {
+  return from_bf16_bits(to_bf16_bits(x));
+}
 
 // ||a - b|| / max(||b||, tiny); infinite when a holds a NaN or infinity that b does not.
 inline double rel_error(const std::vector<float>& a, const std::vector<float>& b) {

@@ -8,7 +8,6 @@
 // untouched on the GPU too.
 // A new op is covered by adding a case to kCases.
 #include <catch2/catch.hpp>
-
 #include <functional>
 #include <random>
 #include <string>
@@ -209,22 +208,25 @@ const std::vector<OpCase> kCases = {
     {"sum", true,
      [](Harness& h) {
        const int x = h.in(h.normal_(100003, 1.0f, 0.3f));
-       h.check("sum", [=](Backend& be, DType t, const Buffers& b) { return be.sum(t, b[x], 100003); },
-               true);
-       h.check("sum_squares",
-               [=](Backend& be, DType t, const Buffers& b) { return be.sum_squares(t, b[x], 100003); },
-               true);
+       h.check(
+           "sum", [=](Backend& be, DType t, const Buffers& b) { return be.sum(t, b[x], 100003); },
+           true);
+       h.check(
+           "sum_squares",
+           [=](Backend& be, DType t, const Buffers& b) { return be.sum_squares(t, b[x], 100003); },
+           true);
      }},
     {"sum_squares_multi", true,
      [](Harness& h) {
        const int a = h.in(h.normal_(1000)), c = h.in(h.normal_(3)), d = h.in(h.normal_(70001));
-       h.check("sum_squares_multi",
-               [=](Backend& be, DType t, const Buffers& b) {
-                 const void* xs[3] = {b[a], b[c], b[d]};
-                 const int64_t ns[3] = {1000, 3, 70001};
-                 return be.sum_squares_multi(t, xs, ns, 3);
-               },
-               true);
+       h.check(
+           "sum_squares_multi",
+           [=](Backend& be, DType t, const Buffers& b) {
+             const void* xs[3] = {b[a], b[c], b[d]};
+             const int64_t ns[3] = {1000, 3, 70001};
+             return be.sum_squares_multi(t, xs, ns, 3);
+           },
+           true);
      }},
     {"bias", true,
      [](Harness& h) {
@@ -267,14 +269,16 @@ const std::vector<OpCase> kCases = {
        // add_bias (+ gelu) and gemm + bias_backward on the CPU; shapes repeat so the second call
        // reuses a cached plan.
        for (const auto& shape : {std::tuple<int64_t, int64_t, int64_t>{37, 24, 16},
-                                 {37, 24, 16}, {64, 48, 32}, {5, 3, 7}}) {
+                                 {37, 24, 16},
+                                 {64, 48, 32},
+                                 {5, 3, 7}}) {
          const int64_t R = std::get<0>(shape), N = std::get<1>(shape), K = std::get<2>(shape);
          const int x = h.in(h.normal_(R * K)), w = h.in(h.normal_(N * K, 0.3f)),
                    bias = h.in(h.normal_(N)), dy = h.in(h.normal_(R * N));
          const int y = h.out(R * N), y0 = h.out(R * N), dw = h.out(N * K), db = h.out(N),
                    dw0 = h.out(N * K), act = h.out(R * N), pre = h.out(R * N);
-         h.check("linear R=" + std::to_string(R) + " N=" + std::to_string(N) + " K=" +
-                     std::to_string(K),
+         h.check("linear R=" + std::to_string(R) + " N=" + std::to_string(N) +
+                     " K=" + std::to_string(K),
                  [=](Backend& be, DType t, const Buffers& b) {
                    be.linear_forward(t, b[y], b[x], b[w], b[bias], R, N, K);
                    be.linear_forward(t, b[y0], b[x], b[w], nullptr, R, N, K);
@@ -350,11 +354,12 @@ const std::vector<OpCase> kCases = {
          const int x = h.in(h.normal_(rows * cols, 3.0f)), y = h.in(h.uniform_(rows * cols, 0, 1)),
                    dout = h.in(h.normal_(rows * cols)), o = h.out(rows * cols),
                    dx = h.out(rows * cols);
-         h.check("softmax cols=" + std::to_string(cols), [=](Backend& be, DType t, const Buffers& b) {
-           be.softmax_forward(t, b[o], b[x], rows, cols);
-           be.softmax_backward(t, b[dx], b[y], b[dout], rows, cols);
-           return 0.0;
-         });
+         h.check("softmax cols=" + std::to_string(cols),
+                 [=](Backend& be, DType t, const Buffers& b) {
+                   be.softmax_forward(t, b[o], b[x], rows, cols);
+                   be.softmax_backward(t, b[dx], b[y], b[dout], rows, cols);
+                   return 0.0;
+                 });
        }
      }},
     {"attention", true,
@@ -458,7 +463,8 @@ const std::vector<OpCase> kCases = {
                          static_cast<float*>(b[m[0]]), static_cast<float*>(b[v[0]]), sizes[0],
                          1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 5);
          float* ps[2] = {static_cast<float*>(b[p[1]]), static_cast<float*>(b[p[2]])};
-         const float* gs[2] = {static_cast<const float*>(b[g[1]]), static_cast<const float*>(b[g[2]])};
+         const float* gs[2] = {static_cast<const float*>(b[g[1]]),
+                               static_cast<const float*>(b[g[2]])};
          float* ms[2] = {static_cast<float*>(b[m[1]]), static_cast<float*>(b[m[2]])};
          float* vs[2] = {static_cast<float*>(b[v[1]]), static_cast<float*>(b[v[2]])};
          be.adamw_update_multi(2, ps, gs, ms, vs, sizes + 1, 3e-3f, 0.8f, 0.99f, 1e-6f, 0.0f, 1);
@@ -479,7 +485,8 @@ const std::vector<OpCase> kCases = {
                        static_cast<float*>(b[buf[0]]), sizes[0], 0.05f, 0.9f, 0.0f, 0.01f, true,
                        false);
          float* ps[2] = {static_cast<float*>(b[p[1]]), static_cast<float*>(b[p[2]])};
-         const float* gs[2] = {static_cast<const float*>(b[g[1]]), static_cast<const float*>(b[g[2]])};
+         const float* gs[2] = {static_cast<const float*>(b[g[1]]),
+                               static_cast<const float*>(b[g[2]])};
          float* bufs[2] = {static_cast<float*>(b[buf[1]]), static_cast<float*>(b[buf[2]])};
          const bool firsts[2] = {true, false};
          be.sgd_update_multi(2, ps, gs, bufs, sizes + 1, firsts, 0.1f, 0.8f, 0.1f, 0.0f, false);

@@ -65,9 +65,8 @@ TEST_CASE("host buffers never take the device staging path", "[mpi]") {
   std::vector<float> host(16, 1.0f);
   CHECK_FALSE(trident::detail::is_device_pointer(host.data()));
   CHECK_FALSE(trident::detail::is_device_pointer(nullptr));
-  CHECK(trident::detail::make_device_staging(
-            {{host.data(), host.size() * sizeof(float), trident::detail::StageDir::InOut}}) ==
-        nullptr);
+  CHECK(trident::detail::make_device_staging({{host.data(), host.size() * sizeof(float),
+                                               trident::detail::StageDir::InOut}}) == nullptr);
 }
 
 namespace {

@@ -128,9 +128,9 @@ TEST_CASE("MPI staging: the copy to the host waits for the compute stream's earl
   d.fill_zero();
   const cudaStream_t compute = gpu_test::compute_stream();
   gpu_test::delay_stream(compute);
-  gpu_test::check(cudaMemcpyAsync(d.get(), ones.get(), n * sizeof(float), cudaMemcpyHostToDevice,
-                                  compute),
-                  "cudaMemcpyAsync");
+  gpu_test::check(
+      cudaMemcpyAsync(d.get(), ones.get(), n * sizeof(float), cudaMemcpyHostToDevice, compute),
+      "cudaMemcpyAsync");
   world->all_reduce(d.get(), n, DType::F32, ReduceOp::Sum);
   Buffer out(DType::F32, n);
   d.download(out);

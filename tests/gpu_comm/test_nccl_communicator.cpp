@@ -48,8 +48,10 @@ struct Fixture {
 
 }  // namespace
 
-TEST_CASE("NCCL: one rank, every dtype through all_reduce, reduce_scatter, all_gather and "
-          "broadcast", "[nccl]") {
+TEST_CASE(
+    "NCCL: one rank, every dtype through all_reduce, reduce_scatter, all_gather and "
+    "broadcast",
+    "[nccl]") {
   Fixture f;
   CHECK(f.nccl->size() == 1);
   CHECK(f.nccl->rank() == 0);
@@ -100,8 +102,7 @@ TEST_CASE("NCCL: one rank, every dtype through all_reduce, reduce_scatter, all_g
   }
 }
 
-TEST_CASE("NCCL: bad arguments are refused with the rank, communicator and operation",
-          "[nccl]") {
+TEST_CASE("NCCL: bad arguments are refused with the rank, communicator and operation", "[nccl]") {
   Fixture f;
   DeviceArray d(64);
   REQUIRE_THROWS_WITH(f.nccl->all_reduce_async(d.get(), 4, DType::I32, ReduceOp::Avg),
@@ -110,12 +111,15 @@ TEST_CASE("NCCL: bad arguments are refused with the rank, communicator and opera
                       Catch::Contains("root 1 is not a rank"));
   std::vector<float> host(4);
   DeviceArray recv(64);
-  REQUIRE_THROWS_WITH(f.nccl->reduce_scatter_async(host.data(), recv.get(), 4, DType::F32, ReduceOp::Sum),
-                      Catch::Contains("some buffers are device memory and some host memory"));
+  REQUIRE_THROWS_WITH(
+      f.nccl->reduce_scatter_async(host.data(), recv.get(), 4, DType::F32, ReduceOp::Sum),
+      Catch::Contains("some buffers are device memory and some host memory"));
 }
 
-TEST_CASE("NCCL: a collective sees the compute stream's earlier work, and wait() orders later "
-          "work after it without blocking the host", "[nccl]") {
+TEST_CASE(
+    "NCCL: a collective sees the compute stream's earlier work, and wait() orders later "
+    "work after it without blocking the host",
+    "[nccl]") {
   Fixture f;
   const cudaStream_t compute = gpu_test::compute_stream();
   const size_t n = size_t{1} << 20;
@@ -125,14 +129,14 @@ TEST_CASE("NCCL: a collective sees the compute stream's earlier work, and wait()
   DeviceArray send(n * sizeof(float)), recv(n * sizeof(float));
   // The send buffer is written on the compute stream 50 ms late; the collective must wait.
   gpu_test::delay_stream(compute);
-  gpu_test::check(cudaMemcpyAsync(send.get(), staged.get(), n * sizeof(float),
-                                  cudaMemcpyHostToDevice, compute),
-                  "cudaMemcpyAsync");
+  gpu_test::check(
+      cudaMemcpyAsync(send.get(), staged.get(), n * sizeof(float), cudaMemcpyHostToDevice, compute),
+      "cudaMemcpyAsync");
   auto work = f.nccl->reduce_scatter_async(send.get(), recv.get(), n, DType::F32, ReduceOp::Sum);
   work->wait();
-  gpu_test::check(cudaMemcpyAsync(back.get(), recv.get(), n * sizeof(float),
-                                  cudaMemcpyDeviceToHost, compute),
-                  "cudaMemcpyAsync");
+  gpu_test::check(
+      cudaMemcpyAsync(back.get(), recv.get(), n * sizeof(float), cudaMemcpyDeviceToHost, compute),
+      "cudaMemcpyAsync");
   gpu_test::check(cudaStreamSynchronize(compute), "cudaStreamSynchronize");
   CHECK(work->test());
   CHECK(std::memcmp(back.get(), want.bytes.data(), n * sizeof(float)) == 0);
@@ -223,8 +227,10 @@ TEST_CASE("NCCL: the factory picks NCCL for cuda and MPI for the CPU", "[nccl]")
   CHECK(staged->backend() == trident::CommBackend::Mpi);
 }
 
-TEST_CASE("NCCL: a collective stuck behind the compute stream times out, naming the rank, "
-          "communicator and operation, and aborts the communicator", "[nccl]") {
+TEST_CASE(
+    "NCCL: a collective stuck behind the compute stream times out, naming the rank, "
+    "communicator and operation, and aborts the communicator",
+    "[nccl]") {
   Fixture f;
   f.nccl->set_timeout(std::chrono::milliseconds(500));
   f.nccl->set_abort_job_on_timeout(false);

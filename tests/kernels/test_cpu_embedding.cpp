@@ -97,10 +97,9 @@ TEST_CASE("a vocabulary-parallel shard looks up its own rows and zeros for the o
   for (int s = 0; s < 3; ++s) {
     const int64_t first = bounds[s], V = bounds[s + 1] - first;
     std::vector<double> out(N * C, -1.0), dtable(V * C, 5.0);
-    cpu::embedding_forward<double>(out.data(), ids.data(), table.data() + first * C, N, V, C,
-                                   first, vocab);
-    cpu::embedding_backward<double>(dtable.data(), dout.data(), ids.data(), N, V, C, first,
-                                    vocab);
+    cpu::embedding_forward<double>(out.data(), ids.data(), table.data() + first * C, N, V, C, first,
+                                   vocab);
+    cpu::embedding_backward<double>(dtable.data(), dout.data(), ids.data(), N, V, C, first, vocab);
     for (int64_t i = 0; i < N; ++i) {
       const bool mine = ids[i] >= first && ids[i] < first + V;
       for (int64_t c = 0; c < C; ++c) {
@@ -115,10 +114,10 @@ TEST_CASE("a vocabulary-parallel shard looks up its own rows and zeros for the o
   // Ids outside the whole vocabulary are still errors, and a shard must lie inside it.
   std::vector<double> out(C), dtable(13 * C);
   const int32_t bad = 23;
-  REQUIRE_THROWS_WITH(cpu::embedding_forward<double>(out.data(), &bad, table.data(), 1, 13, C, 10,
-                                                     vocab),
-                      Catch::Contains("id 23"));
-  REQUIRE_THROWS_AS(cpu::embedding_backward<double>(dtable.data(), out.data(), &bad, 1, 13, C, 11,
-                                                    vocab),
-                    std::invalid_argument);
+  REQUIRE_THROWS_WITH(
+      cpu::embedding_forward<double>(out.data(), &bad, table.data(), 1, 13, C, 10, vocab),
+      Catch::Contains("id 23"));
+  REQUIRE_THROWS_AS(
+      cpu::embedding_backward<double>(dtable.data(), out.data(), &bad, 1, 13, C, 11, vocab),
+      std::invalid_argument);
 }

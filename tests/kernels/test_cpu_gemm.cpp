@@ -59,9 +59,8 @@ void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, T be
       reference_gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
   fn(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
   require_close(C, want, rtol, rtol,
-                "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
-                    " M=" + std::to_string(M) + " N=" + std::to_string(N) +
-                    " K=" + std::to_string(K));
+                "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " M=" +
+                    std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
 }
 
 }  // namespace

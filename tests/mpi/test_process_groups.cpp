@@ -69,7 +69,8 @@ TEST_CASE("all_reduce within each axis sums only that axis's ranks, for every la
   }
 }
 
-// [np4]: run only by the 4-rank ctest entry (the others exclude it: not a pass where it cannot run).
+// [np4]: run only by the 4-rank ctest entry (the others exclude it: not a pass where it cannot
+// run).
 TEST_CASE("dp=2 tp=2 on 4 ranks: tp groups {0,1} {2,3}, dp groups {0,2} {1,3}", "[mpi][np4]") {
   auto world = make_world();
   REQUIRE(world->size() == 4);  // this layout needs exactly 4 ranks

@@ -424,9 +424,9 @@ TEST_CASE("odd-sized parameters: buckets pad to a multiple of dp", "[mpi][dp][ze
   }
 }
 
-// [np4]: run only by the 4-rank ctest entry (the others exclude it: not a pass where it cannot run).
-TEST_CASE("all_reduce_param_grad sums a solo bucket over a second group",
-          "[mpi][dp][zero][np4]") {
+// [np4]: run only by the 4-rank ctest entry (the others exclude it: not a pass where it cannot
+// run).
+TEST_CASE("all_reduce_param_grad sums a solo bucket over a second group", "[mpi][dp][zero][np4]") {
   auto world = test_util::make_world();
   REQUIRE(world->size() == 4);  // needs 2 x 2 ranks
   // dp pairs {0,1} {2,3}; the second group pairs {0,2} {1,3} (as the first and last pipeline

@@ -23,10 +23,10 @@
 namespace trident {
 
 struct AllocatorStats {
-  size_t in_use_bytes = 0;    // handed out and not yet freed
-  size_t peak_bytes = 0;      // maximum of in_use_bytes since the last reset
-  size_t reserved_bytes = 0;  // held from the system (in use + cached)
-  uint64_t system_allocs = 0; // calls that reached the system allocator
+  size_t in_use_bytes = 0;     // handed out and not yet freed
+  size_t peak_bytes = 0;       // maximum of in_use_bytes since the last reset
+  size_t reserved_bytes = 0;   // held from the system (in use + cached)
+  uint64_t system_allocs = 0;  // calls that reached the system allocator
 };
 
 class Allocator {

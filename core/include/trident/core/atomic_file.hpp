@@ -19,6 +19,7 @@ void commit_temporary_file(const std::string& tmp, const std::string& path);
 // commit_temporary_file does.
 // Throws trident::Error naming the file when it cannot be created, written or renamed (the
 // temporary file is removed then).
-void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& write);
+void write_file_atomically(const std::string& path,
+                           const std::function<void(std::ostream&)>& write);
 
 }  // namespace trident

@@ -36,8 +36,7 @@ class Backend {
   virtual double sum(DType t, const void* x, int64_t n) = 0;
   virtual double sum_squares(DType t, const void* x, int64_t n) = 0;
   // Sum of sum_squares over `count` buffers (the global gradient norm); one pass on a GPU.
-  virtual double sum_squares_multi(DType t, const void* const* xs, const int64_t* ns,
-                                   int count) {
+  virtual double sum_squares_multi(DType t, const void* const* xs, const int64_t* ns, int count) {
     double s = 0;
     for (int i = 0; i < count; ++i) s += sum_squares(t, xs[i], ns[i]);
     return s;
@@ -48,10 +47,10 @@ class Backend {
                              int64_t cols) = 0;
 
   // --- matrix multiply (row-major, see kernels/cpu/gemm.hpp) -------------------------
-  virtual void gemm_batched(DType t, bool transA, bool transB, int64_t batch, int64_t M,
-                            int64_t N, int64_t K, double alpha, const void* A, int64_t lda,
-                            int64_t strideA, const void* B, int64_t ldb, int64_t strideB,
-                            double beta, void* C, int64_t ldc, int64_t strideC) = 0;
+  virtual void gemm_batched(DType t, bool transA, bool transB, int64_t batch, int64_t M, int64_t N,
+                            int64_t K, double alpha, const void* A, int64_t lda, int64_t strideA,
+                            const void* B, int64_t ldb, int64_t strideB, double beta, void* C,
+                            int64_t ldc, int64_t strideC) = 0;
 
   // A Linear layer over R rows: out (R, N) = x (R, K) w^T (+ bias (N) when not null), w (N, K).
   // This default is gemm_batched then add_bias; CUDA fuses the bias into the matmul.
@@ -79,8 +78,7 @@ class Backend {
   // vocabulary-parallel shard; first 0 and vocab V for a whole table). Ids outside [0, vocab)
   // are errors; ids of other shards read zero rows and add no gradient.
   virtual void embedding_forward(DType t, void* out, const int32_t* ids, const void* table,
-                                 int64_t N, int64_t V, int64_t C, int64_t first,
-                                 int64_t vocab) = 0;
+                                 int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab) = 0;
   virtual void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
                                   int64_t N, int64_t V, int64_t C, int64_t first,
                                   int64_t vocab) = 0;
@@ -89,14 +87,12 @@ class Backend {
   virtual void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,
                                  const void* weight, const void* bias, int64_t N, int64_t C,
                                  double eps) = 0;
-  virtual void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias,
-                                  const void* dout, const void* inp, const void* weight,
-                                  const void* mean, const void* rstd, int64_t N, int64_t C) = 0;
+  virtual void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias, const void* dout,
+                                  const void* inp, const void* weight, const void* mean,
+                                  const void* rstd, int64_t N, int64_t C) = 0;
   virtual void gelu_forward(DType t, void* out, const void* inp, int64_t n) = 0;
-  virtual void gelu_backward(DType t, void* dinp, const void* inp, const void* dout,
-                             int64_t n) = 0;
-  virtual void softmax_forward(DType t, void* out, const void* inp, int64_t rows,
-                               int64_t cols) = 0;
+  virtual void gelu_backward(DType t, void* dinp, const void* inp, const void* dout, int64_t n) = 0;
+  virtual void softmax_forward(DType t, void* out, const void* inp, int64_t rows, int64_t cols) = 0;
   virtual void softmax_backward(DType t, void* dinp, const void* out, const void* dout,
                                 int64_t rows, int64_t cols) = 0;
   // Elements of dtype t that attention_forward's `att` buffer needs: the CPU keeps the
@@ -110,8 +106,7 @@ class Backend {
   virtual void attention_forward(DType t, void* out, void* att, const void* qkv, int64_t B,
                                  int64_t T, int64_t C, int64_t NH) = 0;
   virtual void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
-                                  const void* att, int64_t B, int64_t T, int64_t C,
-                                  int64_t NH) = 0;
+                                  const void* att, int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
   // Cross entropy of logits (N, V) in dtype t; losses, lse, dlosses, mean and inv_count are
   // in stats_dtype(t) (f32 for bf16 logits, as PyTorch autocast and llm.c), dlogits in t.
   virtual void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,
@@ -138,8 +133,8 @@ class Backend {
   // the dloss of each row per unit gradient of the mean.
   virtual void cross_entropy_mean(DType t, void* mean, void* inv_count, const void* losses,
                                   const int32_t* targets, int64_t N) = 0;
-  virtual void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n,
-                               float p, uint64_t seed, uint64_t offset) = 0;
+  virtual void dropout_forward(DType t, void* out, void* mask, const void* inp, int64_t n, float p,
+                               uint64_t seed, uint64_t offset) = 0;
   virtual void dropout_backward(DType t, void* dinp, const void* dout, const void* mask,
                                 int64_t n) = 0;
 

@@ -65,7 +65,7 @@ class CheckpointReader {
   double meta_double(const std::string& key) const;
   std::string meta_string(const std::string& key) const;
 
-  std::vector<std::string> params() const;  // parameter names, sorted
+  std::vector<std::string> params() const;                          // parameter names, sorted
   std::vector<std::string> states(const std::string& param) const;  // "value", "exp_avg", ...
   bool has(const std::string& param, const std::string& state) const;
   std::vector<int64_t> shape(const std::string& param, const std::string& state) const;

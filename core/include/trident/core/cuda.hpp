@@ -15,8 +15,8 @@ std::string cuda_unavailable_reason();
 void cuda_check_device(int index);
 // What MFU and logs need to know about a GPU.
 struct CudaDeviceInfo {
-  std::string name;            // "NVIDIA H100 80GB HBM3"
-  int major = 0, minor = 0;    // compute capability
+  std::string name;          // "NVIDIA H100 80GB HBM3"
+  int major = 0, minor = 0;  // compute capability
   int sm_count = 0;
   size_t total_memory = 0;     // bytes
   double peak_bf16_flops = 0;  // dense tensor-core peak (datasheet table, else an estimate)

@@ -32,7 +32,7 @@ std::string str_cat(const Args&... args) {
 }  // namespace trident
 
 // TRIDENT_CHECK(cond, "message", parts...) throws trident::Error when cond is false.
-#define TRIDENT_CHECK(cond, ...)                                     \
-  do {                                                               \
+#define TRIDENT_CHECK(cond, ...)                                          \
+  do {                                                                    \
     if (!(cond)) throw ::trident::Error(::trident::str_cat(__VA_ARGS__)); \
   } while (0)

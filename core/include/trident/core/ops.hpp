@@ -35,7 +35,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // ids must lie in [0, vocab), and another shard's id gives a zero row and no gradient.
 Tensor embedding(const Tensor& ids, const Tensor& table, int64_t first = 0, int64_t vocab = -1);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
-Tensor gelu(const Tensor& x);     // tanh approximation
+Tensor gelu(const Tensor& x);  // tanh approximation
 // gelu(linear(x, weight, bias)) in one op (one cuBLASLt call on CUDA), same values and gradients.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias);
 Tensor softmax(const Tensor& x);  // over the last dimension
@@ -58,10 +58,22 @@ Tensor dropout(const Tensor& x, float p, bool training, uint64_t seed, uint64_t 
 }  // namespace trident::ops
 
 namespace trident {
-inline Tensor operator+(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
-inline Tensor operator-(const Tensor& a, const Tensor& b) { return ops::sub(a, b); }
-inline Tensor operator*(const Tensor& a, const Tensor& b) { return ops::mul(a, b); }
-inline Tensor operator/(const Tensor& a, const Tensor& b) { return ops::div(a, b); }
-inline Tensor operator*(const Tensor& a, double s) { return ops::mul_scalar(a, s); }
-inline Tensor operator*(double s, const Tensor& a) { return ops::mul_scalar(a, s); }
+inline Tensor operator+(const Tensor& a, const Tensor& b) {
+  return ops::add(a, b);
+}
+inline Tensor operator-(const Tensor& a, const Tensor& b) {
+  return ops::sub(a, b);
+}
+inline Tensor operator*(const Tensor& a, const Tensor& b) {
+  return ops::mul(a, b);
+}
+inline Tensor operator/(const Tensor& a, const Tensor& b) {
+  return ops::div(a, b);
+}
+inline Tensor operator*(const Tensor& a, double s) {
+  return ops::mul_scalar(a, s);
+}
+inline Tensor operator*(double s, const Tensor& a) {
+  return ops::mul_scalar(a, s);
+}
 }  // namespace trident

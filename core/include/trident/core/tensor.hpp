@@ -89,9 +89,11 @@ class Tensor {
 
   // --- raw data (CPU or device pointer; contiguous tensors only for typed access) --------
   void* raw_data() const;
-  template <typename T> T* data() const;
-  template <typename T> std::vector<T> to_vector() const;  // copies to host, any layout
-  double item() const;                                     // one-element tensors
+  template <typename T>
+  T* data() const;
+  template <typename T>
+  std::vector<T> to_vector() const;  // copies to host, any layout
+  double item() const;               // one-element tensors
 
   // --- layout and placement (differentiable unless noted) ------------------------------
   Tensor contiguous() const;
@@ -155,8 +157,9 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 // Template definitions.
 template <typename T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
-  TRIDENT_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ",
-                values.size(), " values do not fill shape ", shape_to_string(shape));
+  TRIDENT_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape),
+                "from_vector: ", values.size(), " values do not fill shape ",
+                shape_to_string(shape));
   Tensor t = empty(shape, dtype_of<T>::value, device);
   copy_bytes(t.raw_data(), device, values.data(), Device::cpu(), values.size() * sizeof(T));
   return t;
@@ -164,8 +167,8 @@ Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Dev
 
 template <typename T>
 T* Tensor::data() const {
-  TRIDENT_CHECK(dtype_of<T>::value == dtype(), "data<", dtype_name(dtype_of<T>::value),
-                ">() on a ", dtype_name(dtype()), " tensor");
+  TRIDENT_CHECK(dtype_of<T>::value == dtype(), "data<", dtype_name(dtype_of<T>::value), ">() on a ",
+                dtype_name(dtype()), " tensor");
   return static_cast<T*>(raw_data());
 }
 

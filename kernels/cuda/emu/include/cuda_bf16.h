@@ -44,17 +44,29 @@ struct __nv_bfloat162 {
 typedef __nv_bfloat16 nv_bfloat16;
 typedef __nv_bfloat162 nv_bfloat162;
 
-inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
-inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
-inline float __bfloat162float(__nv_bfloat16 h) { return cuemu::bf16::to_float(h.__x); }
+inline __nv_bfloat16 __float2bfloat16(float f) {
+  return __nv_bfloat16(f);
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+  return __nv_bfloat16(f);
+}
+inline float __bfloat162float(__nv_bfloat16 h) {
+  return cuemu::bf16::to_float(h.__x);
+}
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
   return __nv_bfloat162{__nv_bfloat16(a), __nv_bfloat16(b)};
 }
-inline float __low2float(__nv_bfloat162 h) { return __bfloat162float(h.x); }
-inline float __high2float(__nv_bfloat162 h) { return __bfloat162float(h.y); }
+inline float __low2float(__nv_bfloat162 h) {
+  return __bfloat162float(h.x);
+}
+inline float __high2float(__nv_bfloat162 h) {
+  return __bfloat162float(h.y);
+}
 inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) {
   __nv_bfloat16 h;
   h.__x = u;
   return h;
 }
-inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.__x; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) {
+  return h.__x;
+}

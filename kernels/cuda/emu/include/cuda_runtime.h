@@ -84,7 +84,8 @@ struct Launcher {
 
   template <typename... A>
   void operator()(A&&... args) const {
-    static_assert(sizeof...(A) == sizeof...(P), "kernel launched with the wrong number of arguments");
+    static_assert(sizeof...(A) == sizeof...(P),
+                  "kernel launched with the wrong number of arguments");
     static_assert((std::is_trivially_copyable<std::decay_t<P>>::value && ...),
                   "kernel parameters must be trivially copyable");
     struct Call {
@@ -92,20 +93,25 @@ struct Launcher {
       std::tuple<std::decay_t<P>...> args;
     };
     // Arguments are converted to the parameter types and copied at launch, as CUDA does.
-    auto call = std::make_shared<Call>(Call{fn, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)});
+    auto call =
+        std::make_shared<Call>(Call{fn, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)});
     void* raw = call.get();
-    submit_launch(site, grid, block, smem, stream, std::move(call), [](void* p) {
-      auto* c = static_cast<Call*>(p);
-      std::apply(c->fn, c->args);  // each thread gets its own copies of the parameters
-    }, raw);
+    submit_launch(
+        site, grid, block, smem, stream, std::move(call),
+        [](void* p) {
+          auto* c = static_cast<Call*>(p);
+          std::apply(c->fn, c->args);  // each thread gets its own copies of the parameters
+        },
+        raw);
   }
 };
 
 template <typename... P>
 Launcher<P...> launch(void (*fn)(P...), const char* name, dim3 grid, dim3 block, size_t smem,
                       cudaStream_t stream, const char* file, int line) {
-  return Launcher<P...>{fn, LaunchSite{reinterpret_cast<const void*>(fn), name, file, line}, grid,
-                        block, smem, stream};
+  return Launcher<P...>{fn,   LaunchSite{reinterpret_cast<const void*>(fn), name, file, line},
+                        grid, block,
+                        smem, stream};
 }
 
 template <typename T>
@@ -142,27 +148,42 @@ inline cudaError_t cudaMallocHost(T** ptr, size_t bytes) {
 
 #define __syncthreads() ::cuemu::syncthreads(__FILE__, __LINE__)
 #define __syncwarp(...) ::cuemu::syncwarp(::cuemu::detail_mask(__VA_ARGS__), __FILE__, __LINE__)
-#define __shfl_sync(mask, v, src, ...) \
-  ::cuemu::shfl(::cuemu::WarpOp::Shfl, mask, v, src, ::cuemu::detail_width(__VA_ARGS__), __FILE__, __LINE__)
-#define __shfl_xor_sync(mask, v, m, ...) \
-  ::cuemu::shfl(::cuemu::WarpOp::ShflXor, mask, v, m, ::cuemu::detail_width(__VA_ARGS__), __FILE__, __LINE__)
-#define __shfl_up_sync(mask, v, d, ...) \
-  ::cuemu::shfl(::cuemu::WarpOp::ShflUp, mask, v, d, ::cuemu::detail_width(__VA_ARGS__), __FILE__, __LINE__)
-#define __shfl_down_sync(mask, v, d, ...) \
-  ::cuemu::shfl(::cuemu::WarpOp::ShflDown, mask, v, d, ::cuemu::detail_width(__VA_ARGS__), __FILE__, __LINE__)
-#define __ballot_sync(mask, pred) \
-  static_cast<unsigned>(::cuemu::warp_exchange(::cuemu::WarpOp::Ballot, mask, (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
-#define __all_sync(mask, pred) \
-  static_cast<int>(::cuemu::warp_exchange(::cuemu::WarpOp::All, mask, (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
-#define __any_sync(mask, pred) \
-  static_cast<int>(::cuemu::warp_exchange(::cuemu::WarpOp::Any, mask, (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
+#define __shfl_sync(mask, v, src, ...)                                                             \
+  ::cuemu::shfl(::cuemu::WarpOp::Shfl, mask, v, src, ::cuemu::detail_width(__VA_ARGS__), __FILE__, \
+                __LINE__)
+#define __shfl_xor_sync(mask, v, m, ...)                                                  \
+  ::cuemu::shfl(::cuemu::WarpOp::ShflXor, mask, v, m, ::cuemu::detail_width(__VA_ARGS__), \
+                __FILE__, __LINE__)
+#define __shfl_up_sync(mask, v, d, ...)                                                            \
+  ::cuemu::shfl(::cuemu::WarpOp::ShflUp, mask, v, d, ::cuemu::detail_width(__VA_ARGS__), __FILE__, \
+                __LINE__)
+#define __shfl_down_sync(mask, v, d, ...)                                                  \
+  ::cuemu::shfl(::cuemu::WarpOp::ShflDown, mask, v, d, ::cuemu::detail_width(__VA_ARGS__), \
+                __FILE__, __LINE__)
+#define __ballot_sync(mask, pred)                                                                  \
+  static_cast<unsigned>(::cuemu::warp_exchange(::cuemu::WarpOp::Ballot, mask, (pred) ? 1u : 0u, 0, \
+                                               32, __FILE__, __LINE__))
+#define __all_sync(mask, pred)                                                                 \
+  static_cast<int>(::cuemu::warp_exchange(::cuemu::WarpOp::All, mask, (pred) ? 1u : 0u, 0, 32, \
+                                          __FILE__, __LINE__))
+#define __any_sync(mask, pred)                                                                 \
+  static_cast<int>(::cuemu::warp_exchange(::cuemu::WarpOp::Any, mask, (pred) ? 1u : 0u, 0, 32, \
+                                          __FILE__, __LINE__))
 #define __trap() ::cuemu::device_trap("__trap()", __FILE__, __LINE__)
 
 namespace cuemu {
-inline unsigned detail_mask() { return 0xffffffffu; }
-inline unsigned detail_mask(unsigned m) { return m; }
-inline int detail_width() { return 32; }
-inline int detail_width(int w) { return w; }
+inline unsigned detail_mask() {
+  return 0xffffffffu;
+}
+inline unsigned detail_mask(unsigned m) {
+  return m;
+}
+inline int detail_width() {
+  return 32;
+}
+inline int detail_width(int w) {
+  return w;
+}
 template <typename T>
 T shfl(WarpOp op, unsigned mask, T v, int arg, int width, const char* file, int line) {
   return from_bits<T>(warp_exchange(op, mask, to_bits(v), arg, width, file, line));
@@ -184,21 +205,25 @@ inline T atomicAdd(T* address, T value) {
       const T next = cur + value;
       U desired;
       std::memcpy(&desired, &next, sizeof(T));
-      if (__atomic_compare_exchange_n(u, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return cur;
+      if (__atomic_compare_exchange_n(u, &expected, desired, false, __ATOMIC_SEQ_CST,
+                                      __ATOMIC_SEQ_CST))
+        return cur;
     }
   }
 }
 template <typename T>
 inline T atomicMin(T* address, T value) {
   T cur = __atomic_load_n(address, __ATOMIC_SEQ_CST);
-  while (value < cur && !__atomic_compare_exchange_n(address, &cur, value, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+  while (value < cur && !__atomic_compare_exchange_n(address, &cur, value, false, __ATOMIC_SEQ_CST,
+                                                     __ATOMIC_SEQ_CST)) {
   }
   return cur;
 }
 template <typename T>
 inline T atomicMax(T* address, T value) {
   T cur = __atomic_load_n(address, __ATOMIC_SEQ_CST);
-  while (value > cur && !__atomic_compare_exchange_n(address, &cur, value, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+  while (value > cur && !__atomic_compare_exchange_n(address, &cur, value, false, __ATOMIC_SEQ_CST,
+                                                     __ATOMIC_SEQ_CST)) {
   }
   return cur;
 }
@@ -213,33 +238,91 @@ inline T atomicCAS(T* address, T compare, T value) {
 }
 
 // --- device math that the C library lacks -------------------------------------------------------
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __frcp_rn(float x) { return 1.0f / x; }
-inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline int __float_as_int(float x) { return cuemu::from_bits<int>(cuemu::to_bits(x)); }
-inline unsigned __float_as_uint(float x) { return cuemu::from_bits<unsigned>(cuemu::to_bits(x)); }
-inline float __int_as_float(int x) { return cuemu::from_bits<float>(cuemu::to_bits(x)); }
-inline float __uint_as_float(unsigned x) { return cuemu::from_bits<float>(cuemu::to_bits(x)); }
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline float rsqrtf(float x) {
+  return 1.0f / std::sqrt(x);
+}
+inline double rsqrt(double x) {
+  return 1.0 / std::sqrt(x);
+}
+inline float __expf(float x) {
+  return std::exp(x);
+}
+inline float __logf(float x) {
+  return std::log(x);
+}
+inline float __fdividef(float a, float b) {
+  return a / b;
+}
+inline float __frcp_rn(float x) {
+  return 1.0f / x;
+}
+inline float __fmaf_rn(float a, float b, float c) {
+  return std::fma(a, b, c);
+}
+inline float __saturatef(float x) {
+  return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
+}
+inline int __float_as_int(float x) {
+  return cuemu::from_bits<int>(cuemu::to_bits(x));
+}
+inline unsigned __float_as_uint(float x) {
+  return cuemu::from_bits<unsigned>(cuemu::to_bits(x));
+}
+inline float __int_as_float(int x) {
+  return cuemu::from_bits<float>(cuemu::to_bits(x));
+}
+inline float __uint_as_float(unsigned x) {
+  return cuemu::from_bits<float>(cuemu::to_bits(x));
+}
+inline int __popc(unsigned x) {
+  return __builtin_popcount(x);
+}
+inline int __ffs(int x) {
+  return __builtin_ffs(x);
+}
+inline int __clz(int x) {
+  return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x));
+}
 // CUDA's integer min/max overloads (device code calls them unqualified).
-inline int min(int a, int b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
-inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
-inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
-inline long min(long a, long b) { return a < b ? a : b; }
-inline long max(long a, long b) { return a > b ? a : b; }
-inline long long min(long long a, long long b) { return a < b ? a : b; }
-inline long long max(long long a, long long b) { return a > b ? a : b; }
-inline unsigned long min(unsigned long a, unsigned long b) { return a < b ? a : b; }
-inline unsigned long max(unsigned long a, unsigned long b) { return a > b ? a : b; }
-inline float min(float a, float b) { return std::fmin(a, b); }
-inline float max(float a, float b) { return std::fmax(a, b); }
-inline double min(double a, double b) { return std::fmin(a, b); }
-inline double max(double a, double b) { return std::fmax(a, b); }
+inline int min(int a, int b) {
+  return a < b ? a : b;
+}
+inline int max(int a, int b) {
+  return a > b ? a : b;
+}
+inline unsigned min(unsigned a, unsigned b) {
+  return a < b ? a : b;
+}
+inline unsigned max(unsigned a, unsigned b) {
+  return a > b ? a : b;
+}
+inline long min(long a, long b) {
+  return a < b ? a : b;
+}
+inline long max(long a, long b) {
+  return a > b ? a : b;
+}
+inline long long min(long long a, long long b) {
+  return a < b ? a : b;
+}
+inline long long max(long long a, long long b) {
+  return a > b ? a : b;
+}
+inline unsigned long min(unsigned long a, unsigned long b) {
+  return a < b ? a : b;
+}
+inline unsigned long max(unsigned long a, unsigned long b) {
+  return a > b ? a : b;
+}
+inline float min(float a, float b) {
+  return std::fmin(a, b);
+}
+inline float max(float a, float b) {
+  return std::fmax(a, b);
+}
+inline double min(double a, double b) {
+  return std::fmin(a, b);
+}
+inline double max(double a, double b) {
+  return std::fmax(a, b);
+}

@@ -10,18 +10,18 @@
 // allocated per block, separately for each variable (so AddressSanitizer bounds it), NaN-filled.
 // Library calls that are warp-collective on a GPU (wmma) are warp calls here too, named in the
 // messages, with their arguments checked to be the same in every lane.
-#include <boost/context/detail/fcontext.hpp>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <functional>
 #include <atomic>
+#include <boost/context/detail/fcontext.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,8 +58,9 @@ ThreadOrder order_now() {
   if (o < 0) {
     const char* e = std::getenv("TRIDENT_CUDA_EMU_ORDER");
     const std::string v = e != nullptr ? e : "shuffle";
-    o = static_cast<int>(v == "forward" ? ThreadOrder::Forward
-                                        : v == "reverse" ? ThreadOrder::Reverse : ThreadOrder::Shuffle);
+    o = static_cast<int>(v == "forward"   ? ThreadOrder::Forward
+                         : v == "reverse" ? ThreadOrder::Reverse
+                                          : ThreadOrder::Shuffle);
     const char* s = std::getenv("TRIDENT_CUDA_EMU_SEED");
     if (s != nullptr) g_seed.store(static_cast<unsigned>(std::strtoul(s, nullptr, 10)));
     int expected = -1;
@@ -186,13 +187,20 @@ const char* op_name(const Lane& l) {
   if (l.collective != nullptr) return l.collective;
   if (l.syncwarp) return "__syncwarp";
   switch (l.op) {
-    case WarpOp::Shfl: return "__shfl_sync";
-    case WarpOp::ShflXor: return "__shfl_xor_sync";
-    case WarpOp::ShflUp: return "__shfl_up_sync";
-    case WarpOp::ShflDown: return "__shfl_down_sync";
-    case WarpOp::Ballot: return "__ballot_sync";
-    case WarpOp::All: return "__all_sync";
-    case WarpOp::Any: return "__any_sync";
+    case WarpOp::Shfl:
+      return "__shfl_sync";
+    case WarpOp::ShflXor:
+      return "__shfl_xor_sync";
+    case WarpOp::ShflUp:
+      return "__shfl_up_sync";
+    case WarpOp::ShflDown:
+      return "__shfl_down_sync";
+    case WarpOp::Ballot:
+      return "__ballot_sync";
+    case WarpOp::All:
+      return "__all_sync";
+    case WarpOp::Any:
+      return "__any_sync";
   }
   return "warp op";
 }
@@ -207,13 +215,17 @@ std::string collective_args_str(const Lane& l) {
 
 std::string state_str(const Lane& l) {
   switch (l.state) {
-    case State::Runnable: return "running";
-    case State::Done: return "has exited";
-    case State::Barrier: return "waits at __syncthreads " + where(l.file, l.line);
+    case State::Runnable:
+      return "running";
+    case State::Done:
+      return "has exited";
+    case State::Barrier:
+      return "waits at __syncthreads " + where(l.file, l.line);
     case State::Warp: {
       char mask[16];
       std::snprintf(mask, sizeof mask, "0x%08x", l.mask);
-      return std::string("waits at ") + op_name(l) + " " + where(l.file, l.line) + " (mask " + mask + ")";
+      return std::string("waits at ") + op_name(l) + " " + where(l.file, l.line) + " (mask " +
+             mask + ")";
     }
   }
   return "?";
@@ -296,9 +308,8 @@ void resolve_warps(Block& b, const std::vector<uint32_t>& waiting, std::vector<i
       bool ready = (m & ~waiting[w]) == 0 && w0 + 32 - __builtin_clz(m | 1u) <= n;
       for (uint32_t bits = m; ready && bits != 0; bits &= bits - 1) {
         const Lane& o = b.lanes[w0 + __builtin_ctz(bits)];
-        ready = o.state == State::Warp && o.mask == m && o.syncwarp == l.syncwarp &&
-                o.op == l.op && o.collective == l.collective && o.line == l.line &&
-                o.file == l.file;
+        ready = o.state == State::Warp && o.mask == m && o.syncwarp == l.syncwarp && o.op == l.op &&
+                o.collective == l.collective && o.line == l.line && o.file == l.file;
       }
       if (!ready) continue;
       pending &= ~m;
@@ -329,13 +340,30 @@ void resolve_warps(Block& b, const std::vector<uint32_t>& waiting, std::vector<i
         const int seg0 = (lane / width) * width, seg1 = seg0 + width;
         int src = lane;
         switch (x.op) {
-          case WarpOp::Shfl: src = seg0 + (x.arg & (width - 1)); break;
-          case WarpOp::ShflXor: src = lane ^ x.arg; src = (src >= seg1) ? lane : src; break;
-          case WarpOp::ShflUp: src = lane - x.arg; src = (src < seg0) ? lane : src; break;
-          case WarpOp::ShflDown: src = lane + x.arg; src = (src >= seg1) ? lane : src; break;
-          case WarpOp::Ballot: x.result = ballot; continue;
-          case WarpOp::All: x.result = (ballot == m) ? 1 : 0; continue;
-          case WarpOp::Any: x.result = ballot != 0 ? 1 : 0; continue;
+          case WarpOp::Shfl:
+            src = seg0 + (x.arg & (width - 1));
+            break;
+          case WarpOp::ShflXor:
+            src = lane ^ x.arg;
+            src = (src >= seg1) ? lane : src;
+            break;
+          case WarpOp::ShflUp:
+            src = lane - x.arg;
+            src = (src < seg0) ? lane : src;
+            break;
+          case WarpOp::ShflDown:
+            src = lane + x.arg;
+            src = (src >= seg1) ? lane : src;
+            break;
+          case WarpOp::Ballot:
+            x.result = ballot;
+            continue;
+          case WarpOp::All:
+            x.result = (ballot == m) ? 1 : 0;
+            continue;
+          case WarpOp::Any:
+            x.result = ballot != 0 ? 1 : 0;
+            continue;
         }
         if (src < 0 || src >= 32 || !(m & (1u << src))) {
           if (b.error.empty()) {
@@ -402,7 +430,8 @@ void resolve_barrier_or_fail(Block& b) {
         }
       }
     }
-    if (missing.empty() && !(l.mask & (1u << (l.index % 32)))) missing = "the calling lane is not in its own mask";
+    if (missing.empty() && !(l.mask & (1u << (l.index % 32))))
+      missing = "the calling lane is not in its own mask";
     why = std::string(op_name(l)) + " at " + where(l.file, l.line) + " by " + thread_str(l) +
           " never completes: " + missing;
   }
@@ -431,7 +460,8 @@ void run_block(Block& b, ThreadOrder order, XorShift& rng) {
     if (order == ThreadOrder::Reverse) {
       std::sort(runnable.begin(), runnable.end(), std::greater<int>());
     } else if (order == ThreadOrder::Shuffle) {
-      for (size_t i = runnable.size(); i > 1; --i) std::swap(runnable[i - 1], runnable[rng.next() % i]);
+      for (size_t i = runnable.size(); i > 1; --i)
+        std::swap(runnable[i - 1], runnable[rng.next() % i]);
     } else {
       std::sort(runnable.begin(), runnable.end());
     }
@@ -510,7 +540,8 @@ void execute(const LaunchCall& c) {
       Lane& l = b.lanes[t];
       l = Lane{};
       l.index = static_cast<int>(t);
-      l.tc.thread_idx = uint3{t % c.block.x, (t / c.block.x) % c.block.y, t / (c.block.x * c.block.y)};
+      l.tc.thread_idx =
+          uint3{t % c.block.x, (t / c.block.x) % c.block.y, t / (c.block.x * c.block.y)};
       l.tc.block_idx = bi;
       l.tc.block_dim = c.block;
       l.tc.grid_dim = c.grid;
@@ -525,8 +556,9 @@ void execute(const LaunchCall& c) {
     free_shared(b);
     if (!b.error.empty()) {
       fault(c.device, cudaErrorLaunchFailure,
-            "kernel " + std::string(c.site.name) + " launched at " + where(c.site.file, c.site.line) +
-                " with grid " + dim_str(c.grid.x, c.grid.y, c.grid.z) + " block " +
+            "kernel " + std::string(c.site.name) + " launched at " +
+                where(c.site.file, c.site.line) + " with grid " +
+                dim_str(c.grid.x, c.grid.y, c.grid.z) + " block " +
                 dim_str(c.block.x, c.block.y, c.block.z) + ", block " + dim_str(bi.x, bi.y, bi.z) +
                 ": " + b.error);
       return;
@@ -542,7 +574,9 @@ void fail_in_kernel(const std::string& what) {
 
 }  // namespace
 
-const ThreadContext& this_thread() { return current_lane("threadIdx/blockIdx").tc; }
+const ThreadContext& this_thread() {
+  return current_lane("threadIdx/blockIdx").tc;
+}
 
 void syncthreads(const char* file, int line) {
   Lane& l = current_lane("__syncthreads");
@@ -612,9 +646,13 @@ void* warp_scratch(size_t bytes) {
   return s.data();
 }
 
-int thread_rank() { return current_lane("a warp-collective call").index; }
+int thread_rank() {
+  return current_lane("a warp-collective call").index;
+}
 
-unsigned launch_seed() { return current_lane("a warp-collective call").block->launch_seed; }
+unsigned launch_seed() {
+  return current_lane("a warp-collective call").block->launch_seed;
+}
 
 void device_trap(const char* what, const char* file, int line) {
   fail_in_kernel(std::string(what) + " at " + where(file, line));
@@ -647,9 +685,13 @@ void set_thread_order(ThreadOrder order, unsigned seed) {
   g_seed.store(seed);
 }
 
-ThreadOrder thread_order() { return order_now(); }
+ThreadOrder thread_order() {
+  return order_now();
+}
 
-long long launches_executed() { return g_launches.load(); }
+long long launches_executed() {
+  return g_launches.load();
+}
 
 void submit_launch(const LaunchSite& site, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                    std::shared_ptr<void> keep_alive, void (*body)(void*), void* arg) {
@@ -667,16 +709,16 @@ void submit_launch(const LaunchSite& site, dim3 grid, dim3 block, size_t smem, c
   const cudaDeviceProp& p = device_props(device);
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
-    return bad(cudaErrorInvalidConfiguration,
-               "grid " + dim_str(grid.x, grid.y, grid.z) + " block " +
-                   dim_str(block.x, block.y, block.z) + " has a zero dimension");
+    return bad(cudaErrorInvalidConfiguration, "grid " + dim_str(grid.x, grid.y, grid.z) +
+                                                  " block " + dim_str(block.x, block.y, block.z) +
+                                                  " has a zero dimension");
   }
   if (threads > static_cast<unsigned long long>(p.maxThreadsPerBlock) ||
       block.x > static_cast<unsigned>(p.maxThreadsDim[0]) ||
       block.y > static_cast<unsigned>(p.maxThreadsDim[1]) ||
       block.z > static_cast<unsigned>(p.maxThreadsDim[2])) {
-    return bad(cudaErrorInvalidConfiguration,
-               "block " + dim_str(block.x, block.y, block.z) + " exceeds 1024 threads or (1024, 1024, 64)");
+    return bad(cudaErrorInvalidConfiguration, "block " + dim_str(block.x, block.y, block.z) +
+                                                  " exceeds 1024 threads or (1024, 1024, 64)");
   }
   if (grid.x > static_cast<unsigned>(p.maxGridSize[0]) ||
       grid.y > static_cast<unsigned>(p.maxGridSize[1]) ||
@@ -688,18 +730,31 @@ void submit_launch(const LaunchSite& site, dim3 grid, dim3 block, size_t smem, c
   const int opt_in = func_max_dynamic_smem(site.func);
   if (smem > p.sharedMemPerBlock) {
     if (static_cast<size_t>(opt_in) < smem) {
-      return bad(cudaErrorInvalidValue,
-                 std::to_string(smem) + " bytes of dynamic shared memory need "
-                 "cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, >= " +
-                     std::to_string(smem) + ") first (set: " + std::to_string(opt_in) + ")");
+      return bad(
+          cudaErrorInvalidValue,
+          std::to_string(smem) +
+              " bytes of dynamic shared memory need "
+              "cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, >= " +
+              std::to_string(smem) + ") first (set: " + std::to_string(opt_in) + ")");
     }
   }
-  if (opt_in > 0) limit = std::max(limit, std::min<size_t>(p.sharedMemPerBlockOptin,
-                                                           static_cast<size_t>(opt_in) + 48 * 1024));
-  LaunchCall call{site, grid, block, smem, limit, std::move(keep_alive), body, arg,
-                  order_now(), g_seed.load() + static_cast<unsigned>(g_launches.load()),
-                  g_seed.load() * 0x9E3779B9u + g_submitted.fetch_add(1), device};
-  const cudaError_t e = enqueue(stream, [call] { execute(call); }, site.name);
+  if (opt_in > 0)
+    limit = std::max(
+        limit, std::min<size_t>(p.sharedMemPerBlockOptin, static_cast<size_t>(opt_in) + 48 * 1024));
+  LaunchCall call{site,
+                  grid,
+                  block,
+                  smem,
+                  limit,
+                  std::move(keep_alive),
+                  body,
+                  arg,
+                  order_now(),
+                  g_seed.load() + static_cast<unsigned>(g_launches.load()),
+                  g_seed.load() * 0x9E3779B9u + g_submitted.fetch_add(1),
+                  device};
+  const cudaError_t e = enqueue(
+      stream, [call] { execute(call); }, site.name);
   if (e != cudaSuccess) set_last_error(e);
 }
 

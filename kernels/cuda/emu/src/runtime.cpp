@@ -120,7 +120,7 @@ struct Machine {
   std::vector<std::unique_ptr<Device>> devices;
   int count = 0;
   cudaError_t count_error = cudaSuccess;
-  std::set<Stream*> streams;  // live (not destroyed) streams
+  std::set<Stream*> streams;   // live (not destroyed) streams
   std::vector<void*> retired;  // destroyed streams and events: kept, queued work may name them
   std::map<uintptr_t, Allocation> allocations;  // by user pointer
   std::set<void*> pinned;
@@ -200,7 +200,9 @@ Machine& machine() {
 thread_local int tls_device = 0;
 thread_local cudaError_t tls_last_error = cudaSuccess;
 
-bool valid_device(int d) { return d >= 0 && d < machine().count; }
+bool valid_device(int d) {
+  return d >= 0 && d < machine().count;
+}
 
 cudaError_t sticky(int device) {
   if (!valid_device(device)) return cudaSuccess;
@@ -351,7 +353,9 @@ const Allocation* find_allocation(const void* ptr, uintptr_t* base) {
   return &it->second;
 }
 
-size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+size_t round_up(size_t x, size_t a) {
+  return (x + a - 1) / a * a;
+}
 
 // Device memory of `bytes`, 256-byte aligned, followed by a guard so that reading or writing
 // past the end faults (ASan: exact redzone; otherwise a PROT_NONE page after the 256-byte
@@ -369,8 +373,8 @@ void* guarded_alloc(size_t bytes, Allocation* a) {
 #else
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t body = round_up(rounded, page);
-  void* base = mmap(nullptr, body + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
+  void* base =
+      mmap(nullptr, body + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) return nullptr;
   char* guard = static_cast<char*>(base) + body;
   mprotect(guard, page, PROT_NONE);
@@ -395,7 +399,9 @@ void guarded_free(const Allocation& a) {
 
 // --- internal interface (emu_runtime.hpp) ---------------------------------------------------
 
-int current_device() { return tls_device; }
+int current_device() {
+  return tls_device;
+}
 
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> op, const char* what) {
   Stream* s = resolve(stream);
@@ -468,7 +474,9 @@ int func_max_dynamic_smem(const void* func) {
   return it != m.max_dynamic_smem.end() ? it->second : 0;
 }
 
-const cudaDeviceProp& device_props(int device) { return machine().devices[device]->props; }
+const cudaDeviceProp& device_props(int device) {
+  return machine().devices[device]->props;
+}
 
 std::string last_fault_message() {
   Machine& m = machine();
@@ -493,46 +501,78 @@ using cuemu::machine;
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInitializationError: return "cudaErrorInitializationError";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
-    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
-    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorIllegalState: return "cudaErrorIllegalState";
-    case cudaErrorNotReady: return "cudaErrorNotReady";
-    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
-    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
-    case cudaErrorAssert: return "cudaErrorAssert";
-    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
-    case cudaErrorNotSupported: return "cudaErrorNotSupported";
-    case cudaErrorUnknown: return "cudaErrorUnknown";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError:
+      return "cudaErrorInitializationError";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer:
+      return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection:
+      return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorInsufficientDriver:
+      return "cudaErrorInsufficientDriver";
+    case cudaErrorInvalidDeviceFunction:
+      return "cudaErrorInvalidDeviceFunction";
+    case cudaErrorNoDevice:
+      return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalState:
+      return "cudaErrorIllegalState";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
+    case cudaErrorIllegalAddress:
+      return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources:
+      return "cudaErrorLaunchOutOfResources";
+    case cudaErrorAssert:
+      return "cudaErrorAssert";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    case cudaErrorNotSupported:
+      return "cudaErrorNotSupported";
+    case cudaErrorUnknown:
+      return "cudaErrorUnknown";
   }
   return "cudaErrorUnknown";
 }
 
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
     case cudaErrorInsufficientDriver:
       return "CUDA driver version is insufficient for CUDA runtime version";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorNotReady: return "device not ready";
-    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
-    case cudaErrorNotSupported: return "operation not supported";
-    default: return cudaGetErrorName(e);
+    case cudaErrorNoDevice:
+      return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    case cudaErrorNotReady:
+      return "device not ready";
+    case cudaErrorIllegalAddress:
+      return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
+    case cudaErrorNotSupported:
+      return "operation not supported";
+    default:
+      return cudaGetErrorName(e);
   }
 }
 
@@ -549,7 +589,8 @@ cudaError_t cudaPeekAtLastError() {
   return s != cudaSuccess ? s : cuemu::tls_last_error;
 }
 
-// --- devices --------------------------------------------------------------------------------------
+// --- devices
+// --------------------------------------------------------------------------------------
 
 cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) return cuemu::set_last_error(cudaErrorInvalidValue);
@@ -601,7 +642,8 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cuemu::ret(cudaSuccess, d);
 }
 
-// --- memory ---------------------------------------------------------------------------------------
+// --- memory
+// ---------------------------------------------------------------------------------------
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   const int d = cuemu::tls_device;
@@ -662,7 +704,9 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
   return cudaSuccess;
 }
 
-cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int) { return cudaMallocHost(ptr, bytes); }
+cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int) {
+  return cudaMallocHost(ptr, bytes);
+}
 
 cudaError_t cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
@@ -701,12 +745,23 @@ cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   *src_dev = is_device_range(src, bytes, &sd);
   bool ok = true;
   switch (kind) {
-    case cudaMemcpyHostToDevice: ok = *dst_dev && !*src_dev; break;
-    case cudaMemcpyDeviceToHost: ok = *src_dev && !*dst_dev; break;
-    case cudaMemcpyDeviceToDevice: ok = *dst_dev && *src_dev; break;
-    case cudaMemcpyHostToHost: ok = !*dst_dev && !*src_dev; break;
-    case cudaMemcpyDefault: ok = true; break;
-    default: ok = false;
+    case cudaMemcpyHostToDevice:
+      ok = *dst_dev && !*src_dev;
+      break;
+    case cudaMemcpyDeviceToHost:
+      ok = *src_dev && !*dst_dev;
+      break;
+    case cudaMemcpyDeviceToDevice:
+      ok = *dst_dev && *src_dev;
+      break;
+    case cudaMemcpyHostToHost:
+      ok = !*dst_dev && !*src_dev;
+      break;
+    case cudaMemcpyDefault:
+      ok = true;
+      break;
+    default:
+      ok = false;
   }
   const bool partial = (!*dst_dev && is_device_range(dst, 0, nullptr)) ||
                        (!*src_dev && is_device_range(src, 0, nullptr));
@@ -742,12 +797,9 @@ cudaError_t memcpy_on(void* dst, const void* src, size_t bytes, cudaMemcpyKind k
                                                  static_cast<const char*>(src) + bytes);
   }
   const bool wait = synchronous || (host_dst && !is_pinned_host(dst));
-  const uint64_t ticket = push(
-      s,
-      [dst, src, bytes, staged] {
-        std::memcpy(dst, staged ? staged->data() : src, bytes);
-      },
-      who, {});
+  const uint64_t ticket =
+      push(s, [dst, src, bytes, staged] { std::memcpy(dst, staged ? staged->data() : src, bytes); },
+           who, {});
   if (wait) s->wait_for(ticket);
   return ret(cudaSuccess, s->device);
 }
@@ -764,8 +816,7 @@ cudaError_t memset_on(void* ptr, int value, size_t bytes, cudaStream_t stream, b
   Stream* s = stream == nullptr ? legacy_stream(device) : resolve(stream);
   if (s == nullptr) return set_last_error(cudaErrorInvalidResourceHandle);
   if (sticky(s->device) != cudaSuccess) return sticky(s->device);
-  const uint64_t ticket =
-      push(s, [ptr, value, bytes] { std::memset(ptr, value, bytes); }, who, {});
+  const uint64_t ticket = push(s, [ptr, value, bytes] { std::memset(ptr, value, bytes); }, who, {});
   if (synchronous) s->wait_for(ticket);
   return ret(cudaSuccess, s->device);
 }
@@ -796,9 +847,12 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
   return cuemu::memset_on(ptr, value, bytes, stream, false, "cudaMemsetAsync");
 }
 
-// --- streams --------------------------------------------------------------------------------------
+// --- streams
+// --------------------------------------------------------------------------------------
 
-cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  return cudaStreamCreateWithFlags(stream, 0);
+}
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
   return cudaStreamCreateWithPriority(stream, flags, 0);
@@ -822,7 +876,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   auto* s = static_cast<cuemu::Stream*>(stream);
   {
     std::lock_guard<std::mutex> lock(machine().mu);
-    if (machine().streams.erase(s) == 0) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+    if (machine().streams.erase(s) == 0)
+      return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
     machine().retired.push_back(s);
   }
   // Queued work still completes; the worker then exits. The object stays (events may name it).
@@ -857,26 +912,31 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
   cuemu::Stream* s = cuemu::resolve(stream);
-  if (s == nullptr || event == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (s == nullptr || event == nullptr)
+    return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
   auto* ev = static_cast<cuemu::Event*>(event);
   std::vector<cuemu::Ticket> waits;
   const cuemu::Ticket last = ev->latest();
   if (last.stream != nullptr) waits.push_back(last);
   if (cuemu::sticky(s->device) != cudaSuccess) return cuemu::sticky(s->device);
-  cuemu::push(s, [] {}, "cudaStreamWaitEvent", std::move(waits));
+  cuemu::push(
+      s, [] {}, "cudaStreamWaitEvent", std::move(waits));
   return cudaSuccess;
 }
 
 cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* user_data) {
   if (fn == nullptr) return cuemu::set_last_error(cudaErrorInvalidValue);
-  const cudaError_t e = cuemu::enqueue(stream, [fn, user_data] { fn(user_data); },
-                                       "cudaLaunchHostFunc");
+  const cudaError_t e = cuemu::enqueue(
+      stream, [fn, user_data] { fn(user_data); }, "cudaLaunchHostFunc");
   return e == cudaSuccess ? e : cuemu::set_last_error(e);
 }
 
-// --- events ---------------------------------------------------------------------------------------
+// --- events
+// ---------------------------------------------------------------------------------------
 
-cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  return cudaEventCreateWithFlags(event, 0);
+}
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   if (event == nullptr) return cuemu::set_last_error(cudaErrorInvalidValue);
@@ -896,18 +956,18 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   cuemu::Stream* s = cuemu::resolve(stream);
-  if (s == nullptr || event == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (s == nullptr || event == nullptr)
+    return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
   if (cuemu::sticky(s->device) != cudaSuccess) return cuemu::sticky(s->device);
   auto* ev = static_cast<cuemu::Event*>(event);
   std::lock_guard<std::mutex> lock(ev->mu);  // keeps record order equal to ticket order
-  const uint64_t ticket = cuemu::push(
-      s,
-      [ev] {
-        std::lock_guard<std::mutex> l(ev->mu);
-        ev->when = cuemu::Clock::now();
-        ev->time_ticket = ev->ticket;
-      },
-      "cudaEventRecord", {});
+  const uint64_t ticket = cuemu::push(s,
+                                      [ev] {
+                                        std::lock_guard<std::mutex> l(ev->mu);
+                                        ev->when = cuemu::Clock::now();
+                                        ev->time_ticket = ev->ticket;
+                                      },
+                                      "cudaEventRecord", {});
   ev->stream = s;
   ev->ticket = ticket;
   return cudaSuccess;
@@ -944,7 +1004,8 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   }
   std::lock_guard<std::mutex> la(a->mu);
   std::lock_guard<std::mutex> lb(b->mu);
-  if (a->stream == nullptr || b->stream == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (a->stream == nullptr || b->stream == nullptr)
+    return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
   if (a->time_ticket != a->ticket || b->time_ticket != b->ticket) return cudaErrorNotReady;
   *ms = std::chrono::duration<float, std::milli>(b->when - a->when).count();
   return cudaSuccess;
@@ -954,7 +1015,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
   if (func == nullptr) return cuemu::set_last_error(cudaErrorInvalidDeviceFunction);
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
     const int d = cuemu::valid_device(cuemu::tls_device) ? cuemu::tls_device : 0;
-    if (value < 0 || static_cast<size_t>(value) > machine().devices[d]->props.sharedMemPerBlockOptin) {
+    if (value < 0 ||
+        static_cast<size_t>(value) > machine().devices[d]->props.sharedMemPerBlockOptin) {
       cuemu::report("cudaFuncSetAttribute: MaxDynamicSharedMemorySize " + std::to_string(value) +
                     " exceeds the device's opt-in limit");
       return cuemu::set_last_error(cudaErrorInvalidValue);

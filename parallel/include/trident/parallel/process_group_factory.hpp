@@ -38,8 +38,7 @@ CommBackend resolve_comm_backend(const std::string& name, Device device);
 
 class CommGroups {
  public:
-  CommGroups(MpiCommunicator& world, const Topology& topology, Device device,
-             CommBackend backend);
+  CommGroups(MpiCommunicator& world, const Topology& topology, Device device, CommBackend backend);
   ~CommGroups();
   CommGroups(const CommGroups&) = delete;
   CommGroups& operator=(const CommGroups&) = delete;

@@ -5,10 +5,13 @@
 
 namespace trident::kernels::cpu {
 
-template <typename T> void gelu_forward(T* out, const T* inp, int64_t n);
-template <typename T> void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n);
+template <typename T>
+void gelu_forward(T* out, const T* inp, int64_t n);
+template <typename T>
+void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n);
 
-template <typename T> void softmax_forward(T* out, const T* inp, int64_t rows, int64_t cols);
+template <typename T>
+void softmax_forward(T* out, const T* inp, int64_t rows, int64_t cols);
 // dinp = out * (dout - sum(dout * out)) per row.
 template <typename T>
 void softmax_backward(T* dinp, const T* out, const T* dout, int64_t rows, int64_t cols);

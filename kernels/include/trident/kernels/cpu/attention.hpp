@@ -9,11 +9,10 @@
 namespace trident::kernels::cpu {
 
 template <typename T>
-void attention_forward(T* out, T* att, const T* qkv, int64_t B, int64_t T_, int64_t C,
-                       int64_t NH);
+void attention_forward(T* out, T* att, const T* qkv, int64_t B, int64_t T_, int64_t C, int64_t NH);
 // Writes dqkv (B, T, 3C) (overwrites).
 template <typename T>
-void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int64_t B,
-                        int64_t T_, int64_t C, int64_t NH);
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int64_t B, int64_t T_,
+                        int64_t C, int64_t NH);
 
 }  // namespace trident::kernels::cpu

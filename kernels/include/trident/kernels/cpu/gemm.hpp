@@ -14,8 +14,8 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, co
 
 // `batch` independent gemms; matrix i starts at A + i*strideA (same for B, C).
 template <typename T>
-void gemm_batched(bool transA, bool transB, int64_t batch, int64_t M, int64_t N, int64_t K,
-                  T alpha, const T* A, int64_t lda, int64_t strideA, const T* B, int64_t ldb,
+void gemm_batched(bool transA, bool transB, int64_t batch, int64_t M, int64_t N, int64_t K, T alpha,
+                  const T* A, int64_t lda, int64_t strideA, const T* B, int64_t ldb,
                   int64_t strideB, T beta, T* C, int64_t ldc, int64_t strideC);
 
 // Eigen's product with gemm's contract: the pre-packed-kernel path, kept as the fallback and

@@ -11,8 +11,8 @@ void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n
                   float beta1, float beta2, float eps, float weight_decay, int64_t step);
 
 // SGD as torch.optim.SGD: g = grad + wd * param; if momentum != 0:
-// buf = first_step ? g : momentum * buf + (1 - dampening) * g; g = nesterov ? g + momentum*buf : buf.
-// param -= lr * g. `buf` may be null when momentum == 0.
+// buf = first_step ? g : momentum * buf + (1 - dampening) * g; g = nesterov ? g + momentum*buf :
+// buf. param -= lr * g. `buf` may be null when momentum == 0.
 void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr, float momentum,
                 float dampening, float weight_decay, bool nesterov, bool first_step);
 

@@ -11,8 +11,8 @@ namespace trident::kernels::cuda {
 
 size_t attention_saved_bytes(ScalarType t, int64_t B, int64_t T, int64_t C, int64_t NH);
 
-void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, int64_t B,
-                       int64_t T, int64_t C, int64_t NH, cudaStream_t stream);
+void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, int64_t B, int64_t T,
+                       int64_t C, int64_t NH, cudaStream_t stream);
 // Writes every element of dqkv (B, T, 3C). Deterministic: dK/dV and dQ come from separate
 // kernels that each own their outputs (no atomics).
 void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* qkv,

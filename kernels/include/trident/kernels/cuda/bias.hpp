@@ -5,8 +5,8 @@
 namespace trident::kernels::cuda {
 
 // out[r, c] = in[r, c] + bias[c] (in may alias out).
-void add_bias(ScalarType t, void* out, const void* in, const void* bias, int64_t rows,
-              int64_t cols, cudaStream_t stream);
+void add_bias(ScalarType t, void* out, const void* in, const void* bias, int64_t rows, int64_t cols,
+              cudaStream_t stream);
 // dbias[c] = sum_r dout[r, c], deterministic (see reduce.hpp sum_rows). Overwrites dbias.
 void bias_backward(ScalarType t, void* dbias, const void* dout, int64_t rows, int64_t cols,
                    Scratch& scratch, cudaStream_t stream);

@@ -15,8 +15,8 @@ void embedding_forward(ScalarType t, void* out, const int32_t* ids, const void* 
 // dtable = 0; dtable[ids[i] - first, :] += dout[i, :]. Deterministic: positions are sorted by
 // row with a stable radix sort and each touched row is summed by one block in position order;
 // ids of other shards and invalid ids are skipped.
-void embedding_backward(ScalarType t, void* dtable, const void* dout, const int32_t* ids,
-                        int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab,
-                        Scratch& scratch, cudaStream_t stream);
+void embedding_backward(ScalarType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
+                        int64_t V, int64_t C, int64_t first, int64_t vocab, Scratch& scratch,
+                        cudaStream_t stream);
 
 }  // namespace trident::kernels::cuda

@@ -7,10 +7,9 @@
 namespace trident::kernels::cuda {
 
 // AdamW with decoupled weight decay; step >= 1 is the 1-based step count.
-void adamw_update_multi(int count, float* const* params, const float* const* grads,
-                        float* const* m, float* const* v, const int64_t* ns, float lr,
-                        float beta1, float beta2, float eps, float weight_decay, int64_t step,
-                        cudaStream_t stream);
+void adamw_update_multi(int count, float* const* params, const float* const* grads, float* const* m,
+                        float* const* v, const int64_t* ns, float lr, float beta1, float beta2,
+                        float eps, float weight_decay, int64_t step, cudaStream_t stream);
 // SGD with momentum/dampening/Nesterov/weight decay; bufs[i] may be null when momentum == 0;
 // first_steps[i] says whether tensor i's momentum buffer is being initialised.
 void sgd_update_multi(int count, float* const* params, const float* const* grads,

@@ -15,8 +15,8 @@ void sum_squares_multi(ScalarType t, const void* const* xs, const int64_t* ns, i
                        double* out_dev, Scratch& scratch, cudaStream_t stream);
 // out[c] = sum_r in[r, c] for in (rows, cols) row-major: per-chunk column partials, then a
 // second pass over the chunks in order.
-void sum_rows(ScalarType t, void* out, const void* in, int64_t rows, int64_t cols,
-              Scratch& scratch, cudaStream_t stream);
+void sum_rows(ScalarType t, void* out, const void* in, int64_t rows, int64_t cols, Scratch& scratch,
+              cudaStream_t stream);
 // Sums contiguous `in` of shape `shape` over the dimensions with reduce_dim[d] into contiguous
 // `out` (as kernels/cpu reduce_sum_to). Overwrites out.
 void reduce_sum_to(ScalarType t, void* out, const void* in, const int64_t* shape,
