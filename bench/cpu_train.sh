@@ -97,6 +97,7 @@ for entry in "${CONFIGS[@]}"; do
         impl="${impls[(i + r) % n]}"
         busy="$(wait_quiet)"
         load="$(cut -d' ' -f1 /proc/loadavg)"
+        # shellcheck disable=SC2086  # the command line is split into words on purpose
         line="$(env ${cmds[$impl]} | tail -n 1)"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "$impl" "$load" "$busy" "$line" \
           >>"$RAW"
@@ -117,7 +118,7 @@ GEMM_JSON="$(mktemp)"
 trap 'rm -f "$RAW" "$GEMM_JSON"' EXIT
 if ((GEMM_ROUNDS > 0)); then
   echo "GEMM micro-benchmark (others busy $(wait_quiet)%)"
-  "$GEMM_BIN" --threads ${THREADS// /,} --rounds "$GEMM_ROUNDS" --json "$GEMM_JSON" | grep "geometric mean"
+  "$GEMM_BIN" --threads "${THREADS// /,}" --rounds "$GEMM_ROUNDS" --json "$GEMM_JSON" | grep "geometric mean"
 fi
 
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"

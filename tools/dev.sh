@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ pkg-config libeigen3-dev libcli11-dev catch2 libhdf5-dev
           libopenmpi-dev openmpi-bin nlohmann-json3-dev
-          slurm-wlm munge shellcheck  # tests/slurm: a real one-node Slurm; lint.shellcheck
+          slurm-wlm munge  # tests/slurm: a real one-node Slurm
+          shellcheck clang-format  # tests/lint: lint.shellcheck, lint.format
           libboost-context-dev)  # fibers of the CUDA emulation (kernels/cuda/emu)
 
 deps() {

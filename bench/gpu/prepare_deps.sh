@@ -45,14 +45,14 @@ ln -sfn libz.so.1 "$R$ARCH_LIB/libz.so"
 
 # HDF5 (serial): headers, the development links and the libraries they point to.
 copy /usr/include/hdf5/serial $ARCH_LIB/hdf5/serial
-for f in $ARCH_LIB/libhdf5_serial.so* $ARCH_LIB/libhdf5_serial_hl.so*; do copy "$f"; done
+for f in "$ARCH_LIB"/libhdf5_serial.so* "$ARCH_LIB"/libhdf5_serial_hl.so*; do copy "$f"; done
 
 # Open MPI: its whole library folder (libraries, mca plugins, headers), the PMIx plugins, the
 # programs, help files and the wrapper compilers' data.
 copy $OMPI $ARCH_LIB/pmix2 /usr/share/openmpi
-for f in $ARCH_LIB/libmpi.so* $ARCH_LIB/libmpi_cxx.so* $ARCH_LIB/libopen-rte.so* \
-  $ARCH_LIB/libopen-pal.so* $ARCH_LIB/libpmix.so* $ARCH_LIB/libhwloc.so* \
-  $ARCH_LIB/libevent*-2.1.so*; do
+for f in "$ARCH_LIB"/libmpi.so* "$ARCH_LIB"/libmpi_cxx.so* "$ARCH_LIB"/libopen-rte.so* \
+  "$ARCH_LIB"/libopen-pal.so* "$ARCH_LIB"/libpmix.so* "$ARCH_LIB"/libhwloc.so* \
+  "$ARCH_LIB"/libevent*-2.1.so*; do
   copy "$f"
 done
 for b in mpirun mpiexec orterun orted ompi_info opal_wrapper mpicc mpicxx mpic++; do

@@ -68,6 +68,7 @@ stage() {
   return $rc
 }
 
+# shellcheck disable=SC2317  # runs from the EXIT trap
 assemble() {
   local out="$RESULTS/gpu-$DATE.json"
   [[ -e "$out" && -z "${OUT:-}" ]] && out="$RESULTS/gpu-$(date -u +%Y-%m-%dT%H%M%S).json"

@@ -268,7 +268,7 @@ void lane_entry(ctx::transfer_t t) {
   std::abort();  // a finished fiber is never resumed
 }
 
-void resume(Block& b, Lane& l) {
+void resume([[maybe_unused]] Block& b, Lane& l) {
 #if defined(TRIDENT_EMU_ASAN)
   __sanitizer_start_switch_fiber(&b.scheduler_fake_stack, l.stack->bottom(), l.stack->usable());
 #endif
