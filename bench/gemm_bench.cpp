@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "trident/kernels/cpu/cpu_isa.hpp"
 #include "trident/kernels/cpu/gemm.hpp"
 
 namespace {
@@ -87,9 +88,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (!cpu::gemm_is_packed()) {
-    std::fprintf(stderr, "trident-bench-gemm: this build has no packed kernel (no AVX2/FMA)\n");
+    std::fprintf(stderr,
+                 "trident-bench-gemm: no packed kernel here (no AVX2/FMA, or "
+                 "TRIDENT_CPU_ISA=generic)\n");
     return 1;
   }
+  std::printf("packed kernel: %s (cpu_isa; TRIDENT_CPU_ISA lowers it)\n",
+              cpu::cpu_isa_name(cpu::cpu_isa()));
   std::vector<Shape> shapes;
   add_model(shapes, "10M", 8 * 128, 384, 4096);
   add_model(shapes, "tiny", 16 * 64, 128, 256);
@@ -164,6 +169,7 @@ int main(int argc, char** argv) {
         {"date", trident::bench::utc_now()},
         {"machine", trident::bench::machine_json()},
         {"command", command},
+        {"cpu_isa", cpu::cpu_isa_name(cpu::cpu_isa())},
         {"rounds", rounds},
         {"reps", reps},
         {"results", results}};

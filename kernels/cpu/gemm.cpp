@@ -1,8 +1,9 @@
 // Dense GEMM on row-major buffers. C[M,N] = alpha op(A) op(B) + beta C, with A stored (M,K) or,
 // transposed, (K,M) with row stride lda (same for B, C).
 // gemm() checks the arguments, handles the empty cases (K == 0 or alpha == 0: C = beta C) and
-// runs the packed AVX2/FMA kernel (gemm_packed.cpp), which threads over OpenMP itself; builds
-// without AVX2/FMA use Eigen's product instead (gemm_eigen, also kept for comparison: it is
+// runs the packed AVX2 or AVX-512 kernel (gemm_packed.cpp, picked at run time by cpu_isa()),
+// which threads over OpenMP itself; CPUs without AVX2/FMA (or TRIDENT_CPU_ISA=generic) use
+// Eigen's product instead (gemm_eigen, also kept for comparison: it is
 // what bench/gemm_bench.cpp measures the packed kernel against). gemm_batched runs whole products
 // per thread when the batch is large or each product small, otherwise one threaded product
 // after the other.
@@ -71,12 +72,12 @@ void eigen_product(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T 
   }
 }
 
-// One product on checked arguments: the packed kernel where the build has it.
+// One product on checked arguments: the packed kernel where the CPU has it.
 template <typename T>
 void gemm_one(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M == 0 || N == 0 || scale_only(M, N, K, alpha, beta, C, ldc)) return;
-  if (detail::gemm_packed_native()) {
+  if (detail::gemm_packed_available()) {
     detail::gemm_packed_product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   } else {
     eigen_product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -114,7 +115,7 @@ void gemm_eigen(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alp
 }
 
 bool gemm_is_packed() {
-  return detail::gemm_packed_native();
+  return detail::gemm_packed_available();
 }
 
 template <typename T>

@@ -1,11 +1,12 @@
-// Private to the CPU kernels (not installed): the packed AVX2/FMA product behind gemm().
+// Private to the CPU kernels (not installed): the packed AVX2 / AVX-512 product behind gemm(),
+// its ISA picked at run time (cpu_isa.hpp).
 #pragma once
 #include <cstdint>
 
 namespace trident::kernels::cpu::detail {
 
-// True when this build has the packed kernel (compiled with AVX2 and FMA).
-bool gemm_packed_native();
+// True when gemm_packed_product runs here: cpu_isa() is avx2 or avx512.
+bool gemm_packed_available();
 
 // C = alpha op(A) op(B) + beta C on arguments gemm() has checked, with M, N, K > 0 and
 // alpha != 0. Threads over OpenMP unless called inside a parallel region.

@@ -104,6 +104,8 @@ TEST_CASE("gemm packs a large B in column chunks", "[kernels][gemm]") {
   check_gemm<float>(true, false, 13, 2100, 2100, 0.5f, 2.f, 3, 1e-4);
 }
 
+// The packed kernels (cpu_isa() avx2 or avx512) promise the same bits for any thread count;
+// Eigen's product (TRIDENT_CPU_ISA=generic, CPUs without AVX2) only the same values within 1e-5.
 TEMPLATE_TEST_CASE("gemm gives bit-identical results on 1, 2 and 3 threads", "[kernels][gemm]",
                    float, double) {
   using T = TestType;
@@ -120,6 +122,11 @@ TEMPLATE_TEST_CASE("gemm gives bit-identical results on 1, 2 and 3 threads", "[k
                      C[threads - 1].data(), N);
       }
       INFO("ta=" << ta << " tb=" << tb);
+      if (!cpu::gemm_is_packed()) {  // Eigen's threaded product blocks K by thread count
+        require_close(C[1], C[0], 1e-5, 1e-5, "Eigen's product on 2 threads");
+        require_close(C[2], C[0], 1e-5, 1e-5, "Eigen's product on 3 threads");
+        continue;
+      }
       REQUIRE(C[0] == C[1]);
       REQUIRE(C[0] == C[2]);
     }
