@@ -4,8 +4,11 @@
 #   bash tools/dev.sh build   deps + configure + build (build/release when nvcc exists, else build/cpu)
 #   bash tools/dev.sh train   build + run the default training job (tiny GPT, CPU, built-in data)
 #   bash tools/dev.sh test    build + the whole test suite through ctest, then the CUDA path on
-#                             the CPU emulation (build/cuda-emu, ASan + UBSan, ctest -L cuda-emu)
+#                             the CPU emulation (build/cuda-emu, ASan + UBSan, ctest -L cuda-emu),
+#                             the unit and multi-rank tests again under ASan + UBSan (the same
+#                             build) and the threaded ones under ThreadSanitizer (build/tsan)
 #   bash tools/dev.sh emu     only the emulated-CUDA build and its tests (args go to ctest)
+#   bash tools/dev.sh sanitize  only the ASan + UBSan and TSan runs of the unit and MPI tests
 # Environment: TRIDENT_PRESET (default: release when nvcc is found, else cpu), JOBS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,9 @@ deps() {
   fi
 }
 
+# CI (CI=true) builds Trident's libraries with -Werror (TRIDENT_WERROR); a user's build warns.
+werror() { if [[ ${CI:-} == true ]]; then echo ON; else echo OFF; fi; }
+
 preset() {
   if [[ -n "${TRIDENT_PRESET:-}" ]]; then echo "$TRIDENT_PRESET"; return; fi
   if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then echo release; else echo cpu; fi
@@ -43,7 +49,8 @@ build() {
   # rejected every presets file we tried ("Invalid preset"), even a minimal one.
   local cuda=OFF
   [[ $p == release ]] && cuda=ON
-  cmake -S . -B "build/$p" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_ENABLE_CUDA=$cuda >/dev/null
+  cmake -S . -B "build/$p" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_ENABLE_CUDA=$cuda \
+    -DTRIDENT_WERROR="$(werror)" >/dev/null
   cmake --build "build/$p" -j "${JOBS:-$(nproc)}"
 }
 
@@ -53,7 +60,7 @@ EMU_SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -g1"
 emu_build() {
   deps
   cmake -S . -B build/cuda-emu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_CUDA_EMULATION=ON \
-    "-DCMAKE_CXX_FLAGS=$EMU_SANITIZE" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" >/dev/null
+    -DTRIDENT_WERROR="$(werror)" "-DCMAKE_CXX_FLAGS=$EMU_SANITIZE" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" >/dev/null
   cmake --build build/cuda-emu -j "${JOBS:-$(nproc)}"
 }
 
@@ -70,6 +77,41 @@ emu_test() {
   mpi_env
   sanitizer_env
   run_ctest build/cuda-emu -L cuda-emu "$@"
+}
+
+# The emulated build compiles every library and test with ASan + UBSan, so the unit and
+# multi-rank tests run there a second time at no extra build cost.
+asan_test() {
+  emu_build
+  mpi_env
+  sanitizer_env
+  run_ctest build/cuda-emu -L '^(unit|mpi)$' -LE cuda-emu
+}
+
+# ThreadSanitizer over the code that runs threads of its own: the MPI communicator's progress
+# thread (asynchronous collectives, ordering, watchdog), the data-parallel reducer's bucket
+# hooks and completion clock (overlapped all-reduce, ZeRO-1), the trace recorder's per-thread
+# tracks. OpenMP stays at one thread (libgomp is not instrumented); tests/tsan.supp silences
+# only Open MPI's own uninstrumented libraries.
+TSAN_TARGETS=(trident_mpi_tests trident_mpi_dp_tests trident_trace_tests)
+tsan_test() {
+  deps
+  cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_ENABLE_CUDA=OFF \
+    -DTRIDENT_BUILD_EXAMPLES=OFF "-DCMAKE_CXX_FLAGS=-fsanitize=thread -g1 -O1" \
+    -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread >/dev/null
+  cmake --build build/tsan -j "${JOBS:-$(nproc)}" --target "${TSAN_TARGETS[@]}"
+  mpi_env
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+  local t=build/tsan/tests rc=0
+  local mpirun=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none
+    -x TSAN_OPTIONS -x OMP_NUM_THREADS=1)
+  echo "tsan: collectives and runtime on 2 and 3 ranks, data parallel on 2, trace recorder"
+  "${mpirun[@]}" -np 2 "$t/mpi/trident_mpi_tests" -# "[#test_collectives],[#test_runtime]" || rc=1
+  "${mpirun[@]}" -np 3 "$t/mpi/trident_mpi_tests" -# "[#test_collectives]" || rc=1
+  "${mpirun[@]}" -np 2 "$t/mpi/trident_mpi_dp_tests" "~[np4]" || rc=1
+  OMP_NUM_THREADS=1 "$t/trace/trident_trace_tests" || rc=1
+  ((rc == 0)) && echo "tsan: no data race reported" || echo "tsan: FAILED (see the reports above)" >&2
+  return "$rc"
 }
 
 # ctest with its output kept; lists the skipped tests. Under CI=true a skipped test fails the run
@@ -124,11 +166,19 @@ case "$cmd" in
     rc=0
     run_ctest "build/$p" "$@" || rc=$?
     emu_test || rc=$?
+    asan_test || rc=$?
+    tsan_test || rc=$?
     exit "$rc"
     ;;
   emu) emu_test "$@" ;;
+  sanitize)
+    rc=0
+    asan_test || rc=$?
+    tsan_test || rc=$?
+    exit "$rc"
+    ;;
   *)
-    echo "usage: bash tools/dev.sh deps|build|train|test|emu [args...]" >&2
+    echo "usage: bash tools/dev.sh deps|build|train|test|emu|sanitize [args...]" >&2
     exit 2
     ;;
 esac
