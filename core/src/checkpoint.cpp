@@ -16,8 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kFormat = "trident-checkpoint";
-constexpr int64_t kFormatVersion = 1;
+constexpr const char* kFormat = kCheckpointFormat;
+constexpr int64_t kFormatVersion = kCheckpointFormatVersion;
 
 uint64_t mix(uint64_t h) {
   h ^= h >> 33;
@@ -40,6 +40,12 @@ std::string dataset_path(const std::string& param, const std::string& state) {
 
 }  // namespace
 
+int64_t Hyperslab::numel() const {
+  int64_t n = 1;
+  for (int64_t c : count) n *= c;
+  return n;
+}
+
 uint64_t checksum64(const void* data, size_t bytes) {
   const auto* p = static_cast<const unsigned char*>(data);
   uint64_t h = 0x9e3779b97f4a7c15ULL ^ bytes;
@@ -58,7 +64,10 @@ uint64_t checksum64(const void* data, size_t bytes) {
 
 CheckpointWriter::CheckpointWriter(std::string path)
     : path_(std::move(path)), tmp_(temporary_path_for(path_)) {
-  file_.emplace(hdf5::File::create(tmp_));
+  hdf5::Handle fapl = hdf5::checked(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "H5Pcreate failed");
+  hdf5::check(H5Pset_libver_bounds(fapl.id(), kCheckpointLibver, kCheckpointLibver),
+              str_cat(tmp_, ": cannot ask for the HDF5 1.10 file format"));
+  file_.emplace(hdf5::File::create(tmp_, fapl.id()));
   file_->set_attr("format", kFormat);
   file_->set_attr("format_version", kFormatVersion);
   params_.emplace(file_->create_group("params"));
@@ -88,11 +97,8 @@ void CheckpointWriter::add(const std::string& param, const std::string& state,
                 "' contains '/'");
   if (!params_->has(param)) params_->create_group(param);
   const hdf5::Node group = params_->open_group(param);
-  group.write_dataset(state, hdf5::Elem::F32, shape, data);
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  group.set_attr("checksum", hex64(checksum64(data, static_cast<size_t>(n) * sizeof(float))),
-                 state);
+  group.write_dataset(state, hdf5::Elem::F32, shape, data, hdf5::chunk_rows_for(shape),
+                      /*fletcher32=*/true);
 }
 
 void CheckpointWriter::commit() {
@@ -152,17 +158,69 @@ std::vector<int64_t> CheckpointReader::shape(const std::string& param,
   return file_.dataset_info(dataset_path(param, state)).shape;
 }
 
+std::string CheckpointReader::dataset_or_throw(const std::string& param,
+                                               const std::string& state) const {
+  TRIDENT_CHECK(has(param, state), path_, ": no /", dataset_path(param, state),
+                " in the checkpoint");
+  return dataset_path(param, state);
+}
+
 std::vector<float> CheckpointReader::read(const std::string& param,
                                           const std::string& state) const {
-  const std::string ds = dataset_path(param, state);
+  const std::string ds = dataset_or_throw(param, state);
   const auto info = file_.dataset_info(ds);
   std::vector<float> out(static_cast<size_t>(info.numel()));
-  file_.read_dataset(ds, hdf5::Elem::F32, out.data());
-  const std::string want = file_.attr_string("checksum", ds);
-  const std::string got = hex64(checksum64(out.data(), out.size() * sizeof(float)));
-  TRIDENT_CHECK(got == want, path_, ": dataset /", ds, " is corrupted (checksum ", got,
-                ", recorded ", want, ")");
+  try {
+    file_.read_dataset(ds, hdf5::Elem::F32, out.data());
+  } catch (const hdf5::Error& e) {  // a Fletcher-32 mismatch, or a chunk past the end
+    throw Error(
+        str_cat(path_, ": dataset /", ds, " is corrupted or truncated (HDF5: ", e.reason(), ")"));
+  }
+  if (file_.has_attr("checksum", ds)) {  // written before the Fletcher-32 filter
+    const std::string want = file_.attr_string("checksum", ds);
+    const std::string got = hex64(checksum64(out.data(), out.size() * sizeof(float)));
+    TRIDENT_CHECK(got == want, path_, ": dataset /", ds, " is corrupted (checksum ", got,
+                  ", recorded ", want, ")");
+  }
+  bytes_read_ += static_cast<int64_t>(out.size() * sizeof(float));
   return out;
+}
+
+void CheckpointReader::read_hyperslabs(const std::string& param, const std::string& state,
+                                       const std::vector<Hyperslab>& boxes, float* out) const {
+  const std::string ds = dataset_or_throw(param, state);
+  int64_t total = 0;
+  for (const auto& b : boxes) total += b.numel();
+  if (total == 0) return;
+  if (file_.has_attr("checksum", ds)) read(param, state);  // verifies the whole dataset
+  const hdf5::Dataset d = file_.open_dataset(ds);
+  const size_t rank = d.info().shape.size();
+  hdf5::Handle fspace =
+      hdf5::checked(H5Dget_space(d.id()), H5Sclose, str_cat(path_, ": /", ds, ": no shape"));
+  H5Sselect_none(fspace.id());
+  for (const auto& b : boxes) {
+    TRIDENT_CHECK(b.start.size() == rank && b.count.size() == rank, path_, ": /", ds,
+                  ": a hyperslab of ", b.start.size(), " dims for a tensor of ", rank);
+    if (b.numel() == 0) continue;
+    const std::vector<hsize_t> start(b.start.begin(), b.start.end()),
+        count(b.count.begin(), b.count.end());
+    hdf5::check(H5Sselect_hyperslab(fspace.id(), H5S_SELECT_OR, start.data(), nullptr, count.data(),
+                                    nullptr),
+                str_cat(path_, ": /", ds, ": hyperslab outside the tensor"));
+  }
+  TRIDENT_CHECK(H5Sget_select_npoints(fspace.id()) == static_cast<hssize_t>(total), path_, ": /",
+                ds, ": overlapping hyperslabs");
+  const hsize_t n = static_cast<hsize_t>(total);
+  hdf5::Handle mspace = hdf5::checked(H5Screate_simple(1, &n, nullptr), H5Sclose,
+                                      str_cat(path_, ": /", ds, ": bad selection"));
+  try {
+    hdf5::check(H5Dread(d.id(), H5T_NATIVE_FLOAT, mspace.id(), fspace.id(), H5P_DEFAULT, out),
+                "cannot read");
+  } catch (const hdf5::Error& e) {  // a Fletcher-32 mismatch, or a chunk past the end
+    throw Error(
+        str_cat(path_, ": dataset /", ds, " is corrupted or truncated (HDF5: ", e.reason(), ")"));
+  }
+  bytes_read_ += total * static_cast<int64_t>(sizeof(float));
 }
 
 // --- directory -----------------------------------------------------------------------------

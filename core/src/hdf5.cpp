@@ -93,15 +93,6 @@ std::string error_stack() {
   throw Error(what, error_stack());
 }
 
-Handle checked(hid_t id, herr_t (*close)(hid_t), const std::string& what) {
-  if (id < 0) fail(what);
-  return Handle(id, close);
-}
-
-void check(herr_t status, const std::string& what) {
-  if (status < 0) fail(what);
-}
-
 std::vector<hsize_t> dims_of(const std::vector<int64_t>& shape) {
   return std::vector<hsize_t>(shape.begin(), shape.end());
 }
@@ -120,6 +111,23 @@ DatasetInfo info_of(hid_t ds, const std::string& where) {
 }
 
 }  // namespace
+
+Handle checked(hid_t id, herr_t (*close)(hid_t), const std::string& what) {
+  if (id < 0) fail(what);
+  return Handle(id, close);
+}
+
+void check(herr_t status, const std::string& what) {
+  if (status < 0) fail(what);
+}
+
+int64_t chunk_rows_for(const std::vector<int64_t>& shape, int64_t target) {
+  if (shape.empty()) return 1;
+  int64_t row = 1;
+  for (size_t d = 1; d < shape.size(); ++d) row *= shape[d];
+  const int64_t rows = row > 0 ? std::max<int64_t>(1, target / row) : shape[0];
+  return std::max<int64_t>(1, std::min(shape[0], rows));
+}
 
 Elem elem_of(DType t) {
   switch (t) {
@@ -368,7 +376,7 @@ std::vector<std::string> Node::children() const {
 }
 
 void Node::write_dataset(const std::string& name, Elem elem, const std::vector<int64_t>& shape,
-                         const void* data, int64_t chunk_rows) const {
+                         const void* data, int64_t chunk_rows, bool fletcher32) const {
   const auto dims = dims_of(shape);
   Handle space = checked(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
                          H5Sclose, str_cat(where(name), ": bad shape"));
@@ -379,6 +387,10 @@ void Node::write_dataset(const std::string& name, Elem elem, const std::vector<i
     chunk[0] = std::min<hsize_t>(dims[0], static_cast<hsize_t>(chunk_rows));
     check(H5Pset_chunk(dcpl.id(), static_cast<int>(chunk.size()), chunk.data()),
           str_cat(where(name), ": bad chunk size"));
+    if (fletcher32) {
+      check(H5Pset_fletcher32(dcpl.id()),
+            str_cat(where(name), ": cannot enable Fletcher-32 checksums"));
+    }
   }
   Handle ds = checked(H5Dcreate2(id(), name.c_str(), file_type(elem), space.id(), H5P_DEFAULT,
                                  dcpl.id(), H5P_DEFAULT),
@@ -486,11 +498,19 @@ std::string Node::attr_string(const std::string& key, const std::string& object)
 // ---------------------------------------------------------------------------------------------
 // File
 
-File File::create(const std::string& path) {
+File File::create(const std::string& path, hid_t fapl) {
   silence_hdf5_errors();
   Handle h =
-      checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
+      checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
               str_cat(path, ": cannot create HDF5 file (directory missing or not writable?)"));
+  return File(std::move(h), path);
+}
+
+File File::open_for_update(const std::string& path) {
+  silence_hdf5_errors();
+  TRIDENT_CHECK(std::filesystem::exists(path), path, ": no such file");
+  Handle h = checked(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose,
+                     str_cat(path, ": cannot open for writing"));
   return File(std::move(h), path);
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <memory>
@@ -11,6 +12,8 @@
 #include "setup.hpp"
 #include "trident/core/checkpoint.hpp"
 #include "trident/parallel/distributed_checkpoint.hpp"
+#include "trident/parallel/mpi_communicator.hpp"
+#include "trident/parallel/parallel_checkpoint.hpp"
 
 namespace trident::train {
 
@@ -32,8 +35,10 @@ extern "C" void on_preemption_signal(int sig) {
 }
 
 json model_json(const models::GPTConfig& c) {
-  return {{"vocab_size", c.vocab_size}, {"block_size", c.block_size}, {"n_layer", c.n_layer},
-          {"n_head", c.n_head},         {"n_embd", c.n_embd},         {"dropout", c.dropout}};
+  return {{"vocab_size", c.vocab_size}, {"padded_vocab_size", c.table_rows()},
+          {"block_size", c.block_size}, {"n_layer", c.n_layer},
+          {"n_head", c.n_head},         {"n_embd", c.n_embd},
+          {"dropout", c.dropout}};
 }
 
 json layout_json(const RunInfo& info) {
@@ -78,6 +83,12 @@ void check_compatible(const CheckpointReader& r, const RunInfo& info) {
                   ", this run builds ", want_model.at(key).dump(),
                   " (pass the same model flags to resume)");
   }
+  // Checkpoints from before padding existed hold no padded_vocab_size: unpadded.
+  const json saved_rows = saved_model.value("padded_vocab_size", saved_model.at("vocab_size"));
+  TRIDENT_CHECK(saved_rows == want_model.at("padded_vocab_size"), r.path(),
+                ": written for a model whose embedding has ", saved_rows.dump(),
+                " rows, this run builds ", want_model.at("padded_vocab_size").dump(),
+                " (pass --padded-vocab ", saved_rows.dump(), " to resume)");
   const json saved_opt = json::parse(r.meta_string("optimizer"));
   TRIDENT_CHECK(saved_opt.at("name") == info.optimizer_name, r.path(), ": written with optimizer ",
                 saved_opt.at("name").get<std::string>(), ", this run uses ", info.optimizer_name);
@@ -96,42 +107,113 @@ void check_compatible(const CheckpointReader& r, const RunInfo& info) {
                 "so the data order continues");
 }
 
+// Root attributes of a checkpoint (the same on every rank; the writers take rank 0's).
+template <typename Writer>
+void set_run_meta(Writer& w, const RunInfo& info, int64_t step,
+                  const std::map<int, std::string>& offsets) {
+  const Options& o = *info.opt;
+  json rng = json::object();
+  for (const auto& [rank, s] : offsets) rng[std::to_string(rank)] = s;
+  w.set_meta("step", step);
+  w.set_meta("samples_consumed", step * info.sequences_per_step);
+  w.set_meta("tokens_seen", step * info.sequences_per_step * o.seq);
+  w.set_meta("seed", static_cast<int64_t>(o.seed));
+  w.set_meta("model_config", model_json(info.cfg).dump());
+  w.set_meta("layout", layout_json(info).dump());
+  w.set_meta("optimizer", optimizer_json(info).dump());
+  w.set_meta("data", json{{"description", info.data_description},
+                          {"position_unit", "global batches (= step)"},
+                          {"position", step}}
+                         .dump());
+  w.set_meta("rng_dropout_offsets", rng.dump());
+  w.set_meta("created", now_iso8601());
+  w.set_meta("trident_version", std::string("0.1.0"));
+}
+
+// The parallel writer unless this build's HDF5 is serial or TRIDENT_CHECKPOINT_WRITER=rank0
+// asks for the rank-0 gather (kept for comparison: bench/checkpoint_parallel.sh).
+bool use_parallel_writer() {
+  const char* env = std::getenv("TRIDENT_CHECKPOINT_WRITER");
+  if (env != nullptr && std::string(env) == "rank0") return false;
+  return ParallelCheckpointWriter::available();
+}
+
+MPI_Comm mpi_comm_of(Communicator& world) {
+  if (auto* mpi = dynamic_cast<MpiCommunicator*>(&world)) return mpi->handle();
+  return MPI_COMM_WORLD;
+}
+
 }  // namespace
 
 std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
-                            Communicator& world, int64_t step, double* seconds) {
+                            Communicator& world, int64_t step, double* seconds,
+                            int64_t* bytes_written) {
   const auto t0 = std::chrono::steady_clock::now();
   const Options& o = *info.opt;
   const std::string path = checkpoint_path(info.checkpoint_dir, step);
-  std::unique_ptr<CheckpointWriter> writer;
-  if (world.rank() == 0) {
-    std::filesystem::create_directories(info.checkpoint_dir);
-    writer = std::make_unique<CheckpointWriter>(path);
+  std::string error;
+  int64_t bytes = 0;
+  // One message (from the lowest failing rank) and "" on every rank when any rank failed.
+  bool must_abort = false;  // HDF5 left a file half closed: MPI_Finalize would crash
+  auto failed = [&] {
+    if (!any_rank_failed(world, error.empty() ? "" : "checkpoint not written: " + error))
+      return false;
+    if (must_abort) {
+      std::fflush(stdout);
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return true;
+  };
+  if (use_parallel_writer()) {
+    // Every rank writes its own share; a failure on any rank throws on every rank.
+    try {
+      if (world.rank() == 0) std::filesystem::create_directories(info.checkpoint_dir);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (failed()) return "";
+    try {
+      ParallelCheckpointWriter writer(path, mpi_comm_of(world));
+      set_run_meta(writer, info, step, all_gather_rank_strings(dropout_offsets(model), world));
+      save_training_state(writer, model, optimizer, model.parallel(), world);
+      writer.commit();
+      bytes = writer.bytes_written();
+    } catch (const CheckpointCloseError& e) {
+      error = e.what();
+      must_abort = true;
+    } catch (const std::exception& e) {  // the same message on every rank
+      error = e.what();
+    }
+  } else {
+    // World rank 0 writes what the others send it; its failures are agreed on.
+    std::unique_ptr<CheckpointWriter> writer;
+    try {
+      if (world.rank() == 0) {
+        std::filesystem::create_directories(info.checkpoint_dir);
+        writer = std::make_unique<CheckpointWriter>(path);
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (failed()) return "";
+    const auto offsets = gather_rank_strings(dropout_offsets(model), world);
+    save_training_state(writer.get(), model, optimizer, model.parallel());
+    try {
+      if (writer) {
+        set_run_meta(*writer, info, step, offsets);
+        writer->commit();
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    bytes = -1;  // not counted: world rank 0 writes everything
   }
-  const auto offsets = gather_rank_strings(dropout_offsets(model), world);
-  save_training_state(writer.get(), model, optimizer, model.parallel());
-  if (writer) {
-    json rng = json::object();
-    for (const auto& [rank, s] : offsets) rng[std::to_string(rank)] = s;
-    writer->set_meta("step", step);
-    writer->set_meta("samples_consumed", step * info.sequences_per_step);
-    writer->set_meta("tokens_seen", step * info.sequences_per_step * o.seq);
-    writer->set_meta("seed", static_cast<int64_t>(o.seed));
-    writer->set_meta("model_config", model_json(info.cfg).dump());
-    writer->set_meta("layout", layout_json(info).dump());
-    writer->set_meta("optimizer", optimizer_json(info).dump());
-    writer->set_meta("data", json{{"description", info.data_description},
-                                  {"position_unit", "global batches (= step)"},
-                                  {"position", step}}
-                                 .dump());
-    writer->set_meta("rng_dropout_offsets", rng.dump());
-    writer->set_meta("created", now_iso8601());
-    writer->set_meta("trident_version", std::string("0.1.0"));
-    writer->commit();
-    prune_checkpoints(info.checkpoint_dir, o.keep_checkpoints);
-  }
+  if (failed()) return "";
+  if (world.rank() == 0) prune_checkpoints(info.checkpoint_dir, o.keep_checkpoints);
   if (seconds)
     *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (bytes_written) *bytes_written = bytes;
   return path;
 }
 
@@ -151,10 +233,12 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
   int64_t step = 0;
   std::string error;
   bool same_layout = false;
+  int64_t bytes = 0;
   try {
     CheckpointReader r(path);
     check_compatible(r, info);
     load_training_state(r, model, optimizer);
+    bytes = r.bytes_read();
     step = r.meta_int("step");
     const json saved_layout = json::parse(r.meta_string("layout"));
     same_layout = saved_layout.at("dp") == info.layout.dp &&
@@ -168,11 +252,15 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
     error = e.what();
   }
   if (any_rank_failed(world, error)) return -1;
+  std::vector<int64_t> rank_bytes(static_cast<size_t>(world.size()));
+  world.all_gather(&bytes, rank_bytes.data(), 1, DType::I64);
   if (world.rank() == 0) {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("resumed from %s at step %lld in %.2f s%s\n", path.c_str(),
-                static_cast<long long>(step), secs,
+    std::string per_rank;
+    for (int64_t b : rank_bytes) per_rank += " " + std::to_string(b);
+    std::printf("resumed from %s at step %lld in %.2f s (tensor bytes read by rank:%s)%s\n",
+                path.c_str(), static_cast<long long>(step), secs, per_rank.c_str(),
                 same_layout ? "" : " (resharded to this layout; dropout streams restart)");
   }
   return step;

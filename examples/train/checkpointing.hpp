@@ -34,9 +34,14 @@ struct RunInfo {
 };
 
 // Writes "<checkpoint dir>/step_<step>.h5" (step = optimizer steps done) and prunes old ones.
-// Collective over the job; returns the path (on every rank) and the seconds it took.
+// With parallel HDF5 every rank writes its own share (parallel_checkpoint.hpp); with serial
+// HDF5, or TRIDENT_CHECKPOINT_WRITER=rank0, world rank 0 gathers and writes everything.
+// Collective over the job; returns the path (on every rank), the seconds it took and the bytes
+// of tensor data this rank wrote (-1 with the rank-0 writer). A failure on any rank (an
+// unwritable directory, a full disk) prints one message and returns "" on every rank.
 std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
-                            Communicator& world, int64_t step, double* seconds = nullptr);
+                            Communicator& world, int64_t step, double* seconds = nullptr,
+                            int64_t* bytes_written = nullptr);
 
 // With --resume (the newest checkpoint of the checkpoint directory) or --resume-from FILE, loads it
 // into this rank's model and optimizer and returns its step; returns 0 when there is nothing

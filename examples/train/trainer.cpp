@@ -525,9 +525,21 @@ int run_train(const Options& opt) {
     if ((checkpoints && (due || step + 1 == opt.steps)) || verdict.stop_signal != 0) {
       trace::Span span("checkpoint", trace::Category::Checkpoint);
       double secs = 0;
+      int64_t bytes = 0;
       const std::string path =
-          save_checkpoint(run_info, *model, *optimizer, *world, step + 1, &secs);
-      if (log) std::printf("checkpoint written to %s in %.2f s\n", path.c_str(), secs);
+          save_checkpoint(run_info, *model, *optimizer, *world, step + 1, &secs, &bytes);
+      if (path.empty()) return 1;  // every rank; the message is printed once
+      std::vector<int64_t> rank_bytes(static_cast<size_t>(world->size()));
+      world->all_gather(&bytes, rank_bytes.data(), 1, DType::I64);
+      if (log) {
+        std::printf("checkpoint written to %s in %.2f s", path.c_str(), secs);
+        if (bytes >= 0) {  // the parallel writer: what each rank wrote itself
+          std::printf(" (tensor bytes written by rank:");
+          for (int64_t b : rank_bytes) std::printf(" %lld", static_cast<long long>(b));
+          std::printf(")");
+        }
+        std::printf("\n");
+      }
       if (verdict.stop_signal != 0) {
         if (log) {
           std::printf(

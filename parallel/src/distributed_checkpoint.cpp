@@ -1,8 +1,10 @@
 #include "trident/parallel/distributed_checkpoint.hpp"
 
+#include <algorithm>
 #include <functional>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "trident/core/nn/layers.hpp"
 #include "trident/parallel/zero_optimizer.hpp"
@@ -77,6 +79,49 @@ std::pair<std::string, Tensor> recv_entry(Communicator& pp, int src) {
   return {key, t};
 }
 
+// Boxes (in local coordinates) covering elements [lo, hi) of the row-major sub-tensor of
+// `shape` from dimension d on, below the fixed leading coordinates `prefix`.
+void flat_range_boxes(const Shape& shape, size_t d, std::vector<int64_t>& prefix, int64_t lo,
+                      int64_t hi, std::vector<Hyperslab>& out) {
+  if (lo >= hi) return;
+  const size_t n = shape.size();
+  auto box = [&](int64_t start, int64_t count) {
+    Hyperslab b;
+    b.start = prefix;
+    b.count.assign(prefix.size(), 1);
+    b.start.push_back(start);
+    b.count.push_back(count);
+    for (size_t k = d + 1; k < n; ++k) {
+      b.start.push_back(0);
+      b.count.push_back(shape[k]);
+    }
+    out.push_back(std::move(b));
+  };
+  int64_t inner = 1;
+  for (size_t k = d + 1; k < n; ++k) inner *= shape[k];
+  if (d + 1 == n) return box(lo, hi - lo);
+  int64_t first_full = lo / inner;
+  if (lo % inner != 0) {  // a partial slab at the start
+    prefix.push_back(first_full);
+    flat_range_boxes(shape, d + 1, prefix, lo % inner, std::min(hi - first_full * inner, inner),
+                     out);
+    prefix.pop_back();
+    ++first_full;
+  }
+  const int64_t end_full = hi / inner;
+  if (first_full < end_full) box(first_full, end_full - first_full);
+  if (hi % inner != 0 && end_full >= first_full) {  // a partial slab at the end
+    prefix.push_back(end_full);
+    flat_range_boxes(shape, d + 1, prefix, 0, hi % inner, out);
+    prefix.pop_back();
+  }
+}
+
+// Elements [n * r / parts, n * (r + 1) / parts): part r of n elements split evenly.
+std::pair<int64_t, int64_t> even_part(int64_t n, int r, int parts) {
+  return {n * r / parts, n * (r + 1) / parts};
+}
+
 void for_each_dropout(const nn::Module& m, const std::string& prefix,
                       const std::function<void(const std::string&, nn::Dropout&)>& fn) {
   for (const auto& [name, child] : m.named_children()) {
@@ -148,25 +193,149 @@ void save_training_state(CheckpointWriter* writer, const nn::Module& model,
   if (writer) writer->set_meta("optimizer_steps", optimizer.steps_taken());
 }
 
+std::vector<Hyperslab> shard_hyperslabs(const Shape& local_shape, const nn::ShardSpec& spec,
+                                        int64_t lo, int64_t hi) {
+  std::vector<Hyperslab> local;
+  std::vector<int64_t> prefix;
+  if (local_shape.empty()) {  // a scalar: one element
+    if (lo < hi) local.push_back({});
+    return local;
+  }
+  flat_range_boxes(local_shape, 0, prefix, lo, hi, local);
+  if (!spec.sharded()) return local;
+  // Local index x along the split dimension sits at (x / piece) * block + index * piece +
+  // x % piece of the full tensor (ShardSpec::slice): cut boxes at piece boundaries.
+  const size_t d = static_cast<size_t>(spec.dim);
+  const int64_t piece = local_shape[d] / spec.blocks, block = piece * spec.parts;
+  std::vector<Hyperslab> out;
+  for (const Hyperslab& b : local) {
+    int64_t x = b.start[d];
+    const int64_t end = x + b.count[d];
+    while (x < end) {
+      const int64_t stop = std::min(end, (x / piece + 1) * piece);
+      Hyperslab f = b;
+      f.start[d] = (x / piece) * block + spec.index * piece + x % piece;
+      f.count[d] = stop - x;
+      out.push_back(std::move(f));
+      x = stop;
+    }
+  }
+  return out;
+}
+
+void save_training_state(ParallelCheckpointWriter& writer, const nn::Module& model,
+                         optim::Optimizer& optimizer, const ParallelContext& ctx,
+                         Communicator& world) {
+  const Topology& topo = ctx.topology();
+  auto* zero = dynamic_cast<ZeroAdamW*>(&optimizer);
+  const auto params = model.named_parameters();
+  const auto specs = model.named_shard_specs();
+  struct Local {  // one tensor this rank holds
+    size_t param = 0;
+    std::string state;
+    Tensor data;              // CPU f32, contiguous: the local shard, or the ZeRO-1 part
+    int64_t lo = 0, hi = -1;  // ZeRO-1 part of the flattened shard (hi < 0: whole shard)
+  };
+  std::map<std::string, Local> mine;  // "param/state"
+  std::ostringstream listing;         // "pp_rank\nparam\tstate\td0,d1,...\n"...
+  listing << topo.pp_rank() << '\n';
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& p = params[i].second;
+    std::vector<std::pair<std::string, Tensor>> held{{"value", p}};
+    std::pair<int64_t, int64_t> range{0, -1};
+    const Slot slot = find_slot(optimizer, p);
+    if (slot.found) {
+      for (auto& st : optimizer.state_of(slot.group, slot.index)) held.push_back(std::move(st));
+      if (zero) range = zero->shard_range(slot.group, slot.index);
+    }
+    const Shape full = specs[i].second.full_shape(p.shape());
+    for (auto& [state, t] : held) {
+      Local l{i, state, t.to(Device::cpu()).to(DType::F32).contiguous()};
+      if (zero && state != "value") std::tie(l.lo, l.hi) = range;
+      listing << params[i].first << '\t' << state << '\t';
+      for (size_t d = 0; d < full.size(); ++d) listing << (d ? "," : "") << full[d];
+      listing << '\n';
+      mine.emplace(params[i].first + "/" + state, std::move(l));
+    }
+  }
+  // Every rank's listing: the datasets to create (on every rank, in one order) and the stage
+  // that owns each (the lowest that holds it: the tied embedding is the first stage's).
+  struct Entry {
+    std::vector<int64_t> shape;
+    int owner_stage = 0;
+  };
+  std::map<std::string, Entry> all;  // "param/state", sorted
+  for (const auto& [rank, text] : all_gather_rank_strings(listing.str(), world)) {
+    std::istringstream in(text);
+    std::string line;
+    std::getline(in, line);
+    const int stage = std::stoi(line);
+    while (std::getline(in, line)) {
+      const size_t t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
+      std::vector<int64_t> shape;
+      std::istringstream dims(line.substr(t2 + 1));
+      for (std::string d; std::getline(dims, d, ',');) shape.push_back(std::stoll(d));
+      const std::string key = line.substr(0, t1) + "/" + line.substr(t1 + 1, t2 - t1 - 1);
+      auto [it, fresh] = all.emplace(key, Entry{shape, stage});
+      if (!fresh) it->second.owner_stage = std::min(it->second.owner_stage, stage);
+    }
+  }
+  int64_t total = 0;
+  for (const auto& [key, entry] : all) {
+    int64_t n = 1;
+    for (int64_t d : entry.shape) n *= d;
+    total += n * static_cast<int64_t>(sizeof(float));
+  }
+  writer.expect_bytes(total);
+  const int dp = topo.layout().dp, dp_rank = topo.dp_rank();
+  for (const auto& [key, entry] : all) {
+    const size_t slash = key.rfind('/');
+    const std::string param = key.substr(0, slash), state = key.substr(slash + 1);
+    std::vector<Hyperslab> boxes;
+    const float* data = nullptr;
+    auto it = mine.find(key);
+    if (it != mine.end() && entry.owner_stage == topo.pp_rank()) {
+      const Local& l = it->second;
+      const Tensor& p = params[l.param].second;
+      if (l.hi >= 0) {  // ZeRO-1: this rank's part, already 1-D
+        boxes = shard_hyperslabs(p.shape(), specs[l.param].second, l.lo, l.hi);
+        data = l.data.data<float>();
+      } else {  // a dp replica's even part of the shard
+        const auto [lo, hi] = even_part(l.data.numel(), dp_rank, dp);
+        boxes = shard_hyperslabs(p.shape(), specs[l.param].second, lo, hi);
+        data = l.data.data<float>() + lo;
+      }
+    }
+    writer.write(param, state, entry.shape, boxes, data);
+  }
+  writer.set_meta("optimizer_steps", optimizer.steps_taken());
+}
+
 void load_training_state(const CheckpointReader& reader, nn::Module& model,
                          optim::Optimizer& optimizer) {
   auto* zero = dynamic_cast<ZeroAdamW*>(&optimizer);
   const auto params = model.named_parameters();
   const auto specs = model.named_shard_specs();
-  // Reads a full tensor and cuts this rank's tp shard, checking the shape first.
+  // Reads elements [lo, hi) of this rank's shard (`local` shape) of a full tensor, checking
+  // the shape first; hi < 0: the whole shard, in its shape.
   auto read_shard = [&](const std::string& name, const std::string& state,
-                        const nn::ShardSpec& spec, const Tensor& local) {
+                        const nn::ShardSpec& spec, const Shape& local, int64_t lo, int64_t hi) {
     TRIDENT_CHECK(reader.has(name, state), reader.path(), ": no ", state, " for parameter ", name,
                   state == "value" ? " (a checkpoint of another model?)"
                                    : " (saved with another optimizer?)");
-    const Shape want = spec.full_shape(local.shape());
+    const Shape want = spec.full_shape(local);
     const auto got = reader.shape(name, state);
     TRIDENT_CHECK(Shape(got.begin(), got.end()) == want, reader.path(), ": ", name, "/", state,
                   " has shape ", Tensor::empty(Shape(got.begin(), got.end())).shape_str(),
                   " but the model expects ", Tensor::empty(want).shape_str(),
                   " (different model sizes?)");
-    Tensor full = Tensor::from_vector(reader.read(name, state), want);
-    return spec.sharded() ? spec.slice(full) : full;
+    int64_t numel = 1;
+    for (int64_t d : local) numel *= d;
+    Tensor out = hi < 0 ? Tensor::empty(local, DType::F32) : Tensor::empty({hi - lo}, DType::F32);
+    reader.read_hyperslabs(name, state,
+                           shard_hyperslabs(local, spec, hi < 0 ? 0 : lo, hi < 0 ? numel : hi),
+                           out.data<float>());
+    return out;
   };
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& [name, p] = params[i];
@@ -174,24 +343,26 @@ void load_training_state(const CheckpointReader& reader, nn::Module& model,
     {
       NoGradGuard no_grad;
       Tensor dst = p;
-      dst.copy_(read_shard(name, "value", spec, p).to(p.device()));
+      dst.copy_(read_shard(name, "value", spec, p.shape(), 0, -1).to(p.device()).to(p.dtype()));
     }
     const Slot slot = find_slot(optimizer, p);
     if (!slot.found) continue;
-    if (zero) {
-      for (const char* state : {"exp_avg", "exp_avg_sq"}) {
-        zero->load_state(slot.group, slot.index, state, read_shard(name, state, spec, p));
-      }
-      continue;
-    }
+    const auto range =
+        zero ? zero->shard_range(slot.group, slot.index) : std::pair<int64_t, int64_t>{0, -1};
     for (auto& [state, t] : optimizer.state_of(slot.group, slot.index)) {
-      t.copy_(read_shard(name, state, spec, p).to(t.device()));
+      t.copy_(read_shard(name, state, spec, p.shape(), range.first, range.second).to(t.device()));
     }
   }
   optimizer.set_steps_taken(reader.meta_int("optimizer_steps"));
 }
 
 std::map<int, std::string> gather_rank_strings(const std::string& mine, Communicator& world) {
+  auto all = all_gather_rank_strings(mine, world);
+  if (world.rank() != 0) all.clear();
+  return all;
+}
+
+std::map<int, std::string> all_gather_rank_strings(const std::string& mine, Communicator& world) {
   const int n = world.size();
   int64_t len = static_cast<int64_t>(mine.size());
   std::vector<int64_t> lens(static_cast<size_t>(n));
@@ -203,7 +374,6 @@ std::map<int, std::string> gather_rank_strings(const std::string& mine, Communic
   std::string all(static_cast<size_t>(longest * n), '\0');
   world.all_gather(padded.data(), all.data(), static_cast<size_t>(longest), DType::U8);
   std::map<int, std::string> out;
-  if (world.rank() != 0) return out;
   for (int r = 0; r < n; ++r) {
     out[r] = all.substr(static_cast<size_t>(r * longest), static_cast<size_t>(lens[r]));
   }

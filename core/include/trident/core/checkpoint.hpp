@@ -9,11 +9,15 @@
 //                           names as Module::named_parameters gives them)
 //   /params/<name>/<state>  f32, same shape: optimizer state ("exp_avg", "exp_avg_sq" for AdamW,
 //                           "momentum_buffer" for SGD with momentum)
-// Every dataset carries a "checksum" attribute (checksum64 of its bytes, 16 hex digits),
-// verified on every read: a flipped byte is reported with the file and the dataset.
+// Every dataset is chunked (about 1 Mi elements a chunk, along dim 0) with HDF5's Fletcher-32
+// filter: HDF5 verifies each chunk it reads (so does h5dump), and a flipped byte is reported
+// with the file and the dataset. Files written before that carry a "checksum" attribute per
+// dataset instead (checksum64 of its bytes, 16 hex digits), still verified when present.
 //
 // A writer writes to "<path>.tmp.<pid>" and commit() fsyncs and renames it into place, so a
-// crash leaves either the previous checkpoint or a complete new one, never a half file.
+// crash leaves either the previous checkpoint or a complete new one, never a half file. This
+// writer is one process's (serial HDF5); parallel/parallel_checkpoint.hpp writes the same
+// format from every rank of an MPI job.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -25,9 +29,24 @@
 
 namespace trident {
 
+// The root attributes that mark a file as a Trident checkpoint.
+inline constexpr const char* kCheckpointFormat = "trident-checkpoint";
+inline constexpr int64_t kCheckpointFormatVersion = 1;
+// The HDF5 file format the writers ask for (H5Pset_libver_bounds): 1.10's, whose metadata
+// (object headers, chunk indexes, superblock) carries checksums too, so a flipped byte anywhere
+// in the file is caught, not only in the chunks. h5py and h5dump built on HDF5 >= 1.10 read it.
+inline constexpr H5F_libver_t kCheckpointLibver = H5F_LIBVER_V110;
+
 // A 64-bit checksum of a byte string (a multiply-xorshift hash over 8-byte words; detects any
 // single flipped bit and almost all larger corruption; not cryptographic).
 uint64_t checksum64(const void* data, size_t bytes);
+
+// A box of a tensor, as HDF5 selects hyperslabs: `count[d]` elements from `start[d]` along each
+// dimension d.
+struct Hyperslab {
+  std::vector<int64_t> start, count;
+  int64_t numel() const;
+};
 
 class CheckpointWriter {
  public:
@@ -71,10 +90,20 @@ class CheckpointReader {
   std::vector<int64_t> shape(const std::string& param, const std::string& state) const;
   // The tensor's values, checksum verified (throws naming file and dataset on a mismatch).
   std::vector<float> read(const std::string& param, const std::string& state) const;
+  // The elements of `boxes` (disjoint) in the row-major order of the full tensor, into `out`
+  // (as many floats as the boxes hold). Reads only the chunks under the boxes, each verified by
+  // its Fletcher-32 checksum; a file with checksum attributes is read and verified whole first.
+  void read_hyperslabs(const std::string& param, const std::string& state,
+                       const std::vector<Hyperslab>& boxes, float* out) const;
+  // Bytes of tensor data this reader has handed out (read, read_hyperslabs).
+  int64_t bytes_read() const { return bytes_read_; }
 
  private:
+  std::string dataset_or_throw(const std::string& param, const std::string& state) const;
+
   std::string path_;
   hdf5::File file_;
+  mutable int64_t bytes_read_ = 0;
 };
 
 // "<dir>/step_00000050.h5"

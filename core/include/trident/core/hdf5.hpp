@@ -148,9 +148,10 @@ class Node : public Object {
   std::vector<std::string> children() const;
 
   // A dataset of `shape` filled from `data` (numel x elem_size bytes). `chunk` > 0 stores it
-  // chunked in pieces of that many elements along dim 0 (needed to grow or read parts fast).
+  // chunked in pieces of that many elements along dim 0 (needed to grow or read parts fast);
+  // `fletcher32` adds HDF5's Fletcher-32 checksum to every chunk (verified on every read).
   void write_dataset(const std::string& name, Elem elem, const std::vector<int64_t>& shape,
-                     const void* data, int64_t chunk_rows = 0) const;
+                     const void* data, int64_t chunk_rows = 0, bool fletcher32 = false) const;
   // An empty 1-D dataset that grows by Dataset::append: chunks of `chunk` elements, each with a
   // Fletcher-32 checksum, so a corrupted chunk fails its read instead of returning garbage.
   Dataset create_appendable(const std::string& name, Elem elem, int64_t chunk) const;
@@ -188,10 +189,13 @@ enum class Locking : uint8_t { On, Off };
 
 class File : public Node {
  public:
-  // Creates (or truncates) `path` for writing.
-  static File create(const std::string& path);
+  // Creates (or truncates) `path` for writing, with the file access properties `fapl` (the
+  // MPI-IO driver of a parallel writer, say; collective then).
+  static File create(const std::string& path, hid_t fapl = H5P_DEFAULT);
   // Opens an existing file read-only; a missing, truncated or non-HDF5 file throws.
   static File open(const std::string& path, Locking locking = Locking::On);
+  // Opens an existing file for reading and writing (to add attributes, say).
+  static File open_for_update(const std::string& path);
   // Writes everything buffered to the file (H5Fflush); closing happens on destruction.
   void flush() const;
   // Closes the file now (to fsync and rename it, say) and throws when the final flush fails.
@@ -204,5 +208,15 @@ class File : public Node {
 
 // Silences HDF5's automatic error printing for this process (done by File::create/open).
 void silence_hdf5_errors();
+
+// For code that calls HDF5's C API directly (the parallel checkpoint writer): a handle from a
+// call that returned `id`, and a check of a call's status; a failed call (negative) throws
+// hdf5::Error with `what` and HDF5's reason.
+Handle checked(hid_t id, herr_t (*close)(hid_t), const std::string& what);
+void check(herr_t status, const std::string& what);
+
+// Rows per chunk for a dataset of `shape` stored in chunks of about `target` elements along
+// dim 0 (at least one row; all rows when the dataset is smaller).
+int64_t chunk_rows_for(const std::vector<int64_t>& shape, int64_t target = int64_t{1} << 20);
 
 }  // namespace trident::hdf5
