@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ pkg-config libeigen3-dev libcli11-dev catch2 libhdf5-dev
           libopenmpi-dev openmpi-bin nlohmann-json3-dev
+          libhdf5-openmpi-dev hdf5-tools  # parallel HDF5 checkpoints (MPI-IO); h5dump, h5diff
           slurm-wlm munge  # tests/slurm: a real one-node Slurm
           shellcheck clang-format  # tests/lint: lint.shellcheck, lint.format
           libboost-context-dev)  # fibers of the CUDA emulation (kernels/cuda/emu)
