@@ -415,6 +415,21 @@ class CpuBackend final : public Backend {
                                   P<scalar_t>(lse), targets, P<scalar_t>(dlosses), N, V,
                                   vocab_start));
   }
+  void cross_entropy_fused(DType t, void* logits, void* losses, void* dloss, const int32_t* targets,
+                           int64_t N, int64_t V, int64_t vocab, double grad_scale) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "cross_entropy_fused",
+        k::cross_entropy_fused(
+            dloss != nullptr ? io.inout<scalar_t>(logits, N * V)
+                             : const_cast<scalar_t*>(io.in<scalar_t>(logits, N * V)),
+            P<scalar_t>(losses), P<scalar_t>(dloss), targets, N, V, vocab, grad_scale));
+  }
+  void cross_entropy_fused_rescale(DType t, void* x, const void* factor, int64_t n) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(t, "cross_entropy_fused_rescale", {
+      if (*P<scalar_t>(factor) == scalar_t(1)) break;  // nothing to stage either
+      k::cross_entropy_fused_rescale(io.inout<scalar_t>(x, n), P<scalar_t>(factor), n);
+    });
+  }
   void cross_entropy_shard_stats(DType t, void* stats, const void* logits, const int32_t* targets,
                                  int64_t N, int64_t V, int64_t vocab_start) override {
     TRIDENT_CPU_FLOAT_DISPATCH(

@@ -397,6 +397,17 @@ class CudaBackend final : public Backend {
                                  N, V, vocab_start, s());
     });
   }
+  void cross_entropy_fused(DType t, void* logits, void* losses, void* dloss, const int32_t* targets,
+                           int64_t N, int64_t V, int64_t vocab, double grad_scale) override {
+    run("cross_entropy_fused", [&] {
+      kc::cross_entropy_fused(st(t), logits, P<float>(losses), P<float>(dloss), targets, N, V,
+                              vocab, grad_scale, bad_slot(), s());
+    });
+  }
+  void cross_entropy_fused_rescale(DType t, void* x, const void* factor, int64_t n) override {
+    run("cross_entropy_fused_rescale",
+        [&] { kc::cross_entropy_fused_rescale(st(t), x, P<float>(factor), n, s()); });
+  }
   void cross_entropy_shard_stats(DType t, void* stats, const void* logits, const int32_t* targets,
                                  int64_t N, int64_t V, int64_t vocab_start) override {
     run("cross_entropy_shard_stats", [&] {

@@ -329,6 +329,66 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in) {
   return cross_entropy_from_lse(logits, targets, losses, lse, 0);
 }
 
+Tensor cross_entropy_fused(const Tensor& logits_in, const Tensor& targets_in, int64_t vocab,
+                           double grad_scale) {
+  check_float(logits_in, "cross_entropy_fused", "logits");
+  if (logits_in.dtype() == DType::F16) {
+    return cross_entropy_fused(logits_in.to(DType::F32), targets_in, vocab, grad_scale);
+  }
+  TRIDENT_CHECK(targets_in.dtype() == DType::I32, "cross_entropy: targets must be i32, got ",
+                dtype_name(targets_in.dtype()));
+  TRIDENT_CHECK(logits_in.dim() >= 2, "cross_entropy: logits must be (N, V) or (B, T, V), got ",
+                logits_in.shape_str());
+  const int64_t V = logits_in.shape().back();
+  const int64_t N = logits_in.numel() / V;
+  TRIDENT_CHECK(targets_in.numel() == N, "cross_entropy: ", targets_in.numel(), " targets for ", N,
+                " rows of logits ", logits_in.shape_str());
+  TRIDENT_CHECK(vocab > 0 && vocab <= V, "cross_entropy: a vocabulary of ", vocab,
+                " for logits of ", V, " columns (it must lie in [1, ", V, "])");
+  const bool grad = autograd::needs_grad({&logits_in});
+  TRIDENT_CHECK(!grad || logits_in.grad_fn(),
+                "cross_entropy_fused overwrites its logits with their gradient: give it an op's "
+                "output (the LM head's logits), not a leaf tensor");
+  // A strided view is copied, and the copy consumed.
+  const Tensor logits = logits_in.contiguous();
+  const Tensor targets = targets_in.to(logits.device()).contiguous();
+  const DType st = stats_dtype(logits.dtype());
+  Tensor losses = Tensor::empty({N}, st, logits.device());
+  Tensor dloss = grad ? Tensor::empty({}, st, logits.device()) : Tensor();
+  try {
+    if (N > 0) {
+      // Loss only (no dloss): the kernel reads the logits and writes nothing to them.
+      be(logits).cross_entropy_fused(logits.dtype(), logits.raw_data(), losses.raw_data(),
+                                     grad ? dloss.raw_data() : nullptr, targets.data<int32_t>(), N,
+                                     V, vocab, grad_scale);
+    }
+  } catch (const std::out_of_range& e) {
+    throw Error(str_cat("cross_entropy: ", e.what(), " (vocabulary of ", vocab, ")"));
+  }
+  Tensor out = Tensor::empty({}, st, logits.device());
+  Tensor inv_count = Tensor::empty({}, st, logits.device());
+  be(logits).cross_entropy_mean(logits.dtype(), out.raw_data(), inv_count.raw_data(),
+                                losses.raw_data(), targets.data<int32_t>(), N);
+  if (!grad || N == 0) {
+    if (grad) {  // no rows: a zero gradient of the logits' shape
+      autograd::record(out, "cross_entropy_fused", {logits}, [logits](const Tensor&) {
+        return std::vector<Tensor>{Tensor::zeros(logits.shape(), logits.dtype(), logits.device())};
+      });
+    }
+    return out;
+  }
+  // The logits' storage now holds their gradient for an upstream gradient of grad_scale.
+  const Tensor dlogits = logits.detach();
+  autograd::record(out, "cross_entropy_fused", {logits}, [dlogits, grad_scale](const Tensor& g) {
+    NoGradGuard no_grad;
+    const Tensor factor = mul_scalar(g.to(stats_dtype(dlogits.dtype())), 1.0 / grad_scale);
+    be(dlogits).cross_entropy_fused_rescale(dlogits.dtype(), dlogits.raw_data(), factor.raw_data(),
+                                            dlogits.numel());
+    return std::vector<Tensor>{dlogits};
+  });
+  return out;
+}
+
 Tensor cross_entropy_from_lse(const Tensor& logits, const Tensor& targets, const Tensor& losses,
                               const Tensor& lse, int64_t vocab_start) {
   const int64_t V = logits.shape().back(), N = logits.numel() / V;

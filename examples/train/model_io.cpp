@@ -52,6 +52,7 @@ void save_model(const std::map<std::string, Tensor>& params, const models::GPTCo
   SafetensorsWriter w;
   for (auto& [name, p] : params) w.add_f32(name, p.shape(), p.to_vector<float>());
   w.set_metadata("vocab_size", std::to_string(c.vocab_size));
+  w.set_metadata("padded_vocab_size", std::to_string(c.padded_vocab_size));
   w.set_metadata("block_size", std::to_string(c.block_size));
   w.set_metadata("n_layer", std::to_string(c.n_layer));
   w.set_metadata("n_head", std::to_string(c.n_head));

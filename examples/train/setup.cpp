@@ -10,6 +10,10 @@
 
 namespace trident::train {
 
+namespace {
+constexpr int64_t kGpt2Vocab = 50257;  // the GPT-2 presets' and Hugging Face GPT-2's vocabulary
+}  // namespace
+
 DataSplit load_data(const Options& opt, int64_t vocab) {
   DataSplit d;
   if (opt.data.empty()) {
@@ -84,14 +88,22 @@ models::GPTConfig resolve_model_config(const Options& opt) {
       return std::stoll(it->second);
     };
     c.vocab_size = get("vocab_size");
+    if (m.count("padded_vocab_size") != 0) c.padded_vocab_size = get("padded_vocab_size");
     c.block_size = get("block_size");
     c.n_layer = get("n_layer");
     c.n_head = get("n_head");
     c.n_embd = get("n_embd");
   } else {
-    return opt.model_config();
+    c = opt.model_config();
   }
   c.dropout = opt.dropout;
+  if (opt.padded_vocab >= 0) {
+    c.padded_vocab_size = opt.padded_vocab;
+  } else if (c.padded_vocab_size == 0 && c.vocab_size == kGpt2Vocab && opt.tp == 1 &&
+             Device::parse(opt.device).is_cuda()) {
+    // GPT-2 on a GPU: the LM head's leading dimension a multiple of 128 (llm.c's padding).
+    c.padded_vocab_size = (kGpt2Vocab + 127) / 128 * 128;
+  }
   c.validate();
   return c;
 }

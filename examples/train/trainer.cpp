@@ -63,8 +63,12 @@ Plan validate(const Options& opt, int world_size) {
   const auto& L = p.layout;
   TRIDENT_CHECK(p.cfg.n_head % L.tp == 0, "--tp ", L.tp, " does not divide ", p.cfg.n_head,
                 " attention heads");
-  TRIDENT_CHECK(p.cfg.vocab_size % L.tp == 0, "--tp ", L.tp, " does not divide the vocabulary of ",
-                p.cfg.vocab_size, " tokens");
+  TRIDENT_CHECK(p.cfg.table_rows() % L.tp == 0, "--tp ", L.tp,
+                " does not divide the vocabulary of ", p.cfg.table_rows(), " tokens");
+  TRIDENT_CHECK(L.tp == 1 || p.cfg.table_rows() == p.cfg.vocab_size, "--padded-vocab ",
+                p.cfg.padded_vocab_size,
+                " with --tp > 1: the vocabulary-parallel loss does not mask padding yet "
+                "(use --padded-vocab 0)");
   TRIDENT_CHECK(p.cfg.n_layer % L.pp == 0, "--pp ", L.pp, " does not divide the model's ",
                 p.cfg.n_layer, " layers");
   TRIDENT_CHECK(opt.zero == 0 || opt.optimizer == "adamw",
@@ -310,10 +314,10 @@ int run_train(const Options& opt) {
     nlohmann::json head;
     head["version"] = TRIDENT_VERSION;
     head["start_step"] = start_step;
-    head["model"] = {{"preset", opt.model},      {"vocab", cfg.vocab_size},
-                     {"block", cfg.block_size},  {"layers", cfg.n_layer},
-                     {"heads", cfg.n_head},      {"width", cfg.n_embd},
-                     {"dropout", f(opt.dropout)}};
+    head["model"] = {
+        {"preset", opt.model},     {"vocab", cfg.vocab_size},  {"padded_vocab", cfg.table_rows()},
+        {"block", cfg.block_size}, {"layers", cfg.n_layer},    {"heads", cfg.n_head},
+        {"width", cfg.n_embd},     {"dropout", f(opt.dropout)}};
     head["layout"] = {
         {"world", world->size()},     {"dp", plan.layout.dp},  {"tp", plan.layout.tp},
         {"pp", plan.layout.pp},       {"micro_batches", m},    {"zero", opt.zero},

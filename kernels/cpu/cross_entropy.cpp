@@ -6,6 +6,8 @@
 // Vocabulary-parallel forward: each slice reduces its rows to stats (N, 4) = {max m,
 // sum exp(x - m), target logit, holds-target}; after an all-gather, combine rescales the sums to
 // the global max (online softmax: s_p exp(m_p - M)) and adds the target logits.
+// Fused classifier: the forward's row pass over the real vocabulary (columns [vocab, V) are
+// padding) and, in the same row visit, the gradient written over the logits (see the header).
 // Rows run in parallel; targets are validated up front, before any thread starts.
 #include "trident/kernels/cpu/cross_entropy.hpp"
 
@@ -79,6 +81,48 @@ void cross_entropy_backward(T* dlogits, const T* logits, const T* lse, const int
 }
 
 template <typename T>
+void cross_entropy_fused(T* logits, T* losses, T* dloss, const int32_t* targets, int64_t N,
+                         int64_t V, int64_t vocab, double grad_scale) {
+  if (vocab <= 0 || vocab > V) {
+    throw std::invalid_argument("cross_entropy_fused: vocabulary of " + std::to_string(vocab) +
+                                " for rows of " + std::to_string(V) + " logits");
+  }
+  check_targets("cross_entropy_fused", targets, N, vocab);
+  T dl = T(0);
+  if (dloss != nullptr) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < N; ++i) count += targets[i] >= 0 ? 1 : 0;
+    dl = static_cast<T>(grad_scale / static_cast<double>(std::max<int64_t>(count, 1)));
+    *dloss = dl;
+  }
+#pragma omp parallel for schedule(static) if (N * V > detail::kParallelGrain)
+  for (int64_t i = 0; i < N; ++i) {
+    T* x = logits + i * V;
+    T mx, s;
+    max_and_sum_exp<T>(x, vocab, mx, s);
+    const T l = mx + std::log(s);
+    const int32_t t = targets[i];
+    losses[i] = t < 0 ? T(0) : l - x[t];
+    if (dloss == nullptr) continue;
+    ArrayMap<T> dx(x, V);
+    if (t < 0) {
+      dx.setZero();
+      continue;
+    }
+    dx.head(vocab) = (dx.head(vocab) - l).exp() * dl;
+    dx.tail(V - vocab).setZero();
+    dx[t] -= dl;
+  }
+}
+
+template <typename T>
+void cross_entropy_fused_rescale(T* x, const T* factor, int64_t n) {
+  const T f = *factor;
+  if (f == T(1)) return;
+  ArrayMap<T>(x, n) *= f;
+}
+
+template <typename T>
 void cross_entropy_shard_stats(T* stats, const T* logits, const int32_t* targets, int64_t N,
                                int64_t V, int64_t vocab_start) {
   if (V <= 0) {
@@ -138,7 +182,10 @@ void cross_entropy_mean(T* mean, T* inv_count, const T* losses, const int32_t* t
   template void cross_entropy_shard_stats<T>(T*, const T*, const int32_t*, int64_t, int64_t,    \
                                              int64_t);                                          \
   template void cross_entropy_shard_combine<T>(T*, T*, const T*, const int32_t*, int64_t, int); \
-  template void cross_entropy_mean<T>(T*, T*, const T*, const int32_t*, int64_t);
+  template void cross_entropy_mean<T>(T*, T*, const T*, const int32_t*, int64_t);               \
+  template void cross_entropy_fused<T>(T*, T*, T*, const int32_t*, int64_t, int64_t, int64_t,   \
+                                       double);                                                 \
+  template void cross_entropy_fused_rescale<T>(T*, const T*, int64_t);
 TRIDENT_CROSS_ENTROPY_INSTANTIATE(float)
 TRIDENT_CROSS_ENTROPY_INSTANTIATE(double)
 #undef TRIDENT_CROSS_ENTROPY_INSTANTIATE

@@ -9,6 +9,12 @@
 // {max, sum exp(x - max), target logit, holds target} (N, 4); combine (a thread per row) merges
 // the all-gathered slices, online-softmax style. mean: one block sums the losses of the
 // non-ignored rows in double and writes the mean and 1 / count on the device.
+// Fused classifier (llm.c's fused_classifier): one block of 1024 threads per row makes one online
+// pass over the first `vocab` columns (each thread a running max m and sum s of exp(x - m) in
+// f32, rescaled when m grows; then merged over the block), giving lse and the loss; with a
+// gradient it then rereads the row (from L2 at GPT-2 sizes) and writes (p - onehot) * dloss over
+// the logits, zeros in the padding columns [vocab, V): no dlogits buffer exists. dloss, one
+// device float, is grad_scale / max(1, count of targets >= 0), written first by one block.
 #include <algorithm>
 
 #include "common.cuh"
@@ -140,6 +146,63 @@ __global__ void cross_entropy_mean_kernel(float* mean, float* inv_count, const f
   }
 }
 
+constexpr int kFusedThreads = 1024;
+
+__global__ void cross_entropy_dloss_kernel(float* dloss, const int32_t* targets, int64_t N,
+                                           double grad_scale) {
+  TRIDENT_SHARED(double, sh, [32]);
+  double count = 0.0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) count += targets[i] >= 0 ? 1.0 : 0.0;
+  count = detail::block_sum(count, sh);
+  if (threadIdx.x == 0) *dloss = static_cast<float>(grad_scale / (count > 0.0 ? count : 1.0));
+}
+
+template <typename T>
+__global__ void cross_entropy_fused_kernel(T* logits, float* losses, const float* dloss,
+                                           const int32_t* targets, int64_t N, int64_t V,
+                                           int64_t vocab, int32_t* bad_position) {
+  TRIDENT_SHARED(float, sh, [32]);
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    T* x = logits + r * V;
+    const int32_t t = targets[r];
+    const bool valid = t >= 0 && t < vocab;
+    // Read before the block's first barrier: after the last one the row is overwritten.
+    const float xt = threadIdx.x == 0 && valid ? to_float(x[t]) : 0.0f;
+    float m = -INFINITY, s = 0.0f;
+    for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
+      const float v = to_float(x[j]);
+      if (v > m) {
+        s = s * expf(m - v) + 1.0f;
+        m = v;
+      } else {
+        s += expf(v - m);
+      }
+    }
+    const float mx = detail::block_max(m, sh);
+    const float l = mx + logf(detail::block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), sh));
+    if (threadIdx.x == 0) {
+      if (t >= vocab) atomicMin(bad_position, static_cast<int32_t>(min(r, int64_t{kNoBadIndex})));
+      losses[r] = valid ? l - xt : 0.0f;
+    }
+    if (dloss == nullptr) continue;
+    const float dl = valid ? *dloss : 0.0f;  // ignored (and invalid) targets: a zero row
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+      const float g = j < vocab ? (expf(to_float(x[j]) - l) - (j == t ? 1.0f : 0.0f)) * dl : 0.0f;
+      x[j] = from_float<T>(g);
+    }
+  }
+}
+
+template <typename T>
+__global__ void cross_entropy_fused_rescale_kernel(T* x, const float* factor, int64_t n) {
+  const float f = *factor;
+  if (f == 1.0f) return;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    x[i] = from_float<T>(to_float(x[i]) * f);
+  }
+}
+
 unsigned row_grid(int64_t rows) {
   return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(rows, 1), int64_t{1} << 20));
 }
@@ -169,6 +232,40 @@ void cross_entropy_backward(ScalarType t, void* dlogits, const void* logits, con
     (static_cast<T*>(dlogits), static_cast<const T*>(logits), lse, targets, dlosses, N, V,
      vocab_start);
     check_launch("cross_entropy_backward_kernel");
+  });
+}
+
+void cross_entropy_fused(ScalarType t, void* logits, float* losses, float* dloss,
+                         const int32_t* targets, int64_t N, int64_t V, int64_t vocab,
+                         double grad_scale, int32_t* bad_position, cudaStream_t stream) {
+  detail::check_cuda(cudaMemsetAsync(bad_position, 0x7F, sizeof(int32_t), stream),
+                     "cross_entropy_fused");
+  if (vocab <= 0 || vocab > V) {
+    throw std::invalid_argument("cross_entropy_fused: vocabulary of " + std::to_string(vocab) +
+                                " for rows of " + std::to_string(V) + " logits");
+  }
+  if (dloss != nullptr) {
+    TRIDENT_LAUNCH(cross_entropy_dloss_kernel, 1, kMeanThreads, 0, stream)
+    (dloss, targets, std::max<int64_t>(N, 0), grad_scale);
+    check_launch("cross_entropy_dloss_kernel");
+  }
+  if (N <= 0) return;
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_fused", {
+    TRIDENT_LAUNCH(cross_entropy_fused_kernel<T>, row_grid(N), kFusedThreads, 0, stream)
+    (static_cast<T*>(logits), losses, dloss, targets, N, V, vocab, bad_position);
+    check_launch("cross_entropy_fused_kernel");
+  });
+}
+
+void cross_entropy_fused_rescale(ScalarType t, void* x, const float* factor, int64_t n,
+                                 cudaStream_t stream) {
+  if (n <= 0) return;
+  TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_fused_rescale", {
+    // A capped grid: when *factor is 1 (the usual case) every block returns at once.
+    TRIDENT_LAUNCH(cross_entropy_fused_rescale_kernel<T>, detail::grid_for(n, kThreads, 1024),
+                   kThreads, 0, stream)
+    (static_cast<T*>(x), factor, n);
+    check_launch("cross_entropy_fused_rescale_kernel");
   });
 }
 

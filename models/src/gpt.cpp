@@ -68,7 +68,7 @@ GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelConte
 
   if (is_first_stage() || is_last_stage()) {
     wte = register_module(
-        "wte", std::make_shared<tp::VocabParallelEmbedding>(cfg_.vocab_size, cfg_.n_embd, tpc));
+        "wte", std::make_shared<tp::VocabParallelEmbedding>(cfg_.table_rows(), cfg_.n_embd, tpc));
   }
   if (is_first_stage()) {
     Generator unused(seed);
@@ -152,6 +152,13 @@ Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
   // The tied head in the hidden states' dtype; the loss itself is computed in f32.
   const Tensor logits_local =
       ops::linear(tp::copy_to_tp_region(hidden, tpc), wte->weight.to(hidden.dtype()));
+  // One rank: the fused classifier, which writes the gradient over the logits (nothing else
+  // reads them: the head's backward needs the hidden states and wte) and masks the padding.
+  if (tpc.size() == 1) return ops::cross_entropy_fused(logits_local, targets, cfg_.vocab_size);
+  TRIDENT_CHECK(cfg_.table_rows() == cfg_.vocab_size, "a padded vocabulary (", cfg_.table_rows(),
+                " rows for ", cfg_.vocab_size,
+                " tokens) is not supported with --tp > 1 yet: the vocabulary-parallel loss does "
+                "not mask padding (use --padded-vocab 0)");
   return tp::vocab_parallel_cross_entropy(logits_local, targets, wte->vocab_start(), tpc);
 }
 
@@ -186,6 +193,7 @@ std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t n, doubl
     const int64_t T = static_cast<int64_t>(ctx.size());
     const Tensor logits = forward(Tensor::from_vector(ctx, {1, T}, dev));
     std::vector<float> last = logits.slice(1, T - 1, T).to_vector<float>();
+    last.resize(static_cast<size_t>(cfg_.vocab_size));  // padding columns are never sampled
     std::vector<int32_t> order(last.size());
     std::iota(order.begin(), order.end(), 0);
     const size_t k =
@@ -223,6 +231,15 @@ void GPT::load_named(const std::map<std::string, std::vector<float>>& values) {
     auto it = values.find(name);
     TRIDENT_CHECK(it != values.end(), "weights have no tensor for parameter '", name, "'");
     const Shape full_shape = spec.full_shape(p.shape());
+    if (name == "wte.weight" && cfg_.table_rows() > cfg_.vocab_size &&
+        static_cast<int64_t>(it->second.size()) == cfg_.vocab_size * cfg_.n_embd) {
+      // Unpadded weights (a 50257-row GPT-2) into a padded table: zero padding rows.
+      std::vector<float> padded(it->second);
+      padded.resize(static_cast<size_t>(cfg_.table_rows() * cfg_.n_embd), 0.0f);
+      Tensor target = p;
+      target.copy_(spec.slice(Tensor::from_vector(padded, full_shape)));
+      continue;
+    }
     TRIDENT_CHECK(static_cast<int64_t>(it->second.size()) == shape_numel(full_shape), "parameter '",
                   name, "' has ", shape_numel(full_shape), " elements ",
                   shape_to_string(full_shape), " but the weights hold ", it->second.size());

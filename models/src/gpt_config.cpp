@@ -6,6 +6,10 @@ namespace trident::models {
 
 void GPTConfig::validate() const {
   TRIDENT_CHECK(vocab_size > 0, "vocabulary size must be positive, got ", vocab_size);
+  TRIDENT_CHECK(padded_vocab_size == 0 || padded_vocab_size >= vocab_size,
+                "the padded vocabulary of ", padded_vocab_size,
+                " is smaller than the vocabulary of ", vocab_size,
+                " (--padded-vocab must be 0 or at least --vocab)");
   TRIDENT_CHECK(block_size > 0, "block size (context length) must be positive, got ", block_size);
   TRIDENT_CHECK(n_layer > 0, "number of layers must be positive, got ", n_layer);
   TRIDENT_CHECK(n_head > 0, "number of heads must be positive, got ", n_head);
@@ -23,7 +27,7 @@ int64_t GPTConfig::num_parameters() const {
                             + 2 * C              // ln2
                             + 4 * C * C + 4 * C  // fc
                             + 4 * C * C + C;     // mlp proj
-  return vocab_size * C + block_size * C + n_layer * per_block + 2 * C;
+  return table_rows() * C + block_size * C + n_layer * per_block + 2 * C;
 }
 
 double GPTConfig::flops_per_token(int64_t seq_len) const {
@@ -34,8 +38,10 @@ double GPTConfig::flops_per_token(int64_t seq_len) const {
 }
 
 std::string GPTConfig::describe() const {
-  return str_cat("GPT(vocab=", vocab_size, ", block=", block_size, ", layers=", n_layer,
-                 ", heads=", n_head, ", width=", n_embd, ", params=", num_parameters(), ")");
+  return str_cat("GPT(vocab=", vocab_size,
+                 padded_vocab_size > 0 ? str_cat(" padded to ", padded_vocab_size) : "",
+                 ", block=", block_size, ", layers=", n_layer, ", heads=", n_head,
+                 ", width=", n_embd, ", params=", num_parameters(), ")");
 }
 
 GPTConfig GPTConfig::preset(const std::string& name) {

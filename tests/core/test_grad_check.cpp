@@ -99,6 +99,15 @@ TEST_CASE("grad check: cross entropy with an ignored target", "[core][autograd]"
                          {randn({2, 3, 7}, 26)}) < kTol);
 }
 
+// The fused classifier writes its gradient over the logits (hence `x * 1.0`: an op's output,
+// not the leaf being perturbed); columns 5 and 6 are padding. The random upstream gradient
+// exercises the backward's rescale.
+TEST_CASE("grad check: fused classifier over a padded vocabulary", "[core][autograd]") {
+  const Tensor t = ids({2, 0, -1, 4, 3, 1}, {2, 3});
+  CHECK(grad_check_error([t](const V& x) { return ops::cross_entropy_fused(x[0] * 1.0, t, 5); },
+                         {randn({2, 3, 7}, 32)}) < kTol);
+}
+
 TEST_CASE("grad check: dropout with a fixed stream", "[core][autograd]") {
   CHECK(grad_check_error([](const V& x) { return ops::dropout(x[0], 0.3f, true, 99, 0); },
                          {randn({4, 9}, 27)}) < kTol);

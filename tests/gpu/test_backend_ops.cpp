@@ -403,6 +403,32 @@ const std::vector<OpCase> kCases = {
                  });
        }
      }},
+    {"cross_entropy_fused", true,
+     [](Harness& h) {
+       // Rows padded from `vocab` to V columns (V = vocab: no padding); the gradient written
+       // over the logits (an InOut buffer), then loss only (the logits must stay), then the
+       // backward's rescale by 1 (nothing touched) and by 0.5.
+       for (auto [vocab, V] : {std::pair<int64_t, int64_t>{7, 7}, {3000, 3000}, {2990, 3072}}) {
+         const int64_t N = 9;
+         std::vector<int32_t> targets(N);
+         std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab) - 1);
+         for (auto& v : targets) v = pick(h.rng);
+         targets[2] = -1;  // ignored
+         const auto logits = h.normal_(N * V, 2.0f, 10.0f);
+         const int tg = h.ints(targets), x = h.inout(logits), x0 = h.inout(logits),
+                   loss = h.out_stats(N), loss0 = h.out_stats(N), dloss = h.out_stats(1),
+                   y1 = h.inout(h.normal_(N * V)), y2 = h.inout(h.normal_(N * V)),
+                   one = h.in_stats({1.0f}), half = h.in_stats({0.5f});
+         h.check("cross_entropy_fused vocab=" + std::to_string(vocab) + " V=" + std::to_string(V),
+                 [=](Backend& be, DType t, const Buffers& b) {
+                   be.cross_entropy_fused(t, b[x], b[loss], b[dloss], b.ids(tg), N, V, vocab, 0.75);
+                   be.cross_entropy_fused(t, b[x0], b[loss0], nullptr, b.ids(tg), N, V, vocab, 1.0);
+                   be.cross_entropy_fused_rescale(t, b[y1], b[one], N * V);
+                   be.cross_entropy_fused_rescale(t, b[y2], b[half], N * V);
+                   return 0.0;
+                 });
+       }
+     }},
     {"cross_entropy_shard", true,
      [](Harness& h) {
        // Three vocabulary slices of one (N, 3 Vl) row block, as three tensor-parallel ranks
@@ -505,6 +531,66 @@ TEST_CASE("every Backend op on CUDA matches the CPU backend on seeded random inp
       INFO("op " << c.name << ", seed " << seed);
       Harness h(t, seed);
       c.body(h);
+    }
+  }
+}
+
+// The fused classifier against the two-pass kernels on the GPU itself, per element: losses and
+// the in-place gradient of logits padded from 2990 to 3072 columns against cross_entropy_forward
+// and _backward over the unpadded 2990 (dloss = grad_scale / count); the padding columns and the
+// ignored row's gradient exactly zero, and the padding's large logits add nothing to the loss.
+TEST_CASE("fused classifier on CUDA equals the two-pass cross entropy per element", "[ops]") {
+  for (DType t : {DType::F32, DType::BF16}) {
+    const uint64_t seed = test_seed();
+    INFO(dtype_name(t) << ", seed " << seed);
+    std::mt19937_64 rng(seed);
+    const int64_t N = 9, vocab = 2990, V = 3072;
+    const double grad_scale = 0.75;
+    std::vector<float> padded = normal(N * V, rng, 2.0f, 10.0f), plain(N * vocab);
+    for (float& v : padded) v = round_bf16(v);  // the same values in f32 and bf16 runs
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t j = 0; j < V; ++j) {
+        if (j >= vocab) padded[i * V + j] = 40.0f;  // would dominate the softmax if counted
+        if (j < vocab) plain[i * vocab + j] = padded[i * V + j];
+      }
+    }
+    std::vector<int32_t> targets(N);
+    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab) - 1);
+    for (auto& v : targets) v = pick(rng);
+    targets[4] = -1;
+    Backend& be = backend_for(gpu());
+    const Tensor tg = upload_i32(targets), xp = upload(plain, t);
+    const DType st = stats_dtype(t);
+    Tensor x = upload(padded, t), losses = poisoned(N, st), dloss = poisoned(1, st),
+           want_losses = poisoned(N, st), lse = poisoned(N, st), dx = poisoned(N * vocab, t);
+    const Tensor dl = upload(std::vector<float>(N, static_cast<float>(grad_scale / (N - 1))), st);
+    be.cross_entropy_fused(t, x.raw_data(), losses.raw_data(), dloss.raw_data(), tg.data<int32_t>(),
+                           N, V, vocab, grad_scale);
+    be.cross_entropy_forward(t, want_losses.raw_data(), lse.raw_data(), xp.raw_data(),
+                             tg.data<int32_t>(), N, vocab);
+    be.cross_entropy_backward(t, dx.raw_data(), xp.raw_data(), lse.raw_data(), tg.data<int32_t>(),
+                              dl.raw_data(), N, vocab, 0);
+    const auto got_l = download(losses), want_l = download(want_losses), g = download(x),
+               want_g = download(dx);
+    CHECK(download(dloss)[0] == static_cast<float>(grad_scale / (N - 1)));
+    for (int64_t i = 0; i < N; ++i) {
+      INFO("row " << i);
+      CHECK(std::abs(got_l[i] - want_l[i]) <= 1e-5 * std::max(1.0f, std::abs(want_l[i])));
+      int bad = 0;
+      for (int64_t j = 0; j < V; ++j) {
+        const float got = g[i * V + j];
+        if (j >= vocab || targets[i] < 0) {
+          bad += got != 0.0f;
+          continue;
+        }
+        // f32: the two lse differ by rounding only; bf16: one rounding of nearly equal values,
+        // at most one bf16 step apart.
+        const float want = want_g[i * vocab + j];
+        const float tol =
+            t == DType::F32 ? 1e-5f * std::abs(want) + 1e-10f : std::abs(want) / 128.0f + 1e-12f;
+        bad += std::abs(got - want) > tol;
+      }
+      CHECK(bad == 0);
     }
   }
 }

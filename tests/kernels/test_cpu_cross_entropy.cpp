@@ -1,7 +1,8 @@
 // Fused softmax cross entropy: forward against a double log-sum-exp reference (with an ignored
 // target and large logits), backward by central differences, threaded size in float,
 // out-of-range targets reported with their position, and the vocabulary-parallel form (slice
-// statistics, combine, mean) against the serial kernels.
+// statistics, combine, mean) against the serial kernels; the fused classifier (in-place
+// gradient, padded vocabulary) against the two-pass kernels.
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -202,4 +203,85 @@ TEST_CASE("cross entropy mean: over non-ignored rows, 1 / count as the row gradi
                                  std::vector<int32_t>{-1, -1, -1, -1}.data(), 4);
   CHECK(mean == 0.0f);  // nothing to average: 0, not 0 / 0
   CHECK(inv == 1.0f);
+}
+
+// The fused classifier against the two-pass kernels, per element: on a row block padded from
+// `vocab` to V columns (padding holding large logits that would dominate the softmax if they
+// counted), its losses must equal cross_entropy_forward's over the first `vocab` columns and its
+// in-place gradient cross_entropy_backward's with dloss = grad_scale / count (the same row
+// arithmetic, to the last bits Eigen's vectorised exp gives at another alignment: 2 ulp);
+// padding columns and ignored rows get exactly zero.
+TEMPLATE_TEST_CASE("fused classifier equals the two-pass kernels per element, padding masked",
+                   "[kernels][cross_entropy]", float, double) {
+  using T = TestType;
+  const double ulp2 = 2 * static_cast<double>(std::numeric_limits<T>::epsilon());
+  for (auto [N, vocab, V] :
+       {std::tuple<int64_t, int64_t, int64_t>{6, 37, 37}, {9, 37, 48}, {301, 257, 384}}) {
+    INFO("N " << N << ", vocab " << vocab << ", V " << V);
+    auto padded = cast_vector<T>(random_vector<double>(N * V, 341, -4, 4));
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t j = vocab; j < V; ++j) padded[i * V + j] = T(30);
+    }
+    const auto targets = make_targets(N, vocab);  // one ignored row
+    std::vector<T> plain(N * vocab);
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t j = 0; j < vocab; ++j) plain[i * vocab + j] = padded[i * V + j];
+    }
+    std::vector<T> want_losses(N), lse(N), want_dx(N * vocab);
+    cpu::cross_entropy_forward<T>(want_losses.data(), lse.data(), plain.data(), targets.data(), N,
+                                  vocab);
+    const double grad_scale = 0.25;  // N - 1 rows count (one is ignored)
+    const std::vector<T> dl(N, static_cast<T>(grad_scale / static_cast<double>(N - 1)));
+    cpu::cross_entropy_backward<T>(want_dx.data(), plain.data(), lse.data(), targets.data(),
+                                   dl.data(), N, vocab);
+
+    // Loss only: the logits stay as they are.
+    std::vector<T> losses(N, T(-1)), x = padded;
+    cpu::cross_entropy_fused<T>(x.data(), losses.data(), nullptr, targets.data(), N, V, vocab, 1.0);
+    require_close(losses, want_losses, ulp2, 0.0, "losses");
+    REQUIRE(x == padded);
+
+    T dloss = T(-1);
+    losses.assign(N, T(-1));
+    cpu::cross_entropy_fused<T>(x.data(), losses.data(), &dloss, targets.data(), N, V, vocab,
+                                grad_scale);
+    require_close(losses, want_losses, ulp2, 0.0, "losses");
+    REQUIRE(dloss == dl[0]);
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t j = 0; j < V; ++j) {
+        const T want = j < vocab ? want_dx[i * vocab + j] : T(0);
+        // The target's p - 1 cancels: its error is relative to dloss, not to the result.
+        const double tol =
+            ulp2 * (std::abs(static_cast<double>(want)) + static_cast<double>(dl[0]));
+        if (std::abs(static_cast<double>(x[i * V + j] - want)) > tol ||
+            (j >= vocab && x[i * V + j] != T(0))) {
+          FAIL_CHECK("dlogits[" << i << ", " << j << "] = " << x[i * V + j] << ", two-pass "
+                                << want);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("fused classifier: a target in the padding is an error, nothing written; rescale",
+          "[kernels][cross_entropy]") {
+  const int64_t N = 3, vocab = 5, V = 8;
+  auto x = cast_vector<float>(random_vector<double>(N * V, 351, -1, 1));
+  const auto before = x;
+  std::vector<float> losses(N);
+  float dloss = 0;
+  const std::vector<int32_t> targets = {1, 5, 2};  // 5: a padding column, not a token
+  REQUIRE_THROWS_WITH(cpu::cross_entropy_fused<float>(x.data(), losses.data(), &dloss,
+                                                      targets.data(), N, V, vocab, 1.0),
+                      Catch::Contains("target 5") && Catch::Contains("position 1"));
+  REQUIRE(x == before);
+  REQUIRE_THROWS_AS(cpu::cross_entropy_fused<float>(x.data(), losses.data(), &dloss, targets.data(),
+                                                    N, V, V + 1, 1.0),
+                    std::invalid_argument);
+
+  const float one = 1.0f, half = 0.5f;
+  cpu::cross_entropy_fused_rescale<float>(x.data(), &one, N * V);
+  REQUIRE(x == before);
+  cpu::cross_entropy_fused_rescale<float>(x.data(), &half, N * V);
+  for (int64_t k = 0; k < N * V; ++k) CHECK(x[k] == before[k] * 0.5f);
 }

@@ -116,6 +116,19 @@ class Backend {
   virtual void cross_entropy_backward(DType t, void* dlogits, const void* logits, const void* lse,
                                       const int32_t* targets, const void* dlosses, int64_t N,
                                       int64_t V, int64_t vocab_start) = 0;
+  // The fused classifier (llm.c's): losses (N) of the rows of logits (N, V) over their first
+  // `vocab` columns (the real vocabulary; columns [vocab, V) are padding: no probability mass),
+  // from one online pass per row. When dloss is not null it also writes *dloss = grad_scale /
+  // max(1, count of targets >= 0) (a device scalar) and overwrites the logits with the gradient
+  // of grad_scale * mean(losses): (softmax - onehot) * *dloss, zero in padding columns and in
+  // ignored rows; no dlogits buffer. losses and dloss are in stats_dtype(t). A target >= vocab
+  // is an error reported as cross_entropy_forward reports it.
+  virtual void cross_entropy_fused(DType t, void* logits, void* losses, void* dloss,
+                                   const int32_t* targets, int64_t N, int64_t V, int64_t vocab,
+                                   double grad_scale) = 0;
+  // x (n, dtype t) *= *factor (a device scalar in stats_dtype(t)); touches nothing when *factor
+  // is exactly 1, so a fused gradient made for the upstream gradient it gets costs no pass.
+  virtual void cross_entropy_fused_rescale(DType t, void* x, const void* factor, int64_t n) = 0;
   // Vocabulary-parallel forward (Megatron-LM's loss over logits split by columns), in two steps
   // around an all-gather of `stats` over the slices: shard_stats writes stats (N, 4) in
   // stats_dtype(t) for this slice [vocab_start, vocab_start + V): the row's max m, sum of

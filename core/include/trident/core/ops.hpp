@@ -46,6 +46,16 @@ Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
 // lse and losses are kept in f32 too, and nothing is read back to the host but the check of
 // the targets.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+// cross_entropy's mean loss through the fused classifier, over the first `vocab` columns of
+// logits (..., Vp) (vocab <= Vp; columns [vocab, Vp) are padding: no probability mass, zero
+// gradient, as in a GPT-2 head padded from 50257 to 50304 rows). When it records gradients it
+// CONSUMES the logits: their storage is overwritten by their gradient during the forward (one
+// pass, no dlogits buffer), computed for an upstream gradient of `grad_scale` (backward rescales
+// on the device when the real one differs; no pass when it matches). So pass logits nothing
+// else reads, such as the LM head matmul's output (its backward needs x and W only); a leaf is
+// refused. Without gradients (evaluation, NoGradGuard) the logits are left as they are.
+Tensor cross_entropy_fused(const Tensor& logits, const Tensor& targets, int64_t vocab,
+                           double grad_scale = 1.0);
 // The mean loss and its backward from per-row `losses` and `lse` (N) already computed over the
 // whole vocabulary (in stats_dtype of the logits), for contiguous logits (..., V) holding
 // classes [vocab_start, vocab_start + V) and targets (N) on their device: cross_entropy's second

@@ -50,7 +50,9 @@ class GPT : public nn::Module {
   // Last stage: mean cross entropy of the (vocabulary-parallel) tied head on `hidden`.
   Tensor head_loss(const Tensor& hidden, const Tensor& targets);
 
-  // Single-stage, single-shard model: ids (B, T) -> logits (B, T, V) in the compute dtype.
+  // Single-stage, single-shard model: ids (B, T) -> logits (B, T, Vp) in the compute dtype, Vp =
+  // config().table_rows(); with a padded vocabulary only the first vocab_size columns mean
+  // anything.
   Tensor forward(const Tensor& ids);
   // Single-stage model (any tp): mean cross entropy against targets (B, T) i32.
   Tensor loss(const Tensor& ids, const Tensor& targets);

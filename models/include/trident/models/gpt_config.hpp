@@ -1,7 +1,8 @@
 // GPT-2 architecture sizes and the named presets.
 //
 // Parameters (names are stable; Linear weights are (out, in) as torch.nn.Linear):
-//   wte.weight (V, C)            token embedding, tied to the output head (logits = x wte^T)
+//   wte.weight (Vp, C)           token embedding, tied to the output head (logits = x wte^T);
+//                                Vp = table_rows(): the vocabulary, or its padded size
 //   wpe.weight (block_size, C)   learned positions
 //   blocks.{i}.ln1.{weight,bias} (C)
 //   blocks.{i}.attn.qkv.weight (3C, C), .bias (3C)    fused q|k|v projection
@@ -20,7 +21,11 @@
 namespace trident::models {
 
 struct GPTConfig {
-  int64_t vocab_size = 50257;
+  int64_t vocab_size = 50257;  // the real vocabulary: token ids lie in [0, vocab_size)
+  // Rows of wte, and columns of the logits, when the vocabulary is padded to a GPU-friendly size
+  // (llm.c's 50304 = 393 x 128 for GPT-2); 0: no padding. Padding rows are never looked up, and
+  // their logits are masked out of the loss (no probability mass, zero gradient) and sampling.
+  int64_t padded_vocab_size = 0;
   int64_t block_size = 1024;  // maximum sequence length (rows of wpe)
   int64_t n_layer = 12;
   int64_t n_head = 12;
@@ -30,7 +35,8 @@ struct GPTConfig {
 
   // Throws trident::Error naming the inconsistent sizes (e.g. heads not dividing the width).
   void validate() const;
-  int64_t num_parameters() const;  // with the tied head counted once
+  int64_t table_rows() const { return padded_vocab_size > 0 ? padded_vocab_size : vocab_size; }
+  int64_t num_parameters() const;  // with the tied head counted once, padding rows included
   // Training FLOPs per token (6N + attention), as in the PaLM appendix, for MFU.
   double flops_per_token(int64_t seq_len) const;
   std::string describe() const;

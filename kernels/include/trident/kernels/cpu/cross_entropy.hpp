@@ -25,6 +25,23 @@ template <typename T>
 void cross_entropy_backward(T* dlogits, const T* logits, const T* lse, const int32_t* targets,
                             const T* dlosses, int64_t N, int64_t V, int64_t vocab_start = 0);
 
+// The fused classifier (llm.c's): the losses of rows over the first `vocab` columns of logits
+// (N, V) (columns [vocab, V) are padding: no probability mass) and, when dloss is not null, the
+// gradient written IN PLACE of the logits: logits[i, j] = (exp(x[i, j] - lse[i]) - [j ==
+// targets[i]]) * dloss for j < vocab, 0 for padding columns and for rows whose target is < 0,
+// with dloss = grad_scale / max(1, count of targets >= 0) (the gradient of grad_scale times the
+// mean loss), also stored in *dloss. Losses and gradient are cross_entropy_forward's over the
+// first `vocab` columns and cross_entropy_backward's with that dloss, by the same row arithmetic
+// (equal but for the last bits of Eigen's vectorised exp at another row alignment). Throws
+// std::out_of_range naming a target >= vocab before writing anything.
+template <typename T>
+void cross_entropy_fused(T* logits, T* losses, T* dloss, const int32_t* targets, int64_t N,
+                         int64_t V, int64_t vocab, double grad_scale);
+// x (n) *= *factor; returns without touching x when *factor == 1 (the fused classifier's gradient
+// already holds the upstream gradient it was told to expect).
+template <typename T>
+void cross_entropy_fused_rescale(T* x, const T* factor, int64_t n);
+
 // stats (N, 4) for the slice [vocab_start, vocab_start + V): {m = max_j x[i, j],
 // sum_j exp(x[i, j] - m), x[i, targets[i] - vocab_start] or 0, 1 if the slice holds the
 // target else 0}. Throws std::invalid_argument for V <= 0.

@@ -16,6 +16,16 @@ void cross_entropy_forward(ScalarType t, float* losses, float* lse, const void* 
 void cross_entropy_backward(ScalarType t, void* dlogits, const void* logits, const float* lse,
                             const int32_t* targets, const float* dlosses, int64_t N, int64_t V,
                             int64_t vocab_start, cudaStream_t stream);
+// The fused classifier (contract as kernels/cpu/cross_entropy.hpp's cross_entropy_fused):
+// losses over the first `vocab` of the V columns and, when dloss is not null, *dloss =
+// grad_scale / max(1, count of targets >= 0) and the gradient written over the logits. A target
+// >= vocab gives loss 0 and a zero gradient row, its position recorded in *bad_position.
+void cross_entropy_fused(ScalarType t, void* logits, float* losses, float* dloss,
+                         const int32_t* targets, int64_t N, int64_t V, int64_t vocab,
+                         double grad_scale, int32_t* bad_position, cudaStream_t stream);
+// x (n) *= *factor, a no-op that reads and writes nothing of x when *factor == 1.
+void cross_entropy_fused_rescale(ScalarType t, void* x, const float* factor, int64_t n,
+                                 cudaStream_t stream);
 // Vocabulary-parallel forward: stats (N, 4) of the slice [vocab_start, vocab_start + V), then,
 // from the all-gathered (parts, N, 4), lse and losses over the whole vocabulary (NaN loss for a
 // target no slice holds). Neither validates on the host.

@@ -1,0 +1,140 @@
+// The GPT head's fused classifier (ops::cross_entropy_fused: gradient written over the logits,
+// padding masked) against the two-pass loss on the same model: the same loss and the same
+// gradient of every parameter, with and without a padded vocabulary and with a micro-batch
+// scale on the loss; a padded model loaded from an unpadded one trains identically (padding
+// rows get zero gradient); evaluation leaves the logits intact.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "trident/core/ops.hpp"
+#include "trident/core/rng.hpp"
+#include "trident/models/gpt.hpp"
+
+using namespace trident;
+using trident::models::GPT;
+using trident::models::GPTConfig;
+
+namespace {
+
+GPTConfig config(int64_t padded) {
+  GPTConfig c;
+  c.vocab_size = 97;
+  c.padded_vocab_size = padded;
+  c.block_size = 16;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 32;
+  return c;
+}
+
+std::pair<Tensor, Tensor> batch(uint64_t seed) {
+  Generator gen(seed);
+  std::vector<int32_t> x(2 * 12), y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<int32_t>(gen.uniform() * 97.0);
+    y[i] = static_cast<int32_t>(gen.uniform() * 97.0);
+  }
+  y[5] = -1;  // an ignored position
+  return {Tensor::from_vector(x, {2, 12}), Tensor::from_vector(y, {2, 12})};
+}
+
+// The loss as it was before the fused classifier: logits from the tied head, the real
+// vocabulary's columns, the two-pass cross entropy.
+Tensor two_pass_loss(GPT& m, const Tensor& x, const Tensor& y) {
+  const Tensor hidden = m.forward_stage(x);
+  const Tensor logits = ops::linear(hidden, m.wte->weight);
+  return ops::cross_entropy(logits.slice(2, 0, m.config().vocab_size).contiguous(), y);
+}
+
+void require_same_gradients(GPT& got, GPT& want, double scale, double rtol) {
+  const auto pg = got.named_parameters(), pw = want.named_parameters();
+  REQUIRE(pg.size() == pw.size());
+  const int64_t rows = want.config().table_rows(), C = want.config().n_embd;
+  for (size_t k = 0; k < pg.size(); ++k) {
+    INFO("gradient of " << pg[k].first);
+    REQUIRE(pg[k].second.grad().defined());
+    const auto g = pg[k].second.grad().to_vector<float>(),
+               w = pw[k].second.grad().to_vector<float>();
+    const bool wte = pg[k].first == "wte.weight";
+    REQUIRE((wte || g.size() == w.size()));
+    const size_t n = wte ? static_cast<size_t>(rows * C) : g.size();
+    double worst = 0, norm = 0;
+    for (size_t i = 0; i < n; ++i) norm = std::max(norm, std::abs(static_cast<double>(w[i])));
+    for (size_t i = 0; i < n; ++i) {
+      worst = std::max(worst, std::abs(g[i] - scale * w[i]) / std::max(norm * scale, 1e-12));
+    }
+    CHECK(worst < rtol);
+    int nonzero_padding = 0;  // rows past the vocabulary: never looked up, masked in the loss
+    for (size_t i = n; i < g.size(); ++i) nonzero_padding += g[i] != 0.0f;
+    CHECK(nonzero_padding == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("GPT's fused classifier gives the two-pass loss and every parameter gradient",
+          "[models][cross_entropy]") {
+  const auto [x, y] = batch(5);
+  for (int64_t padded : {int64_t{0}, int64_t{128}}) {
+    for (double scale : {1.0, 0.25}) {  // 0.25: a micro-batch scale, the backward's rescale
+      INFO("padded vocabulary " << padded << ", loss scale " << scale);
+      GPT fused(config(padded), 11), ref(config(padded), 11);
+      Tensor lf = fused.loss(x, y), lr = two_pass_loss(ref, x, y);
+      CHECK(std::abs(lf.item() - lr.item()) <= 1e-6 * lr.item());
+      (scale == 1.0 ? lf : lf * scale).backward();
+      lr.backward();
+      require_same_gradients(fused, ref, scale, 1e-5);
+    }
+  }
+}
+
+TEST_CASE("a padded GPT loaded from an unpadded one has the same loss and gradients",
+          "[models][cross_entropy]") {
+  const auto [x, y] = batch(6);
+  GPT plain(config(0), 3), padded(config(128), 99);
+  std::map<std::string, std::vector<float>> values;
+  for (auto& [name, p] : plain.named_parameters()) values[name] = p.to_vector<float>();
+  padded.load_named(values);  // wte: 97 rows into a 128-row table, the rest zero
+  const auto w = padded.wte->weight.to_vector<float>();
+  REQUIRE(std::vector<float>(w.begin(), w.begin() + 97 * 32) == values["wte.weight"]);
+  REQUIRE(std::vector<float>(w.begin() + 97 * 32, w.end()) == std::vector<float>(31 * 32, 0.0f));
+  Tensor lp = padded.loss(x, y), lu = plain.loss(x, y);
+  CHECK(std::abs(lp.item() - lu.item()) <= 1e-6 * lu.item());
+  lp.backward();
+  lu.backward();
+  require_same_gradients(padded, plain, 1.0, 1e-5);
+  // Sampling never picks a padding column, even where its logit would win: padding rows of 50.
+  {
+    NoGradGuard no_grad;
+    Tensor table = padded.wte->weight;
+    table.slice(0, 97, 128).fill_(50.0);
+  }
+  Generator gen(1);
+  for (int32_t t : padded.generate({1, 2, 3}, 8, 1.0, 0, gen)) CHECK(t < 97);
+}
+
+TEST_CASE("the fused classifier leaves logits intact without gradients and refuses a leaf",
+          "[models][cross_entropy]") {
+  Generator gen(9);
+  Tensor logits = Tensor::empty({6, 10}, DType::F32);
+  gen.normal_(logits, 0.0, 2.0);
+  const auto before = logits.to_vector<float>();
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{0, 3, -1, 7, 2, 1}, {6});
+  const double want = ops::cross_entropy(logits.slice(1, 0, 8).contiguous(), targets).item();
+  {
+    NoGradGuard no_grad;  // evaluation
+    logits.requires_grad_(true);
+    CHECK(std::abs(ops::cross_entropy_fused(logits, targets, 8).item() - want) < 1e-6);
+  }
+  CHECK(logits.to_vector<float>() == before);
+  CHECK_THROWS_WITH(ops::cross_entropy_fused(logits, targets, 8),
+                    Catch::Contains("not a leaf tensor"));
+  CHECK(logits.to_vector<float>() == before);
+  CHECK_THROWS_WITH(ops::cross_entropy_fused(logits * 1.0, targets, 11),
+                    Catch::Contains("vocabulary of 11"));
+  const Tensor bad = Tensor::from_vector(std::vector<int32_t>{0, 3, -1, 8, 2, 1}, {6});
+  CHECK_THROWS_WITH(ops::cross_entropy_fused(logits * 1.0, bad, 8),
+                    Catch::Contains("target 8") && Catch::Contains("position 3"));
+}
