@@ -288,6 +288,7 @@ void save_training_state(ParallelCheckpointWriter& writer, const nn::Module& mod
   }
   writer.expect_bytes(total);
   const int dp = topo.layout().dp, dp_rank = topo.dp_rank();
+  const int tp = topo.layout().tp, tp_rank = topo.tp_rank();
   for (const auto& [key, entry] : all) {
     const size_t slash = key.rfind('/');
     const std::string param = key.substr(0, slash), state = key.substr(slash + 1);
@@ -297,12 +298,16 @@ void save_training_state(ParallelCheckpointWriter& writer, const nn::Module& mod
     if (it != mine.end() && entry.owner_stage == topo.pp_rank()) {
       const Local& l = it->second;
       const Tensor& p = params[l.param].second;
-      if (l.hi >= 0) {  // ZeRO-1: this rank's part, already 1-D
-        boxes = shard_hyperslabs(p.shape(), specs[l.param].second, l.lo, l.hi);
-        data = l.data.data<float>();
-      } else {  // a dp replica's even part of the shard
-        const auto [lo, hi] = even_part(l.data.numel(), dp_rank, dp);
-        boxes = shard_hyperslabs(p.shape(), specs[l.param].second, lo, hi);
+      const nn::ShardSpec& spec = specs[l.param].second;
+      // A parameter that tp does not split is held whole by every tp rank: they split it too.
+      const int tp_parts = spec.sharded() ? 1 : tp, tp_index = spec.sharded() ? 0 : tp_rank;
+      if (l.hi >= 0) {  // ZeRO-1: this rank's part (1-D), split over tp when tp replicates it
+        const auto [a, b] = even_part(l.hi - l.lo, tp_index, tp_parts);
+        boxes = shard_hyperslabs(p.shape(), spec, l.lo + a, l.lo + b);
+        data = l.data.data<float>() + a;
+      } else {  // held by every dp (and tp) replica: an even part each
+        const auto [lo, hi] = even_part(l.data.numel(), tp_index * dp + dp_rank, tp_parts * dp);
+        boxes = shard_hyperslabs(p.shape(), spec, lo, hi);
         data = l.data.data<float>() + lo;
       }
     }

@@ -4,7 +4,7 @@
 if(NOT TARGET trident-train OR NOT TARGET trident-compare_runs)
   return()
 endif()
-foreach(mode resume50 resume_data reshard zero preempt kill nan corrupt)
+foreach(mode resume50 resume_data reshard zero preempt kill nan corrupt parallel write_error)
   add_test(NAME mpi.checkpoint.${mode}
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint.sh ${mode}
                    ${CMAKE_CURRENT_BINARY_DIR}/checkpoint/${mode} $<TARGET_FILE:trident-train>

@@ -11,6 +11,13 @@
 #             checkpoint reproduces the uninterrupted losses bit for bit
 #   nan       --nan-policy stop ends the job with one message; skip drops the update
 #   corrupt   a flipped byte or a truncated checkpoint is named on resume, never loaded
+#   parallel  the parallel writer at dp2 x tp2 x pp2 with ZeRO-1: every rank writes only its own
+#             share (bytes counted by the writer: they add up to the file's tensors, none above
+#             1.5x an even share), the file equals the rank-0 writer's (h5diff), h5dump verifies
+#             it and its Fletcher-32 checksums catch a flipped byte, resume is bitwise and every
+#             rank reads less than half the tensors
+#   write_error  an unwritable checkpoint directory and a full disk: one message, non-zero exit
+#             on every rank, no hang, no checkpoint left behind
 set -uo pipefail
 mode=$1 work=$2 train=$3 compare=$4
 mpirun_cmd=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)
@@ -200,6 +207,108 @@ corrupt)
   bash "$(dirname "$0")/expect_job_failure.sh" 120 "step_00000003.h5" -- \
     "${mpirun_cmd[@]}" -np 2 "$train" "${model[@]}" --batch 2 --steps 9 \
     --resume-from "$work/ck/step_00000003.h5" --out-dir "$work/trunc" || fail "truncated file"
+  ;;
+parallel)
+  for tool in h5dump h5diff; do
+    command -v $tool >/dev/null || fail "$tool not found (apt-get install hdf5-tools)"
+  done
+  layout=(--dp 2 --tp 2 --pp 2 --zero 1 --micro-batches 2 --batch 2 --steps 10)
+  run ref 8 "${layout[@]}" --checkpoint-dir "$work/ck" --checkpoint-every 5
+  ckpt=$work/ck/step_00000005.h5
+  line=$(grep "^checkpoint written to .*step_00000005.h5" "$work/ref.log")
+  [[ $line == *"tensor bytes written by rank:"* ]] ||
+    fail "not written by the parallel writer (a build with serial HDF5?): $line"
+  read -ra written <<<"$(sed -n 's/.*tensor bytes written by rank: \([0-9 ]*\)).*/\1/p' <<<"$line")"
+  # The tensors' bytes in the file, from h5dump's shapes ("DATASPACE  SIMPLE { ( 256, 32 ) ...").
+  total=$(h5dump -H "$ckpt" | awk -F'[()]' '/DATASPACE  SIMPLE/ {
+    n = split($2, d, ","); p = 1; for (i = 1; i <= n; ++i) p *= d[i]; s += p } END { print s * 4 }')
+  sum=0 max=0
+  for b in "${written[@]}"; do
+    (( b > 0 )) || fail "a rank wrote nothing: ${written[*]}"
+    (( sum += b, b > max && (max = b) ))
+  done
+  echo "bytes written by rank: ${written[*]} (sum $sum, file tensors $total)"
+  (( ${#written[@]} == 8 )) || fail "expected 8 ranks' counts, got ${#written[@]}"
+  (( sum == total )) || fail "the ranks wrote $sum bytes; the file's tensors hold $total"
+  (( max * 8 * 2 <= total * 3 )) || fail "a rank wrote $max bytes, over 1.5x an even share of $total"
+  # The same tensors as the rank-0 writer's file of the same run (names, shapes, values).
+  TRIDENT_CHECKPOINT_WRITER=rank0 run rank0 8 "${layout[@]}" --checkpoint-dir "$work/ck0" \
+    --checkpoint-every 5
+  grep -q "tensor bytes written" "$work/rank0.log" && fail "TRIDENT_CHECKPOINT_WRITER=rank0 ignored"
+  h5diff "$ckpt" "$work/ck0/step_00000005.h5" /params /params || fail "the files differ (h5diff)"
+  # h5dump reads every chunk, verifying its Fletcher-32 checksum.
+  h5dump "$ckpt" >/dev/null || fail "h5dump cannot read $ckpt"
+  # Resume under the same layout: bitwise; each rank reads only its own share.
+  run same 8 "${layout[@]}" --resume-from "$ckpt"
+  same same ref 6 0
+  read -ra read_bytes <<<"$(sed -n 's/^resumed from .*tensor bytes read by rank: \([0-9 ]*\)).*/\1/p' "$work/same.log")"
+  echo "bytes read by rank: ${read_bytes[*]}"
+  (( ${#read_bytes[@]} == 8 )) || fail "expected 8 ranks' read counts"
+  for b in "${read_bytes[@]}"; do
+    (( b > 0 && b * 2 < total )) || fail "a rank read $b bytes of $total: ${read_bytes[*]}"
+  done
+  run r111 1 --micro-batches 4 --batch 2 --steps 10 --resume-from "$ckpt"
+  same r111 ref 6 1e-5
+  # A flipped byte in the middle of a chunk of /params/wte.weight/value (found by its bytes).
+  cp "$ckpt" "$work/flipped.h5"
+  h5dump -d /params/wte.weight/value -b LE -o "$work/wte.bin" "$ckpt" >/dev/null
+  python3 - "$work/wte.bin" "$work/flipped.h5" <<'PY' || fail "could not find the dataset's bytes"
+import sys
+raw = open(sys.argv[1], "rb").read()
+data = bytearray(open(sys.argv[2], "rb").read())
+needle = raw[len(raw) // 2:len(raw) // 2 + 32]
+at = data.find(needle)
+assert at >= 0 and data.count(needle) == 1
+data[at + 5] ^= 0x10
+open(sys.argv[2], "wb").write(data)
+PY
+  if h5dump --enable-error-stack -d /params/wte.weight/value -o /dev/null "$work/flipped.h5" \
+      >"$work/h5dump_flipped.log" 2>&1; then
+    fail "h5dump read the flipped byte without complaint"
+  fi
+  grep -q "Fletcher32 checksum" "$work/h5dump_flipped.log" || { cat "$work/h5dump_flipped.log"; fail "no Fletcher-32 error"; }
+  h5dump -d /params/wpe.weight/value -o /dev/null "$work/flipped.h5" >/dev/null ||
+    fail "an intact dataset of the flipped file did not read"
+  bash "$(dirname "$0")/expect_job_failure.sh" 120 "flipped.h5" \
+    "trident-train: error: .*wte.weight/value is corrupted" -- \
+    "${mpirun_cmd[@]}" -np 8 "$train" "${model[@]}" "${layout[@]}" \
+    --resume-from "$work/flipped.h5" --out-dir "$work/flip" || fail "flipped byte on resume"
+  ;;
+write_error)
+  # one_error NAME DIR: a 4-rank job checkpointing into DIR fails within 120 s, non-zero, with
+  # exactly one error line on stderr, and leaves no checkpoint behind.
+  one_error() {
+    local name=$1 dir=$2 start status n
+    start=$(date +%s)
+    timeout -k 10 120 "${mpirun_cmd[@]}" -np 4 "$train" "${model[@]}" --dp 2 --tp 2 --batch 2 \
+      --steps 3 --checkpoint-dir "$dir" --out-dir "$work/$name" >"$work/$name.log" 2>"$work/$name.err"
+    status=$?
+    cut -c1-300 "$work/$name.err"
+    echo "$name: exit status $status after $(($(date +%s) - start)) s"
+    (( status != 0 && status != 124 )) || fail "$name: exit status $status"
+    n=$(grep -cE "^(trident-train: error: checkpoint not written|trident: rank [0-9]+): " "$work/$name.err")
+    (( n == 1 )) || fail "$name: $n error lines, expected one"
+    [[ -z $(find "$dir" -maxdepth 1 -name 'step_*' 2>/dev/null) ]] || fail "$name: a file was left in $dir"
+  }
+  # A directory nobody can create a file in, not even root.
+  one_error unwritable /proc/self
+  grep -q "cannot create HDF5 file" "$work/unwritable.err" || fail "unwritable: not named"
+  # A full disk: a 300 KiB tmpfs fails the free-space check (715 KiB of tensors); a 740 KiB one
+  # passes it and fills up while HDF5 writes. Needs mount rights (root in a container).
+  full=$work/full
+  mkdir -p "$full"
+  for size in 300k 740k; do
+    if ! mount -t tmpfs -o size=$size tmpfs "$full" 2>/dev/null; then
+      echo "full-disk cases not run: cannot mount a tmpfs here (not root?)"
+      break
+    fi
+    (one_error "full_$size" "$full/ck")
+    status=$?
+    umount "$full"
+    (( status == 0 )) || fail "full disk ($size)"
+    grep -qE "not enough disk space|disk full|No space left" "$work/full_$size.err" ||
+      fail "full_$size: the message does not say the disk is full"
+  done
   ;;
 *)
   fail "unknown mode $mode"

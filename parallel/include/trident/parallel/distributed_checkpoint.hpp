@@ -6,7 +6,9 @@
 //     owns straight into the full-shape datasets: the stage that first holds a parameter (the
 //     tied embedding: the first stage), its tp shard, and of that shard the part this dp rank
 //     owns (its ZeRO-1 shard of the optimizer state; weights and unsharded state split evenly
-//     over dp). No tensor moves between ranks.
+//     over dp); a parameter tp does not split (layer norms, biases after a row-parallel layer)
+//     is split over the tp ranks as well. Every element has one writer; no tensor moves
+//     between ranks.
 //   - rank 0 (CheckpointWriter): tp shards all-gathered, ZeRO-1 state all-gathered over dp,
 //     each stage's first replica streams its full tensors to world rank 0, which writes them.
 // Loading needs no communication: every rank reads only the hyperslabs of its own shard (its
