@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   m->add_option("--padded-vocab", o.padded_vocab,
                 "Rows of the embedding and LM head, the vocabulary padded for GPU-friendly "
                 "shapes; padding is masked out of the loss and sampling (0 = none; default: "
-                "GPT-2's 50257 padded to 50304 with --device cuda and --tp 1)");
+                "GPT-2's 50257 padded to 50304 with --device cuda)");
   m->add_option("--block", o.block, "Context length (overrides the preset)");
   m->add_option("--layers", o.layers,
                 "Transformer blocks (overrides the preset; built-in data: 2)");

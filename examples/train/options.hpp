@@ -12,9 +12,9 @@ struct Options {
   // model
   std::string model = "tiny";
   int64_t vocab = 0, block = 0, layers = 0, heads = 0, width = 0;  // 0 = preset's
-  // Rows of the embedding / LM head: -1 = automatic (GPT-2's 50257 padded to 50304 on a GPU
-  // with --tp 1, a --load file's own padding, none otherwise), 0 = none, else at least the
-  // vocabulary (padding columns are masked out of the loss and sampling).
+  // Rows of the embedding / LM head: -1 = automatic (GPT-2's 50257 padded to 50304 on a GPU,
+  // a --load file's own padding, none otherwise), 0 = none, else at least the vocabulary
+  // (padding columns are masked out of the loss and sampling).
   int64_t padded_vocab = -1;
   float dropout = 0.0f;
   // data and batch

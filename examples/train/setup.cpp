@@ -99,7 +99,7 @@ models::GPTConfig resolve_model_config(const Options& opt) {
   c.dropout = opt.dropout;
   if (opt.padded_vocab >= 0) {
     c.padded_vocab_size = opt.padded_vocab;
-  } else if (c.padded_vocab_size == 0 && c.vocab_size == kGpt2Vocab && opt.tp == 1 &&
+  } else if (c.padded_vocab_size == 0 && c.vocab_size == kGpt2Vocab &&
              Device::parse(opt.device).is_cuda()) {
     // GPT-2 on a GPU: the LM head's leading dimension a multiple of 128 (llm.c's padding).
     c.padded_vocab_size = (kGpt2Vocab + 127) / 128 * 128;

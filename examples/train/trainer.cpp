@@ -65,10 +65,10 @@ Plan validate(const Options& opt, int world_size) {
                 " attention heads");
   TRIDENT_CHECK(p.cfg.table_rows() % L.tp == 0, "--tp ", L.tp,
                 " does not divide the vocabulary of ", p.cfg.table_rows(), " tokens");
-  TRIDENT_CHECK(L.tp == 1 || p.cfg.table_rows() == p.cfg.vocab_size, "--padded-vocab ",
-                p.cfg.padded_vocab_size,
-                " with --tp > 1: the vocabulary-parallel loss does not mask padding yet "
-                "(use --padded-vocab 0)");
+  TRIDENT_CHECK(p.cfg.table_rows() / L.tp > p.cfg.table_rows() - p.cfg.vocab_size, "--tp ", L.tp,
+                " gives slices of ", p.cfg.table_rows() / L.tp, " rows, no more than the ",
+                p.cfg.table_rows() - p.cfg.vocab_size,
+                " padding rows: a slice would hold padding only (pad less)");
   TRIDENT_CHECK(p.cfg.n_layer % L.pp == 0, "--pp ", L.pp, " does not divide the model's ",
                 p.cfg.n_layer, " layers");
   TRIDENT_CHECK(opt.zero == 0 || opt.optimizer == "adamw",

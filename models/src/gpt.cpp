@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "trident/core/ops.hpp"
@@ -155,11 +156,22 @@ Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
   // One rank: the fused classifier, which writes the gradient over the logits (nothing else
   // reads them: the head's backward needs the hidden states and wte) and masks the padding.
   if (tpc.size() == 1) return ops::cross_entropy_fused(logits_local, targets, cfg_.vocab_size);
-  TRIDENT_CHECK(cfg_.table_rows() == cfg_.vocab_size, "a padded vocabulary (", cfg_.table_rows(),
-                " rows for ", cfg_.vocab_size,
-                " tokens) is not supported with --tp > 1 yet: the vocabulary-parallel loss does "
-                "not mask padding (use --padded-vocab 0)");
-  return tp::vocab_parallel_cross_entropy(logits_local, targets, wte->vocab_start(), tpc);
+  // Vocabulary-parallel: the two-pass loss over the slices; padding columns (in the last
+  // slices) get a -inf logit, so no probability mass and a zero gradient.
+  if (wte->vocab_end() <= cfg_.vocab_size) {
+    return tp::vocab_parallel_cross_entropy(logits_local, targets, wte->vocab_start(), tpc);
+  }
+  const int64_t width = wte->vocab_end() - wte->vocab_start();
+  if (!padding_mask_.defined() || padding_mask_.dtype() != logits_local.dtype() ||
+      padding_mask_.device() != logits_local.device()) {
+    std::vector<float> mask(static_cast<size_t>(width), 0.0f);
+    for (int64_t j = std::max<int64_t>(cfg_.vocab_size - wte->vocab_start(), 0); j < width; ++j)
+      mask[static_cast<size_t>(j)] = -std::numeric_limits<float>::infinity();
+    padding_mask_ =
+        Tensor::from_vector(mask, {width}, logits_local.device()).to(logits_local.dtype());
+  }
+  return tp::vocab_parallel_cross_entropy(logits_local + padding_mask_, targets, wte->vocab_start(),
+                                          tpc);
 }
 
 Tensor GPT::forward(const Tensor& ids) {

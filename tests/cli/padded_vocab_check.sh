@@ -3,10 +3,14 @@
 # (the embedding / LM head with extra rows, masked out of the loss) must log the same losses
 # as the unpadded run, step by step (relative 1e-5), and the same validation loss. Its saved
 # weights keep their padding (metadata padded_vocab_size) and evaluate as the unpadded model,
-# which also loads into a padded model (zero padding rows) with the same result.
-# Usage: padded_vocab_check.sh TRIDENT_TRAIN TRIDENT_TOKENIZE TEXT WORKDIR
+# which also loads into a padded model (zero padding rows) with the same result. With --tp 2
+# (under MPIRUN), where the vocabulary-parallel loss masks the padding of the second slice, the
+# losses match the one-rank unpadded run to 1e-5 too.
+# Usage: padded_vocab_check.sh TRIDENT_TRAIN TRIDENT_TOKENIZE TEXT WORKDIR [MPIRUN...]
 set -euo pipefail
 train=$1 tokenize=$2 text=$3 dir=$4
+shift 4
+mpirun=("$@")
 rm -rf "$dir" && mkdir -p "$dir"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
@@ -29,6 +33,17 @@ n=$(wc -l <"$dir/pairs")
 awk '{ d = $1 - $2; if (d < 0) d = -d; if (NF != 2 || d > 1e-5 * $1) { print "line " NR ": " $0; bad = 1 } }
      END { exit bad }' "$dir/pairs" || fail "padded and unpadded losses differ"
 echo "ok: 12 step losses and the validation loss agree ($(tail -n 1 "$dir/pairs"))"
+
+if ((${#mpirun[@]} > 0)); then
+  "${mpirun[@]}" -np 2 "$train" "${common[@]}" --tp 2 --padded-vocab 384 --out-dir "$dir/tp2" \
+    >"$dir/tp2.log" 2>&1 || { cat "$dir/tp2.log"; fail "--tp 2 padded run failed"; }
+  paste <(losses "$dir/plain/metrics.jsonl") <(losses "$dir/tp2/metrics.jsonl") >"$dir/pairs_tp2"
+  n=$(wc -l <"$dir/pairs_tp2")
+  ((n == 13)) || fail "--tp 2: expected 13 losses, got $n: $(cat "$dir/pairs_tp2")"
+  awk '{ d = $1 - $2; if (d < 0) d = -d; if (NF != 2 || d > 1e-5 * $1) { print "line " NR ": " $0; bad = 1 } }
+       END { exit bad }' "$dir/pairs_tp2" || fail "--tp 2 padded and one-rank unpadded losses differ"
+  echo "ok: --tp 2 with 384 rows: 12 step losses and the validation loss agree ($(tail -n 1 "$dir/pairs_tp2"))"
+fi
 
 # Evaluation: the padded weights, and the unpadded weights loaded into a padded model.
 "$tokenize" "$text" -o "$dir/text.h5" >/dev/null

@@ -88,6 +88,7 @@ class GPT : public nn::Module {
   const ParallelContext* ctx_;
   int64_t first_layer_ = 0, num_layers_ = 0;
   DType compute_dtype_ = DType::F32;
+  Tensor padding_mask_;  // tp > 1 with a padded vocabulary: 0 or -inf per column of the slice
 };
 
 // The initial standard deviation GPT-2 uses for the parameter `name` (0 for biases, which start
