@@ -102,7 +102,7 @@ tsan_test() {
     -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread >/dev/null
   cmake --build build/tsan -j "${JOBS:-$(nproc)}" --target "${TSAN_TARGETS[@]}"
   mpi_env
-  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:report_signal_unsafe=0:suppressions=$PWD/tests/tsan.supp"
   local t=build/tsan/tests rc=0
   local mpirun=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none
     -x TSAN_OPTIONS -x OMP_NUM_THREADS=1)
