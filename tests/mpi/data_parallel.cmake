@@ -5,6 +5,8 @@ add_executable(trident_mpi_dp_tests ${CMAKE_CURRENT_SOURCE_DIR}/mpi_main.cpp
                                     ${CMAKE_CURRENT_SOURCE_DIR}/dp/test_data_parallel.cpp)
 target_link_libraries(trident_mpi_dp_tests PRIVATE Trident::trident Catch2::Catch2
                                                    trident_warnings)
+# trident/tools/all_close.hpp: the per-element comparison shared with trident-compare_runs.
+target_include_directories(trident_mpi_dp_tests PRIVATE ${PROJECT_SOURCE_DIR}/tools/common/include)
 foreach(np 2 4)
   # Cases tagged [np4] need exactly 4 ranks: only the 4-rank entry runs them.
   if(np EQUAL 4)

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "trident/models/gpt_stage.hpp"
 #include "trident/parallel/parallel_context.hpp"
 #include "trident/parallel/pipeline.hpp"
+#include "trident/tools/all_close.hpp"
 
 using namespace trident;
 
@@ -67,14 +69,20 @@ std::vector<MicroBatch> split(const Tensor& ids, const Tensor& targets, int m) {
   return mbs;
 }
 
-// Largest |a - b| over the tensor, relative to its largest |reference| entry.
-double max_rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    err = std::max(err, std::fabs(static_cast<double>(got[i]) - want[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
-  }
-  return scale > 0 ? err / scale : err;
+// Gradients, per element: |got - want| <= atol + rtol |want| for every entry
+// (trident/tools/all_close.hpp). A stage sums the micro-batches' contributions in another order
+// than one process over the whole batch; the largest gradient entry here is 0.55. Measured at 2
+// and 4 ranks (2-core development machine): the smallest atol that passes at rtol 1e-5 is
+// 1.2e-9 (printed by the last case); atol 1e-8.
+constexpr tools::Tolerance kGradTol{1e-5, 1e-8};
+double g_atol_needed = 0, g_grad_max = 0;  // measured over the run, printed by rank 0
+
+void check_close(const std::vector<float>& got, const std::vector<float>& want) {
+  const auto r = tools::all_close(got, want, kGradTol);
+  INFO(tools::describe(r, kGradTol));
+  CHECK(r.ok());
+  g_atol_needed = std::max(g_atol_needed, r.atol_needed);
+  for (const float w : want) g_grad_max = std::max(g_grad_max, static_cast<double>(std::fabs(w)));
 }
 
 struct Job {
@@ -145,7 +153,7 @@ TEST_CASE("GPipe and 1F1B reproduce single-process loss and gradients", "[mpi][p
           INFO("parameter " << pname);
           REQUIRE(param.grad().defined());
           REQUIRE(ref.grads.count(pname) == 1);
-          CHECK(max_rel_error(param.grad().to_vector<float>(), ref.grads.at(pname)) <= 1e-5);
+          check_close(param.grad().to_vector<float>(), ref.grads.at(pname));
         }
         // Micro-batches alive at once: all m under GPipe; 1F1B's warmup + 1 (<= p).
         const int expect_in_flight =
@@ -200,5 +208,8 @@ TEST_CASE("1F1B holds less activation memory than GPipe for m = 8", "[mpi][pipel
           0.75 * static_cast<double>(st["gpipe"].peak_activation_bytes));
   }
   CHECK(st["1f1b"].loss == Approx(st["gpipe"].loss).epsilon(1e-6));
-  CHECK(max_rel_error(grads["1f1b"], grads["gpipe"]) <= 1e-5);
+  check_close(grads["1f1b"], grads["gpipe"]);
+  if (test_util::make_world()->rank() == 0)
+    std::printf("[pipeline] gradients: largest |g| %.2e, atol needed at rtol 1e-5: %.2e\n",
+                g_grad_max, g_atol_needed);
 }

@@ -1,6 +1,7 @@
 // Data parallelism and ZeRO-1, run under mpirun (2 and 4 ranks): a tiny GPT trained
 // data-parallel, each rank on its slice of a global batch, reproduces single-process training on
-// the whole batch (losses and final weights within 1e-5 relative, L2 per tensor), for every mode of
+// the whole batch (losses and gradient norms within 1e-5 relative, final weights per element
+// within 3e-6 + 1e-5 |w|), for every mode of
 // the reducer: overlap on and off, gradient accumulation, many small buckets, ZeRO-1 (whose
 // optimizer state per rank is 1/dp of AdamW's), clipping through grad_sum_squares_local. Also:
 // buckets are launched by grad-ready hooks before backward ends, odd-sized parameters pad buckets
@@ -21,6 +22,7 @@
 #include "trident/parallel/data_parallel.hpp"
 #include "trident/parallel/local_communicator.hpp"
 #include "trident/parallel/zero_optimizer.hpp"
+#include "trident/tools/all_close.hpp"
 
 using namespace trident;
 
@@ -164,32 +166,17 @@ double rel_diff(double a, double b) {
   return std::fabs(a - b) / std::max(std::fabs(b), 1e-30);
 }
 
-// ||a - b|| / ||b|| over a tensor (L2): AdamW divides each gradient entry by its own running
-// RMS, so an entry whose gradient is near eps turns rounding differences in the reduction
-// order into visibly different updates; the norm measures the tensor as a whole.
-double rel_l2_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    diff += d * d;
-    norm += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
-}
-
-// Largest |a - b| over a tensor, relative to the largest |b| in it.
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
-  }
-  return diff / std::max(scale, 1e-30);
-}
+// Final weights, per element: |got - want| <= atol + rtol |want| for every entry
+// (trident/tools/all_close.hpp). AdamW divides each gradient entry by its own running RMS, so an
+// entry whose gradient is near eps turns rounding differences in the reduction order into
+// visibly different updates (eps 1e-6 here): atol covers those. Measured over every case here at
+// 2 and 4 ranks (2-core development machine; printed as "atol needed"): the smallest atol that
+// passes at rtol 1e-5 is 5.9e-7 (4 ranks, ZeRO-1); atol 3e-6.
+constexpr tools::Tolerance kWeightTol{1e-5, 3e-6};
 
 void check_matches(const RunResult& got, const RunResult& ref, const char* what, int rank) {
   REQUIRE(got.losses.size() == ref.losses.size());
-  double worst_loss = 0, worst_l2 = 0, worst_max = 0;
+  double worst_loss = 0;
   for (size_t s = 0; s < ref.losses.size(); ++s) {
     INFO(what << ": step " << s << " loss " << got.losses[s] << " vs " << ref.losses[s]);
     CHECK(rel_diff(got.losses[s], ref.losses[s]) <= 1e-5);
@@ -197,21 +184,20 @@ void check_matches(const RunResult& got, const RunResult& ref, const char* what,
     worst_loss = std::max(worst_loss, rel_diff(got.losses[s], ref.losses[s]));
   }
   REQUIRE(got.weights.size() == ref.weights.size());
+  double worst_ratio = 0, atol_needed = 0;
   for (const auto& [name, w] : ref.weights) {
-    const auto& g = got.weights.at(name);
-    REQUIRE(g.size() == w.size());
-    const double l2 = rel_l2_diff(g, w), mx = max_rel_diff(g, w);
-    INFO(what << ": parameter " << name);
-    CHECK(l2 <= 1e-5);
-    CHECK(mx <= 1e-4);
-    worst_l2 = std::max(worst_l2, l2);
-    worst_max = std::max(worst_max, mx);
+    const auto r = tools::all_close(got.weights.at(name), w, kWeightTol);
+    INFO(what << ": parameter " << name << ": " << tools::describe(r, kWeightTol));
+    CHECK(r.ok());
+    worst_ratio = std::max(worst_ratio, r.worst_ratio);
+    atol_needed = std::max(atol_needed, r.atol_needed);
   }
   // The losses moved, so the comparison is not of untrained weights.
   CHECK(ref.losses.back() < ref.losses.front());
   if (rank == 0)
-    std::printf("[dp] %-44s rel. diff: loss %.1e, weights %.1e (L2), %.1e (max)\n", what,
-                worst_loss, worst_l2, worst_max);
+    std::printf(
+        "[dp] %-44s loss rel. diff %.1e, worst weight %.2f x its bound (atol needed %.1e)\n", what,
+        worst_loss, worst_ratio, atol_needed);
 }
 
 std::unique_ptr<MpiCommunicator> dp_world() {
@@ -419,7 +405,11 @@ TEST_CASE("odd-sized parameters: buckets pad to a multiple of dp", "[mpi][dp][ze
     for (const size_t bucket : {size_t{4}, size_t{64}, size_t{1} << 20}) {
       INFO("zero " << zero << ", bucket " << bucket << " bytes");
       const auto got = train_toy(dp.get(), zero, bucket);
-      for (const auto& [name, w] : ref) CHECK(rel_l2_diff(got.at(name), w) <= 1e-5);
+      for (const auto& [name, w] : ref) {
+        const auto r = tools::all_close(got.at(name), w, kWeightTol);
+        INFO(name << ": " << tools::describe(r, kWeightTol));
+        CHECK(r.ok());
+      }
     }
   }
 }
