@@ -7,21 +7,22 @@
 # Installed layout (under CMAKE_INSTALL_PREFIX):
 #   include/trident/{kernels,core,parallel,models}/...   the four include/ trees, merged
 #   lib/libtrident_*.a                                    kernels, core, parallel, models (+ CUDA)
-#   lib/cmake/Trident/TridentConfig.cmake, TridentConfigVersion.cmake, TridentTargets*.cmake
+#   lib/cmake/Trident/TridentConfig.cmake, TridentConfigVersion.cmake, TridentTargets*.cmake,
+#                     FindNCCL.cmake (the config finds NCCL again with it in NCCL builds)
 #
 # Included from the root CMakeLists.txt after the libraries are defined. Every target the
-# libraries link to is exported or found again by TridentConfig.cmake: static libraries carry
-# even their PRIVATE dependencies into the export (as link-only entries), which is why the
-# compile-flag interface targets trident_warnings and trident_cpu_tuning are exported too
-# (their flags do not reach users: link-only entries carry no compile options).
+# libraries link to is exported or found again by TridentConfig.cmake (MPI::MPI_C, hdf5::hdf5,
+# NCCL::nccl through the installed FindNCCL.cmake, ...): the export names targets, never a path
+# of the build machine. Static libraries carry even their PRIVATE dependencies into the export
+# (as link-only entries), so the build-only helpers (the flag targets trident_warnings and
+# trident_cpu_tuning, header-only Eigen) are linked as $<BUILD_INTERFACE:...> and stay out.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 set(TRIDENT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Trident CACHE STRING
     "Where TridentConfig.cmake is installed, relative to the prefix")
 
-set(_trident_export_targets trident trident_models trident_parallel trident_core
-                            trident_kernels trident_warnings trident_cpu_tuning)
+set(_trident_export_targets trident trident_models trident_parallel trident_core trident_kernels)
 if(TARGET trident_kernels_cuda)
   list(APPEND _trident_export_targets trident_kernels_cuda)
 endif()
@@ -49,6 +50,11 @@ set(TRIDENT_PACKAGE_WITH_CUDA OFF)
 if(TARGET trident_kernels_cuda)
   set(TRIDENT_PACKAGE_WITH_CUDA ON)
 endif()
+get_target_property(_trident_parallel_defs trident_parallel INTERFACE_COMPILE_DEFINITIONS)
+set(TRIDENT_PACKAGE_WITH_NCCL OFF)  # (NCCL::nccl itself is visible in parallel/ only)
+if("TRIDENT_WITH_NCCL=1" IN_LIST _trident_parallel_defs)
+  set(TRIDENT_PACKAGE_WITH_NCCL ON)
+endif()
 configure_package_config_file(
   ${CMAKE_CURRENT_LIST_DIR}/TridentConfig.cmake.in
   ${PROJECT_BINARY_DIR}/cmake/TridentConfig.cmake
@@ -60,4 +66,5 @@ write_basic_package_version_file(
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/cmake/TridentConfig.cmake
               ${PROJECT_BINARY_DIR}/cmake/TridentConfigVersion.cmake
+              ${CMAKE_CURRENT_LIST_DIR}/FindNCCL.cmake
         DESTINATION ${TRIDENT_INSTALL_CMAKEDIR})
