@@ -194,31 +194,37 @@ void CheckpointReader::read_hyperslabs(const std::string& param, const std::stri
   if (total == 0) return;
   if (file_.has_attr("checksum", ds)) read(param, state);  // verifies the whole dataset
   const hdf5::Dataset d = file_.open_dataset(ds);
-  const size_t rank = d.info().shape.size();
-  hdf5::Handle fspace =
-      hdf5::checked(H5Dget_space(d.id()), H5Sclose, str_cat(path_, ": /", ds, ": no shape"));
-  H5Sselect_none(fspace.id());
+  const std::vector<int64_t>& shape = d.info().shape;
+  // One read per box, through a memory space of the box's shape (HDF5 maps same-shape
+  // selections chunk by chunk; a flat one against an N-d box goes element by element). Boxes
+  // are disjoint and in row-major order of the full tensor, as `out` is.
+  float* next = out;
   for (const auto& b : boxes) {
-    TRIDENT_CHECK(b.start.size() == rank && b.count.size() == rank, path_, ": /", ds,
-                  ": a hyperslab of ", b.start.size(), " dims for a tensor of ", rank);
     if (b.numel() == 0) continue;
+    TRIDENT_CHECK(b.start.size() == shape.size() && b.count.size() == shape.size(), path_, ": /",
+                  ds, ": a hyperslab of ", b.start.size(), " dims for a tensor of ", shape.size());
+    for (size_t k = 0; k < shape.size(); ++k) {
+      TRIDENT_CHECK(b.start[k] >= 0 && b.count[k] >= 0 && b.start[k] + b.count[k] <= shape[k],
+                    path_, ": /", ds, ": hyperslab outside the tensor");
+    }
     const std::vector<hsize_t> start(b.start.begin(), b.start.end()),
         count(b.count.begin(), b.count.end());
-    hdf5::check(H5Sselect_hyperslab(fspace.id(), H5S_SELECT_OR, start.data(), nullptr, count.data(),
-                                    nullptr),
-                str_cat(path_, ": /", ds, ": hyperslab outside the tensor"));
-  }
-  TRIDENT_CHECK(H5Sget_select_npoints(fspace.id()) == static_cast<hssize_t>(total), path_, ": /",
-                ds, ": overlapping hyperslabs");
-  const hsize_t n = static_cast<hsize_t>(total);
-  hdf5::Handle mspace = hdf5::checked(H5Screate_simple(1, &n, nullptr), H5Sclose,
-                                      str_cat(path_, ": /", ds, ": bad selection"));
-  try {
-    hdf5::check(H5Dread(d.id(), H5T_NATIVE_FLOAT, mspace.id(), fspace.id(), H5P_DEFAULT, out),
-                "cannot read");
-  } catch (const hdf5::Error& e) {  // a Fletcher-32 mismatch, or a chunk past the end
-    throw Error(
-        str_cat(path_, ": dataset /", ds, " is corrupted or truncated (HDF5: ", e.reason(), ")"));
+    hdf5::Handle fspace =
+        hdf5::checked(H5Dget_space(d.id()), H5Sclose, str_cat(path_, ": /", ds, ": no shape"));
+    hdf5::check(H5Sselect_hyperslab(fspace.id(), H5S_SELECT_SET, start.data(), nullptr,
+                                    count.data(), nullptr),
+                str_cat(path_, ": /", ds, ": bad hyperslab"));
+    hdf5::Handle mspace =
+        hdf5::checked(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                      H5Sclose, str_cat(path_, ": /", ds, ": bad hyperslab"));
+    try {
+      hdf5::check(H5Dread(d.id(), H5T_NATIVE_FLOAT, mspace.id(), fspace.id(), H5P_DEFAULT, next),
+                  "cannot read");
+    } catch (const hdf5::Error& e) {  // a Fletcher-32 mismatch, or a chunk past the end
+      throw Error(
+          str_cat(path_, ": dataset /", ds, " is corrupted or truncated (HDF5: ", e.reason(), ")"));
+    }
+    next += b.numel();
   }
   bytes_read_ += total * static_cast<int64_t>(sizeof(float));
 }

@@ -207,8 +207,36 @@ std::vector<Hyperslab> shard_hyperslabs(const Shape& local_shape, const nn::Shar
   // x % piece of the full tensor (ShardSpec::slice): cut boxes at piece boundaries.
   const size_t d = static_cast<size_t>(spec.dim);
   const int64_t piece = local_shape[d] / spec.blocks, block = piece * spec.parts;
-  std::vector<Hyperslab> out;
+  // A box cut into pieces along d must stay a contiguous run of the shard (readers and writers
+  // move each box through one memory block): a box spanning several pieces and more than one
+  // index of a dimension before d is first cut into boxes of one index there.
+  std::vector<Hyperslab> runs;
   for (const Hyperslab& b : local) {
+    const bool cut = b.start[d] / piece != (b.start[d] + b.count[d] - 1) / piece;
+    bool leading = false;
+    for (size_t k = 0; k < d; ++k) leading = leading || b.count[k] > 1;
+    if (!cut || !leading) {
+      runs.push_back(b);
+      continue;
+    }
+    std::vector<int64_t> at(b.start.begin(), b.start.begin() + static_cast<std::ptrdiff_t>(d));
+    while (true) {  // every index of the dimensions before d, row-major
+      Hyperslab one = b;
+      for (size_t k = 0; k < d; ++k) {
+        one.start[k] = at[k];
+        one.count[k] = 1;
+      }
+      runs.push_back(std::move(one));
+      size_t k = d;
+      while (k > 0 && ++at[k - 1] == b.start[k - 1] + b.count[k - 1]) {
+        at[k - 1] = b.start[k - 1];
+        --k;
+      }
+      if (k == 0) break;
+    }
+  }
+  std::vector<Hyperslab> out;
+  for (const Hyperslab& b : runs) {
     int64_t x = b.start[d];
     const int64_t end = x + b.count[d];
     while (x < end) {

@@ -143,16 +143,17 @@ void ParallelCheckpointWriter::write(const std::string& param, const std::string
   const std::string where = str_cat(tmp_, ": /params/", param, "/", state);
   std::string error;
   std::optional<hdf5::Node> group;
-  Handle ds, fspace, mspace;
-  hsize_t total = 0;
+  Handle ds;
+  std::vector<Hyperslab> boxes;  // this rank's non-empty boxes
   // Collective metadata first: every rank creates the same group and dataset.
   try {
     TRIDENT_CHECK(param.find('/') == std::string::npos, "checkpoint: parameter name '", param,
                   "' contains '/'");
     group.emplace(params_->has(param) ? params_->open_group(param) : params_->create_group(param));
     const std::vector<hsize_t> dims(shape.begin(), shape.end());
-    fspace = hdf5::checked(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                           H5Sclose, str_cat(where, ": bad shape"));
+    Handle space =
+        hdf5::checked(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                      H5Sclose, str_cat(where, ": bad shape"));
     Handle dcpl = hdf5::checked(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "H5Pcreate failed");
     int64_t numel = 1;
     for (int64_t d : shape) numel *= d;
@@ -167,41 +168,62 @@ void ParallelCheckpointWriter::write(const std::string& param, const std::string
       hdf5::check(H5Pset_fill_time(dcpl.id(), H5D_FILL_TIME_NEVER),
                   str_cat(where, ": cannot set the fill time"));
     }
-    ds = hdf5::checked(H5Dcreate2(group->id(), state.c_str(), H5T_IEEE_F32LE, fspace.id(),
+    ds = hdf5::checked(H5Dcreate2(group->id(), state.c_str(), H5T_IEEE_F32LE, space.id(),
                                   H5P_DEFAULT, dcpl.id(), H5P_DEFAULT),
                        H5Dclose, str_cat(where, ": cannot create dataset"));
-    // This rank's boxes, as one selection (row-major over the full tensor, as `data` is).
-    hdf5::check(H5Sselect_none(fspace.id()), str_cat(where, ": bad selection"));
     for (const auto& b : mine) {
       TRIDENT_CHECK(b.start.size() == shape.size() && b.count.size() == shape.size(), where,
                     ": a hyperslab of ", b.start.size(), " dims for a tensor of ", shape.size());
-      if (b.numel() == 0) continue;
-      const std::vector<hsize_t> start(b.start.begin(), b.start.end()),
-          count(b.count.begin(), b.count.end());
-      hdf5::check(H5Sselect_hyperslab(fspace.id(), H5S_SELECT_OR, start.data(), nullptr,
-                                      count.data(), nullptr),
-                  str_cat(where, ": hyperslab outside the tensor"));
-      total += static_cast<hsize_t>(b.numel());
+      for (size_t d = 0; d < shape.size(); ++d) {
+        TRIDENT_CHECK(b.start[d] >= 0 && b.count[d] >= 0 && b.start[d] + b.count[d] <= shape[d],
+                      where, ": hyperslab outside the tensor");
+      }
+      if (b.numel() > 0) boxes.push_back(b);
     }
-    TRIDENT_CHECK(H5Sget_select_npoints(fspace.id()) == static_cast<hssize_t>(total), where,
-                  ": overlapping hyperslabs");
-    const hsize_t mdim = total > 0 ? total : 1;
-    mspace = hdf5::checked(H5Screate_simple(1, &mdim, nullptr), H5Sclose, "H5Screate failed");
-    if (total == 0) H5Sselect_none(mspace.id());
   } catch (const std::exception& e) {
     error = e.what();
   }
   agree(error);
+  // One collective write per box, as many rounds as the rank with the most boxes needs (a
+  // rank with fewer joins with an empty selection). Each box goes through a memory space of
+  // its own shape: HDF5 maps same-shape selections chunk by chunk, while a flat memory space
+  // against an N-d file selection makes it iterate element by element.
+  int rounds = static_cast<int>(boxes.size());
+  MPI_Allreduce(MPI_IN_PLACE, &rounds, 1, MPI_INT, MPI_MAX, comm_);
 #ifdef H5_HAVE_PARALLEL
   try {
     Handle dxpl = hdf5::checked(H5Pcreate(H5P_DATASET_XFER), H5Pclose, "H5Pcreate failed");
     hdf5::check(H5Pset_dxpl_mpio(dxpl.id(), H5FD_MPIO_COLLECTIVE),
                 str_cat(where, ": cannot ask for collective I/O"));
-    const float dummy = 0;
-    hdf5::check(H5Dwrite(ds.id(), H5T_NATIVE_FLOAT, mspace.id(), fspace.id(), dxpl.id(),
-                         total > 0 ? data : &dummy),
-                str_cat(where, ": cannot write (disk full?)"));
-    bytes_written_ += static_cast<int64_t>(total * sizeof(float));
+    const float* next = data;
+    for (int round = 0; round < rounds; ++round) {
+      Handle fspace =
+          hdf5::checked(H5Dget_space(ds.id()), H5Sclose, str_cat(where, ": no dataspace"));
+      Handle mspace;
+      const float* src = next;
+      if (round < static_cast<int>(boxes.size())) {
+        const Hyperslab& b = boxes[static_cast<size_t>(round)];
+        const std::vector<hsize_t> start(b.start.begin(), b.start.end()),
+            count(b.count.begin(), b.count.end());
+        hdf5::check(H5Sselect_hyperslab(fspace.id(), H5S_SELECT_SET, start.data(), nullptr,
+                                        count.data(), nullptr),
+                    str_cat(where, ": bad hyperslab"));
+        mspace =
+            hdf5::checked(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                          H5Sclose, str_cat(where, ": bad hyperslab"));
+        next += b.numel();
+      } else {
+        const hsize_t one = 1;
+        static const float dummy = 0;
+        H5Sselect_none(fspace.id());
+        mspace = hdf5::checked(H5Screate_simple(1, &one, nullptr), H5Sclose, "H5Screate failed");
+        H5Sselect_none(mspace.id());
+        src = &dummy;
+      }
+      hdf5::check(H5Dwrite(ds.id(), H5T_NATIVE_FLOAT, mspace.id(), fspace.id(), dxpl.id(), src),
+                  str_cat(where, ": cannot write (disk full?)"));
+    }
+    bytes_written_ += static_cast<int64_t>(next - data) * static_cast<int64_t>(sizeof(float));
   } catch (const std::exception& e) {
     error = e.what();
   }

@@ -52,7 +52,8 @@ void save_training_state(ParallelCheckpointWriter& writer, const nn::Module& mod
                          Communicator& world);
 
 // The boxes of the full tensor that hold elements [lo, hi) of this rank's shard `local_shape`
-// of a parameter split by `spec` (flattened row-major), in that order.
+// of a parameter split by `spec` (flattened row-major), in that order; each box is a contiguous
+// run of those elements (the next box continues where it ends).
 std::vector<Hyperslab> shard_hyperslabs(const Shape& local_shape, const nn::ShardSpec& spec,
                                         int64_t lo, int64_t hi);
 
