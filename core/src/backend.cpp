@@ -31,6 +31,40 @@ void Backend::linear_gelu_forward(DType t, void* out, void* pre, const void* x, 
   gelu_forward(t, out, pre, R * N);
 }
 
+namespace {
+[[noreturn]] void no_device_step(const Backend& b, const char* entry) {
+  throw Error(str_cat(entry, ": the ", b.name(),
+                      " backend has no device-resident training step (CUDA only)"));
+}
+}  // namespace
+
+size_t Backend::step_scalars_bytes() const {
+  no_device_step(*this, "step_scalars_bytes");
+}
+void Backend::step_scalars_init(void*, int64_t, int64_t) {
+  no_device_step(*this, "step_scalars_init");
+}
+void Backend::sum_squares_multi_to(DType, double*, const void* const*, const int64_t*, int) {
+  no_device_step(*this, "sum_squares_multi_to");
+}
+void Backend::train_step_finish(void*, const float*, int64_t, const double*, float, bool, int64_t,
+                                const float*, int64_t, double*, double*, double*, int64_t) {
+  no_device_step(*this, "train_step_finish");
+}
+void Backend::scale_by_step_clip(DType, void*, const void*, int64_t) {
+  no_device_step(*this, "scale_by_step_clip");
+}
+void Backend::adamw_update_multi_step(int, float* const*, const float* const*, float* const*,
+                                      float* const*, const int64_t*, float, float, float, float,
+                                      const void*) {
+  no_device_step(*this, "adamw_update_multi_step");
+}
+void Backend::sgd_update_multi_step(int, float* const*, const float* const*, float* const*,
+                                    const int64_t*, const bool*, float, float, float, bool,
+                                    const void*) {
+  no_device_step(*this, "sgd_update_multi_step");
+}
+
 Backend& backend_for(Device device) {
   if (device.is_cpu()) return cpu_backend();
   ensure_cuda_registered();

@@ -34,6 +34,7 @@
 #include "trident/kernels/cuda/matmul.hpp"
 #include "trident/kernels/cuda/optimizer.hpp"
 #include "trident/kernels/cuda/reduce.hpp"
+#include "trident/kernels/cuda/train_step.hpp"
 
 namespace trident {
 
@@ -475,6 +476,57 @@ class CudaBackend final : public Backend {
     run("sgd", [&] {
       kc::sgd_update_multi(count, params, grads, bufs, ns, first_steps, lr, momentum, dampening,
                            weight_decay, nesterov, s());
+    });
+  }
+
+  // --- a training step without host synchronisation (kernels/cuda/train_step.hpp) ----------
+  size_t step_scalars_bytes() const override { return sizeof(kc::StepScalars); }
+  void step_scalars_init(void* scalars, int64_t step, int64_t adam_step) override {
+    kc::StepScalars init;
+    init.step = step;
+    init.adam_step = adam_step;
+    run("step_scalars_init",
+        [&] { kc::step_scalars_init(P<kc::StepScalars>(scalars), init, s()); });
+  }
+  void sum_squares_multi_to(DType t, double* out, const void* const* xs, const int64_t* ns,
+                            int count) override {
+    run("sum_squares", [&] {
+      CallScratch scratch(alloc_);
+      kc::sum_squares_multi(st(t), xs, ns, count, out, scratch, s());
+    });
+  }
+  void train_step_finish(void* scalars, const float* micro_losses, int64_t m,
+                         const double* sum_squares, float grad_clip, bool stop_on_nonfinite,
+                         int64_t fault_step, const float* lr_table, int64_t lr_steps,
+                         double* window_loss, double* window_norm, double* window_nonfinite,
+                         int64_t window) override {
+    run("train_step_finish", [&] {
+      kc::train_step_finish(P<kc::StepScalars>(scalars), micro_losses, m, sum_squares, grad_clip,
+                            stop_on_nonfinite, fault_step, lr_table, lr_steps,
+                            kc::StepWindow{window_loss, window_norm, window_nonfinite, window},
+                            s());
+    });
+  }
+  void scale_by_step_clip(DType t, void* x, const void* scalars, int64_t n) override {
+    run("scale_by_step_clip",
+        [&] { kc::scale_by_step_clip(st(t), x, P<kc::StepScalars>(scalars), n, s()); });
+  }
+  void adamw_update_multi_step(int count, float* const* params, const float* const* grads,
+                               float* const* m, float* const* v, const int64_t* ns, float beta1,
+                               float beta2, float eps, float weight_decay,
+                               const void* scalars) override {
+    run("adamw", [&] {
+      kc::adamw_update_multi(count, params, grads, m, v, ns, beta1, beta2, eps, weight_decay,
+                             P<kc::StepScalars>(scalars), s());
+    });
+  }
+  void sgd_update_multi_step(int count, float* const* params, const float* const* grads,
+                             float* const* bufs, const int64_t* ns, const bool* first_steps,
+                             float momentum, float dampening, float weight_decay, bool nesterov,
+                             const void* scalars) override {
+    run("sgd", [&] {
+      kc::sgd_update_multi(count, params, grads, bufs, ns, first_steps, momentum, dampening,
+                           weight_decay, nesterov, P<kc::StepScalars>(scalars), s());
     });
   }
 

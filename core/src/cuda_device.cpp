@@ -6,6 +6,9 @@
 #ifdef TRIDENT_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
+#ifdef TRIDENT_CUDA_EMULATION
+#include <trident_cuda_emu.hpp>
+#endif
 
 namespace trident {
 
@@ -133,6 +136,23 @@ void* cuda_compute_stream(int index) {
   return nullptr;
 }
 
+#endif
+
+// The CUDA emulation counts what a real GPU cannot report; elsewhere nothing counts (-1).
+#ifdef TRIDENT_CUDA_EMULATION
+long long cuda_emulated_host_syncs() {
+  return cuemu::host_syncs();
+}
+long long cuda_emulated_mallocs() {
+  return cuemu::device_mallocs();
+}
+#else
+long long cuda_emulated_host_syncs() {
+  return -1;
+}
+long long cuda_emulated_mallocs() {
+  return -1;
+}
 #endif
 
 }  // namespace trident

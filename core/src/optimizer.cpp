@@ -61,7 +61,12 @@ void SGD::step() {
   size_t group = 0;
   Device device;
   const auto flush = [&] {
-    if (!ps.empty()) {
+    if (!ps.empty() && step_scalars_ != nullptr) {
+      backend_for(device).sgd_update_multi_step(
+          static_cast<int>(ps.size()), ps.data(), gs.data(), bufs.data(), ns.data(), firsts.get(),
+          opts_.momentum, opts_.dampening, groups_[group].weight_decay, opts_.nesterov,
+          step_scalars_);
+    } else if (!ps.empty()) {
       backend_for(device).sgd_update_multi(
           static_cast<int>(ps.size()), ps.data(), gs.data(), bufs.data(), ns.data(), firsts.get(),
           lr_, opts_.momentum, opts_.dampening, groups_[group].weight_decay, opts_.nesterov);
@@ -125,7 +130,11 @@ void AdamW::step() {
   size_t group = 0;
   Device device;
   const auto flush = [&] {
-    if (!ps.empty()) {
+    if (!ps.empty() && step_scalars_ != nullptr) {
+      backend_for(device).adamw_update_multi_step(
+          static_cast<int>(ps.size()), ps.data(), gs.data(), ms.data(), vs.data(), ns.data(),
+          opts_.beta1, opts_.beta2, opts_.eps, groups_[group].weight_decay, step_scalars_);
+    } else if (!ps.empty()) {
       backend_for(device).adamw_update_multi(
           static_cast<int>(ps.size()), ps.data(), gs.data(), ms.data(), vs.data(), ns.data(), lr_,
           opts_.beta1, opts_.beta2, opts_.eps, groups_[group].weight_decay, step_);

@@ -6,9 +6,12 @@
 // gradients are clipped by their global norm, and the optimizer (ZeRO-1 sharded or not) steps.
 // World rank 0 logs; bad input found before the job's collectives are built is reported once.
 //
-// Host synchronisation: the step reads the device back once, for the numbers its log line and
-// the decisions after backward need (the gradient norm for clipping, then the loss, both
-// before the optimizer step, which a non-finite value skips). Token ids and targets are
+// Host synchronisation: on one GPU (no pipeline, no ZeRO) none inside a step: the loss, the
+// gradient norm, clipping, the non-finite check and the optimizer's lr and step count stay in
+// device memory (device_step.hpp) and the host reads the numbers back once per log line (and
+// before an evaluation or a checkpoint). Other layouts read the device back once a step, for the
+// numbers the decisions after backward need (the gradient norm for clipping, then the loss,
+// both before the optimizer step, which a non-finite value skips). Token ids and targets are
 // checked against the vocabulary on the host when the data is loaded (token_dataset.cpp),
 // before they are uploaded, so the device kernels never report bad ids back.
 #include <unistd.h>
@@ -24,10 +27,12 @@
 #include <optional>
 
 #include "checkpointing.hpp"
+#include "device_step.hpp"
 #include "model_io.hpp"
 #include "setup.hpp"
 #include "trident/core/allocator.hpp"
 #include "trident/core/backend.hpp"
+#include "trident/core/cuda.hpp"
 #include "trident/core/data.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/optim/optimizer.hpp"
@@ -105,9 +110,9 @@ std::vector<MicroBatch> micro_batches(const data::TokenLoader& loader, int64_t s
 }
 
 // Global gradient norm: every parameter element counted once over the job (tp-replicated
-// parameters on tp rank 0 only, the tied embedding on the first stage only).
-double global_grad_norm(const models::GPT& model, DataParallelReducer& reducer,
-                        Communicator& world) {
+// parameters on tp rank 0 only, the tied embedding on the first stage only): parameter i's
+// weight in this rank's sum of squares, 1 or 0.
+std::vector<double> global_grad_norm_weights(const models::GPT& model) {
   const ParallelContext& ctx = model.parallel();
   const auto specs = model.named_shard_specs();
   std::vector<double> weight(specs.size(), 1.0);
@@ -115,7 +120,12 @@ double global_grad_norm(const models::GPT& model, DataParallelReducer& reducer,
     if (!specs[i].second.sharded() && ctx.topology().tp_rank() != 0) weight[i] = 0;
     if (specs[i].first == "wte.weight" && !model.is_first_stage()) weight[i] = 0;
   }
-  double sq = reducer.grad_sum_squares_local(weight);
+  return weight;
+}
+double global_grad_norm(const models::GPT& model, DataParallelReducer& reducer,
+                        Communicator& world) {
+  const ParallelContext& ctx = model.parallel();
+  double sq = reducer.grad_sum_squares_local(global_grad_norm_weights(model));
   // Without ZeRO every dp replica holds the same reduced gradients: count one of them.
   if (!reducer.options().zero && ctx.topology().dp_rank() != 0) sq = 0;
   world.all_reduce(&sq, 1, DType::F64, ReduceOp::Sum);
@@ -368,8 +378,103 @@ int run_train(const Options& opt) {
   const auto run_start = Clock::now();
   double win_time = 0, win_comm = 0, win_bubble = 0, last_loss = 0;
   int64_t win_steps = 0;
+  // On one GPU (no pipeline, no ZeRO) the step's bookkeeping stays on the device: no host
+  // synchronisation between log lines (device_step.hpp). Elsewhere the host reads the loss and
+  // the gradient norm back every step.
+  std::unique_ptr<DeviceStep> dstep;
+  std::vector<double> norm_weights;
+  if (device.is_cuda() && world->size() == 1 && pp == 1 && !dpo.zero) {
+    dstep = std::make_unique<DeviceStep>(device, schedule, std::max<int64_t>(opt.steps, 1),
+                                         std::max<int64_t>(opt.log_interval, 1), m, start_step,
+                                         optimizer->steps_taken());
+    optimizer->use_step_scalars(dstep->scalars());
+    norm_weights = global_grad_norm_weights(*model);
+  }
+  // What a step's metrics line and log line say; with a device step, filled in at the read-back.
+  struct StepRecord {
+    int64_t step = 0;
+    bool line = false, have_norm = false, nonfinite = false;
+    double loss = 0, grad_norm = 0, step_s = 0, comm_s = 0, bubble_s = 0;
+    float lr = 0;
+    size_t peak_bytes = 0;
+    long long host_syncs = -1, mallocs = -1;  // during the step, where the emulation counts
+  };
+  std::vector<StepRecord> pending;  // device steps not yet read back
+  const auto report = [&](const StepRecord& r) {
+    const int64_t step = r.step;
+    last_loss = r.loss;
+    if (metrics) {
+      // mfu: model FLOPs per second over the job's peak; null where the peak is unknown (CPU).
+      // 17 digits: a resumed run's losses can be compared bit for bit; JSON has no NaN.
+      const std::string loss_json =
+          std::isfinite(r.loss) ? str_cat(std::setprecision(17), r.loss) : "null";
+      const std::string mfu =
+          peak_flops > 0 ? str_cat(flops_per_step / r.step_s / peak_flops) : std::string("null");
+      const std::string norm_json = r.have_norm && std::isfinite(r.grad_norm)
+                                        ? str_cat(std::setprecision(9), r.grad_norm)
+                                        : "null";
+      const std::string syncs = r.host_syncs >= 0 ? str_cat(", \"host_syncs\": ", r.host_syncs,
+                                                            ", \"device_mallocs\": ", r.mallocs)
+                                                  : std::string();
+      std::fprintf(metrics,
+                   "{\"step\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %.9g, "
+                   "\"tokens_per_s\": %.1f, "
+                   "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
+                   "\"peak_mem_bytes\": %zu, \"mfu\": %s%s}\n",
+                   static_cast<long long>(step + 1), loss_json.c_str(), norm_json.c_str(),
+                   static_cast<double>(r.lr), tokens_per_step / r.step_s, 1000 * r.step_s,
+                   1000 * r.comm_s, 1000 * r.bubble_s, r.peak_bytes, mfu.c_str(), syncs.c_str());
+      std::fflush(metrics);
+    }
+    win_time += r.step_s;
+    win_comm += r.comm_s;
+    win_bubble += r.bubble_s;
+    ++win_steps;
+    if (log && r.line) {
+      if (tty) std::printf("\r\033[K");
+      const double ms = 1000.0 * win_time / static_cast<double>(win_steps);
+      std::printf(
+          "step %5lld/%lld | loss %.4f | lr %.3e | gnorm %.3f | %8.0f tok/s | %7.1f "
+          "ms/step (comm %.1f, bubble %.1f) | peak mem %s%s\n",
+          static_cast<long long>(step + 1), static_cast<long long>(opt.steps), last_loss, r.lr,
+          r.grad_norm, tokens_per_step * static_cast<double>(win_steps) / win_time, ms,
+          1000.0 * win_comm / static_cast<double>(win_steps),
+          1000.0 * win_bubble / static_cast<double>(win_steps), human_bytes(r.peak_bytes).c_str(),
+          // MFU on GPUs: the job's model FLOP/s over its ranks' dense peak.
+          peak_flops > 0 ? str_cat(" | MFU ", std::setprecision(3),
+                                   100.0 * flops_per_step * static_cast<double>(win_steps) /
+                                       win_time / peak_flops,
+                                   "%")
+                               .c_str()
+                         : "");
+    } else if (tty) {
+      const int width = 30;
+      const int filled = static_cast<int>(width * (step + 1) / opt.steps);
+      std::printf("\r\033[K[%s%s] %lld/%lld loss %.4f", std::string(filled, '#').c_str(),
+                  std::string(width - filled, '.').c_str(), static_cast<long long>(step + 1),
+                  static_cast<long long>(opt.steps), last_loss);
+    }
+    if (r.line) win_time = win_comm = win_bubble = 0, win_steps = 0;
+  };
+  const auto nonfinite_error = [&](const StepRecord& r) {
+    if (log) {
+      std::fprintf(stderr,
+                   "trident-train: error: step %lld: the loss (%g) or gradient norm (%g) "
+                   "is not finite; stopping (lower --lr, enable --grad-clip, or --nan-policy "
+                   "skip)\n",
+                   static_cast<long long>(r.step + 1), r.loss, r.grad_norm);
+    }
+  };
+  const auto update_skipped = [&](const StepRecord& r) {
+    if (log)
+      std::printf(
+          "step %5lld | loss %g, gradient norm %g: not finite, update skipped "
+          "(--nan-policy skip)\n",
+          static_cast<long long>(r.step + 1), r.loss, r.grad_norm);
+  };
   for (int64_t step = start_step; step < opt.steps; ++step) {
     const auto t0 = Clock::now();
+    const long long syncs0 = cuda_emulated_host_syncs(), mallocs0 = cuda_emulated_mallocs();
     std::optional<trace::Span> step_span;  // ends before validation
     step_span.emplace("step", trace::Category::Step);
     step_span->arg("step", step + 1);
@@ -383,7 +488,7 @@ int run_train(const Options& opt) {
     // after the gradients are reduced: no host synchronisation per micro-batch.
     Tensor micro_losses;
     if (pp == 1) {
-      micro_losses = Tensor::zeros({m}, DType::F32, device);
+      micro_losses = dstep ? dstep->micro_losses() : Tensor::zeros({m}, DType::F32, device);
       for (int64_t k = 0; k < m; ++k) {
         Tensor loss;
         {
@@ -414,100 +519,109 @@ int run_train(const Options& opt) {
     }
     // The norm is computed for clipping, and on log lines (every rank: it is a collective).
     const bool line = (step + 1) % opt.log_interval == 0 || step + 1 == opt.steps || step == 0;
-    double grad_norm = 0;
-    const bool have_norm = opt.grad_clip > 0 || line;
-    if (have_norm) {
-      trace::Span span("grad norm", trace::Category::Optimizer);
-      grad_norm = global_grad_norm(*model, reducer, *world);
-    }
-    if (opt.grad_clip > 0) {
-      trace::Span span("clip grad norm", trace::Category::Optimizer);
-      const double coef = opt.grad_clip / (grad_norm + 1e-6);
-      if (coef < 1.0) reducer.scale_grads(coef);
-    }
-    if (micro_losses.defined()) {
-      for (const float l : micro_losses.to_vector<float>()) loss_sum += l;
-    }
-    ctx.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
-    if (opt.fault_nan_step == step + 1) loss_sum = std::nan("");
-    last_loss = loss_sum;
-    // Every rank learns whether any saw a non-finite loss or norm, or a preemption signal.
-    const StepVerdict verdict =
-        agree_on_step(*world, !std::isfinite(loss_sum) || !std::isfinite(grad_norm));
-    if (verdict.non_finite && opt.nan_policy == "stop") {
-      if (log) {
-        std::fprintf(stderr,
-                     "trident-train: error: step %lld: the loss (%g) or gradient norm (%g) "
-                     "is not finite; stopping (lower --lr, enable --grad-clip, or --nan-policy "
-                     "skip)\n",
-                     static_cast<long long>(step + 1), loss_sum, grad_norm);
+    StepRecord rec;
+    rec.step = step;
+    rec.line = line;
+    rec.bubble_s = bubble;
+    StepVerdict verdict;
+    int64_t log_begin = 0;
+    if (dstep) {
+      dstep->finish(reducer, norm_weights, opt.grad_clip, opt.nan_policy == "stop",
+                    opt.fault_nan_step);
+      verdict = agree_on_step(*world, false);  // the preemption signal; the device checks NaNs
+      {
+        trace::Span span("optimizer step", trace::Category::Optimizer);
+        const trace::DeviceSpan gpu_span("optimizer step", trace::Category::Optimizer, device);
+        optimizer->set_lr(schedule.lr(step));  // what the device reads from its table
+        optimizer->step();
       }
-      return 1;
-    }
-    if (verdict.non_finite) {
-      if (log)
-        std::printf(
-            "step %5lld | loss %g, gradient norm %g: not finite, update skipped "
-            "(--nan-policy skip)\n",
-            static_cast<long long>(step + 1), loss_sum, grad_norm);
+      rec.have_norm = true;
+      rec.lr = optimizer->lr();
+      rec.comm_s = reducer.exposed_comm_seconds();
+      rec.peak_bytes = alloc.stats().peak_bytes;
+      rec.step_s = seconds_since(t0);
+      if (syncs0 >= 0) {
+        rec.host_syncs = cuda_emulated_host_syncs() - syncs0;
+        rec.mallocs = cuda_emulated_mallocs() - mallocs0;
+      }
+      pending.push_back(rec);
+      log_begin = trace::enabled() ? trace::now_ns() : 0;
+      const bool eval_due =
+          opt.eval_interval > 0 && (step + 1) % opt.eval_interval == 0 && step + 1 < opt.steps;
+      const bool ckpt_due =
+          checkpoints && ((opt.checkpoint_every > 0 && (step + 1) % opt.checkpoint_every == 0) ||
+                          step + 1 == opt.steps);
+      if (line || eval_due || ckpt_due || verdict.stop_signal != 0) {
+        // The read-back: the host waits for the device once, here; its wait counts as the
+        // last pending step's time.
+        const auto t_read = Clock::now();
+        const std::vector<DeviceStep::Numbers> nums =
+            dstep->read(pending.front().step, static_cast<int64_t>(pending.size()));
+        pending.back().step_s += seconds_since(t_read);
+        int64_t skipped = 0;
+        for (size_t i = 0; i < pending.size(); ++i) {
+          StepRecord& r = pending[i];
+          r.loss = nums[i].loss;
+          r.grad_norm = nums[i].grad_norm;
+          r.nonfinite = nums[i].nonfinite;
+          if (r.nonfinite && opt.nan_policy == "stop") {
+            nonfinite_error(r);  // the device skipped every update from this step on
+            return 1;
+          }
+          if (r.nonfinite) {
+            update_skipped(r);
+            ++skipped;
+          }
+          report(r);
+        }
+        optimizer->set_steps_taken(optimizer->steps_taken() - skipped);
+        pending.clear();
+      }
     } else {
-      trace::Span span("optimizer step", trace::Category::Optimizer);
-      const trace::DeviceSpan gpu_span("optimizer step", trace::Category::Optimizer, device);
-      optimizer->set_lr(schedule.lr(step));
-      optimizer->step();
+      double grad_norm = 0;
+      const bool have_norm = opt.grad_clip > 0 || line;
+      if (have_norm) {
+        trace::Span span("grad norm", trace::Category::Optimizer);
+        grad_norm = global_grad_norm(*model, reducer, *world);
+      }
+      if (opt.grad_clip > 0) {
+        trace::Span span("clip grad norm", trace::Category::Optimizer);
+        const double coef = opt.grad_clip / (grad_norm + 1e-6);
+        if (coef < 1.0) reducer.scale_grads(coef);
+      }
+      if (micro_losses.defined()) {
+        for (const float l : micro_losses.to_vector<float>()) loss_sum += l;
+      }
+      ctx.dp().all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
+      if (opt.fault_nan_step == step + 1) loss_sum = std::nan("");
+      rec.loss = loss_sum;
+      rec.grad_norm = grad_norm;
+      rec.have_norm = have_norm;
+      // Every rank learns whether any saw a non-finite loss or norm, or a preemption signal.
+      verdict = agree_on_step(*world, !std::isfinite(loss_sum) || !std::isfinite(grad_norm));
+      if (verdict.non_finite && opt.nan_policy == "stop") {
+        nonfinite_error(rec);
+        return 1;
+      }
+      if (verdict.non_finite) {
+        update_skipped(rec);
+      } else {
+        trace::Span span("optimizer step", trace::Category::Optimizer);
+        const trace::DeviceSpan gpu_span("optimizer step", trace::Category::Optimizer, device);
+        optimizer->set_lr(schedule.lr(step));
+        optimizer->step();
+      }
+      rec.lr = optimizer->lr();
+      rec.comm_s = reducer.exposed_comm_seconds();
+      rec.peak_bytes = alloc.stats().peak_bytes;
+      rec.step_s = seconds_since(t0);
+      if (syncs0 >= 0) {
+        rec.host_syncs = cuda_emulated_host_syncs() - syncs0;
+        rec.mallocs = cuda_emulated_mallocs() - mallocs0;
+      }
+      log_begin = trace::enabled() ? trace::now_ns() : 0;
+      report(rec);
     }
-    const double step_s = seconds_since(t0);
-    const int64_t log_begin = trace::enabled() ? trace::now_ns() : 0;
-    if (metrics) {
-      // mfu: model FLOPs per second over the job's peak; null where the peak is unknown (CPU).
-      // 17 digits: a resumed run's losses can be compared bit for bit; JSON has no NaN.
-      const std::string loss_json =
-          std::isfinite(last_loss) ? str_cat(std::setprecision(17), last_loss) : "null";
-      const std::string mfu =
-          peak_flops > 0 ? str_cat(flops_per_step / step_s / peak_flops) : std::string("null");
-      const std::string norm_json =
-          have_norm && std::isfinite(grad_norm) ? str_cat(std::setprecision(9), grad_norm) : "null";
-      std::fprintf(metrics,
-                   "{\"step\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %.9g, "
-                   "\"tokens_per_s\": %.1f, "
-                   "\"step_ms\": %.3f, \"exposed_comm_ms\": %.3f, \"bubble_ms\": %.3f, "
-                   "\"peak_mem_bytes\": %zu, \"mfu\": %s}\n",
-                   static_cast<long long>(step + 1), loss_json.c_str(), norm_json.c_str(),
-                   static_cast<double>(optimizer->lr()), tokens_per_step / step_s, 1000 * step_s,
-                   1000 * reducer.exposed_comm_seconds(), 1000 * bubble, alloc.stats().peak_bytes,
-                   mfu.c_str());
-      std::fflush(metrics);
-    }
-    win_time += step_s;
-    win_comm += reducer.exposed_comm_seconds();
-    win_bubble += bubble;
-    ++win_steps;
-    if (log && line) {
-      if (tty) std::printf("\r\033[K");
-      const double ms = 1000.0 * win_time / static_cast<double>(win_steps);
-      std::printf(
-          "step %5lld/%lld | loss %.4f | lr %.3e | gnorm %.3f | %8.0f tok/s | %7.1f "
-          "ms/step (comm %.1f, bubble %.1f) | peak mem %s%s\n",
-          static_cast<long long>(step + 1), static_cast<long long>(opt.steps), last_loss,
-          optimizer->lr(), grad_norm, tokens_per_step * static_cast<double>(win_steps) / win_time,
-          ms, 1000.0 * win_comm / static_cast<double>(win_steps),
-          1000.0 * win_bubble / static_cast<double>(win_steps),
-          human_bytes(alloc.stats().peak_bytes).c_str(),
-          // MFU on GPUs: the job's model FLOP/s over its ranks' dense peak.
-          peak_flops > 0 ? str_cat(" | MFU ", std::setprecision(3),
-                                   100.0 * flops_per_step * static_cast<double>(win_steps) /
-                                       win_time / peak_flops,
-                                   "%")
-                               .c_str()
-                         : "");
-    } else if (tty) {
-      const int width = 30;
-      const int filled = static_cast<int>(width * (step + 1) / opt.steps);
-      std::printf("\r\033[K[%s%s] %lld/%lld loss %.4f", std::string(filled, '#').c_str(),
-                  std::string(width - filled, '.').c_str(), static_cast<long long>(step + 1),
-                  static_cast<long long>(opt.steps), last_loss);
-    }
-    if (line) win_time = win_comm = win_bubble = 0, win_steps = 0;
     if (log_begin != 0) {
       trace::flush_device_spans();  // GPU spans of this step onto the "cuda:N" track
       trace::record("log", trace::Category::Other, log_begin, trace::now_ns());

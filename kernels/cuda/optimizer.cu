@@ -5,12 +5,17 @@
 //        m = m + (1 - b1)(g - m), v = b2 v + (1 - b2) g^2, bc_i = 1 - b_i^step (host, double).
 // SGD:   g += wd p; buf = first ? g : mu buf + (1 - dampening) g; g = nesterov ? g + mu buf : buf;
 //        p -= lr g.
+// The *_step_scalars variants read lr, the AdamW step count and the skip decision from a
+// StepScalars block in device memory (train_step.hpp) instead of kernel arguments, so the same
+// launch is right at every step (a CUDA graph replays it); each thread derives the AdamW
+// constants with the host's double arithmetic.
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "common.cuh"
 #include "trident/kernels/cuda/optimizer.hpp"
+#include "trident/kernels/cuda/train_step.hpp"
 
 namespace trident::kernels::cuda {
 namespace {
@@ -36,7 +41,16 @@ struct SGDArgs {
 };
 
 __global__ void adamw_kernel(AdamWArgs a, float beta1, float beta2, float eps, float step_size,
-                             float bc2_sqrt, float decay) {
+                             float bc2_sqrt, float decay, const StepScalars* sc,
+                             float weight_decay) {
+  if (sc != nullptr) {  // the step's numbers from device memory, as adamw_update_multi makes them
+    if (sc->skip != 0) return;
+    const double b1 = beta1, b2 = beta2, step = static_cast<double>(sc->adam_step);
+    const float lr = sc->lr;
+    step_size = static_cast<float>(lr / (1.0 - pow(b1, step)));
+    bc2_sqrt = static_cast<float>(sqrt(1.0 - pow(b2, step)));
+    decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
+  }
   const int t = blockIdx.y;
   float* p = a.p[t];
   const float* g = a.g[t];
@@ -57,7 +71,11 @@ __global__ void adamw_kernel(AdamWArgs a, float beta1, float beta2, float eps, f
 }
 
 __global__ void sgd_kernel(SGDArgs a, float lr, float momentum, float dampening, float weight_decay,
-                           bool nesterov) {
+                           bool nesterov, const StepScalars* sc) {
+  if (sc != nullptr) {
+    if (sc->skip != 0) return;
+    lr = sc->lr;
+  }
   const int t = blockIdx.y;
   float* p = a.p[t];
   const float* g = a.g[t];
@@ -86,18 +104,11 @@ unsigned blocks_for(const int64_t* ns, int k) {
 
 }  // namespace
 
-void adamw_update_multi(int count, float* const* params, const float* const* grads, float* const* m,
-                        float* const* v, const int64_t* ns, float lr, float beta1, float beta2,
-                        float eps, float weight_decay, int64_t step, cudaStream_t stream) {
-  if (step < 1) {
-    throw std::invalid_argument("adamw_update: step = " + std::to_string(step) +
-                                " must be the 1-based step count");
-  }
-  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  const float step_size = static_cast<float>(lr / bc1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
+namespace {
+void adamw_launch(int count, float* const* params, const float* const* grads, float* const* m,
+                  float* const* v, const int64_t* ns, float beta1, float beta2, float eps,
+                  float step_size, float bc2_sqrt, float decay, const StepScalars* sc,
+                  float weight_decay, cudaStream_t stream) {
   for (int base = 0; base < count; base += kTensorsPerLaunch) {
     const int k = std::min(kTensorsPerLaunch, count - base);
     AdamWArgs a{};
@@ -109,15 +120,15 @@ void adamw_update_multi(int count, float* const* params, const float* const* gra
       a.n[i] = ns[base + i];
     }
     TRIDENT_LAUNCH(adamw_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)
-    (a, beta1, beta2, eps, step_size, bc2_sqrt, decay);
+    (a, beta1, beta2, eps, step_size, bc2_sqrt, decay, sc, weight_decay);
     detail::check_launch("adamw_kernel");
   }
 }
 
-void sgd_update_multi(int count, float* const* params, const float* const* grads,
-                      float* const* bufs, const int64_t* ns, const bool* first_steps, float lr,
-                      float momentum, float dampening, float weight_decay, bool nesterov,
-                      cudaStream_t stream) {
+void sgd_launch(int count, float* const* params, const float* const* grads, float* const* bufs,
+                const int64_t* ns, const bool* first_steps, float lr, float momentum,
+                float dampening, float weight_decay, bool nesterov, const StepScalars* sc,
+                cudaStream_t stream) {
   for (int base = 0; base < count; base += kTensorsPerLaunch) {
     const int k = std::min(kTensorsPerLaunch, count - base);
     SGDArgs a{};
@@ -133,9 +144,49 @@ void sgd_update_multi(int count, float* const* params, const float* const* grads
       a.first[i] = first_steps[base + i];
     }
     TRIDENT_LAUNCH(sgd_kernel, dim3(blocks_for(ns + base, k), k), kThreads, 0, stream)
-    (a, lr, momentum, dampening, weight_decay, nesterov);
+    (a, lr, momentum, dampening, weight_decay, nesterov, sc);
     detail::check_launch("sgd_kernel");
   }
+}
+}  // namespace
+
+void adamw_update_multi(int count, float* const* params, const float* const* grads, float* const* m,
+                        float* const* v, const int64_t* ns, float lr, float beta1, float beta2,
+                        float eps, float weight_decay, int64_t step, cudaStream_t stream) {
+  if (step < 1) {
+    throw std::invalid_argument("adamw_update: step = " + std::to_string(step) +
+                                " must be the 1-based step count");
+  }
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  const float step_size = static_cast<float>(lr / bc1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
+  adamw_launch(count, params, grads, m, v, ns, beta1, beta2, eps, step_size, bc2_sqrt, decay,
+               nullptr, weight_decay, stream);
+}
+
+void adamw_update_multi(int count, float* const* params, const float* const* grads, float* const* m,
+                        float* const* v, const int64_t* ns, float beta1, float beta2, float eps,
+                        float weight_decay, const StepScalars* scalars, cudaStream_t stream) {
+  adamw_launch(count, params, grads, m, v, ns, beta1, beta2, eps, 0, 0, 0, scalars, weight_decay,
+               stream);
+}
+
+void sgd_update_multi(int count, float* const* params, const float* const* grads,
+                      float* const* bufs, const int64_t* ns, const bool* first_steps, float lr,
+                      float momentum, float dampening, float weight_decay, bool nesterov,
+                      cudaStream_t stream) {
+  sgd_launch(count, params, grads, bufs, ns, first_steps, lr, momentum, dampening, weight_decay,
+             nesterov, nullptr, stream);
+}
+
+void sgd_update_multi(int count, float* const* params, const float* const* grads,
+                      float* const* bufs, const int64_t* ns, const bool* first_steps,
+                      float momentum, float dampening, float weight_decay, bool nesterov,
+                      const StepScalars* scalars, cudaStream_t stream) {
+  sgd_launch(count, params, grads, bufs, ns, first_steps, 0, momentum, dampening, weight_decay,
+             nesterov, scalars, stream);
 }
 
 }  // namespace trident::kernels::cuda

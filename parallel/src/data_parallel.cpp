@@ -291,7 +291,7 @@ DataParallelReducer::~DataParallelReducer() {
   // (the job is ending, a peer may never join) keep the buffers alive instead, for good.
   for (size_t b = 0; b < buckets_.size(); ++b) {
     Impl::BucketState& st = impl_->state[b];
-    if (!st.launched || st.waited) continue;
+    if (!st.launched || st.waited || st.work == nullptr) continue;
     if (std::uncaught_exceptions() > 0) {
       abandon_buffers({buckets_[b].grads, buckets_[b].shard_grads});
       continue;
@@ -392,6 +392,12 @@ void DataParallelReducer::launch(size_t b) {
   // the device before the call (NCCL and MPI's device staging record an event on the compute
   // stream), so the bucket's gradients are written before they travel.
   const auto count = static_cast<size_t>(bucket.numel);
+  if (dp_.size() == 1 && !opts_.zero) {
+    // The average over one rank is the gradient itself (bit for bit): no collective, and so
+    // no event whose timing would make the host wait for the device.
+    st.launched = true;
+    return;
+  }
   if (opts_.zero) {
     st.work = dp_.reduce_scatter_async(bucket.grads.raw_data(), bucket.shard_grads.raw_data(),
                                        static_cast<size_t>(bucket.shard_numel),
@@ -407,6 +413,10 @@ void DataParallelReducer::launch(size_t b) {
 void DataParallelReducer::wait_launched(size_t b) {
   Impl::BucketState& st = impl_->state[b];
   if (st.waited) return;
+  if (st.work == nullptr) {  // nothing launched (one rank)
+    st.waited = true;
+    return;
+  }
   const auto t0 = Clock::now();
   trace::Span span("wait bucket", trace::Category::Comm);
   span.arg("bucket", static_cast<int64_t>(b));
@@ -494,14 +504,13 @@ double DataParallelReducer::grad_sum_squares_local() const {
       .sum_squares_multi(g0.dtype(), ptrs.data(), ns.data(), static_cast<int>(ptrs.size()));
 }
 
-double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& weights) const {
+void DataParallelReducer::weighted_grad_pieces(const std::vector<double>& weights,
+                                               std::vector<double>& group_weight,
+                                               std::vector<std::vector<const void*>>& group_ptrs,
+                                               std::vector<std::vector<int64_t>>& group_ns) const {
   ensure_reduced("grad_sum_squares_local");
   TRIDENT_CHECK(weights.size() == params_.size(), "grad_sum_squares_local: ", weights.size(),
                 " weights for ", params_.size(), " parameters");
-  // The pieces grouped by weight (in practice 1 and 0): one pass per distinct weight.
-  std::vector<double> group_weight;
-  std::vector<std::vector<const void*>> group_ptrs;
-  std::vector<std::vector<int64_t>> group_ns;
   for (const auto& bucket : buckets_) {
     const Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
     const int64_t base = opts_.zero ? bucket.shard_begin : 0;
@@ -525,6 +534,14 @@ double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& we
       group_ns[gi].push_back(hi - lo);
     }
   }
+}
+
+double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& weights) const {
+  // The pieces grouped by weight (in practice 1 and 0): one pass per distinct weight.
+  std::vector<double> group_weight;
+  std::vector<std::vector<const void*>> group_ptrs;
+  std::vector<std::vector<int64_t>> group_ns;
+  weighted_grad_pieces(weights, group_weight, group_ptrs, group_ns);
   const Tensor& g0 = opts_.zero ? buckets_[0].shard_grads : buckets_[0].grads;
   Backend& be = backend_for(g0.device());
   double s = 0;
@@ -534,6 +551,32 @@ double DataParallelReducer::grad_sum_squares_local(const std::vector<double>& we
                                                  static_cast<int>(group_ptrs[gi].size()));
   }
   return s;
+}
+
+void DataParallelReducer::grad_sum_squares_local_to(const std::vector<double>& weights,
+                                                    double* out) const {
+  std::vector<double> group_weight;
+  std::vector<std::vector<const void*>> group_ptrs;
+  std::vector<std::vector<int64_t>> group_ns;
+  weighted_grad_pieces(weights, group_weight, group_ptrs, group_ns);
+  TRIDENT_CHECK(group_weight.size() <= 1 && (group_weight.empty() || group_weight[0] == 1.0),
+                "grad_sum_squares_local_to: weights other than 0 and 1");
+  const Tensor& g0 = opts_.zero ? buckets_[0].shard_grads : buckets_[0].grads;
+  Backend& be = backend_for(g0.device());
+  if (group_weight.empty()) {
+    be.fill(DType::F64, out, 0.0, 1);
+  } else {
+    be.sum_squares_multi_to(g0.dtype(), out, group_ptrs[0].data(), group_ns[0].data(),
+                            static_cast<int>(group_ptrs[0].size()));
+  }
+}
+
+void DataParallelReducer::scale_grads_by_step_clip(const void* scalars) {
+  ensure_reduced("scale_grads");
+  for (auto& bucket : buckets_) {
+    Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
+    backend_for(g.device()).scale_by_step_clip(g.dtype(), g.raw_data(), scalars, g.numel());
+  }
 }
 
 void DataParallelReducer::scale_grads(double coef) {

@@ -3,6 +3,7 @@
 // where a tensor lives. Buffers are contiguous unless strides are passed; pointers are device
 // pointers of the backend's device. Backward entries overwrite their outputs.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "trident/core/device.hpp"
@@ -177,6 +178,39 @@ class Backend {
                  nesterov, first_steps[i]);
     }
   }
+
+  // --- a training step without host synchronisation (the CUDA backend; the others throw) ---
+  // A step's numbers (learning rate, AdamW step count, clip factor, skip decision) live in a
+  // device block of step_scalars_bytes() bytes that train_step_finish() updates once per step,
+  // and the optimizer entries below read when they run (kernels/cuda/train_step.hpp has the
+  // arithmetic): nothing changing from step to step is a kernel argument, so the host never
+  // waits and a step can be replayed as a CUDA graph.
+  virtual size_t step_scalars_bytes() const;
+  // Queues `scalars` = {steps done: step, optimizer updates applied: adam_step, no skip}.
+  virtual void step_scalars_init(void* scalars, int64_t step, int64_t adam_step);
+  // *out (a device double) = the sum of squares of the xs, queued (sum_squares_multi's pass).
+  virtual void sum_squares_multi_to(DType t, double* out, const void* const* xs, const int64_t* ns,
+                                    int count);
+  // Queues the step's bookkeeping: loss = sum of micro_losses (m, f32), norm = sqrt(*sum_squares),
+  // the clip factor, skip, lr = lr_table[step] (lr_steps f32), the AdamW count; loss, norm and a
+  // non-finite flag (1 or 0) go to slot step % window of window_loss, window_norm and
+  // window_nonfinite (f64). fault_step (1-based) makes that step's loss NaN (tests).
+  virtual void train_step_finish(void* scalars, const float* micro_losses, int64_t m,
+                                 const double* sum_squares, float grad_clip, bool stop_on_nonfinite,
+                                 int64_t fault_step, const float* lr_table, int64_t lr_steps,
+                                 double* window_loss, double* window_norm, double* window_nonfinite,
+                                 int64_t window);
+  // x (n, dtype t) *= the step's clip factor.
+  virtual void scale_by_step_clip(DType t, void* x, const void* scalars, int64_t n);
+  // adamw/sgd_update_multi with lr, the step count and the skip read from `scalars`.
+  virtual void adamw_update_multi_step(int count, float* const* params, const float* const* grads,
+                                       float* const* m, float* const* v, const int64_t* ns,
+                                       float beta1, float beta2, float eps, float weight_decay,
+                                       const void* scalars);
+  virtual void sgd_update_multi_step(int count, float* const* params, const float* const* grads,
+                                     float* const* bufs, const int64_t* ns, const bool* first_steps,
+                                     float momentum, float dampening, float weight_decay,
+                                     bool nesterov, const void* scalars);
 };
 
 // The dtype of the per-row statistics that layer norm and cross entropy save for backward

@@ -29,4 +29,10 @@ CudaDeviceInfo cuda_device_info(int index);
 // other streams (NCCL) must order themselves against it.
 void* cuda_compute_stream(int index);
 
+// Host synchronisations with a GPU (cudaStreamSynchronize, a copy to the host, cudaFree, ...)
+// and cudaMalloc calls made so far by the process, as the test-only CUDA emulation counts them
+// (kernels/cuda/emu/include/trident_cuda_emu.hpp); -1 in other builds, where nothing counts.
+long long cuda_emulated_host_syncs();
+long long cuda_emulated_mallocs();
+
 }  // namespace trident

@@ -21,5 +21,12 @@ std::string last_fault_message();
 void clear_fault(int device);
 // Number of kernel launches executed so far (all devices), for tests that count work.
 long long launches_executed();
+// Host synchronisations so far (all threads and devices): every call that makes the host wait
+// for queued device work (cudaDeviceSynchronize, cudaStreamSynchronize, cudaEventSynchronize, a
+// synchronous cudaMemcpy or cudaMemset, a copy into pageable host memory, cudaFree), counted
+// when it waits, whether or not the work was already done (a real GPU would stall).
+long long host_syncs();
+// cudaMalloc calls so far (all devices): a training step should make none.
+long long device_mallocs();
 
 }  // namespace cuemu

@@ -34,6 +34,8 @@
 
 struct CUstream_st {};
 struct CUevent_st {};
+struct CUgraph_st {};
+struct CUgraphExec_st {};
 
 namespace cuemu {
 namespace {
@@ -74,6 +76,12 @@ struct Stream : CUstream_st {
   uint64_t completed = 0;  // tickets finished (under mu)
   bool destroyed = false;
   std::thread worker;
+  // Stream capture (under mu): what cudaStreamBeginCapture started; work pushed while capturing
+  // goes into `graph` instead of the queue.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  std::thread::id capture_thread;
+  struct Graph* graph = nullptr;
 
   void wait_for(uint64_t ticket) {
     std::unique_lock<std::mutex> lock(mu);
@@ -85,8 +93,21 @@ struct Stream : CUstream_st {
   }
 };
 
+// A captured operation: what a stream op would have run.
+struct GraphNode {
+  std::function<void()> fn;
+  const char* what;
+};
+struct Graph : CUgraph_st {
+  std::vector<GraphNode> nodes;
+};
+struct GraphExec : CUgraphExec_st {
+  std::vector<GraphNode> nodes;
+};
+
 struct Event : CUevent_st {
   std::mutex mu;
+  const Graph* captured_in = nullptr;  // the capture of the latest record, if it was captured
   unsigned flags = 0;
   Stream* stream = nullptr;  // of the latest record (nullptr: never recorded)
   uint64_t ticket = 0;
@@ -281,8 +302,53 @@ void worker_loop(Stream* s) {
   }
 }
 
-// Queues on a resolved stream; returns the op's ticket.
+// The capture state of a stream.
+cudaStreamCaptureStatus capture_status(Stream* s) {
+  std::lock_guard<std::mutex> lock(s->mu);
+  return s->capture;
+}
+
+// Streams capturing now (under g_capture_mu).
+std::mutex g_capture_mu;
+std::set<Stream*> g_capturing;
+
+// Called by every operation that makes the host wait for a device (or may, as cudaMalloc and
+// cudaFree do): when a capture forbids that on this thread (global mode: any thread; thread-local
+// mode: its own thread), it is invalidated, and the call must fail with
+// cudaErrorStreamCaptureUnsupported (returns true). `own` is the stream the call names, whose
+// capture is hit whatever its mode.
+bool capture_forbids(const char* who, Stream* own = nullptr) {
+  bool hit = false;
+  std::lock_guard<std::mutex> lock(g_capture_mu);
+  for (Stream* s : g_capturing) {
+    std::lock_guard<std::mutex> l(s->mu);
+    if (s->capture != cudaStreamCaptureStatusActive) continue;
+    const bool forbids = s == own || s->capture_mode == cudaStreamCaptureModeGlobal ||
+                         (s->capture_mode == cudaStreamCaptureModeThreadLocal &&
+                          s->capture_thread == std::this_thread::get_id());
+    if (forbids) {
+      s->capture = cudaStreamCaptureStatusInvalidated;
+      hit = true;
+    }
+  }
+  if (hit) {
+    report(std::string(who) +
+           " during a stream capture would wait for the device: "
+           "cudaErrorStreamCaptureUnsupported, the capture is invalidated");
+  }
+  return hit;
+}
+
+// Queues on a resolved stream; returns the op's ticket (0: recorded by a capture, not queued).
 uint64_t push(Stream* s, std::function<void()> fn, const char* what, std::vector<Ticket> waits) {
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->capture == cudaStreamCaptureStatusActive) {
+      s->graph->nodes.push_back(GraphNode{std::move(fn), what});
+      return 0;
+    }
+    if (s->capture == cudaStreamCaptureStatusInvalidated) return 0;  // dropped
+  }
   Machine& m = machine();
   // Legacy default stream semantics: an op on the legacy stream waits for all work queued on the
   // device's blocking streams so far, and an op on a blocking stream waits for the legacy
@@ -337,6 +403,10 @@ std::vector<Ticket> device_tickets(int device) {
   }
   return t;
 }
+
+// Host synchronisations and cudaMalloc calls so far (host_syncs(), device_mallocs()).
+std::atomic<long long> g_host_syncs{0};
+std::atomic<long long> g_device_mallocs{0};
 
 void wait_device(int device) {
   for (const Ticket& t : device_tickets(device)) t.stream->wait_for(t.ticket);
@@ -397,6 +467,13 @@ void guarded_free(const Allocation& a) {
 
 }  // namespace
 
+long long host_syncs() {
+  return g_host_syncs.load();
+}
+long long device_mallocs() {
+  return g_device_mallocs.load();
+}
+
 // --- internal interface (emu_runtime.hpp) ---------------------------------------------------
 
 int current_device() {
@@ -410,6 +487,9 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> op, const char* w
   }
   const cudaError_t st = sticky(s->device);
   if (st != cudaSuccess) return st;
+  if (capture_status(s) == cudaStreamCaptureStatusInvalidated) {
+    return cudaErrorStreamCaptureInvalidated;
+  }
   push(s, std::move(op), what, {});
   return cudaSuccess;
 }
@@ -539,6 +619,18 @@ const char* cudaGetErrorName(cudaError_t e) {
       return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported:
       return "cudaErrorNotSupported";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureUnmatched:
+      return "cudaErrorStreamCaptureUnmatched";
+    case cudaErrorStreamCaptureIsolation:
+      return "cudaErrorStreamCaptureIsolation";
+    case cudaErrorStreamCaptureImplicit:
+      return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorStreamCaptureWrongThread:
+      return "cudaErrorStreamCaptureWrongThread";
     case cudaErrorUnknown:
       return "cudaErrorUnknown";
   }
@@ -571,6 +663,10 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "unspecified launch failure";
     case cudaErrorNotSupported:
       return "operation not supported";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
     default:
       return cudaGetErrorName(e);
   }
@@ -622,6 +718,10 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 
 cudaError_t cudaDeviceSynchronize() {
   if (!cuemu::valid_device(cuemu::tls_device)) return cuemu::set_last_error(cudaErrorNoDevice);
+  if (cuemu::capture_forbids("cudaDeviceSynchronize")) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
+  ++cuemu::g_host_syncs;
   cuemu::wait_device(cuemu::tls_device);
   return cuemu::ret(cudaSuccess, cuemu::tls_device);
 }
@@ -650,6 +750,10 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (ptr == nullptr) return cuemu::set_last_error(cudaErrorInvalidValue);
   *ptr = nullptr;
   if (!cuemu::valid_device(d)) return cuemu::set_last_error(cudaErrorNoDevice);
+  if (cuemu::capture_forbids("cudaMalloc")) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
+  ++cuemu::g_device_mallocs;
   if (cuemu::sticky(d) != cudaSuccess) return cuemu::sticky(d);
   if (bytes == 0) return cudaSuccess;
   cuemu::Device& dev = *machine().devices[d];
@@ -674,6 +778,9 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
+  if (cuemu::capture_forbids("cudaFree")) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
   cuemu::Allocation a{};
   {
     std::lock_guard<std::mutex> lock(machine().mu);
@@ -685,6 +792,7 @@ cudaError_t cudaFree(void* ptr) {
     a = it->second;
   }
   // cudaFree synchronises the device: queued work may still use the memory.
+  ++cuemu::g_host_syncs;
   cuemu::wait_device(a.device);
   {
     std::lock_guard<std::mutex> lock(machine().mu);
@@ -792,6 +900,17 @@ cudaError_t memcpy_on(void* dst, const void* src, size_t bytes, cudaMemcpyKind k
   // copy returns only when done; pinned memory is read/written when the stream gets there.
   std::shared_ptr<std::vector<char>> staged;
   const bool host_src = !src_dev, host_dst = !dst_dev;
+  // Under capture: a synchronous copy waits (not allowed), and a copy from or to pageable memory
+  // cannot be recorded (a graph copies when it replays, from memory the driver cannot pin).
+  const cudaStreamCaptureStatus cap = capture_status(s);
+  if (cap == cudaStreamCaptureStatusInvalidated) {
+    return set_last_error(cudaErrorStreamCaptureInvalidated);
+  }
+  if (synchronous || (host_src && !is_pinned_host(src)) || (host_dst && !is_pinned_host(dst))) {
+    if (capture_forbids(who, cap == cudaStreamCaptureStatusActive ? s : nullptr)) {
+      return set_last_error(cudaErrorStreamCaptureUnsupported);
+    }
+  }
   if (host_src && !is_pinned_host(src)) {
     staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
                                                  static_cast<const char*>(src) + bytes);
@@ -800,7 +919,10 @@ cudaError_t memcpy_on(void* dst, const void* src, size_t bytes, cudaMemcpyKind k
   const uint64_t ticket =
       push(s, [dst, src, bytes, staged] { std::memcpy(dst, staged ? staged->data() : src, bytes); },
            who, {});
-  if (wait) s->wait_for(ticket);
+  if (wait) {
+    ++g_host_syncs;
+    s->wait_for(ticket);
+  }
   return ret(cudaSuccess, s->device);
 }
 
@@ -816,8 +938,15 @@ cudaError_t memset_on(void* ptr, int value, size_t bytes, cudaStream_t stream, b
   Stream* s = stream == nullptr ? legacy_stream(device) : resolve(stream);
   if (s == nullptr) return set_last_error(cudaErrorInvalidResourceHandle);
   if (sticky(s->device) != cudaSuccess) return sticky(s->device);
+  if (capture_status(s) == cudaStreamCaptureStatusInvalidated) {
+    return set_last_error(cudaErrorStreamCaptureInvalidated);
+  }
+  if (synchronous && capture_forbids(who)) return set_last_error(cudaErrorStreamCaptureUnsupported);
   const uint64_t ticket = push(s, [ptr, value, bytes] { std::memset(ptr, value, bytes); }, who, {});
-  if (synchronous) s->wait_for(ticket);
+  if (synchronous) {
+    ++g_host_syncs;
+    s->wait_for(ticket);
+  }
   return ret(cudaSuccess, s->device);
 }
 
@@ -892,11 +1021,15 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   cuemu::Stream* s = cuemu::resolve(stream);
   if (s == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (cuemu::capture_forbids("cudaStreamSynchronize", s)) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
   uint64_t t;
   {
     std::lock_guard<std::mutex> lock(s->mu);
     t = s->enqueued;
   }
+  ++cuemu::g_host_syncs;
   s->wait_for(t);
   return cuemu::ret(cudaSuccess, s->device);
 }
@@ -904,6 +1037,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   cuemu::Stream* s = cuemu::resolve(stream);
   if (s == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (cuemu::capture_status(s) != cudaStreamCaptureStatusNone &&
+      cuemu::capture_forbids("cudaStreamQuery", s)) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
   std::lock_guard<std::mutex> lock(s->mu);
   const cudaError_t st = cuemu::sticky(s->device);
   if (st != cudaSuccess) return st;
@@ -915,6 +1052,24 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   if (s == nullptr || event == nullptr)
     return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
   auto* ev = static_cast<cuemu::Event*>(event);
+  {
+    std::unique_lock<std::mutex> lock(s->mu);
+    if (s->capture == cudaStreamCaptureStatusInvalidated) return cudaErrorStreamCaptureInvalidated;
+    if (s->capture == cudaStreamCaptureStatusActive) {
+      // One stream per capture: the event must come from this capture (then the stream's order
+      // already holds); an event from outside would join another stream's work to the graph.
+      const cuemu::Graph* g = s->graph;
+      lock.unlock();
+      std::lock_guard<std::mutex> l(ev->mu);
+      if (ev->captured_in == g) return cudaSuccess;
+      std::lock_guard<std::mutex> l2(s->mu);
+      s->capture = cudaStreamCaptureStatusInvalidated;
+      cuemu::report(
+          "cudaStreamWaitEvent on a capturing stream, for an event recorded outside the "
+          "capture: cudaErrorStreamCaptureIsolation, the capture is invalidated");
+      return cuemu::set_last_error(cudaErrorStreamCaptureIsolation);
+    }
+  }
   std::vector<cuemu::Ticket> waits;
   const cuemu::Ticket last = ev->latest();
   if (last.stream != nullptr) waits.push_back(last);
@@ -961,6 +1116,20 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (cuemu::sticky(s->device) != cudaSuccess) return cuemu::sticky(s->device);
   auto* ev = static_cast<cuemu::Event*>(event);
   std::lock_guard<std::mutex> lock(ev->mu);  // keeps record order equal to ticket order
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    if (s->capture == cudaStreamCaptureStatusInvalidated) return cudaErrorStreamCaptureInvalidated;
+    if (s->capture == cudaStreamCaptureStatusActive) {  // an event record node
+      s->graph->nodes.push_back(cuemu::GraphNode{[ev] {
+                                                   std::lock_guard<std::mutex> g(ev->mu);
+                                                   ev->when = cuemu::Clock::now();
+                                                 },
+                                                 "cudaEventRecord"});
+      ev->captured_in = s->graph;
+      return cudaSuccess;
+    }
+  }
+  ev->captured_in = nullptr;
   const uint64_t ticket = cuemu::push(s,
                                       [ev] {
                                         std::lock_guard<std::mutex> l(ev->mu);
@@ -989,6 +1158,10 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   cuemu::Stream* s = last.stream;
   const uint64_t t = last.ticket;
   if (s == nullptr) return cudaSuccess;
+  if (cuemu::capture_forbids("cudaEventSynchronize")) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
+  ++cuemu::g_host_syncs;
   s->wait_for(t);
   return cuemu::ret(cudaSuccess, s->device);
 }
@@ -1024,5 +1197,116 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
     std::lock_guard<std::mutex> lock(machine().mu);
     machine().max_dynamic_smem[func] = value;
   }
+  return cudaSuccess;
+}
+
+// --- stream capture and graphs
+// ------------------------------------------------------------------------
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  if (stream == nullptr) {  // the legacy default stream cannot capture
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
+  cuemu::Stream* s = cuemu::resolve(stream);
+  if (s == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+      mode != cudaStreamCaptureModeRelaxed) {
+    return cuemu::set_last_error(cudaErrorInvalidValue);
+  }
+  if (cuemu::sticky(s->device) != cudaSuccess) return cuemu::sticky(s->device);
+  std::lock_guard<std::mutex> cl(cuemu::g_capture_mu);
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->capture != cudaStreamCaptureStatusNone) {
+      return cuemu::set_last_error(cudaErrorIllegalState);
+    }
+    s->capture = cudaStreamCaptureStatusActive;
+    s->capture_mode = mode;
+    s->capture_thread = std::this_thread::get_id();
+    s->graph = new cuemu::Graph();
+  }
+  cuemu::g_capturing.insert(s);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (graph == nullptr) return cuemu::set_last_error(cudaErrorInvalidValue);
+  *graph = nullptr;
+  cuemu::Stream* s = stream == nullptr ? nullptr : cuemu::resolve(stream);
+  if (s == nullptr) return cuemu::set_last_error(cudaErrorIllegalState);
+  std::lock_guard<std::mutex> cl(cuemu::g_capture_mu);
+  cuemu::Graph* g = nullptr;
+  cudaStreamCaptureStatus status;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->capture == cudaStreamCaptureStatusNone) {
+      return cuemu::set_last_error(cudaErrorIllegalState);
+    }
+    if (s->capture_mode != cudaStreamCaptureModeRelaxed &&
+        s->capture_thread != std::this_thread::get_id()) {
+      return cuemu::set_last_error(cudaErrorStreamCaptureWrongThread);
+    }
+    status = s->capture;
+    g = s->graph;
+    s->graph = nullptr;
+    s->capture = cudaStreamCaptureStatusNone;
+  }
+  cuemu::g_capturing.erase(s);
+  if (status == cudaStreamCaptureStatusInvalidated) {
+    delete g;
+    return cuemu::set_last_error(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  if (status == nullptr) return cuemu::set_last_error(cudaErrorInvalidValue);
+  cuemu::Stream* s = cuemu::resolve(stream);
+  if (s == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (s->legacy) {
+    // Asking about the legacy stream while a global capture runs is itself an implicit sync.
+    std::lock_guard<std::mutex> cl(cuemu::g_capture_mu);
+    for (cuemu::Stream* c : cuemu::g_capturing) {
+      std::lock_guard<std::mutex> l(c->mu);
+      if (c->capture_mode == cudaStreamCaptureModeGlobal) {
+        return cuemu::set_last_error(cudaErrorStreamCaptureImplicit);
+      }
+    }
+  }
+  *status = cuemu::capture_status(s);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (exec == nullptr || graph == nullptr) return cuemu::set_last_error(cudaErrorInvalidValue);
+  auto* e = new cuemu::GraphExec();
+  e->nodes = static_cast<cuemu::Graph*>(graph)->nodes;
+  *exec = e;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (exec == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  cuemu::Stream* s = cuemu::resolve(stream);
+  if (s == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (cuemu::sticky(s->device) != cudaSuccess) return cuemu::sticky(s->device);
+  if (cuemu::capture_status(s) == cudaStreamCaptureStatusInvalidated) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureInvalidated);
+  }
+  // Each node is queued as the op it was captured from (or recorded again, under capture).
+  for (const cuemu::GraphNode& n : static_cast<cuemu::GraphExec*>(exec)->nodes) {
+    cuemu::push(s, n.fn, n.what, {});
+  }
+  return cuemu::ret(cudaSuccess, s->device);
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete static_cast<cuemu::GraphExec*>(exec);  // queued replays hold copies of the nodes
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete static_cast<cuemu::Graph*>(graph);
   return cudaSuccess;
 }

@@ -121,6 +121,11 @@ class DataParallelReducer {
   double grad_sum_squares_local(const std::vector<double>& weights) const;
   // Multiplies those same gradients by `coef` (gradient clipping). After finish().
   void scale_grads(double coef);
+  // Without host synchronisation (a device training step, Backend::train_step_finish): queues
+  // *out (a device double) = grad_sum_squares_local(weights), for weights of 0 and 1 only; and
+  // multiplies the gradients by the step's clip factor read from the device block `scalars`.
+  void grad_sum_squares_local_to(const std::vector<double>& weights, double* out) const;
+  void scale_grads_by_step_clip(const void* scalars);
 
   // --- layout ---------------------------------------------------------------------------------
   const std::vector<GradientBucket>& buckets() const { return buckets_; }
@@ -149,6 +154,11 @@ class DataParallelReducer {
   size_t bytes_per_step() const;
 
  private:
+  // The reduced gradient pieces with a nonzero weight, grouped by weight: group_weight[g] and
+  // its pieces' pointers and lengths.
+  void weighted_grad_pieces(const std::vector<double>& weights, std::vector<double>& group_weight,
+                            std::vector<std::vector<const void*>>& group_ptrs,
+                            std::vector<std::vector<int64_t>>& group_ns) const;
   struct Impl;
   void on_grad_ready(size_t param_index);
   void install_grad_views();

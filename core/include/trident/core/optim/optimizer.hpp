@@ -30,6 +30,10 @@ class Optimizer {
   // Named optimizer state per parameter (e.g. "exp_avg"), for checkpoints.
   virtual std::vector<std::pair<std::string, Tensor>> state_of(size_t group, size_t index) = 0;
   void set_steps_taken(int64_t s) { step_ = s; }
+  // With a device step block (Backend::step_scalars_bytes(), null to go back), step() reads
+  // the learning rate, the step count and whether to skip from it when its kernels run, not
+  // from set_lr() and steps_taken(): a step queued without host synchronisation (CUDA only).
+  void use_step_scalars(const void* scalars) { step_scalars_ = scalars; }
 
  protected:
   // Calls update(group, index, param, contiguous grad) for every parameter that has a gradient.
@@ -38,6 +42,7 @@ class Optimizer {
   std::vector<ParamGroup> groups_;
   float lr_ = 1e-3f;
   int64_t step_ = 0;
+  const void* step_scalars_ = nullptr;
 };
 
 struct SGDOptions {

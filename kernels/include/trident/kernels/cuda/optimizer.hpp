@@ -3,6 +3,7 @@
 // and size arrays are host arrays of `count` entries; one launch covers up to 32 tensors.
 #pragma once
 #include "trident/kernels/cuda/common.hpp"
+#include "trident/kernels/cuda/train_step.hpp"
 
 namespace trident::kernels::cuda {
 
@@ -16,5 +17,14 @@ void sgd_update_multi(int count, float* const* params, const float* const* grads
                       float* const* bufs, const int64_t* ns, const bool* first_steps, float lr,
                       float momentum, float dampening, float weight_decay, bool nesterov,
                       cudaStream_t stream);
+// The same updates with lr, the AdamW step count and the skip decision read from `scalars`
+// (device memory, train_step.hpp) when the kernels run; a skipped step leaves everything as is.
+void adamw_update_multi(int count, float* const* params, const float* const* grads, float* const* m,
+                        float* const* v, const int64_t* ns, float beta1, float beta2, float eps,
+                        float weight_decay, const StepScalars* scalars, cudaStream_t stream);
+void sgd_update_multi(int count, float* const* params, const float* const* grads,
+                      float* const* bufs, const int64_t* ns, const bool* first_steps,
+                      float momentum, float dampening, float weight_decay, bool nesterov,
+                      const StepScalars* scalars, cudaStream_t stream);
 
 }  // namespace trident::kernels::cuda
