@@ -8,8 +8,9 @@
 #   bench/default_run_seeds.sh                        # seeds 1-8 and 1337 on three builds
 #   SEEDS="1 2" BUILDS="native=build/release" THREADS=2 bench/default_run_seeds.sh
 #
-# BUILDS is a list of KIND=DIR: native (-march=native, the default build), avx2
-# (-march=x86-64-v3: AVX2 + FMA, no AVX-512) and generic (no -march: SSE2, Eigen's GEMM); a DIR
+# BUILDS is a list of KIND=DIR: native (-DTRIDENT_NATIVE=ON: -march=native), avx2
+# (-march=x86-64-v3: AVX2 + FMA, no AVX-512; run with TRIDENT_CPU_ISA=avx2) and generic (the
+# default portable build run with TRIDENT_CPU_ISA=generic: SSE2, Eigen's GEMM); a DIR
 # without a CMakeCache.txt is configured here with that kind's flags. THREADS is --threads
 # (results do not depend on it; 1 is fastest on a busy machine). ARGS are appended to every
 # command (e.g. ARGS="--steps 1200"). Writes bench/results/default_run_seeds-<UTC date>.json
@@ -27,8 +28,11 @@ cd "$ROOT"
 # shellcheck source=bench/quiet.sh
 source bench/quiet.sh
 
-declare -A FLAGS=([native]="" [avx2]="-DTRIDENT_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3"
+declare -A FLAGS=([native]="-DTRIDENT_NATIVE=ON"
+                  [avx2]="-DTRIDENT_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3"
                   [generic]="-DTRIDENT_NATIVE=OFF")
+# The GEMM picks its kernel at run time (cpu_isa.hpp): each kind is held to its own level.
+declare -A ISA=([native]="" [avx2]=avx2 [generic]=generic)
 for b in $BUILDS; do
   kind=${b%%=*} dir=${b#*=}
   [[ -v FLAGS[$kind] ]] || { echo "unknown build kind '$kind' (native, avx2, generic)" >&2; exit 2; }
@@ -49,7 +53,8 @@ for b in $BUILDS; do
   kind=${b%%=*} dir=${b#*=}
   for seed in $SEEDS; do
     out="$TMP/$kind-$seed"
-    cmd="$dir/examples/trident-train --seed $seed --threads $THREADS --out-dir $out $ARGS"
+    cmd="env TRIDENT_CPU_ISA=${ISA[$kind]} $dir/examples/trident-train --seed $seed"
+    cmd+=" --threads $THREADS --out-dir $out $ARGS"
     busy=$(cpu_busy)
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
