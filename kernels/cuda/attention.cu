@@ -13,10 +13,19 @@
 //                   dV = sum_i P^T dO, dK = scale sum_i dS^T Q   over query tiles >= key tile
 //   per query tile: dQ = scale sum_j dS K                    over key tiles <= query tile
 // Every element of dqkv is written exactly once; the result does not depend on scheduling.
+// bf16 storage with head size 64 or 128 goes to the tensor-core kernels of attention_wmma.cu
+// instead (forward always; backward unless TRIDENT_ATTENTION_DETERMINISTIC=1 asks for the
+// kernels here). Both save the same lse and copy of out, so either backward follows either
+// forward.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
+#include <type_traits>
 
+#include "attention_wmma.cuh"
 #include "common.cuh"
 #include "trident/kernels/cuda/attention.hpp"
 
@@ -35,10 +44,15 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kRowsPerWarp = kTile / kWarps;  // 4
 constexpr int kScoreStride = kTile + 1;
 
-struct Dims {
-  int64_t B, T, C, NH, hs;
-  float scale;
-};
+using Dims = detail::AttentionDims;
+
+std::atomic<uint64_t> g_tensor_core_forward{0}, g_tensor_core_backward{0}, g_simt_forward{0},
+    g_simt_backward{0};
+
+bool deterministic_backward_requested() {
+  const char* v = std::getenv("TRIDENT_ATTENTION_DETERMINISTIC");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
 
 size_t round_up(size_t x, size_t a) {
   return (x + a - 1) / a * a;
@@ -399,6 +413,11 @@ void backward_hs(T* dqkv, const T* dout, const T* qkv, const float* lse, const f
 
 }  // namespace
 
+AttentionKernelCounts attention_kernel_counts() {
+  return {g_tensor_core_forward.load(), g_tensor_core_backward.load(), g_simt_forward.load(),
+          g_simt_backward.load()};
+}
+
 size_t attention_saved_bytes(ScalarType t, int64_t B, int64_t T, int64_t C, int64_t NH) {
   return lse_bytes(B, T, NH) + static_cast<size_t>(B * T * C) * scalar_size(t);
 }
@@ -409,6 +428,14 @@ void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, in
   if (B == 0 || T_ == 0 || C == 0) return;
   float* lse = static_cast<float*>(saved);
   char* saved_out = static_cast<char*>(saved) + lse_bytes(B, T_, NH);
+  if (t == ScalarType::BF16 && detail::attention_wmma_supported(D, out, qkv, saved_out)) {
+    detail::attention_wmma_forward(static_cast<__nv_bfloat16*>(out), lse,
+                                   reinterpret_cast<__nv_bfloat16*>(saved_out),
+                                   static_cast<const __nv_bfloat16*>(qkv), D, stream);
+    ++g_tensor_core_forward;
+    return;
+  }
+  ++g_simt_forward;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "attention", {
     T* o = static_cast<T*>(out);
     T* so = reinterpret_cast<T*>(saved_out);
@@ -439,6 +466,16 @@ void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* 
     TRIDENT_LAUNCH(attention_rowdot_kernel<T>, rows_grid, kThreads, 0, stream)
     (Dd, dy, reinterpret_cast<const T*>(saved_out), D);
     check_launch("attention_rowdot_kernel");
+    if (std::is_same<T, __nv_bfloat16>::value && !deterministic_backward_requested() &&
+        detail::attention_wmma_supported(D, dx, dy, x)) {
+      float* dq_acc = scratch.get_as<float>(B * T_ * C);
+      detail::attention_wmma_backward(
+          reinterpret_cast<__nv_bfloat16*>(dx), dq_acc, reinterpret_cast<const __nv_bfloat16*>(dy),
+          reinterpret_cast<const __nv_bfloat16*>(x), lse, Dd, D, stream);
+      ++g_tensor_core_backward;
+      break;
+    }
+    ++g_simt_backward;
     if (D.hs <= 32) {
       backward_hs<T, 32>(dx, dy, x, lse, Dd, D, stream);
     } else if (D.hs <= 64) {

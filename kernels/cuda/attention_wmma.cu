@@ -1,0 +1,443 @@
+// Causal self-attention on tensor cores (FlashAttention-2), bf16 storage, head size 64 or 128,
+// through nvcuda::wmma bf16 m16n16k16 fragments with fp32 accumulators. Shapes as
+// trident/kernels/cuda/attention.hpp: qkv (B, T, 3C), out (B, T, C), lse (B, NH, T) fp32.
+// A block is 4 warps (128 threads) and owns a tile of 64 rows; a warp owns 16 of them. Q, K, V,
+// dO tiles are bf16 in shared memory with rows padded to HS + 8 elements; everything that needs
+// to know which (row, col) an element is (masking, softmax, scaling rows) goes through shared
+// memory with store_matrix_sync, because a fragment's element-to-lane mapping is unspecified.
+//
+// Forward, one block per (query tile of 64, b*h), longest rows first: for every key tile up to
+// the diagonal (fully masked tiles are never visited), each warp computes S = Q K^T for its 16
+// rows on tensor cores (skipping 16-key sub-tiles past its last row), stores S (fp32) to shared
+// memory, where lane pairs own a row: scale, mask, online softmax (running max m and sum l in
+// fp32), P rounded to bf16, and the warp's fp32 output rows rescaled by exp(m_old - m_new); then
+// O += P V on tensor cores with O loaded as an accumulator from shared memory and stored back.
+// Writes O / l (to out and to the saved copy) and lse = m + log l.
+//
+// Backward, one block per (key tile of 64, b*h), one pass over the query tiles at or below the
+// diagonal: per query tile each warp recomputes S^T = K Q^T and dP^T = V dO^T for its 16 keys,
+// P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - D) (D = dO . O, from the caller), both rounded to
+// bf16; dV += P^T dO and dK += dS^T Q stay in fp32 accumulator fragments for the whole loop;
+// after a block barrier (dS^T of all 64 keys in shared memory) warp w computes rows 16w..16w+15
+// of dQ_tile = dS K and adds them with fp32 atomicAdd into dq_acc (B, T, C). A last kernel
+// writes dQ = scale dq_acc as bf16. dQ, dK, dV never materialise T x T. Five tile products per
+// (query, key) tile pair, as FlashAttention-2. The atomics make dQ's summation order, and so its
+// last bits, depend on block scheduling on a GPU (not bitwise reproducible run to run).
+#include <mma.h>
+
+#include <cmath>
+
+#include "attention_wmma.cuh"
+#include "common.cuh"
+
+namespace trident::kernels::cuda::detail {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+using bf16 = __nv_bfloat16;
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
+using FragAT = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major>;
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
+using FragBT = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+constexpr int kRows = 64;  // queries (forward) or keys (backward) per block
+constexpr int kWarps = kRows / 16;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kLdS = kRows + 4;  // fp32 score tiles: 16 x 64 per warp
+constexpr int kLdP = kRows + 8;  // bf16 probability / dS tiles
+
+constexpr size_t align128(size_t x) {
+  return (x + 127) / 128 * 128;
+}
+
+// Shared memory of the forward kernel, byte offsets (each 128-byte aligned: wmma needs 32).
+template <int HS>
+struct ForwardSmem {
+  static constexpr int ldh = HS + 8;  // bf16 Q, K, V rows
+  static constexpr int ldo = HS + 4;  // fp32 output rows
+  static constexpr size_t tile = align128(sizeof(bf16) * kRows * ldh);
+  static constexpr size_t q = 0, k = q + tile, v = k + tile;
+  static constexpr size_t s = v + tile;  // fp32 S, 16 rows per warp
+  static constexpr size_t p = s + align128(sizeof(float) * kRows * kLdS);
+  static constexpr size_t o = p + align128(sizeof(bf16) * kRows * kLdP);
+  static constexpr size_t bytes = o + align128(sizeof(float) * kRows * ldo);
+};
+
+// Shared memory of the backward kernel. Each warp's fp32 region holds S^T and dP^T (16 x 64
+// each) and, once they are consumed, the warp's 16 x HS fp32 rows of dQ, dK or dV on their way
+// to global memory.
+template <int HS>
+struct BackwardSmem {
+  static constexpr int ldh = HS + 8;
+  static constexpr int ldw = HS + 4;  // fp32 rows staged for global memory
+  static constexpr size_t warp_floats = 2 * 16 * kLdS;
+  static_assert(16 * ldw <= warp_floats, "the staging rows fit in the S^T and dP^T tiles");
+  static constexpr size_t tile = align128(sizeof(bf16) * kRows * ldh);
+  static constexpr size_t k = 0, v = k + tile, q = v + tile, dout = q + tile;
+  static constexpr size_t work = dout + tile;
+  static constexpr size_t pt = work + align128(sizeof(float) * kWarps * warp_floats);
+  static constexpr size_t dst = pt + align128(sizeof(bf16) * kRows * kLdP);  // dS^T, all keys
+  static constexpr size_t stats = dst + align128(sizeof(bf16) * kRows * kLdP);
+  static constexpr size_t bytes = stats + align128(sizeof(float) * 2 * kRows);
+};
+
+__device__ __forceinline__ int min_int(int64_t a, int64_t b) {
+  return static_cast<int>(a < b ? a : b);
+}
+
+// 8 bf16 moved as one 16-byte access.
+struct alignas(16) Pack8 {
+  uint32_t w[4];
+};
+
+// Rows [row0, row0 + 64) of a (T, HS) slab at `base` with row stride `ld` elements into a bf16
+// tile with row stride LD; rows past T are zero. base and ld keep 16-byte alignment (checked by
+// attention_wmma_supported).
+template <int HS, int LD>
+__device__ __forceinline__ void load_tile(bf16* tile, const bf16* base, int64_t ld, int64_t row0,
+                                          int64_t T) {
+  constexpr int packs = HS / 8;
+  for (int idx = threadIdx.x; idx < kRows * packs; idx += kThreads) {
+    const int r = idx / packs, c = idx % packs * 8;
+    const int64_t row = row0 + r;
+    Pack8 v{{0u, 0u, 0u, 0u}};
+    if (row < T) v = *reinterpret_cast<const Pack8*>(base + row * ld + c);
+    *reinterpret_cast<Pack8*>(tile + r * LD + c) = v;
+  }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_wmma_kernel(bf16* out, float* lse, bf16* saved_out, const bf16* qkv,
+                                  AttentionDims D) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  using L = ForwardSmem<HS>;
+  constexpr int ldh = L::ldh, ldo = L::ldo, NF = HS / 16;
+  TRIDENT_DYNAMIC_SHARED(float, smem_f);
+  char* smem = reinterpret_cast<char*>(smem_f);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + L::q);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + L::k);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + L::v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* Sw = reinterpret_cast<float*>(smem + L::s) + warp * 16 * kLdS;
+  bf16* Pw = reinterpret_cast<bf16*>(smem + L::p) + warp * 16 * kLdP;
+  float* Ow = reinterpret_cast<float*>(smem + L::o) + warp * 16 * ldo;
+  const int64_t qt = gridDim.x - 1 - blockIdx.x;  // longest rows first
+  const int64_t bh = blockIdx.y, b = bh / D.NH, h = bh % D.NH;
+  const int64_t q0 = qt * kRows, ld = 3 * D.C;
+  const bf16* base = qkv + b * D.T * ld + h * D.hs;
+  load_tile<HS, ldh>(Qs, base, ld, q0, D.T);
+
+  // Lanes 2r and 2r+1 own row r of the warp's 16: columns [half * 32, half * 32 + 32) of a score
+  // tile and [half * HS/2, (half + 1) * HS/2) of the output rows.
+  const int r = lane / 2, half = lane % 2;
+  const int64_t q = q0 + warp * 16 + r;
+  float m = -INFINITY, l = 0.0f;
+  for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); ++d) Ow[r * ldo + d] = 0.0f;
+  const int64_t last_row = q0 + warp * 16 + 15;
+  FragA qf[NF];  // the warp's 16 query rows, loaded once (after the first barrier)
+  for (int64_t kt = 0; kt <= qt; ++kt) {
+    const int64_t k0 = kt * kRows;
+    __syncthreads();  // the previous K, V fully used
+    load_tile<HS, ldh>(Ks, base + D.C, ld, k0, D.T);
+    load_tile<HS, ldh>(Vs, base + 2 * D.C, ld, k0, D.T);
+    __syncthreads();
+    // 16-key sub-tiles with a key at or before the warp's last row (at least one: k0 <= q0).
+    const int nj = min_int(kWarps, (last_row - k0) / 16 + 1);
+    if (kt == 0) {
+      for (int kk = 0; kk < NF; ++kk)
+        wmma::load_matrix_sync(qf[kk], Qs + warp * 16 * ldh + kk * 16, ldh);
+    }
+    for (int j = 0; j < nj; ++j) {
+      FragC s;
+      wmma::fill_fragment(s, 0.0f);
+      for (int kk = 0; kk < NF; ++kk) {
+        FragBT bt;
+        wmma::load_matrix_sync(bt, Ks + j * 16 * ldh + kk * 16, ldh);
+        wmma::mma_sync(s, qf[kk], bt, s);
+      }
+      wmma::store_matrix_sync(Sw + j * 16, s, kLdS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    // Online softmax of row r over this tile's valid keys (key 0 makes the first tile's max
+    // finite for every row, rows past T included).
+    const int c_end = min_int(half * 32 + 32, nj * 16);
+    float tile_max = -INFINITY;
+    for (int c = half * 32; c < c_end; ++c) {
+      const int64_t key = k0 + c;
+      const bool valid = key <= q && key < D.T;
+      const float sv = valid ? Sw[r * kLdS + c] * D.scale : -INFINITY;
+      Sw[r * kLdS + c] = sv;
+      tile_max = fmaxf(tile_max, sv);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    const float m_new = fmaxf(m, tile_max);
+    float sum = 0.0f;
+    for (int c = half * 32; c < c_end; ++c) {
+      const float sv = Sw[r * kLdS + c];
+      // The sum takes the bf16-rounded p that the P V product uses, so the weights sum to 1.
+      const bf16 p = __float2bfloat16_rn(sv == -INFINITY ? 0.0f : expf(sv - m_new));
+      Pw[r * kLdP + c] = p;
+      sum += __bfloat162float(p);
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    const float corr = expf(m - m_new);
+    l = l * corr + sum;
+    m = m_new;
+    for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); ++d) Ow[r * ldo + d] *= corr;
+    __syncwarp();
+    for (int n = 0; n < NF; ++n) {
+      FragC o;
+      wmma::load_matrix_sync(o, Ow + n * 16, ldo, wmma::mem_row_major);
+      for (int j = 0; j < nj; ++j) {
+        FragA p;
+        FragB v;
+        wmma::load_matrix_sync(p, Pw + j * 16, kLdP);
+        wmma::load_matrix_sync(v, Vs + j * 16 * ldh + n * 16, ldh);
+        wmma::mma_sync(o, p, v, o);
+      }
+      wmma::store_matrix_sync(Ow + n * 16, o, ldo, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  if (half == 0 && q < D.T) lse[bh * D.T + q] = m + logf(l);
+  // The warp writes its rows one at a time, lanes on consecutive columns.
+  for (int rr = 0; rr < 16; ++rr) {
+    const float inv = 1.0f / __shfl_sync(0xffffffffu, l, 2 * rr);
+    const int64_t row = q0 + warp * 16 + rr;
+    if (row >= D.T) break;
+    const int64_t off = (b * D.T + row) * D.C + h * D.hs;
+    for (int d = lane; d < HS; d += 32) {
+      const bf16 v = __float2bfloat16_rn(Ow[rr * ldo + d] * inv);
+      out[off + d] = v;
+      saved_out[off + d] = v;
+    }
+  }
+#else
+  __trap();  // launched only on sm_80 and newer (bf16 tensor cores)
+#endif
+}
+
+// Writes the warp's 16 fp32 staged rows (row stride ldw) times `scale` as bf16 to rows
+// row0.. (< T) of a matrix with row stride ld starting at `dst`.
+template <int HS>
+__device__ __forceinline__ void write_rows(bf16* dst, int64_t ld, int64_t row0, int64_t T,
+                                           const float* rows, int ldw, float scale) {
+  const int lane = threadIdx.x % 32;
+  for (int rr = 0; rr < 16 && row0 + rr < T; ++rr) {
+    for (int d = lane; d < HS; d += 32) {
+      dst[(row0 + rr) * ld + d] = __float2bfloat16_rn(rows[rr * ldw + d] * scale);
+    }
+  }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_wmma_kernel(bf16* dqkv, float* dq_acc, const bf16* dout, const bf16* qkv,
+                                   const float* lse, const float* Dd, AttentionDims D) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  using L = BackwardSmem<HS>;
+  constexpr int ldh = L::ldh, ldw = L::ldw, NF = HS / 16;
+  TRIDENT_DYNAMIC_SHARED(float, smem_f);
+  char* smem = reinterpret_cast<char*>(smem_f);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + L::k);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + L::v);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + L::q);
+  bf16* dOs = reinterpret_cast<bf16*>(smem + L::dout);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* St = reinterpret_cast<float*>(smem + L::work) + warp * L::warp_floats;
+  float* dPt = St + 16 * kLdS;
+  float* Wrows = St;  // staging rows, once S^T and dP^T are consumed
+  bf16* Pt = reinterpret_cast<bf16*>(smem + L::pt) + warp * 16 * kLdP;
+  bf16* dSt = reinterpret_cast<bf16*>(smem + L::dst);  // 64 keys x 64 queries
+  float* lse_s = reinterpret_cast<float*>(smem + L::stats);
+  float* d_s = lse_s + kRows;
+  const int64_t n_tiles = gridDim.x, kt = blockIdx.x;
+  const int64_t bh = blockIdx.y, b = bh / D.NH, h = bh % D.NH;
+  const int64_t k0 = kt * kRows, ld = 3 * D.C;
+  const bf16* base = qkv + b * D.T * ld + h * D.hs;
+  const bf16* dbase = dout + b * D.T * D.C + h * D.hs;
+  load_tile<HS, ldh>(Ks, base + D.C, ld, k0, D.T);
+  load_tile<HS, ldh>(Vs, base + 2 * D.C, ld, k0, D.T);
+
+  FragC dk[NF], dv[NF];
+  for (int n = 0; n < NF; ++n) {
+    wmma::fill_fragment(dk[n], 0.0f);
+    wmma::fill_fragment(dv[n], 0.0f);
+  }
+  const int64_t key_first = k0 + warp * 16;  // the warp's 16 keys
+  const int r = lane / 2, half = lane % 2;   // lanes 2r, 2r+1: key row r, 32 queries each
+  for (int64_t qt = kt; qt < n_tiles; ++qt) {
+    const int64_t q0 = qt * kRows;
+    __syncthreads();  // Q, dO, dS^T of the previous tile fully used
+    load_tile<HS, ldh>(Qs, base, ld, q0, D.T);
+    load_tile<HS, ldh>(dOs, dbase, D.C, q0, D.T);
+    if (threadIdx.x < kRows) {
+      const int64_t qq = q0 + threadIdx.x;
+      lse_s[threadIdx.x] = qq < D.T ? lse[bh * D.T + qq] : 0.0f;
+      d_s[threadIdx.x] = qq < D.T ? Dd[bh * D.T + qq] : 0.0f;
+    }
+    __syncthreads();
+    // Query sub-tile i is fully masked for this warp when its last query precedes the first key.
+    for (int i = 0; i < kWarps; ++i) {
+      if (q0 + i * 16 + 15 < key_first) continue;
+      FragC s, dp;
+      wmma::fill_fragment(s, 0.0f);
+      wmma::fill_fragment(dp, 0.0f);
+      for (int kk = 0; kk < NF; ++kk) {
+        FragA a;
+        FragBT bt;
+        wmma::load_matrix_sync(a, Ks + warp * 16 * ldh + kk * 16, ldh);
+        wmma::load_matrix_sync(bt, Qs + i * 16 * ldh + kk * 16, ldh);
+        wmma::mma_sync(s, a, bt, s);
+        wmma::load_matrix_sync(a, Vs + warp * 16 * ldh + kk * 16, ldh);
+        wmma::load_matrix_sync(bt, dOs + i * 16 * ldh + kk * 16, ldh);
+        wmma::mma_sync(dp, a, bt, dp);
+      }
+      wmma::store_matrix_sync(St + i * 16, s, kLdS, wmma::mem_row_major);
+      wmma::store_matrix_sync(dPt + i * 16, dp, kLdS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    const int64_t key = key_first + r;
+    for (int c = half * 32; c < half * 32 + 32; ++c) {
+      const int64_t qq = q0 + c;
+      float p = 0.0f, ds = 0.0f;
+      if (key <= qq && qq < D.T && key < D.T) {
+        p = expf(St[r * kLdS + c] * D.scale - lse_s[c]);
+        ds = p * (dPt[r * kLdS + c] - d_s[c]);
+      }
+      Pt[r * kLdP + c] = __float2bfloat16_rn(p);
+      dSt[(warp * 16 + r) * kLdP + c] = __float2bfloat16_rn(ds);
+    }
+    __syncwarp();
+    // dV += P^T dO and dK += dS^T Q over the query sub-tiles that hold a valid pair.
+    for (int i = 0; i < kWarps; ++i) {
+      if (q0 + i * 16 + 15 < key_first) continue;
+      FragA pa, dsa;
+      wmma::load_matrix_sync(pa, Pt + i * 16, kLdP);
+      wmma::load_matrix_sync(dsa, dSt + warp * 16 * kLdP + i * 16, kLdP);
+      for (int n = 0; n < NF; ++n) {
+        FragB bm;
+        wmma::load_matrix_sync(bm, dOs + i * 16 * ldh + n * 16, ldh);
+        wmma::mma_sync(dv[n], pa, bm, dv[n]);
+        wmma::load_matrix_sync(bm, Qs + i * 16 * ldh + n * 16, ldh);
+        wmma::mma_sync(dk[n], dsa, bm, dk[n]);
+      }
+    }
+    __syncthreads();  // dS^T of every key of the tile written
+    // dQ rows q0 + 16 warp .. + 15 += dS K over the key sub-tiles at or before those rows;
+    // dS (queries x keys) is dS^T read column-major.
+    const int64_t row0 = q0 + warp * 16;
+    if (row0 < D.T) {
+      const int nj = min_int(kWarps, (row0 + 15 - k0) / 16 + 1);
+      for (int n = 0; n < NF; ++n) {
+        FragC acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int j = 0; j < nj; ++j) {
+          FragAT a;
+          FragB bm;
+          wmma::load_matrix_sync(a, dSt + j * 16 * kLdP + warp * 16, kLdP);
+          wmma::load_matrix_sync(bm, Ks + j * 16 * ldh + n * 16, ldh);
+          wmma::mma_sync(acc, a, bm, acc);
+        }
+        wmma::store_matrix_sync(Wrows + n * 16, acc, ldw, wmma::mem_row_major);
+      }
+      __syncwarp();
+      for (int rr = 0; rr < 16 && row0 + rr < D.T; ++rr) {
+        float* dst = dq_acc + (b * D.T + row0 + rr) * D.C + h * D.hs;
+        for (int d = lane; d < HS; d += 32) atomicAdd(dst + d, Wrows[rr * ldw + d]);
+      }
+    }
+  }
+  // dK = scale dS^T Q and dV = P^T dO of the warp's 16 keys, staged through shared memory.
+  __syncwarp();
+  bf16* krow = dqkv + b * D.T * ld + h * D.hs;
+  for (int n = 0; n < NF; ++n)
+    wmma::store_matrix_sync(Wrows + n * 16, dk[n], ldw, wmma::mem_row_major);
+  __syncwarp();
+  write_rows<HS>(krow + D.C, ld, key_first, D.T, Wrows, ldw, D.scale);
+  __syncwarp();
+  for (int n = 0; n < NF; ++n)
+    wmma::store_matrix_sync(Wrows + n * 16, dv[n], ldw, wmma::mem_row_major);
+  __syncwarp();
+  write_rows<HS>(krow + 2 * D.C, ld, key_first, D.T, Wrows, ldw, 1.0f);
+#else
+  __trap();
+#endif
+}
+
+// dqkv's q columns = bf16(scale * dq_acc), (B, T, C) -> (B, T, 3C).
+__global__ void attention_dq_convert_kernel(bf16* dqkv, const float* dq_acc, AttentionDims D) {
+  const int64_t n = D.B * D.T * D.C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t bt = i / D.C, c = i % D.C;
+    dqkv[bt * 3 * D.C + c] = __float2bfloat16_rn(dq_acc[i] * D.scale);
+  }
+}
+
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(bytes)),
+             "attention (tensor cores, shared memory limit)");
+}
+
+dim3 tile_grid(const AttentionDims& D) {
+  return dim3(static_cast<unsigned>((D.T + kRows - 1) / kRows), static_cast<unsigned>(D.B * D.NH));
+}
+
+template <int HS>
+void forward_hs(bf16* out, float* lse, bf16* saved_out, const bf16* qkv, const AttentionDims& D,
+                cudaStream_t stream) {
+  constexpr size_t smem = ForwardSmem<HS>::bytes;
+  allow_smem(attention_forward_wmma_kernel<HS>, smem);
+  TRIDENT_LAUNCH(attention_forward_wmma_kernel<HS>, tile_grid(D), kThreads, smem, stream)
+  (out, lse, saved_out, qkv, D);
+  check_launch("attention_forward_wmma_kernel");
+}
+
+template <int HS>
+void backward_hs(bf16* dqkv, float* dq_acc, const bf16* dout, const bf16* qkv, const float* lse,
+                 const float* Dd, const AttentionDims& D, cudaStream_t stream) {
+  constexpr size_t smem = BackwardSmem<HS>::bytes;
+  allow_smem(attention_backward_wmma_kernel<HS>, smem);
+  TRIDENT_LAUNCH(attention_backward_wmma_kernel<HS>, tile_grid(D), kThreads, smem, stream)
+  (dqkv, dq_acc, dout, qkv, lse, Dd, D);
+  check_launch("attention_backward_wmma_kernel");
+}
+
+}  // namespace
+
+bool attention_wmma_supported(const AttentionDims& D, const void* a, const void* b, const void* c) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return (D.hs == 64 || D.hs == 128) && aligned(a) && aligned(b) && aligned(c);
+}
+
+void attention_wmma_forward(bf16* out, float* lse, bf16* saved_out, const bf16* qkv,
+                            const AttentionDims& D, cudaStream_t stream) {
+  if (D.hs == 64) {
+    forward_hs<64>(out, lse, saved_out, qkv, D, stream);
+  } else {
+    forward_hs<128>(out, lse, saved_out, qkv, D, stream);
+  }
+}
+
+void attention_wmma_backward(bf16* dqkv, float* dq_acc, const bf16* dout, const bf16* qkv,
+                             const float* lse, const float* Dd, const AttentionDims& D,
+                             cudaStream_t stream) {
+  check_cuda(
+      cudaMemsetAsync(dq_acc, 0, static_cast<size_t>(D.B * D.T * D.C) * sizeof(float), stream),
+      "attention_backward (zeroing the dQ accumulator)");
+  if (D.hs == 64) {
+    backward_hs<64>(dqkv, dq_acc, dout, qkv, lse, Dd, D, stream);
+  } else {
+    backward_hs<128>(dqkv, dq_acc, dout, qkv, lse, Dd, D, stream);
+  }
+  TRIDENT_LAUNCH(attention_dq_convert_kernel, grid_for(D.B * D.T * D.C, 256), 256, 0, stream)
+  (dqkv, dq_acc, D);
+  check_launch("attention_dq_convert_kernel");
+}
+
+}  // namespace trident::kernels::cuda::detail
