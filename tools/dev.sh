@@ -50,6 +50,8 @@ build() {
   # machine with nvcc and a broken toolkit fails here instead of building for the CPU only.
   local extra=()
   [[ $p == release ]] && extra+=(-DTRIDENT_ENABLE_CUDA=ON)
+  # CI compiles the CUDA kernels for sm_80 only (the same source as sm_90, half the nvcc time).
+  [[ $p == release && ${CI:-} == true ]] && extra+=(-DCMAKE_CUDA_ARCHITECTURES=80)
   cmake --preset "$p" -DTRIDENT_WERROR="$(werror)" "${extra[@]}" >/dev/null
   cmake --build --preset "$p" -j "${JOBS:-$(nproc)}"
 }
@@ -95,18 +97,15 @@ asan_test() {
 TSAN_TARGETS=(trident_mpi_tests trident_mpi_dp_tests trident_trace_tests)
 tsan_test() {
   deps
-  cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DTRIDENT_ENABLE_CUDA=OFF \
-    -DTRIDENT_BUILD_EXAMPLES=OFF "-DCMAKE_CXX_FLAGS=-fsanitize=thread -g1 -O1" \
-    -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread >/dev/null
-  cmake --build build/tsan -j "${JOBS:-$(nproc)}" --target "${TSAN_TARGETS[@]}"
+  cmake --preset tsan >/dev/null
+  cmake --build --preset tsan -j "${JOBS:-$(nproc)}" --target "${TSAN_TARGETS[@]}"
   mpi_env
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:report_signal_unsafe=0:suppressions=$PWD/tests/tsan.supp"
   local t=build/tsan/tests rc=0
   local mpirun=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none
     -x TSAN_OPTIONS -x OMP_NUM_THREADS=1)
-  echo "tsan: collectives and runtime on 2 and 3 ranks, data parallel on 2, trace recorder"
+  echo "tsan: collectives and runtime on 2 ranks, data parallel on 2, trace recorder"
   "${mpirun[@]}" -np 2 "$t/mpi/trident_mpi_tests" -# "[#test_collectives],[#test_runtime]" || rc=1
-  "${mpirun[@]}" -np 3 "$t/mpi/trident_mpi_tests" -# "[#test_collectives]" || rc=1
   "${mpirun[@]}" -np 2 "$t/mpi/trident_mpi_dp_tests" "~[np4]" || rc=1
   OMP_NUM_THREADS=1 "$t/trace/trident_trace_tests" || rc=1
   ((rc == 0)) && echo "tsan: no data race reported" || echo "tsan: FAILED (see the reports above)" >&2
