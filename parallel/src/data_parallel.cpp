@@ -392,7 +392,7 @@ void DataParallelReducer::launch(size_t b) {
   // the device before the call (NCCL and MPI's device staging record an event on the compute
   // stream), so the bucket's gradients are written before they travel.
   const auto count = static_cast<size_t>(bucket.numel);
-  if (dp_.size() == 1 && !opts_.zero) {
+  if (dp_.size() == 1 && !opts_.zero && !opts_.collectives_on_one_rank) {
     // The average over one rank is the gradient itself (bit for bit): no collective, and so
     // no event whose timing would make the host wait for the device.
     st.launched = true;

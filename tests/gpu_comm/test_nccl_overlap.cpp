@@ -58,6 +58,7 @@ TEST_CASE(
   Tensor w = Tensor::ones({4096}, trident::DType::F32, gpu).requires_grad_(true);
   DataParallelOptions opts;
   opts.broadcast_parameters = false;
+  opts.collectives_on_one_rank = true;  // the all-reduce is what this test times
   DataParallelReducer reducer({{"w", w}}, *f.nccl, opts);
   const cudaStream_t compute = gpu_test::compute_stream();
 

@@ -73,6 +73,10 @@ struct DataParallelOptions {
   std::vector<std::string> solo_params;
   // Broadcast dp rank 0's parameter values at construction, so every replica starts equal.
   bool broadcast_parameters = true;
+  // A group of one rank: the average is the gradient itself, so no collective runs (and no
+  // event makes the host wait for the device). True runs them anyway, for tests of the
+  // communication path on one device.
+  bool collectives_on_one_rank = false;
 };
 
 // A contiguous group of parameters whose gradients are reduced by one collective.
