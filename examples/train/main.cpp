@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
   r->add_option("--log-interval", o.log_interval, "Steps between log lines (built-in data: 100)")
       ->capture_default_str();
   r->add_option("--eval-interval", o.eval_interval, "Steps between validation (0 = end only)");
+  r->add_option("--eval-batches", o.eval_batches,
+                "Global batches per validation (0 = about 20 x 1024 tokens)")
+      ->check(CLI::NonNegativeNumber);
   r->add_option("--out-dir", o.out_dir, "Where the trained weights are written")
       ->capture_default_str();
   r->add_option("--trace", o.trace,

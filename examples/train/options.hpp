@@ -47,6 +47,7 @@ struct Options {
   int threads = 0;                 // 0 = OpenMP's default
   int64_t log_interval = 25;
   int64_t eval_interval = 0;  // 0 = only at the end
+  int64_t eval_batches = 0;   // global batches per validation; 0 = about 20 x 1024 tokens
   std::string out_dir = "runs/default";
   std::string trace;  // Chrome trace JSON: FILE for rank 0, FILE.rank<N>.json (see trace.hpp)
   // eval / sample

@@ -304,11 +304,13 @@ int run_train(const Options& opt) {
 
   data::TokenLoader train_loader(std::move(plan.data.train), opt.batch, opt.seq);
   data::TokenLoader val_loader(std::move(plan.data.val), opt.batch, opt.seq);
-  // Validation: the first global batches of the held-out tokens (about 20 x 1024 tokens).
+  // Validation: the first global batches of the held-out tokens (about 20 x 1024 tokens, or
+  // --eval-batches), never more than the held-out tokens hold.
   const int64_t global_tokens = dp * m * opt.batch * opt.seq;
-  const int64_t val_batches =
-      std::max<int64_t>(1, std::min<int64_t>((20 * 1024 + global_tokens - 1) / global_tokens,
-                                             (val_loader.num_tokens() - 1) / global_tokens));
+  const int64_t wanted_batches =
+      opt.eval_batches > 0 ? opt.eval_batches : (20 * 1024 + global_tokens - 1) / global_tokens;
+  const int64_t val_batches = std::max<int64_t>(
+      1, std::min<int64_t>(wanted_batches, (val_loader.num_tokens() - 1) / global_tokens));
   // A progress bar only for an interactive single process (mpirun gives ranks a pty too).
   const bool tty = log && world->size() == 1 && isatty(STDOUT_FILENO) != 0;
   std::FILE* metrics = nullptr;
