@@ -525,6 +525,17 @@ int run_train(const Options& opt) {
     rec.step = step;
     rec.line = line;
     rec.bubble_s = bubble;
+    // What both step paths record once the optimizer has run.
+    auto finish_record = [&] {
+      rec.lr = optimizer->lr();
+      rec.comm_s = reducer.exposed_comm_seconds();
+      rec.peak_bytes = alloc.stats().peak_bytes;
+      rec.step_s = seconds_since(t0);
+      if (syncs0 >= 0) {
+        rec.host_syncs = cuda_emulated_host_syncs() - syncs0;
+        rec.mallocs = cuda_emulated_mallocs() - mallocs0;
+      }
+    };
     StepVerdict verdict;
     int64_t log_begin = 0;
     if (dstep) {
@@ -538,14 +549,7 @@ int run_train(const Options& opt) {
         optimizer->step();
       }
       rec.have_norm = true;
-      rec.lr = optimizer->lr();
-      rec.comm_s = reducer.exposed_comm_seconds();
-      rec.peak_bytes = alloc.stats().peak_bytes;
-      rec.step_s = seconds_since(t0);
-      if (syncs0 >= 0) {
-        rec.host_syncs = cuda_emulated_host_syncs() - syncs0;
-        rec.mallocs = cuda_emulated_mallocs() - mallocs0;
-      }
+      finish_record();
       pending.push_back(rec);
       log_begin = trace::enabled() ? trace::now_ns() : 0;
       const bool eval_due =
@@ -613,14 +617,7 @@ int run_train(const Options& opt) {
         optimizer->set_lr(schedule.lr(step));
         optimizer->step();
       }
-      rec.lr = optimizer->lr();
-      rec.comm_s = reducer.exposed_comm_seconds();
-      rec.peak_bytes = alloc.stats().peak_bytes;
-      rec.step_s = seconds_since(t0);
-      if (syncs0 >= 0) {
-        rec.host_syncs = cuda_emulated_host_syncs() - syncs0;
-        rec.mallocs = cuda_emulated_mallocs() - mallocs0;
-      }
+      finish_record();
       log_begin = trace::enabled() ? trace::now_ns() : 0;
       report(rec);
     }
