@@ -18,8 +18,12 @@
 #include "trident/kernels/cpu/elementwise.hpp"
 #include "trident/kernels/cpu/embedding.hpp"
 #include "trident/kernels/cpu/gemm.hpp"
+#include "trident/kernels/cpu/gqa_pack.hpp"
 #include "trident/kernels/cpu/layernorm.hpp"
 #include "trident/kernels/cpu/optimizer.hpp"
+#include "trident/kernels/cpu/rms_norm.hpp"
+#include "trident/kernels/cpu/rope.hpp"
+#include "trident/kernels/cpu/swiglu.hpp"
 
 namespace trident {
 
@@ -466,6 +470,60 @@ class CpuBackend final : public Backend {
         t, "dropout_backward",
         k::dropout_backward(io.out<scalar_t>(dinp, n), io.in<scalar_t>(dout, n),
                             io.in<scalar_t>(mask, n), n));
+  }
+
+  // rstd is in stats_dtype(t), the kernel's scalar_t: passed through unstaged, as layer norm's.
+  void rms_norm_forward(DType t, void* out, void* rstd, const void* inp, const void* weight,
+                        int64_t N, int64_t C, double eps) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "rms_norm",
+        k::rms_norm_forward(io.out<scalar_t>(out, N * C), P<scalar_t>(rstd),
+                            io.in<scalar_t>(inp, N * C), io.in<scalar_t>(weight, C), N, C,
+                            static_cast<scalar_t>(eps)));
+  }
+  void rms_norm_backward(DType t, void* dinp, void* dweight, const void* dout, const void* inp,
+                         const void* weight, const void* rstd, int64_t N, int64_t C) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "rms_norm_backward",
+        k::rms_norm_backward(io.out<scalar_t>(dinp, N * C), io.out<scalar_t>(dweight, C),
+                             io.in<scalar_t>(dout, N * C), io.in<scalar_t>(inp, N * C),
+                             io.in<scalar_t>(weight, C), P<scalar_t>(rstd), N, C));
+  }
+  void rope_forward(DType t, void* out, const void* inp, int64_t B, int64_t T, int64_t NH,
+                    int64_t D, double theta, int64_t position_offset, bool inverse) override {
+    const int64_t n = B * T * NH * D;
+    TRIDENT_CPU_FLOAT_DISPATCH(t, "rope",
+                               k::rope_forward(io.out<scalar_t>(out, n), io.in<scalar_t>(inp, n), B,
+                                               T, NH, D, theta, position_offset, inverse));
+  }
+  void swiglu_forward(DType t, void* out, const void* gate, const void* up, int64_t n) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(t, "swiglu",
+                               k::swiglu_forward(io.out<scalar_t>(out, n), io.in<scalar_t>(gate, n),
+                                                 io.in<scalar_t>(up, n), n));
+  }
+  void swiglu_backward(DType t, void* dgate, void* dup, const void* gate, const void* up,
+                       const void* dout, int64_t n) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "swiglu_backward",
+        k::swiglu_backward(io.out<scalar_t>(dgate, n), io.out<scalar_t>(dup, n),
+                           io.in<scalar_t>(gate, n), io.in<scalar_t>(up, n),
+                           io.in<scalar_t>(dout, n), n));
+  }
+  void gqa_pack_forward(DType t, void* qkv, const void* q, const void* k, const void* v, int64_t N,
+                        int64_t H, int64_t Hkv, int64_t D) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "gqa_pack_qkv",
+        k::gqa_pack_forward(io.out<scalar_t>(qkv, N * 3 * H * D), io.in<scalar_t>(q, N * H * D),
+                            io.in<scalar_t>(k, N * Hkv * D), io.in<scalar_t>(v, N * Hkv * D), N, H,
+                            Hkv, D));
+  }
+  void gqa_pack_backward(DType t, void* dq, void* dk, void* dv, const void* dqkv, int64_t N,
+                         int64_t H, int64_t Hkv, int64_t D) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "gqa_pack_qkv_backward",
+        k::gqa_pack_backward(io.out<scalar_t>(dq, N * H * D), io.out<scalar_t>(dk, N * Hkv * D),
+                             io.out<scalar_t>(dv, N * Hkv * D),
+                             io.in<scalar_t>(dqkv, N * 3 * H * D), N, H, Hkv, D));
   }
 
   void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr,

@@ -65,6 +65,25 @@ Tensor cross_entropy_from_lse(const Tensor& logits, const Tensor& targets, const
 // Inverted dropout; identity when !training or p == 0. (seed, offset) pick the random stream.
 Tensor dropout(const Tensor& x, float p, bool training, uint64_t seed, uint64_t offset);
 
+// --- Llama ops (core/src/ops_llama.cpp); f32, bf16 (statistics and arithmetic in f32), f64 on
+// the CPU --------------------------------------------------------------------------------
+// RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) * weight; weight (C).
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
+// Rotary position embeddings, Hugging Face's rotate_half convention (no q/k permutation on
+// import): x (B, T, n_head * D), D even; for position t = position_offset + t_index and
+// i < D/2, angle = t * theta^(-2i/D): out[i] = x[i] cos - x[i + D/2] sin,
+// out[i + D/2] = x[i + D/2] cos + x[i] sin. Backward is the inverse rotation. The angle is
+// rounded to f32 as Hugging Face computes it (kernels/cpu/rope.hpp).
+Tensor rope(const Tensor& x, int64_t n_head, double theta, int64_t position_offset = 0);
+// SwiGLU's gate: silu(gate) * up, elementwise, same shapes.
+Tensor swiglu(const Tensor& gate, const Tensor& up);
+// Grouped-query attention input: q (B, T, H * D), k and v (B, T, Hkv * D), H % Hkv == 0 ->
+// the packed (B, T, 3 * H * D) tensor causal_self_attention(qkv, H) takes, with each kv head
+// repeated for its H / Hkv query heads (query head h uses kv head h / (H / Hkv)). Backward
+// sums the repeated heads' gradients.
+Tensor gqa_pack_qkv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_head,
+                    int64_t n_kv_head);
+
 }  // namespace trident::ops
 
 namespace trident {
