@@ -4,6 +4,10 @@
 // attention computed head by head, and bf16 runs equal to the f32 kernels' results rounded
 // once (the CPU backend's bf16 contract), gradients included.
 #include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "grad_check.hpp"
@@ -33,6 +37,28 @@ double worst(const std::vector<double>& a, const std::vector<double>& b, double 
   for (size_t i = 0; i < a.size(); ++i)
     w = std::max(w, std::abs(a[i] - b[i]) / (atol + rtol * std::abs(b[i])));
   return w;
+}
+
+// tests/fixtures/llama_ops_reference.txt (tests/reference/make_llama_ops_fixtures.py): one
+// f32 tensor per line, `name d0xd1x... values`.
+std::map<std::string, Tensor> read_llama_ops_fixture() {
+  std::ifstream in(std::string(TRIDENT_FIXTURE_DIR) + "/llama_ops_reference.txt");
+  REQUIRE(in.good());
+  std::map<std::string, Tensor> tensors;
+  std::string row;
+  while (std::getline(in, row)) {
+    if (row.empty() || row[0] == '#') continue;
+    std::istringstream fields(row);
+    std::string name, dims;
+    fields >> name >> dims;
+    Shape shape;
+    std::istringstream ds(dims);
+    for (std::string d; std::getline(ds, d, 'x');) shape.push_back(std::stoll(d));
+    std::vector<float> values;
+    for (float v; fields >> v;) values.push_back(v);
+    tensors.emplace(name, Tensor::from_vector(values, shape));
+  }
+  return tensors;
 }
 
 }  // namespace
@@ -251,5 +277,47 @@ TEST_CASE("Llama ops in bf16 are the f32 kernels rounded once, gradients too",
       INFO("buffer " << i << " (0: output, then the inputs' gradients)");
       CHECK(outs[1][i] == outs[0][i]);
     }
+  }
+}
+
+TEST_CASE("Llama ops match Hugging Face's definitions in PyTorch (values and gradients)",
+          "[core][llama][reference]") {
+  // f32 runs against float64 torch on the same inputs; RoPE's angles are HF's float32 ones.
+  const auto fx = read_llama_ops_fixture();
+  const std::map<std::string, std::pair<std::vector<std::string>, std::function<Tensor(const V&)>>>
+      cases = {
+          {"rms_norm", {{"x", "w"}, [](const V& x) { return ops::rms_norm(x[0], x[1], 1e-5); }}},
+          {"rope", {{"x"}, [](const V& x) { return ops::rope(x[0], 2, 10000.0, 3); }}},
+          {"rope_long", {{"x"}, [](const V& x) { return ops::rope(x[0], 1, 500000.0, 1000); }}},
+          {"swiglu", {{"gate", "up"}, [](const V& x) { return ops::swiglu(x[0], x[1]); }}},
+          {"gqa_attention",
+           {{"q", "k", "v"},
+            [](const V& x) {
+              return ops::causal_self_attention(ops::gqa_pack_qkv(x[0], x[1], x[2], 4, 2), 4);
+            }}},
+      };
+  for (const auto& [name, c] : cases) {
+    INFO(name);
+    V x;
+    for (const std::string& in : c.first) {
+      REQUIRE(fx.count(name + "." + in) == 1);
+      x.push_back(fx.at(name + "." + in).clone());
+      x.back().requires_grad_(true);
+    }
+    const Tensor y = c.second(x);
+    REQUIRE(y.shape() == fx.at(name + ".out").shape());
+    ops::sum(ops::mul(y, fx.at(name + ".R"))).backward();
+    // Every element within 1e-5 relative plus 1e-6 of the tensor's largest entry.
+    auto check = [](const std::string& what, const Tensor& got, const Tensor& want) {
+      INFO(what);
+      REQUIRE(got.shape() == want.shape());
+      const auto w = want.to_vector<double>();
+      double mx = 0;
+      for (double v : w) mx = std::max(mx, std::abs(v));
+      CHECK(worst(got.to_vector<double>(), w, 1e-5, 1e-6 * mx) <= 1);
+    };
+    check("out", y, fx.at(name + ".out"));
+    for (size_t k = 0; k < x.size(); ++k)
+      check("grad_" + c.first[k], x[k].grad(), fx.at(name + ".grad_" + c.first[k]));
   }
 }
