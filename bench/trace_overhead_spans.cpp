@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "trident/core/trace.hpp"
+#include "trident/trace/trace.hpp"
 
 using namespace trident;
 

@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "trident/core/error.hpp"
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 #include "trident/tools/all_close.hpp"
 
 namespace {

@@ -31,10 +31,10 @@
 #include "trident/kernels/cpu/optimizer.hpp"
 #include "trident/models/gpt.hpp"
 #include "trident/models/gpt_config.hpp"
-#include "trident/parallel/kernel_step_model.hpp"
-#include "trident/parallel/layout_planner.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
+#include "trident/planner/kernel_step_model.hpp"
+#include "trident/planner/layout_planner.hpp"
 
 namespace tp = trident::planner;
 namespace kc = trident::kernels::cpu;

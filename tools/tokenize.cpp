@@ -21,8 +21,8 @@
 #include <memory>
 
 #include "trident/core/error.hpp"
-#include "trident/core/gpt2_tokenizer.hpp"
-#include "trident/core/token_dataset.hpp"
+#include "trident/io/gpt2_tokenizer.hpp"
+#include "trident/io/token_dataset.hpp"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "setup.hpp"
-#include "trident/core/checkpoint.hpp"
+#include "trident/io/checkpoint.hpp"
 #include "trident/parallel/distributed_checkpoint.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
 #include "trident/parallel/parallel_checkpoint.hpp"

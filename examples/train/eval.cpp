@@ -4,8 +4,8 @@
 
 #include "model_io.hpp"
 #include "setup.hpp"
-#include "trident/core/data.hpp"
 #include "trident/core/rng.hpp"
+#include "trident/io/data.hpp"
 
 namespace trident::train {
 

@@ -2,7 +2,7 @@
 
 #include <filesystem>
 
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 #include "trident/models/hf_gpt2.hpp"
 #include "trident/parallel/distributed_checkpoint.hpp"
 

@@ -3,8 +3,8 @@
 #include <cstdio>
 
 #include "trident/core/cuda.hpp"
-#include "trident/core/data.hpp"
-#include "trident/core/safetensors.hpp"
+#include "trident/io/data.hpp"
+#include "trident/io/safetensors.hpp"
 #include "trident/models/hf_gpt2.hpp"
 #include "trident/parallel/launch_env.hpp"
 

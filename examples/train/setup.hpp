@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "options.hpp"
-#include "trident/core/data.hpp"
+#include "trident/io/data.hpp"
 #include "trident/parallel/communicator.hpp"
 
 namespace trident::train {

@@ -33,16 +33,16 @@
 #include "trident/core/allocator.hpp"
 #include "trident/core/backend.hpp"
 #include "trident/core/cuda.hpp"
-#include "trident/core/data.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/optim/optimizer.hpp"
-#include "trident/core/trace.hpp"
+#include "trident/io/data.hpp"
 #include "trident/models/gpt_stage.hpp"
 #include "trident/parallel/data_parallel.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
 #include "trident/parallel/pipeline.hpp"
 #include "trident/parallel/process_group_factory.hpp"
 #include "trident/parallel/zero_optimizer.hpp"
+#include "trident/trace/trace.hpp"
 
 namespace trident::train {
 

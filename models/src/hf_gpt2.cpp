@@ -5,7 +5,7 @@
 #include <set>
 
 #include "trident/core/error.hpp"
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 
 namespace trident::models {
 namespace {

@@ -1,7 +1,7 @@
 #include "trident/parallel/communicator.hpp"
 
-#include "trident/core/trace.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
+#include "trident/trace/trace.hpp"
 
 namespace trident {
 

@@ -11,7 +11,7 @@
 #include <unordered_map>
 
 #include "trident/core/backend.hpp"
-#include "trident/core/trace.hpp"
+#include "trident/trace/trace.hpp"
 
 namespace trident {
 

@@ -12,8 +12,8 @@
 
 #include "device_staging.hpp"
 #include "half_float.hpp"
-#include "trident/core/trace.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
+#include "trident/trace/trace.hpp"
 
 namespace trident {
 namespace detail {

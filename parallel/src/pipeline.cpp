@@ -7,7 +7,7 @@
 #include "trident/core/allocator.hpp"
 #include "trident/core/backend.hpp"
 #include "trident/core/ops.hpp"
-#include "trident/core/trace.hpp"
+#include "trident/trace/trace.hpp"
 
 namespace trident {
 

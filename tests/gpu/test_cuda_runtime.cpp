@@ -11,8 +11,8 @@
 #include "gpu_test_util.hpp"
 #include "trident/core/allocator.hpp"
 #include "trident/core/cuda.hpp"
-#include "trident/core/data.hpp"
 #include "trident/core/ops.hpp"
+#include "trident/io/data.hpp"
 
 namespace trident::gpu_test {
 

@@ -8,8 +8,8 @@
 #include <random>
 
 #include "io_test_util.hpp"
-#include "trident/core/checkpoint.hpp"
 #include "trident/core/nn/module.hpp"
+#include "trident/io/checkpoint.hpp"
 #include "trident/parallel/distributed_checkpoint.hpp"
 
 using namespace trident;

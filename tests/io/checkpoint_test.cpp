@@ -2,7 +2,7 @@
 // foreign files named in the error, and the directory's latest/prune rules. Also the hdf5.hpp
 // wrapper under them and the token files: appendable datasets, range reads in the stored width,
 // Fletcher-32 catching a flipped byte, and attributes as other programs write them.
-#include "trident/core/checkpoint.hpp"
+#include "trident/io/checkpoint.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstring>

@@ -3,7 +3,7 @@
 // vocabulary pruned to the merges those texts use (tests/fixtures/gpt2_small/, same ids, same
 // merge order) always, and with the full files when TRIDENT_GPT2_DIR holds encoder.json and
 // vocab.bpe. Plus the pre-tokenizer's rules, Unicode classes and byte round trips.
-#include "trident/core/gpt2_tokenizer.hpp"
+#include "trident/io/gpt2_tokenizer.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstdio>

@@ -9,7 +9,7 @@
 
 #include "io_test_util.hpp"
 #include "trident/core/error.hpp"
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 
 using Catch::Matchers::Contains;
 using trident::SafetensorsFile;

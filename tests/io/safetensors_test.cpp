@@ -1,6 +1,6 @@
 // SafetensorsFile / SafetensorsWriter: round trips, dtype conversion, and one test per
 // malformed-file error, each checking the message names the file and the problem.
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 
 #include <catch2/catch.hpp>
 #include <cmath>

@@ -1,7 +1,7 @@
 // Token data sets: HDF5 token files (round trip, attributes, dtype, files from other writers),
 // globbed and listed shards, per-rank window reads against slicing the whole array, the window
 // order, and the errors for truncated or corrupted files and out-of-vocabulary tokens.
-#include "trident/core/token_dataset.hpp"
+#include "trident/io/token_dataset.hpp"
 
 #include <hdf5.h>
 
@@ -12,10 +12,10 @@
 
 #include "io_test_util.hpp"
 #include "trident/core/atomic_file.hpp"
-#include "trident/core/data.hpp"
 #include "trident/core/error.hpp"
-#include "trident/core/hdf5_tokens.hpp"
-#include "trident/core/token_file.hpp"
+#include "trident/io/data.hpp"
+#include "trident/io/hdf5_tokens.hpp"
+#include "trident/io/token_file.hpp"
 
 using Catch::Matchers::Contains;
 using trident::test::ScratchDir;

@@ -1,6 +1,6 @@
 // llm.c token shards: round trip, slices, and the errors for a wrong magic, a wrong version,
 // truncation, trailing bytes and out-of-vocabulary tokens.
-#include "trident/core/token_file.hpp"
+#include "trident/io/token_file.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstring>

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "trident/core/optim/optimizer.hpp"
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 #include "trident/models/gpt.hpp"
 
 namespace trident::reference_check {

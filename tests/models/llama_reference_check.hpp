@@ -20,7 +20,7 @@
 #if __has_include("trident/io/safetensors.hpp")
 #include "trident/io/safetensors.hpp"
 #else
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 #endif
 #include "trident/models/llama.hpp"
 

@@ -6,10 +6,10 @@
 #include <cstdio>
 #include <vector>
 
-#include "trident/core/data.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/optim/optimizer.hpp"
 #include "trident/core/rng.hpp"
+#include "trident/io/data.hpp"
 #include "trident/models/gpt.hpp"
 
 using namespace trident;

@@ -33,10 +33,12 @@ say "installed into $prefix: $(find "$prefix" -type f | wc -l) files"
 for f in lib/cmake/Trident/TridentConfig.cmake lib/cmake/Trident/TridentConfigVersion.cmake \
   lib/cmake/Trident/TridentTargets.cmake include/trident/core/tensor.hpp \
   include/trident/kernels/cpu/gemm.hpp include/trident/parallel/data_parallel.hpp \
-  include/trident/models/gpt.hpp; do
+  include/trident/models/gpt.hpp include/trident/io/checkpoint.hpp \
+  include/trident/trace/trace.hpp include/trident/planner/layout_planner.hpp; do
   [[ -f $prefix/$f ]] || fail "$f was not installed"
 done
-for l in trident_kernels trident_core trident_parallel trident_models; do
+for l in trident_kernels trident_core trident_io trident_trace trident_parallel trident_planner \
+  trident_models; do
   compgen -G "$prefix/lib*/lib$l.a" >/dev/null || fail "lib$l.a was not installed"
 done
 

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "trident/core/error.hpp"
-#include "trident/parallel/layout_planner.hpp"
+#include "trident/planner/layout_planner.hpp"
 
 using namespace trident::planner;
 

@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "trident/core/error.hpp"
-#include "trident/core/trace.hpp"
 #include "trident/tools/trace_reader.hpp"
+#include "trident/trace/trace.hpp"
 
 using namespace trident;
 using nlohmann::json;

@@ -23,9 +23,9 @@
 #include <map>
 #include <string>
 
-#include "trident/core/checkpoint.hpp"
 #include "trident/core/nn/module.hpp"
 #include "trident/core/optim/optimizer.hpp"
+#include "trident/io/checkpoint.hpp"
 #include "trident/parallel/communicator.hpp"
 #include "trident/parallel/parallel_checkpoint.hpp"
 #include "trident/parallel/parallel_context.hpp"

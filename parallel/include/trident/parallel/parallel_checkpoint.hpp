@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "trident/core/checkpoint.hpp"
+#include "trident/io/checkpoint.hpp"
 
 namespace trident {
 

@@ -1,4 +1,4 @@
-// Reading trident-train's Chrome trace files back (format: core/include/trident/core/trace.hpp).
+// Reading trident-train's Chrome trace files back (format: trident/trace/trace.hpp).
 // A run is rank 0's FILE plus FILE.rank<N>.json for the other ranks, or one merged file holding
 // every rank (trident-report --merge writes it; Perfetto opens it).
 #pragma once
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "trident/core/trace.hpp"
+#include "trident/trace/trace.hpp"
 
 namespace trident::tools {
 

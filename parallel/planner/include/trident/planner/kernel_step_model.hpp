@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "trident/parallel/layout_planner.hpp"
+#include "trident/planner/layout_planner.hpp"
 
 namespace trident::planner {
 

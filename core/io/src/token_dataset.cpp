@@ -1,6 +1,6 @@
 // Token sources (HDF5, llm.c .bin, concatenated shards, slices, memory), the per-epoch window
 // permutation, and streaming token writers. See token_dataset.hpp for the window/order rule.
-#include "trident/core/token_dataset.hpp"
+#include "trident/io/token_dataset.hpp"
 
 #include <fcntl.h>
 #include <glob.h>
@@ -17,9 +17,9 @@
 
 #include "trident/core/atomic_file.hpp"
 #include "trident/core/error.hpp"
-#include "trident/core/hdf5_tokens.hpp"
 #include "trident/core/rng.hpp"
-#include "trident/core/token_file.hpp"
+#include "trident/io/hdf5_tokens.hpp"
+#include "trident/io/token_file.hpp"
 
 namespace trident::data {
 namespace {

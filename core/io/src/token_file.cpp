@@ -1,4 +1,4 @@
-#include "trident/core/token_file.hpp"
+#include "trident/io/token_file.hpp"
 
 #include <unistd.h>
 

@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "trident/core/hdf5.hpp"
+#include "trident/io/hdf5.hpp"
 
 namespace trident {
 

@@ -1,6 +1,6 @@
 // HDF5 token files through the hdf5.hpp wrapper, whose errors name the file and HDF5's own
 // reason. See hdf5_tokens.hpp for the layout.
-#include "trident/core/hdf5_tokens.hpp"
+#include "trident/io/hdf5_tokens.hpp"
 
 #include <cerrno>
 #include <climits>
@@ -12,7 +12,7 @@
 
 #include "trident/core/atomic_file.hpp"
 #include "trident/core/error.hpp"
-#include "trident/core/hdf5.hpp"
+#include "trident/io/hdf5.hpp"
 
 namespace trident {
 

@@ -1,5 +1,5 @@
 // The layout planner's cost model (see layout_planner.hpp for the formulas).
-#include "trident/parallel/layout_planner.hpp"
+#include "trident/planner/layout_planner.hpp"
 
 #include <algorithm>
 #include <cmath>

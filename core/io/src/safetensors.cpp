@@ -1,4 +1,4 @@
-#include "trident/core/safetensors.hpp"
+#include "trident/io/safetensors.hpp"
 
 #include <unistd.h>
 

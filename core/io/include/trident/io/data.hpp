@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "trident/core/tensor.hpp"
-#include "trident/core/token_dataset.hpp"
+#include "trident/io/token_dataset.hpp"
 
 namespace trident::data {
 

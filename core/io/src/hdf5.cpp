@@ -1,4 +1,4 @@
-#include "trident/core/hdf5.hpp"
+#include "trident/io/hdf5.hpp"
 
 #include <algorithm>
 #include <cstring>

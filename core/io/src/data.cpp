@@ -1,4 +1,4 @@
-#include "trident/core/data.hpp"
+#include "trident/io/data.hpp"
 
 #include <algorithm>
 #include <cmath>

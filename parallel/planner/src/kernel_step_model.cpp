@@ -1,5 +1,5 @@
 // Kernel-level cost model of one GPT training step (see kernel_step_model.hpp).
-#include "trident/parallel/kernel_step_model.hpp"
+#include "trident/planner/kernel_step_model.hpp"
 
 #include <algorithm>
 

@@ -1,7 +1,7 @@
 // GPT-2's byte-level BPE: vocabulary and merge files, the byte <-> unicode table, and BPE over
 // one pre-token with a heap of candidate pairs (O(n log n) in the piece's length, so a long run
 // of punctuation does not go quadratic). See gpt2_tokenizer.hpp for the algorithm.
-#include "trident/core/gpt2_tokenizer.hpp"
+#include "trident/io/gpt2_tokenizer.hpp"
 
 #include <algorithm>
 #include <fstream>

@@ -1,7 +1,7 @@
 // The trace recorder (see trace.hpp): process-wide session state, one track per recording
 // thread (found through a thread_local cache checked against a generation counter, so a thread
 // registers once per session), and the Chrome trace JSON writer.
-#include "trident/core/trace.hpp"
+#include "trident/trace/trace.hpp"
 
 #include <chrono>
 #include <cstdio>

@@ -1,4 +1,4 @@
-#include "trident/core/checkpoint.hpp"
+#include "trident/io/checkpoint.hpp"
 
 #include <algorithm>
 #include <cinttypes>

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <iterator>
 
-#include "trident/core/gpt2_tokenizer.hpp"
+#include "trident/io/gpt2_tokenizer.hpp"
 
 namespace trident::data {
 namespace {
