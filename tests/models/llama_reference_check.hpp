@@ -16,12 +16,7 @@
 #include <vector>
 
 #include "trident/core/optim/optimizer.hpp"
-// The safetensors reader moves from trident_core to trident_io (issue 14 point 6); either place.
-#if __has_include("trident/io/safetensors.hpp")
 #include "trident/io/safetensors.hpp"
-#else
-#include "trident/io/safetensors.hpp"
-#endif
 #include "trident/models/llama.hpp"
 
 namespace trident::llama_check {
