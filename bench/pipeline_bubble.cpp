@@ -43,6 +43,7 @@
 #include "trident/parallel/mpi_runtime.hpp"
 #include "trident/parallel/parallel_context.hpp"
 #include "trident/parallel/pipeline.hpp"
+#include "trident/train/trainer.hpp"
 
 using namespace trident;
 
@@ -96,7 +97,7 @@ int run(const Args& a, int argc, char** argv) {
       for (int64_t step = 0; step < a.warmup_steps + a.steps; ++step) {
         model.zero_grad();
         const PipelineStepStats st = schedule->run(stage, mbs, ctx.pp());
-        stage.finish_gradients();
+        train::reduce_tied_gradients(stage, ctx, nullptr);
         std::vector<double> mine{st.step_s,
                                  st.forward_s,
                                  st.backward_s,

@@ -5,8 +5,8 @@
 #   target_link_libraries(my_app PRIVATE Trident::trident)
 #
 # Installed layout (under CMAKE_INSTALL_PREFIX):
-#   include/trident/{kernels,core,io,trace,parallel,planner,models}/...   the include/ trees
-#   lib/libtrident_*.a           kernels, core, io, trace, parallel, planner, models (+ CUDA)
+#   include/trident/{kernels,core,io,trace,parallel,planner,train,models}/...   the include/ trees
+#   lib/libtrident_*.a     kernels, core, io, trace, parallel, planner, train, models (+ CUDA)
 #   lib/cmake/Trident/TridentConfig.cmake, TridentConfigVersion.cmake, TridentTargets*.cmake,
 #                     FindNCCL.cmake (the config finds NCCL again with it in NCCL builds)
 #
@@ -22,7 +22,8 @@ include(CMakePackageConfigHelpers)
 set(TRIDENT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Trident CACHE STRING
     "Where TridentConfig.cmake is installed, relative to the prefix")
 
-set(_trident_export_targets trident trident_models trident_parallel trident_planner trident_io
+set(_trident_export_targets trident trident_models trident_train trident_parallel trident_planner
+    trident_io
     trident_trace trident_core trident_kernels)
 if(TARGET trident_kernels_cuda)
   list(APPEND _trident_export_targets trident_kernels_cuda)
@@ -34,8 +35,8 @@ install(TARGETS ${_trident_export_targets}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 
 # Headers: every include/ tree of the libraries. The trailing slash installs the tree's
-# contents, so all seven land in include/trident/<area>/.
-foreach(_dir kernels core core/io core/trace parallel parallel/planner models)
+# contents, so all eight land in include/trident/<area>/.
+foreach(_dir kernels core core/io core/trace parallel parallel/planner parallel/train models)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${_dir}/include/
           DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
           FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h" PATTERN "*.cuh")

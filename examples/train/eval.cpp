@@ -2,37 +2,39 @@
 #include <cmath>
 #include <cstdio>
 
-#include "model_io.hpp"
 #include "setup.hpp"
 #include "trident/core/rng.hpp"
 #include "trident/io/data.hpp"
+#include "trident/models/builtin_models.hpp"
+#include "trident/models/gpt_stage.hpp"
 
 namespace trident::train {
 
 int run_eval(const Options& opt) {
   TRIDENT_CHECK(!opt.data.empty(), "eval mode needs a token file: --data FILE");
   TRIDENT_CHECK(opt.eval_windows > 0, "--eval-windows must be positive");
-  const Device device = resolve_device(opt.device);
-  const models::GPTConfig cfg = resolve_model_config(opt);
-  check_sizes(opt, cfg);
+  const auto builder = models::builtin_models().resolve(model_args(opt));
+  check_sizes(opt, builder->max_seq_len());
   // Only the evaluated windows are read (and checked against the vocabulary).
-  const data::TokenSourcePtr source = data::open_token_source(opt.data, cfg.vocab_size);
+  const data::TokenSourcePtr source = data::open_token_source(opt.data, builder->vocab_size());
   const int64_t T = opt.seq;
   const int64_t need = opt.eval_windows * T + 1;
   TRIDENT_CHECK(source->size() >= need, opt.data, " holds ", source->size(), " tokens; ",
                 opt.eval_windows, " windows of ", T, " need ", need);
   std::vector<int32_t> tokens(static_cast<size_t>(need));
   source->read(0, need, tokens.data());
-  auto model = build_model(opt, cfg, device, nullptr);
+  const auto model = builder->build(nullptr);
+  const Device device = model->device();
   NoGradGuard no_grad;
-  model->eval();
+  model->module().eval();
   double total = 0;
   for (int64_t k = 0; k < opt.eval_windows; ++k) {
     std::vector<int32_t> x(tokens.begin() + k * T, tokens.begin() + k * T + T);
     std::vector<int32_t> y(tokens.begin() + k * T + 1, tokens.begin() + k * T + T + 1);
-    total +=
-        model->loss(Tensor::from_vector(x, {1, T}, device), Tensor::from_vector(y, {1, T}, device))
-            .item();
+    total += model
+                 ->loss(model->forward(Tensor::from_vector(x, {1, T}, device)),
+                        Tensor::from_vector(y, {1, T}, device))
+                 .item();
   }
   const double mean = total / static_cast<double>(opt.eval_windows);
   std::printf("eval: %lld windows x %lld tokens of %s: mean cross-entropy %.6f (perplexity %.3f)\n",
@@ -41,15 +43,16 @@ int run_eval(const Options& opt) {
   return 0;
 }
 
+// Sampling decodes with the GPT's own generate() (GPT models only).
 int run_sample(const Options& opt) {
   TRIDENT_CHECK(
       !opt.load.empty() || !opt.hf.empty(),
       "sample mode needs a trained model: --load runs/default/model.safetensors or --hf DIR");
-  const Device device = resolve_device(opt.device);
-  const models::GPTConfig cfg = resolve_model_config(opt);
+  const ModelArgs args = model_args(opt);
+  const models::GPTConfig cfg = models::resolve_gpt_config(args);
   TRIDENT_CHECK(cfg.vocab_size >= 256, "sample mode decodes bytes: the model's vocabulary of ",
                 cfg.vocab_size, " is not byte-level");
-  auto model = build_model(opt, cfg, device, nullptr);
+  auto model = models::build_gpt(cfg, args, nullptr);
   std::vector<int32_t> prompt;
   for (unsigned char c : opt.prompt) prompt.push_back(c);
   Generator gen(opt.seed);

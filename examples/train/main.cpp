@@ -9,6 +9,7 @@
 
 #include "options.hpp"
 #include "trident/core/error.hpp"
+#include "trident/models/builtin_models.hpp"
 #include "trident/parallel/launch_env.hpp"
 #include "trident/parallel/mpi_runtime.hpp"
 
@@ -25,7 +26,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"train", "eval", "sample"}))
       ->capture_default_str();
   auto* m = app.add_option_group("Model");
-  m->add_option("--model", o.model, "Preset: tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+  std::string model_names;  // the model registry's (models/builtin_models.hpp)
+  for (const std::string& name : trident::models::builtin_models().names())
+    model_names += (model_names.empty() ? "" : ", ") + name;
+  m->add_option("--model", o.model, "Model (a registered name): " + model_names)
       ->capture_default_str();
   m->add_option("--vocab", o.vocab, "Vocabulary size (overrides the preset)");
   m->add_option("--padded-vocab", o.padded_vocab,

@@ -3,14 +3,12 @@
 #include <cstdint>
 #include <string>
 
-#include "trident/models/gpt_config.hpp"
-
 namespace trident::train {
 
 struct Options {
   std::string mode = "train";  // train | eval | sample
   // model
-  std::string model = "tiny";
+  std::string model = "tiny";  // a name of the model registry (models/builtin_models.hpp)
   int64_t vocab = 0, block = 0, layers = 0, heads = 0, width = 0;  // 0 = preset's
   // Rows of the embedding / LM head: -1 = automatic (GPT-2's 50257 padded to 50304 on a GPU,
   // a --load file's own padding, none otherwise), 0 = none, else at least the vocabulary
@@ -66,8 +64,6 @@ struct Options {
   int64_t sample_tokens = 64;
   double temperature = 1.0;
   int64_t top_k = 0;
-
-  models::GPTConfig model_config() const;
 };
 
 int run_train(const Options& opt);

@@ -4,15 +4,9 @@
 
 #include "trident/core/cuda.hpp"
 #include "trident/io/data.hpp"
-#include "trident/io/safetensors.hpp"
-#include "trident/models/hf_gpt2.hpp"
 #include "trident/parallel/launch_env.hpp"
 
 namespace trident::train {
-
-namespace {
-constexpr int64_t kGpt2Vocab = 50257;  // the GPT-2 presets' and Hugging Face GPT-2's vocabulary
-}  // namespace
 
 DataSplit load_data(const Options& opt, int64_t vocab) {
   DataSplit d;
@@ -63,59 +57,32 @@ DataSplit load_data(const Options& opt, int64_t vocab) {
   return d;
 }
 
-void check_sizes(const Options& opt, const models::GPTConfig& cfg) {
+void check_sizes(const Options& opt, int64_t max_seq_len) {
   TRIDENT_CHECK(opt.seq > 0 && opt.batch > 0, "--batch and --seq must be positive");
-  TRIDENT_CHECK(opt.seq <= cfg.block_size, "--seq ", opt.seq,
-                " is longer than the model's context of ", cfg.block_size,
+  TRIDENT_CHECK(opt.seq <= max_seq_len, "--seq ", opt.seq,
+                " is longer than the model's context of ", max_seq_len,
                 " tokens (raise --block or lower --seq)");
   TRIDENT_CHECK(opt.steps >= 0, "--steps must not be negative");
   TRIDENT_CHECK(opt.log_interval > 0, "--log-interval must be positive");
   TRIDENT_CHECK(opt.micro_batches > 0, "--micro-batches must be positive");
 }
 
-models::GPTConfig resolve_model_config(const Options& opt) {
-  TRIDENT_CHECK(opt.load.empty() || opt.hf.empty(), "give --load or --hf, not both");
-  models::GPTConfig c;
-  if (!opt.hf.empty()) {
-    c = models::read_hf_gpt2_config(opt.hf + "/config.json");
-  } else if (!opt.load.empty()) {
-    auto f = SafetensorsFile::open(opt.load);
-    const auto& m = f.metadata();
-    auto get = [&](const char* key) {
-      auto it = m.find(key);
-      TRIDENT_CHECK(it != m.end(), opt.load, ": no '", key,
-                    "' in the metadata: not a model written by trident-train");
-      return std::stoll(it->second);
-    };
-    c.vocab_size = get("vocab_size");
-    if (m.count("padded_vocab_size") != 0) c.padded_vocab_size = get("padded_vocab_size");
-    c.block_size = get("block_size");
-    c.n_layer = get("n_layer");
-    c.n_head = get("n_head");
-    c.n_embd = get("n_embd");
-  } else {
-    c = opt.model_config();
-  }
-  c.dropout = opt.dropout;
-  if (opt.padded_vocab >= 0) {
-    c.padded_vocab_size = opt.padded_vocab;
-  } else if (c.padded_vocab_size == 0 && c.vocab_size == kGpt2Vocab &&
-             Device::parse(opt.device).is_cuda()) {
-    // GPT-2 on a GPU: the LM head's leading dimension a multiple of 128 (llm.c's padding).
-    c.padded_vocab_size = (kGpt2Vocab + 127) / 128 * 128;
-  }
-  c.validate();
-  return c;
-}
-
-std::string human_bytes(size_t b) {
-  char buf[32];
-  if (b >= (size_t(1) << 30)) {
-    std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1 << 30));
-  } else {
-    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
-  }
-  return buf;
+ModelArgs model_args(const Options& opt) {
+  ModelArgs a;
+  a.name = opt.model;
+  a.vocab = opt.vocab;
+  a.block = opt.block;
+  a.layers = opt.layers;
+  a.heads = opt.heads;
+  a.width = opt.width;
+  a.padded_vocab = opt.padded_vocab;
+  a.dropout = opt.dropout;
+  a.seed = opt.seed;
+  a.device = resolve_device(opt.device);
+  a.compute_dtype = opt.precision == "bf16" ? DType::BF16 : DType::F32;
+  a.load = opt.load;
+  a.hf = opt.hf;
+  return a;
 }
 
 bool any_rank_failed(Communicator& world, const std::string& error) {

@@ -6,6 +6,7 @@
 #include "options.hpp"
 #include "trident/io/data.hpp"
 #include "trident/parallel/communicator.hpp"
+#include "trident/train/model_registry.hpp"
 
 namespace trident::train {
 
@@ -19,12 +20,10 @@ struct DataSplit {
 // --val-data or else its last 10% held out; every token must be inside the model's vocabulary
 // (checked at open for data sets up to 64Mi tokens, and on every window read).
 DataSplit load_data(const Options& opt, int64_t vocab);
-// Batch, sequence and step flags against the model.
-void check_sizes(const Options& opt, const models::GPTConfig& cfg);
-// The model's sizes without loading weights: from --hf's config.json, --load's metadata or the
-// size flags.
-models::GPTConfig resolve_model_config(const Options& opt);
-std::string human_bytes(size_t bytes);
+// Batch, sequence and step flags against the model's context of `max_seq_len` tokens.
+void check_sizes(const Options& opt, int64_t max_seq_len);
+// The model flags for the model registry (trident/train/model_registry.hpp).
+ModelArgs model_args(const Options& opt);
 // Agreement on a failure found on some ranks (`error` empty where none): one all-reduce over
 // `world`; the lowest failing rank prints "trident-train: error: ..." once. True when any failed.
 bool any_rank_failed(Communicator& world, const std::string& error);

@@ -113,6 +113,14 @@ class StageStep {
     reap_sends();
   }
 
+  // Forward only: micro-batch i's activations are dropped once its forward ran (and its
+  // output was sent on).
+  void release(int i) {
+    slots_[static_cast<size_t>(i)] = Slot{};
+    in_flight_--;
+    reap_sends();
+  }
+
   PipelineStepStats finish() {
     for (auto& s : sends_) wait(s.work, "wait send");
     sends_.clear();
@@ -282,6 +290,20 @@ PipelineStepStats PipelineSchedule1F1B::run(PipelineStage& stage,
     step.backward(i);
   }
   for (int i = m - warmup; i < m; ++i) step.backward(i);
+  return step.finish();
+}
+
+PipelineStepStats run_pipeline_forward(PipelineStage& stage,
+                                       const std::vector<MicroBatch>& micro_batches,
+                                       Communicator& pp) {
+  check_communicator(stage, pp);
+  NoGradGuard no_grad;
+  const BeforeBackwardFn no_backward;  // outlives the step, which holds a reference to it
+  StageStep step(stage, micro_batches, pp, no_backward);
+  for (int i = 0; i < step.micro_batches(); ++i) {
+    step.forward(i);
+    step.release(i);
+  }
   return step.finish();
 }
 

@@ -17,7 +17,7 @@ echo "ok: $version"
   --grad-clip 0 --out-dir "$dir/run" >"$dir/log" 2>&1 || { cat "$dir/log"; fail "trident-train failed"; }
 m=$dir/run/metrics.jsonl
 head -n 1 "$m" | grep -q '^{"config":{' || fail "first line of metrics.jsonl is not the configuration: $(head -n 1 "$m")"
-for key in '"version":"' '"layout":{' '"dp":1' '"layers":1' '"grad_clip":0' '"seed":1337' '"start_step":0'; do
+for key in '"version":"' '"layout":{' '"dp":1' '"n_layer":1' '"grad_clip":0' '"seed":1337' '"start_step":0'; do
   head -n 1 "$m" | grep -qF "$key" || fail "configuration line lacks $key: $(head -n 1 "$m")"
 done
 steps=$(grep -c '^{"step": [0-9]*, "loss"' "$m" || true)

@@ -19,9 +19,9 @@ common=(--steps 12 --log-interval 4 --layers 1 --width 32 --heads 2 --batch 4 --
   { cat "$dir/plain.log"; fail "unpadded run failed"; }
 "$train" "${common[@]}" --padded-vocab 384 --out-dir "$dir/padded" >"$dir/padded.log" 2>&1 ||
   { cat "$dir/padded.log"; fail "padded run failed"; }
-grep -qF '"vocab":256' "$dir/padded/metrics.jsonl" && grep -qF '"padded_vocab":384' "$dir/padded/metrics.jsonl" ||
+grep -qF '"vocab_size":256' "$dir/padded/metrics.jsonl" && grep -qF '"padded_vocab_size":384' "$dir/padded/metrics.jsonl" ||
   fail "padded run's configuration: $(head -n 1 "$dir/padded/metrics.jsonl")"
-grep -qF '"padded_vocab":256' "$dir/plain/metrics.jsonl" ||
+grep -qF '"padded_vocab_size":256' "$dir/plain/metrics.jsonl" ||
   fail "unpadded run's configuration (CPU default: no padding): $(head -n 1 "$dir/plain/metrics.jsonl")"
 grep -q 'vocab=256 padded to 384' "$dir/padded.log" || fail "padded run does not say so: $(head -n 1 "$dir/padded.log")"
 

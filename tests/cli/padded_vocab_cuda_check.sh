@@ -20,9 +20,9 @@ common=(--device cuda --vocab 50257 --steps 1 --log-interval 1 --layers 1 --widt
   { cat "$dir/auto.log"; fail "padded (default) run failed"; }
 "$train" "${common[@]}" --padded-vocab 0 --out-dir "$dir/plain" >"$dir/plain.log" 2>&1 ||
   { cat "$dir/plain.log"; fail "unpadded run failed"; }
-grep -qF '"padded_vocab":50304' "$dir/auto/metrics.jsonl" ||
+grep -qF '"padded_vocab_size":50304' "$dir/auto/metrics.jsonl" ||
   fail "default on cuda is not 50304 rows: $(head -n 1 "$dir/auto/metrics.jsonl")"
-grep -qF '"padded_vocab":50257' "$dir/plain/metrics.jsonl" ||
+grep -qF '"padded_vocab_size":50257' "$dir/plain/metrics.jsonl" ||
   fail "--padded-vocab 0 is not 50257 rows: $(head -n 1 "$dir/plain/metrics.jsonl")"
 losses() { grep -oE '"(loss|final_val_loss)": [0-9.e+-]+' "$1" | awk '{print $2}'; }
 paste <(losses "$dir/plain/metrics.jsonl") <(losses "$dir/auto/metrics.jsonl") >"$dir/pairs"

@@ -2,7 +2,8 @@
 // micro-batches by GPipe or 1F1B, must give the loss and every parameter gradient of a
 // single-process GPT (same seed: the init does not depend on the layout) on the concatenated
 // global batch; 1F1B must bound the micro-batches in flight by p and use less activation memory
-// than GPipe. Runs on 2 and 4 ranks (pp = 2, pp = 4, and dp 2 x pp 2 on 4).
+// than GPipe. The forward-only schedule (evaluation) gives the same loss and no gradients.
+// Runs on 2 and 4 ranks (pp = 2, pp = 4, and dp 2 x pp 2 on 4).
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "trident/parallel/parallel_context.hpp"
 #include "trident/parallel/pipeline.hpp"
 #include "trident/tools/all_close.hpp"
+#include "trident/train/trainer.hpp"
 
 using namespace trident;
 
@@ -137,7 +139,7 @@ TEST_CASE("GPipe and 1F1B reproduce single-process loss and gradients", "[mpi][p
         const PipelineStepStats st =
             schedule->run(stage, mbs, job.ctx->pp(),
                           [&](int micro, bool last) { calls.emplace_back(micro, last); });
-        stage.finish_gradients();
+        train::reduce_tied_gradients(stage, *job.ctx, nullptr);  // the trainer's tie path
 
         CHECK(std::fabs(st.loss - ref.loss) <= 1e-5 * std::fabs(ref.loss));
         CHECK(st.num_micro_batches == m);
@@ -161,6 +163,40 @@ TEST_CASE("GPipe and 1F1B reproduce single-process loss and gradients", "[mpi][p
         CHECK(st.max_in_flight == expect_in_flight);
         CHECK(st.max_in_flight <= (name == "gpipe" ? m : p));
         CHECK(st.step_s >= st.forward_s + st.backward_s);
+      }
+    }
+  }
+}
+
+TEST_CASE("The forward-only schedule gives the single-process loss and no gradients",
+          "[mpi][pipeline]") {
+  const int world_size = test_util::make_world()->size();
+  const models::GPTConfig cfg = tiny_config();
+  const int64_t b = 2, T = 8;
+  for (const ParallelLayout& layout : layouts(world_size)) {
+    Job job(layout);
+    for (int m : {1, 3}) {
+      INFO("dp " << layout.dp << " pp " << layout.pp << ", m " << m);
+      const Tensor ids = tokens(m * b, T, 31, cfg.vocab_size);
+      const Tensor targets = tokens(m * b, T, 32, cfg.vocab_size);
+      // The mean of the micro-batches' losses: one process, one micro-batch at a time.
+      double want = 0;
+      {
+        NoGradGuard no_grad;
+        models::GPT ref(cfg, kSeed);
+        for (const MicroBatch& mb : split(ids, targets, m))
+          want += ref.loss(mb.inputs, mb.targets).item() / m;
+      }
+      models::GPT model(cfg, kSeed, Device::cpu(), job.ctx.get());
+      models::GPTStage stage(model);
+      const PipelineStepStats st =
+          run_pipeline_forward(stage, split(ids, targets, m), job.ctx->pp());
+      CHECK(std::fabs(st.loss - want) <= 1e-6 * std::fabs(want));
+      CHECK(st.num_micro_batches == m);
+      CHECK(st.max_in_flight == 1);  // each micro-batch released after its forward
+      for (const auto& [pname, param] : model.named_parameters()) {
+        INFO("parameter " << pname);
+        CHECK_FALSE(param.grad().defined());
       }
     }
   }

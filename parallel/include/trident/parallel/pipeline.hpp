@@ -58,11 +58,8 @@ class PipelineStage {
   virtual Shape activation_shape(int64_t batch, int64_t seq_len) const = 0;
   // Where received activations and gradients are allocated.
   virtual Device device() const { return Device::cpu(); }
-  // Combines the gradients of parameters that several stages hold (GPT's tied token
-  // embedding, on the first and last stage). Not called by the schedules: the training loop
-  // calls it after the step, once any data-parallel reduction of the gradients has finished.
-  // Collective over the stages that hold such parameters; the default does nothing.
-  virtual void finish_gradients() {}
+  // (Parameters several stages hold, such as a tied token embedding, are declared by the
+  // model to the trainer: trident/train/trainable_model.hpp. The schedules leave them alone.)
 };
 
 struct MicroBatch {
@@ -102,8 +99,8 @@ class PipelineSchedule {
   // One training step over `micro_batches` (the same count m >= 1 on every stage, every
   // micro-batch of the same (b, T)). Collective over `pp`, whose rank must be the stage's
   // index (pp.size() stages). Gradients accumulate into the parameters' .grad() (zero them
-  // before the step); call stage.finish_gradients() after it. Throws trident::Error on a
-  // mismatch between stages (count or shape of micro-batches) on every stage.
+  // before the step); tied copies are combined after it (train::reduce_tied_gradients). Throws
+  // trident::Error on a mismatch between stages (count or shape of micro-batches) on every stage.
   virtual PipelineStepStats run(PipelineStage& stage, const std::vector<MicroBatch>& micro_batches,
                                 Communicator& pp, const BeforeBackwardFn& before_backward = {}) = 0;
 };
@@ -121,6 +118,14 @@ class PipelineSchedule1F1B final : public PipelineSchedule {
   PipelineStepStats run(PipelineStage& stage, const std::vector<MicroBatch>& micro_batches,
                         Communicator& pp, const BeforeBackwardFn& before_backward = {}) override;
 };
+
+// Forward only (evaluation): F_0 .. F_{m-1} on every stage with the same messages as the
+// training schedules (activations only, no backward, no gradients; run under NoGradGuard),
+// each micro-batch's activations freed once sent. Returns the stats with `loss` the mean of
+// the micro-batches' losses on every stage. Collective over `pp` as run().
+PipelineStepStats run_pipeline_forward(PipelineStage& stage,
+                                       const std::vector<MicroBatch>& micro_batches,
+                                       Communicator& pp);
 
 // "gpipe" or "1f1b"; throws trident::Error naming the choices otherwise.
 std::unique_ptr<PipelineSchedule> make_pipeline_schedule(const std::string& name);

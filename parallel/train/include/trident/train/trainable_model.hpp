@@ -63,7 +63,6 @@ class TrainableModel : public PipelineStage {
   //   bool is_first() const, bool is_last() const
   //   Shape activation_shape(int64_t batch, int64_t seq_len) const
   //   Device device() const
-  // (PipelineStage::finish_gradients is not used: declare ties instead.)
 
   // This rank's share of the model: its parameters by stable dotted name (shard specs say
   // how tensor parallelism cut them; unsharded parameters are replicated over tp), and the

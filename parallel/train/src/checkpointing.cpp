@@ -9,7 +9,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "setup.hpp"
 #include "trident/io/checkpoint.hpp"
 #include "trident/parallel/distributed_checkpoint.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
@@ -34,24 +33,22 @@ extern "C" void on_preemption_signal(int sig) {
   g_signal = sig;
 }
 
-json model_json(const models::GPTConfig& c) {
-  return {{"vocab_size", c.vocab_size}, {"padded_vocab_size", c.table_rows()},
-          {"block_size", c.block_size}, {"n_layer", c.n_layer},
-          {"n_head", c.n_head},         {"n_embd", c.n_embd},
-          {"dropout", c.dropout}};
-}
-
 json layout_json(const RunInfo& info) {
-  const Options& o = *info.opt;
-  return {{"dp", info.layout.dp},  {"tp", info.layout.tp},
-          {"pp", info.layout.pp},  {"world_size", info.layout.dp * info.layout.tp * info.layout.pp},
-          {"zero", o.zero},        {"micro_batches", o.micro_batches},
-          {"batch", o.batch},      {"seq", o.seq},
+  const TrainerOptions& o = *info.opt;
+  const ParallelLayout& L = info.ctx->layout();
+  return {{"dp", L.dp},
+          {"tp", L.tp},
+          {"pp", L.pp},
+          {"world_size", L.dp * L.tp * L.pp},
+          {"zero", o.zero ? 1 : 0},
+          {"micro_batches", o.micro_batches},
+          {"batch", o.batch},
+          {"seq", o.seq},
           {"schedule", o.schedule}};
 }
 
 json optimizer_json(const RunInfo& info) {
-  const Options& o = *info.opt;
+  const TrainerOptions& o = *info.opt;
   return {{"name", info.optimizer_name},
           {"lr", o.lr},
           {"min_lr", o.min_lr},
@@ -75,20 +72,7 @@ std::string now_iso8601() {
 
 // Everything in the file that must agree with this run before its tensors are used.
 void check_compatible(const CheckpointReader& r, const RunInfo& info) {
-  const json saved_model = json::parse(r.meta_string("model_config"));
-  const json want_model = model_json(info.cfg);
-  for (const char* key : {"vocab_size", "block_size", "n_layer", "n_head", "n_embd"}) {
-    TRIDENT_CHECK(saved_model.at(key) == want_model.at(key), r.path(),
-                  ": written for a model with ", key, " = ", saved_model.at(key).dump(),
-                  ", this run builds ", want_model.at(key).dump(),
-                  " (pass the same model flags to resume)");
-  }
-  // Checkpoints from before padding existed hold no padded_vocab_size: unpadded.
-  const json saved_rows = saved_model.value("padded_vocab_size", saved_model.at("vocab_size"));
-  TRIDENT_CHECK(saved_rows == want_model.at("padded_vocab_size"), r.path(),
-                ": written for a model whose embedding has ", saved_rows.dump(),
-                " rows, this run builds ", want_model.at("padded_vocab_size").dump(),
-                " (pass --padded-vocab ", saved_rows.dump(), " to resume)");
+  info.model->check_checkpoint_config(json::parse(r.meta_string("model_config")), r.path());
   const json saved_opt = json::parse(r.meta_string("optimizer"));
   TRIDENT_CHECK(saved_opt.at("name") == info.optimizer_name, r.path(), ": written with optimizer ",
                 saved_opt.at("name").get<std::string>(), ", this run uses ", info.optimizer_name);
@@ -111,14 +95,14 @@ void check_compatible(const CheckpointReader& r, const RunInfo& info) {
 template <typename Writer>
 void set_run_meta(Writer& w, const RunInfo& info, int64_t step,
                   const std::map<int, std::string>& offsets) {
-  const Options& o = *info.opt;
+  const TrainerOptions& o = *info.opt;
   json rng = json::object();
   for (const auto& [rank, s] : offsets) rng[std::to_string(rank)] = s;
   w.set_meta("step", step);
   w.set_meta("samples_consumed", step * info.sequences_per_step);
   w.set_meta("tokens_seen", step * info.sequences_per_step * o.seq);
   w.set_meta("seed", static_cast<int64_t>(o.seed));
-  w.set_meta("model_config", model_json(info.cfg).dump());
+  w.set_meta("model_config", info.model->config().dump());
   w.set_meta("layout", layout_json(info).dump());
   w.set_meta("optimizer", optimizer_json(info).dump());
   w.set_meta("data", json{{"description", info.data_description},
@@ -145,18 +129,20 @@ MPI_Comm mpi_comm_of(Communicator& world) {
 
 }  // namespace
 
-std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
+std::string save_checkpoint(const RunInfo& info, TrainableModel& stage, optim::Optimizer& optimizer,
                             Communicator& world, int64_t step, double* seconds,
                             int64_t* bytes_written) {
   const auto t0 = std::chrono::steady_clock::now();
-  const Options& o = *info.opt;
-  const std::string path = checkpoint_path(info.checkpoint_dir, step);
+  const TrainerOptions& o = *info.opt;
+  const std::string& dir = o.checkpoint_dir;
+  nn::Module& model = stage.module();
+  const std::string path = checkpoint_path(dir, step);
   std::string error;
   int64_t bytes = 0;
   // One message (from the lowest failing rank) and "" on every rank when any rank failed.
   bool must_abort = false;  // HDF5 left a file half closed: MPI_Finalize would crash
   auto failed = [&] {
-    if (!any_rank_failed(world, error.empty() ? "" : "checkpoint not written: " + error))
+    if (!any_rank_failed(world, error.empty() ? "" : "checkpoint not written: " + error, o.program))
       return false;
     if (must_abort) {
       std::fflush(stdout);
@@ -168,7 +154,7 @@ std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Opti
   if (use_parallel_writer()) {
     // Every rank writes its own share; a failure on any rank throws on every rank.
     try {
-      if (world.rank() == 0) std::filesystem::create_directories(info.checkpoint_dir);
+      if (world.rank() == 0) std::filesystem::create_directories(dir);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -176,7 +162,7 @@ std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Opti
     try {
       ParallelCheckpointWriter writer(path, mpi_comm_of(world));
       set_run_meta(writer, info, step, all_gather_rank_strings(dropout_offsets(model), world));
-      save_training_state(writer, model, optimizer, model.parallel(), world);
+      save_training_state(writer, model, optimizer, *info.ctx, world);
       writer.commit();
       bytes = writer.bytes_written();
     } catch (const CheckpointCloseError& e) {
@@ -190,7 +176,7 @@ std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Opti
     std::unique_ptr<CheckpointWriter> writer;
     try {
       if (world.rank() == 0) {
-        std::filesystem::create_directories(info.checkpoint_dir);
+        std::filesystem::create_directories(dir);
         writer = std::make_unique<CheckpointWriter>(path);
       }
     } catch (const std::exception& e) {
@@ -198,7 +184,7 @@ std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Opti
     }
     if (failed()) return "";
     const auto offsets = gather_rank_strings(dropout_offsets(model), world);
-    save_training_state(writer.get(), model, optimizer, model.parallel());
+    save_training_state(writer.get(), model, optimizer, *info.ctx);
     try {
       if (writer) {
         set_run_meta(*writer, info, step, offsets);
@@ -210,22 +196,23 @@ std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Opti
     bytes = -1;  // not counted: world rank 0 writes everything
   }
   if (failed()) return "";
-  if (world.rank() == 0) prune_checkpoints(info.checkpoint_dir, o.keep_checkpoints);
+  if (world.rank() == 0) prune_checkpoints(dir, o.keep_checkpoints);
   if (seconds)
     *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (bytes_written) *bytes_written = bytes;
   return path;
 }
 
-int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
+int64_t resume_if_asked(const RunInfo& info, TrainableModel& stage, optim::Optimizer& optimizer,
                         Communicator& world) {
-  const Options& o = *info.opt;
+  const TrainerOptions& o = *info.opt;
+  nn::Module& model = stage.module();
   std::string path = o.resume_from;
-  if (path.empty() && o.resume) path = latest_checkpoint(info.checkpoint_dir);
+  if (path.empty() && o.resume) path = latest_checkpoint(o.checkpoint_dir);
   if (path.empty()) {
     if (o.resume && world.rank() == 0) {
       std::printf("resume: no checkpoint in %s yet, starting from step 0\n",
-                  info.checkpoint_dir.c_str());
+                  o.checkpoint_dir.c_str());
     }
     return 0;
   }
@@ -241,9 +228,9 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
     bytes = r.bytes_read();
     step = r.meta_int("step");
     const json saved_layout = json::parse(r.meta_string("layout"));
-    same_layout = saved_layout.at("dp") == info.layout.dp &&
-                  saved_layout.at("tp") == info.layout.tp &&
-                  saved_layout.at("pp") == info.layout.pp;
+    const ParallelLayout& L = info.ctx->layout();
+    same_layout = saved_layout.at("dp") == L.dp && saved_layout.at("tp") == L.tp &&
+                  saved_layout.at("pp") == L.pp;
     if (same_layout) {
       const json rng = json::parse(r.meta_string("rng_dropout_offsets"));
       set_dropout_offsets(model, rng.at(std::to_string(world.rank())).get<std::string>());
@@ -251,7 +238,7 @@ int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimize
   } catch (const std::exception& e) {  // trident::Error, and JSON errors of a foreign file
     error = e.what();
   }
-  if (any_rank_failed(world, error)) return -1;
+  if (any_rank_failed(world, error, o.program)) return -1;
   std::vector<int64_t> rank_bytes(static_cast<size_t>(world.size()));
   world.all_gather(&bytes, rank_bytes.data(), 1, DType::I64);
   if (world.rank() == 0) {
@@ -282,6 +269,15 @@ void restore_default_signal_handlers() {
 
 int preemption_signal() {
   return static_cast<int>(g_signal);
+}
+
+bool any_rank_failed(Communicator& world, const std::string& error, const std::string& program) {
+  int32_t first_bad = error.empty() ? world.size() : world.rank();
+  world.all_reduce(&first_bad, 1, DType::I32, ReduceOp::Min);
+  if (first_bad < world.size() && world.rank() == first_bad) {
+    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), error.c_str());
+  }
+  return first_bad < world.size();
 }
 
 StepVerdict agree_on_step(Communicator& world, bool local_non_finite) {

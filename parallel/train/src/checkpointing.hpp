@@ -1,7 +1,7 @@
-// trident-train's checkpoints, resume, preemption and non-finite-loss policy.
+// The trainer's checkpoints, resume, preemption signals and per-step agreement (private).
 //
-// A checkpoint (core/checkpoint.hpp, written through parallel/distributed_checkpoint.hpp)
-// holds full-size parameters and optimizer state plus this metadata on the root group:
+// A checkpoint (io/checkpoint.hpp, written through parallel/distributed_checkpoint.hpp) holds
+// full-size parameters and optimizer state plus this metadata on the root group:
 //   step, optimizer_steps, samples_consumed, tokens_seen   int64
 //   model_config, layout, optimizer, data                   JSON strings
 //   seed                                                    int64
@@ -14,24 +14,26 @@
 #include <cstdint>
 #include <string>
 
-#include "options.hpp"
 #include "trident/core/optim/optimizer.hpp"
-#include "trident/models/gpt.hpp"
 #include "trident/parallel/communicator.hpp"
 #include "trident/parallel/parallel_context.hpp"
+#include "trident/train/trainer.hpp"
 
 namespace trident::train {
 
 // What a checkpoint needs besides the tensors.
 struct RunInfo {
-  const Options* opt = nullptr;
-  models::GPTConfig cfg;
-  ParallelLayout layout;
+  const TrainerOptions* opt = nullptr;
+  const TrainableModel* model = nullptr;
+  const ParallelContext* ctx = nullptr;
   std::string optimizer_name;  // "adamw", "sgd" (ZeRO-1 saves AdamW state)
   std::string data_description;
   int64_t sequences_per_step = 0;  // global batch
-  std::string checkpoint_dir;      // --checkpoint-dir, or <out-dir>/checkpoints
 };
+
+// Agreement on a failure found on some ranks (`error` empty where none): one all-reduce over
+// `world`; the lowest failing rank prints "<program>: error: ..." once. True when any failed.
+bool any_rank_failed(Communicator& world, const std::string& error, const std::string& program);
 
 // Writes "<checkpoint dir>/step_<step>.h5" (step = optimizer steps done) and prunes old ones.
 // With parallel HDF5 every rank writes its own share (parallel_checkpoint.hpp); with serial
@@ -39,20 +41,20 @@ struct RunInfo {
 // Collective over the job; returns the path (on every rank), the seconds it took and the bytes
 // of tensor data this rank wrote (-1 with the rank-0 writer). A failure on any rank (an
 // unwritable directory, a full disk) prints one message and returns "" on every rank.
-std::string save_checkpoint(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
+std::string save_checkpoint(const RunInfo& info, TrainableModel& model, optim::Optimizer& optimizer,
                             Communicator& world, int64_t step, double* seconds = nullptr,
                             int64_t* bytes_written = nullptr);
 
-// With --resume (the newest checkpoint of the checkpoint directory) or --resume-from FILE, loads it
+// With resume (the newest checkpoint of the checkpoint directory) or resume_from, loads it
 // into this rank's model and optimizer and returns its step; returns 0 when there is nothing
 // to resume. A checkpoint of another model, optimizer, sequence length or global batch, or a
 // corrupted one, ends the job with one message from the lowest failing rank. Collective.
 // Returns -1 after that message (every rank).
-int64_t resume_if_asked(const RunInfo& info, models::GPT& model, optim::Optimizer& optimizer,
+int64_t resume_if_asked(const RunInfo& info, TrainableModel& model, optim::Optimizer& optimizer,
                         Communicator& world);
 
 // SIGUSR1 and SIGTERM set a flag instead of killing the process (Slurm's --signal, scancel,
-// a cluster's preemption): the loop finishes its step, checkpoints and exits 0.
+// a cluster's preemption): the loop finishes its step, checkpoints and returns.
 void install_preemption_handlers();
 // Back to the default actions once the loop no longer checks the flag (final validation).
 void restore_default_signal_handlers();
