@@ -6,7 +6,8 @@
 
 namespace trident::models {
 
-// A registry holding every family of models/: GPT-2 ("tiny", "gpt2", ... see gpt_stage.hpp).
+// A registry holding every family of models/: GPT-2 ("tiny", "gpt2", ... see gpt_stage.hpp)
+// and Llama ("llama-tiny", ..., "llama3-8b", see llama_stage.hpp).
 train::ModelRegistry builtin_models();
 
 }  // namespace trident::models
