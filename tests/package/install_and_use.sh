@@ -4,7 +4,11 @@
 #   2. examples/out_of_tree configured with only that prefix (find_package(Trident)) and built;
 #      it must compile against the installed headers, not this source tree;
 #   3. run data-parallel on 2 ranks: the loss must fall to under a fifth of its first value and
-#      both ranks must end with the same weights.
+#      both ranks must end with the same weights;
+#   4. trident_3d_lm, the user's own model under the library trainer, at dp 2 x tp 2 x pp 2 on 8
+#      ranks with checkpoints and a trace: its losses must equal one process's (4 decimals), the
+#      validation loss must end under 0.3 x the first loss, the checkpoints and every rank's trace must be written,
+#      and a resume must continue from the last checkpoint.
 #
 #   bash tests/package/install_and_use.sh BUILD_DIR SOURCE_DIR MPIEXEC [cmake options...]
 # TRIDENT_PACKAGE_TEST_KEEP=1 keeps the temporary folder.
@@ -34,11 +38,12 @@ for f in lib/cmake/Trident/TridentConfig.cmake lib/cmake/Trident/TridentConfigVe
   lib/cmake/Trident/TridentTargets.cmake include/trident/core/tensor.hpp \
   include/trident/kernels/cpu/gemm.hpp include/trident/parallel/data_parallel.hpp \
   include/trident/models/gpt.hpp include/trident/io/checkpoint.hpp \
-  include/trident/trace/trace.hpp include/trident/planner/layout_planner.hpp; do
+  include/trident/trace/trace.hpp include/trident/planner/layout_planner.hpp \
+  include/trident/train/trainer.hpp include/trident/train/trainable_model.hpp; do
   [[ -f $prefix/$f ]] || fail "$f was not installed"
 done
 for l in trident_kernels trident_core trident_io trident_trace trident_parallel trident_planner \
-  trident_models; do
+  trident_train trident_models; do
   compgen -G "$prefix/lib*/lib$l.a" >/dev/null || fail "lib$l.a was not installed"
 done
 
@@ -77,3 +82,39 @@ c1=$(sed -nE 's/^rank 1: weight checksum (.*)$/\1/p' "$out")
 [[ -n $c0 && $c0 == "$c1" ]] || fail "ranks disagree: weight checksum '$c0' on rank 0, '$c1' on rank 1"
 grep -q "^replicas agree" "$out" || fail "the example's own replica check failed"
 say "ok: both ranks end with the same weights (checksum $c0)"
+
+# 4. The library trainer on the user's own model, 3D-parallel.
+run3d() {
+  (cd "$work" && OMP_NUM_THREADS=1 timeout 300 "$@")
+}
+mpi8=("$mpiexec" --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np 8)
+# One process with the same global batch: 4 micro-batches of 4 sequences (dp 2 x 2 x 4 at 8 ranks).
+run3d "$work/build/trident_3d_lm" --steps 60 --micro-batches 4 >"$work/lm1.log" 2>&1 ||
+  { cat "$work/lm1.log"; fail "trident_3d_lm on one process failed"; }
+run3d "${mpi8[@]}" "$work/build/trident_3d_lm" --dp 2 --tp 2 --pp 2 --steps 60 \
+  --checkpoint-dir "$work/ckpt" --checkpoint-every 30 --trace "$work/trace.json" >"$work/lm8.log" 2>&1 ||
+  { cat "$work/lm8.log"; fail "mpirun -np 8 trident_3d_lm failed"; }
+cat "$work/lm8.log"
+grep -q "^layout: dp 2 x pp 2 x tp 2 on 8 ranks" "$work/lm8.log" || fail "trident_3d_lm did not run dp 2 x pp 2 x tp 2"
+losses() { sed -nE 's/^step +([0-9]+)\/60 \| loss ([0-9.]+) .*/\1 \2/p' "$1"; }
+[[ $(losses "$work/lm8.log" | wc -l) == 7 ]] || fail "expected 7 log lines at 8 ranks"
+[[ "$(losses "$work/lm8.log")" == "$(losses "$work/lm1.log")" ]] ||
+  fail "8 ranks and one process log different losses: $(losses "$work/lm8.log" | tr '\n' ' ') vs $(losses "$work/lm1.log" | tr '\n' ' ')"
+first=$(losses "$work/lm8.log" | awk '$1 == 1 {print $2}')
+val() { sed -nE 's/^done in .* \| val loss ([0-9.]+)$/\1/p' "$1"; }
+last=$(val "$work/lm8.log")
+[[ -n $last && $last == "$(val "$work/lm1.log")" ]] ||
+  fail "validation loss '$last' at 8 ranks, '$(val "$work/lm1.log")' on one process"
+awk -v a="$last" -v b="$first" 'BEGIN { exit !(a < 0.3 * b) }' ||
+  fail "trident_3d_lm's validation loss is not under 0.3 x its first loss: $first -> $last"
+for f in ckpt/step_00000030.h5 ckpt/step_00000060.h5 trace.json trace.rank7.json; do
+  [[ -s $work/$f ]] || fail "trident_3d_lm did not write $f"
+done
+say "ok: trident_3d_lm at dp 2 x tp 2 x pp 2 logs one process's losses ($first -> validation $last), wrote checkpoints and 8 traces"
+run3d "${mpi8[@]}" "$work/build/trident_3d_lm" --dp 2 --tp 2 --pp 2 --steps 70 \
+  --checkpoint-dir "$work/ckpt" --resume 1 >"$work/resume.log" 2>&1 ||
+  { cat "$work/resume.log"; fail "resuming trident_3d_lm failed"; }
+grep -q "^resumed from $work/ckpt/step_00000060.h5 at step 60" "$work/resume.log" ||
+  { cat "$work/resume.log"; fail "trident_3d_lm did not resume from step 60"; }
+grep -qE "^step +70/70 \| loss" "$work/resume.log" || fail "the resumed run did not reach step 70"
+say "ok: trident_3d_lm resumed from its step-60 checkpoint and trained to step 70"
