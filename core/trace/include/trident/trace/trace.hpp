@@ -6,7 +6,7 @@
 // and code holding device timestamps can add spans to a named virtual track (record_on). Spans
 // on one thread nest (RAII); times are steady-clock nanoseconds, written as microseconds
 // relative to the session's time zero. The trainer sets that zero from a barrier so that all
-// ranks' files share one time axis (see examples/train/trainer.cpp).
+// ranks' files share one time axis (see parallel/train/src/trainer.cpp, start_trace).
 //
 //   trace::Session session({rank, "rank 3 (dp 1, pp 0, tp 1)"});   // starts recording
 //   { trace::Span s("forward", trace::Category::Compute); s.arg("micro", i); ... }
