@@ -12,10 +12,6 @@ namespace {
 
 using json = nlohmann::json;
 
-bool file_exists(const std::string& path) {
-  return std::ifstream(path).good();
-}
-
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -35,15 +31,15 @@ int64_t positive_int(const json& j, const std::string& key, const std::string& p
 }
 
 // One GPT parameter and where it lives in a Hugging Face GPT-2 checkpoint.
-struct HFTensor {
+struct HFParameter {
   std::string ours;
   std::string hf;              // without the optional "transformer." prefix
   std::vector<int64_t> shape;  // ours
   bool conv1d;                 // stored (in, out): transpose to our (out, in)
 };
 
-std::vector<HFTensor> hf_layout(const GPTConfig& c) {
-  std::vector<HFTensor> out;
+std::vector<HFParameter> hf_layout(const GPTConfig& c) {
+  std::vector<HFParameter> out;
   for (const auto& [ours, shape] : gpt_parameter_shapes(c)) {
     std::string hf = ours;
     bool conv1d = false;
@@ -78,6 +74,17 @@ std::vector<float> transpose(const std::vector<float>& src, int64_t rows, int64_
   return dst;
 }
 
+// The shortest decimal that reads back as `f`, as a double: 1e-5f is written 1e-05 (as Python
+// writes the float 1e-05), not 9.99999974737875e-06.
+double shortest_decimal(float f) {
+  char buf[32];
+  for (int digits = 1; digits <= 9; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(f));
+    if (std::strtof(buf, nullptr) == f) break;
+  }
+  return std::strtod(buf, nullptr);
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> gpt_parameter_shapes(
@@ -106,17 +113,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> gpt_parameter_shapes(
 }
 
 GPTConfig read_hf_gpt2_config(const std::string& path) {
-  std::ifstream in(path);
-  TRIDENT_CHECK(in.is_open(), path,
-                ": cannot open (a Hugging Face GPT-2 directory holds "
-                "config.json and model.safetensors)");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw Error(str_cat(path, ": not valid JSON (", e.what(), ")"));
-  }
-  TRIDENT_CHECK(j.is_object(), path, ": not a JSON object");
+  const json j = read_hf_config(path);
   if (j.contains("model_type")) {
     TRIDENT_CHECK(j["model_type"] == "gpt2", path, ": model_type is ", j["model_type"].dump(),
                   ", not \"gpt2\"");
@@ -161,15 +158,7 @@ GPTConfig read_hf_gpt2_config(const std::string& path) {
 HFGPT2Checkpoint load_hf_gpt2(const std::string& dir) {
   HFGPT2Checkpoint ck;
   ck.config = read_hf_gpt2_config(dir + "/config.json");
-  const std::string weights = dir + "/model.safetensors";
-  if (!file_exists(weights)) {
-    TRIDENT_CHECK(!file_exists(dir + "/model.safetensors.index.json"), dir,
-                  ": sharded checkpoints (model.safetensors.index.json) are not supported");
-    TRIDENT_CHECK(!file_exists(dir + "/pytorch_model.bin"), dir,
-                  ": has pytorch_model.bin but no model.safetensors; Trident reads only "
-                  "safetensors (convert it, e.g. save_pretrained(..., safe_serialization=True))");
-    throw Error(str_cat(dir, ": no model.safetensors"));
-  }
+  const std::string weights = hf_weights_path(dir);
   SafetensorsFile f = SafetensorsFile::open(weights);
   std::string prefix;
   if (f.has("transformer.wte.weight")) {
@@ -185,7 +174,7 @@ HFGPT2Checkpoint load_hf_gpt2(const std::string& dir) {
               c.vocab_size, ", n_positions ", c.block_size);
 
   std::set<std::string> used;
-  for (const HFTensor& t : hf_layout(c)) {
+  for (const HFParameter& t : hf_layout(c)) {
     const std::string name = prefix + t.hf;
     TRIDENT_CHECK(f.has(name), weights, ": missing tensor '", name, "' (Trident's ", t.ours,
                   ", shape ", shape_str(t.shape), ")");
@@ -215,6 +204,72 @@ HFGPT2Checkpoint load_hf_gpt2(const std::string& dir) {
                         " (do config.json and the weights match?)"));
   }
   return ck;
+}
+
+json hf_gpt2_config(const GPTConfig& c, DType dtype) {
+  TRIDENT_CHECK(dtype == DType::F32 || dtype == DType::BF16,
+                "Hugging Face GPT-2 export: dtype must be f32 or bf16, not ", dtype_name(dtype));
+  const double dropout = shortest_decimal(c.dropout);
+  return json{{"activation_function", "gelu_new"},
+              {"architectures", {"GPT2LMHeadModel"}},
+              {"attn_pdrop", dropout},
+              {"bos_token_id", c.vocab_size - 1},
+              {"embd_pdrop", dropout},
+              {"eos_token_id", c.vocab_size - 1},
+              {"initializer_range", 0.02},
+              {"layer_norm_epsilon", shortest_decimal(c.ln_eps)},
+              {"model_type", "gpt2"},
+              {"n_ctx", c.block_size},
+              {"n_embd", c.n_embd},
+              {"n_head", c.n_head},
+              {"n_inner", nullptr},
+              {"n_layer", c.n_layer},
+              {"n_positions", c.block_size},
+              {"reorder_and_upcast_attn", false},
+              {"resid_pdrop", dropout},
+              {"scale_attn_by_inverse_layer_idx", false},
+              {"scale_attn_weights", true},
+              {"summary_activation", nullptr},
+              {"summary_first_dropout", 0.1},
+              {"summary_proj_to_labels", true},
+              {"summary_type", "cls_index"},
+              {"summary_use_proj", true},
+              {"torch_dtype", dtype == DType::BF16 ? "bfloat16" : "float32"},
+              {"use_cache", true},
+              {"vocab_size", c.vocab_size}};
+}
+
+HFTensors hf_gpt2_tensors(const HFGPT2Checkpoint& ck, DType dtype) {
+  TRIDENT_CHECK(dtype == DType::F32 || dtype == DType::BF16,
+                "Hugging Face GPT-2 export: dtype must be f32 or bf16, not ", dtype_name(dtype));
+  const GPTConfig& c = ck.config;
+  HFTensors out;
+  for (const HFParameter& t : hf_layout(c)) {
+    auto it = ck.tensors.find(t.ours);
+    TRIDENT_CHECK(it != ck.tensors.end(), "Hugging Face GPT-2 export: parameter '", t.ours,
+                  "' is missing");
+    std::vector<float> v = it->second;
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;
+    if (t.ours == "wte.weight" && c.table_rows() > c.vocab_size &&
+        int64_t(v.size()) == c.table_rows() * c.n_embd) {
+      v.resize(size_t(numel));  // drop the padding rows (vocab_size .. table_rows - 1)
+    }
+    TRIDENT_CHECK(int64_t(v.size()) == numel, "Hugging Face GPT-2 export: parameter '", t.ours,
+                  "' has ", v.size(), " values; shape ", shape_str(t.shape), " needs ", numel);
+    if (t.conv1d) {
+      out["transformer." + t.hf] =
+          hf_tensor_from_f32({t.shape[1], t.shape[0]}, transpose(v, t.shape[0], t.shape[1]), dtype);
+    } else {
+      out["transformer." + t.hf] = hf_tensor_from_f32(t.shape, v, dtype);
+    }
+  }
+  return out;
+}
+
+void save_hf_gpt2(const std::string& dir, const HFGPT2Checkpoint& ck, DType dtype) {
+  save_hf_checkpoint(dir,
+                     HFCheckpoint{hf_gpt2_config(ck.config, dtype), hf_gpt2_tensors(ck, dtype)});
 }
 
 }  // namespace trident::models
