@@ -4,6 +4,7 @@
 
 #include "trident/core/error.hpp"
 #include "trident/io/safetensors.hpp"
+#include "trident/models/hf_llama.hpp"
 
 namespace trident::models {
 
@@ -22,7 +23,9 @@ class LlamaBuilder final : public train::ModelBuilder {
   }
   std::unique_ptr<train::TrainableModel> build(const ParallelContext* ctx) const override {
     auto model = std::make_unique<Llama>(cfg_, args_.seed, Device::cpu(), ctx);
-    if (!args_.load.empty()) {
+    if (!args_.hf.empty()) {
+      model->load_named(load_hf_llama(args_.hf).tensors);
+    } else if (!args_.load.empty()) {
       auto f = SafetensorsFile::open(args_.load);
       std::map<std::string, std::vector<float>> values;
       for (auto& [name, p] : model->named_parameters()) values[name] = f.read_f32(name);
@@ -63,12 +66,13 @@ std::vector<std::pair<std::string, std::string>> LlamaStage::weights_metadata() 
 }
 
 LlamaConfig resolve_llama_config(const train::ModelArgs& a) {
-  TRIDENT_CHECK(a.hf.empty(), "--hf imports Hugging Face GPT-2 directories; Llama ", a.name,
-                " does not read one yet");
+  TRIDENT_CHECK(a.load.empty() || a.hf.empty(), "give --load or --hf, not both");
   TRIDENT_CHECK(a.padded_vocab <= 0, "--padded-vocab is not supported by the Llama models");
   TRIDENT_CHECK(a.dropout == 0.0f, "the Llama models have no dropout (--dropout ", a.dropout, ")");
   LlamaConfig c;
-  if (!a.load.empty()) {
+  if (!a.hf.empty()) {
+    c = llama_config_from_hf(read_hf_config(a.hf + "/config.json"), a.hf + "/config.json");
+  } else if (!a.load.empty()) {
     auto f = SafetensorsFile::open(a.load);
     const auto& m = f.metadata();
     auto get = [&](const char* key) {

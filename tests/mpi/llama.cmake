@@ -83,3 +83,15 @@ add_test(NAME cli.llama_tiny_learns
                  --threads 1 --eval-batches 4 --out-dir ${_leq_dir}/learns)
 set_tests_properties(cli.llama_tiny_learns PROPERTIES LABELS cli TIMEOUT 300
   PASS_REGULAR_EXPRESSION "val loss (0|1)\\.[0-9]" ENVIRONMENT "OMP_NUM_THREADS=1")
+
+# Hugging Face round trip through the tools (llama_hf_check.sh): trident-train's weights ->
+# trident-export_hf -> trident-train --hf gives the same evaluation loss; a second export writes
+# the same bytes.
+if(TARGET trident-export_hf)
+  add_test(NAME cli.llama_hf_round_trip
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/llama_hf_check.sh ${_leq_dir}/hf
+                   $<TARGET_FILE:trident-train> $<TARGET_FILE:trident-export_hf>
+                   ${PROJECT_SOURCE_DIR}/tests/fixtures/tiny_tokens.bin)
+  set_tests_properties(cli.llama_hf_round_trip PROPERTIES LABELS cli TIMEOUT 300
+    ENVIRONMENT "OMP_NUM_THREADS=1")
+endif()

@@ -54,7 +54,8 @@ class LlamaStage final : public train::TrainableModel {
 
 // The configuration of a Llama job: the preset args.name (LlamaConfig::preset_names()) with the
 // size overrides (--width also sets the MLP width to 8/3 of it rounded up to a multiple of 16),
-// or the sizes in args.load's metadata.
+// the sizes in args.load's metadata, or those of args.hf's config.json (a Hugging Face
+// LlamaForCausalLM directory, hf_llama.hpp), whose weights the model then starts from.
 LlamaConfig resolve_llama_config(const train::ModelArgs& args);
 // Llama's factory for the model registry.
 std::unique_ptr<train::ModelBuilder> make_llama_builder(const train::ModelArgs& args);
