@@ -115,3 +115,37 @@ TEST_CASE("Llama at init: logits (B, T, V), loss near ln V, a gradient for every
   CHECK_THROWS_WITH(model.forward(Tensor::from_vector(long_ids, {1, 65})),
                     Catch::Contains("longer than the model's context of 64"));
 }
+
+TEST_CASE("Llama in bf16 (mixed precision): f32 master gradients that follow the f32 model",
+          "[models][llama]") {
+  LlamaConfig c = LlamaConfig::preset("llama-tiny");
+  c.n_layer = 2;
+  Llama f32(c, 5), bf16(c, 5);
+  bf16.set_compute_dtype(DType::BF16);
+  std::vector<int32_t> ids(2 * 12), targets(2 * 12);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int32_t>((i * 53 + 3) % 256);
+    targets[i] = static_cast<int32_t>((i * 29 + 11) % 256);
+  }
+  const Tensor x = Tensor::from_vector(ids, {2, 12}), y = Tensor::from_vector(targets, {2, 12});
+  Tensor l32 = f32.loss(x, y), l16 = bf16.loss(x, y);
+  CHECK(l16.dtype() == DType::F32);
+  CHECK(std::abs(l16.item() - l32.item()) <= 2e-3 * l32.item());  // seen: 6e-6 relative
+  l32.backward();
+  l16.backward();
+  const auto p32 = f32.named_parameters(), p16 = bf16.named_parameters();
+  for (size_t i = 0; i < p32.size(); ++i) {
+    INFO(p32[i].first);
+    REQUIRE(p16[i].second.grad().defined());
+    CHECK(p16[i].second.grad().dtype() == DType::F32);
+    const auto a = p16[i].second.grad().to_vector<float>(),
+               b = p32[i].second.grad().to_vector<float>();
+    double diff = 0, scale = 0;
+    for (size_t k = 0; k < a.size(); ++k) {
+      diff = std::max(diff, static_cast<double>(std::abs(a[k] - b[k])));
+      scale = std::max(scale, static_cast<double>(std::abs(b[k])));
+    }
+    // bf16 keeps 8 bits of mantissa (0.4% a rounding); seen: at most 1.1% of the scale.
+    CHECK(diff <= 0.05 * scale);
+  }
+}
