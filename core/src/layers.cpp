@@ -65,34 +65,4 @@ Tensor Sequential::forward(const Tensor& x) {
   return h;
 }
 
-CausalSelfAttention::CausalSelfAttention(int64_t dim, int64_t n_head_, float dropout,
-                                         Generator& gen, const InitOptions& init, double proj_std)
-    : n_head(n_head_) {
-  TRIDENT_CHECK(n_head > 0 && dim % n_head == 0, "attention: ", n_head,
-                " heads do not divide the width ", dim);
-  qkv = register_module("qkv", std::make_shared<Linear>(dim, 3 * dim, true, gen, init));
-  InitOptions pinit = init;
-  pinit.std = proj_std;
-  proj = register_module("proj", std::make_shared<Linear>(dim, dim, true, gen, pinit));
-  drop = register_module(
-      "drop", std::make_shared<Dropout>(dropout, gen.seed() ^ 0xD40Full ^ gen.advance(1)));
-}
-
-Tensor CausalSelfAttention::forward(const Tensor& x) {
-  return drop->forward(proj->forward(ops::causal_self_attention(qkv->forward(x), n_head)));
-}
-
-MLP::MLP(int64_t dim, float dropout, Generator& gen, const InitOptions& init, double proj_std) {
-  fc = register_module("fc", std::make_shared<Linear>(dim, 4 * dim, true, gen, init));
-  InitOptions pinit = init;
-  pinit.std = proj_std;
-  proj = register_module("proj", std::make_shared<Linear>(4 * dim, dim, true, gen, pinit));
-  drop = register_module(
-      "drop", std::make_shared<Dropout>(dropout, gen.seed() ^ 0x3A1Full ^ gen.advance(1)));
-}
-
-Tensor MLP::forward(const Tensor& x) {
-  return drop->forward(proj->forward(ops::gelu(fc->forward(x))));
-}
-
 }  // namespace trident::nn

@@ -1,5 +1,6 @@
 // Standard layers. Each is a plain Module with a forward(); initialisation takes a Generator so
-// that runs are reproducible from the seed.
+// that runs are reproducible from the seed. Attention and MLP blocks are the tensor-parallel
+// layers of trident/parallel/tensor_parallel.hpp (one implementation, any tp including 1).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -82,28 +83,6 @@ class Sequential : public UnaryModule {
  private:
   std::vector<std::shared_ptr<UnaryModule>> layers_;
   int64_t first_index_ = 0;
-};
-
-// Causal multi-head self-attention with a fused q|k|v projection ("qkv") and an output
-// projection ("proj"): proj(attention(qkv(x))) followed by residual dropout.
-class CausalSelfAttention : public UnaryModule {
- public:
-  CausalSelfAttention(int64_t dim, int64_t n_head, float dropout, Generator& gen,
-                      const InitOptions& init = {}, double proj_std = 0.02);
-  Tensor forward(const Tensor& x) override;
-  std::shared_ptr<Linear> qkv, proj;
-  std::shared_ptr<Dropout> drop;
-  int64_t n_head;
-};
-
-// fc (dim -> 4 dim), GELU, proj (4 dim -> dim), dropout.
-class MLP : public UnaryModule {
- public:
-  MLP(int64_t dim, float dropout, Generator& gen, const InitOptions& init = {},
-      double proj_std = 0.02);
-  Tensor forward(const Tensor& x) override;
-  std::shared_ptr<Linear> fc, proj;
-  std::shared_ptr<Dropout> drop;
 };
 
 }  // namespace trident::nn
