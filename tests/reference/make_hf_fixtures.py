@@ -3,7 +3,8 @@
 and a check of an exported directory with Hugging Face's GPT-2 semantics in plain torch.
 
 transformers and safetensors cannot be installed here, so both are written out below from their
-published behaviour (transformers >= 4.31, safetensors >= 0.3):
+published behaviour (current transformers, whose GPT-2 mask buffers are non-persistent;
+safetensors >= 0.3):
 
   model.safetensors  GPT2LMHeadModel.save_pretrained(dir) (safe_serialization, the default):
     - names "transformer.wte.weight", "transformer.h.{i}.attn.c_attn.weight", ...; Conv1D

@@ -14,7 +14,7 @@
 // Ignored: the attn.bias / attn.masked_bias buffers; lm_head.weight, which must equal wte.weight
 // (GPT-2's head is tied). Any other tensor, a missing one or a wrong shape is an error.
 //
-// Export writes what save_pretrained writes for GPT2LMHeadModel (transformers >= 4.31): every
+// Export writes what save_pretrained writes for GPT2LMHeadModel (current transformers): every
 // name with the "transformer." prefix, Conv1D weights (in, out), no attn.bias / masked_bias
 // (non-persistent buffers), and no lm_head.weight: it shares wte's storage, and save_pretrained
 // drops tied weights from model.safetensors (transformers re-ties the head on load).
