@@ -69,6 +69,30 @@ endforeach()
 trident_llama_equivalence_test(2 2 2 --zero 1)
 trident_llama_equivalence_test(2 2 2 --schedule gpipe)
 
+# SGD with Nesterov momentum and no clipping (an update linear in the gradient: a gradient off
+# by a constant factor, which AdamW and clipping would hide, changes the weights), every step's
+# gradient norm compared.
+set(_leq_sgd --optimizer sgd --lr 0.1 --nesterov --grad-clip 0 --log-interval 1)
+add_test(NAME mpi.llama_equivalence.reference_sgd
+         COMMAND bash ${_leq_script} ${_leq_compare} ${_leq_dir}/ref_sgd none 1 -- ${_leq_train}
+                 --batch 8 ${_leq_sgd})
+set_tests_properties(mpi.llama_equivalence.reference_sgd PROPERTIES
+  FIXTURES_SETUP llama_equivalence_ref_sgd LABELS mpi TIMEOUT 300 ENVIRONMENT "${TRIDENT_MPI_ENV}")
+foreach(layout "2;1;1" "1;2;1" "1;1;2" "2;2;2")
+  list(GET layout 0 dp)
+  list(GET layout 1 tp)
+  list(GET layout 2 pp)
+  math(EXPR np "${dp} * ${tp} * ${pp}")
+  math(EXPR b "8 / (${dp} * 2)")
+  set(name mpi.llama_equivalence.dp${dp}_tp${tp}_pp${pp}_sgd)
+  add_test(NAME ${name}
+           COMMAND bash ${_leq_script} ${_leq_compare} ${_leq_dir}/dp${dp}tp${tp}pp${pp}_sgd
+                   ${_leq_dir}/ref_sgd ${np} -- ${_leq_train} ${_leq_sgd} --dp ${dp} --tp ${tp}
+                   --pp ${pp} --micro-batches 2 --batch ${b})
+  set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED llama_equivalence_ref_sgd
+    LABELS mpi TIMEOUT 300 PROCESSORS ${np} ENVIRONMENT "${TRIDENT_MPI_ENV}")
+endforeach()
+
 # A checkpoint of one layout resumes under others (llama_reshard.sh).
 add_test(NAME mpi.llama_checkpoint.reshard
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/llama_reshard.sh ${_leq_dir}/reshard
