@@ -60,7 +60,9 @@ TEST_CASE("checkpoint hyperslabs of a shard range hold exactly that range of the
         REQUIRE(total == hi - lo);
         std::vector<float> got(static_cast<size_t>(hi - lo));
         r.read_hyperslabs("p", "value", boxes, got.data());
-        CHECK(std::memcmp(got.data(), shard.data<float>() + lo, got.size() * sizeof(float)) == 0);
+        // (an empty range has no data(): memcmp must not see its null pointer)
+        CHECK((got.empty() ||
+               std::memcmp(got.data(), shard.data<float>() + lo, got.size() * sizeof(float)) == 0));
         ++checked;
       }
     }
