@@ -6,8 +6,9 @@
 //   attention  causal flash attention forward and backward, bf16, B=8 NH=12 HD=64, T=1024, 2048;
 //              FLOPs counted as FlashAttention does: forward 4 B NH T^2 HD / 2 (causal),
 //              backward 2.5 x forward
-//   memory     layernorm, GELU, AdamW (fp32 state) and cross-entropy at GPT-2 124M shapes
-//              (B=8, T=1024): achieved GB/s over the fewest bytes each must move
+//   memory     layernorm, fused residual + layernorm, GELU, AdamW (fp32 state) and cross-entropy
+//              at GPT-2 124M shapes (B=8, T=1024): achieved GB/s over the fewest bytes each must
+//              move
 //   breakdown  every op of one GPT-2 124M bf16 training step (B=8, T=1024, 12 layers), each timed
 //              once per shape and multiplied by its count per step
 // An op the backend lacks, or that fails, is recorded as {"missing": "<error>"}; the rest runs.
@@ -196,6 +197,29 @@ json bench_memory(Bench& b) {
                 {"forward", bandwidth(f, 2 * es * N * C)},
                 {"backward", bandwidth(g, 3 * es * N * C)}};
   });
+  r["residual_layernorm"] = guarded("residual_layernorm", [&] {
+    auto x = b.random(t, N * C), delta = b.random(t, N * C), w = b.random(t, C),
+         bias = b.random(t, C);
+    auto res = b.empty(t, N * C), out = b.empty(t, N * C), mean = b.empty(DType::F32, N),
+         rstd = b.empty(DType::F32, N);
+    auto dout = b.random(t, N * C), dres = b.random(t, N * C);
+    auto dw = b.empty(DType::F32, C), db = b.empty(DType::F32, C);
+    const auto fwd = [&] {
+      b.be.residual_layernorm_forward(t, res->get(), out->get(), mean->get(), rstd->get(), x->get(),
+                                      delta->get(), w->get(), bias->get(), N, C, 1e-5);
+    };
+    const double f = b.time_ms(fwd);
+    fwd();
+    // In place, as the GPT block runs it: dres += the layer norm's input gradient.
+    const double g = b.time_ms([&] {
+      b.be.residual_layernorm_backward(t, dres->get(), dw->get(), db->get(), dres->get(),
+                                       dout->get(), res->get(), w->get(), mean->get(), rstd->get(),
+                                       N, C);
+    });
+    return json{{"shape", {N, C}},
+                {"forward", bandwidth(f, 4 * es * N * C)},
+                {"backward", bandwidth(g, 4 * es * N * C)}};
+  });
   r["gelu"] = guarded("gelu", [&] {
     auto inp = b.random(t, G), dout = b.random(t, G), out = b.empty(t, G), dinp = b.empty(t, G);
     const double f = b.time_ms([&] { b.be.gelu_forward(t, out->get(), inp->get(), G); });
@@ -290,26 +314,43 @@ json bench_breakdown(Bench& b) {
     auto inp = b.random(t, N * C), w = b.random(t, C), bias = b.random(t, C);
     auto out = b.empty(t, N * C), mean = b.empty(DType::F32, N), rstd = b.empty(DType::F32, N);
     auto dinp = b.empty(t, N * C), dw = b.empty(DType::F32, C), db = b.empty(DType::F32, C);
-    add("layernorm forward", 2 * L + 1, [&] {
+    // Per block: ln1 a plain layer norm, then h = x + attn and ln2(h) fused, then the block's
+    // output add; ln_f plain. Backward: ln2's input gradient lands in h's in place (fused), x's
+    // two gradients (ln1's and the residual's) are accumulated by autograd (one add).
+    add("layernorm forward", L + 1, [&] {
       return b.time_ms([&] {
         b.be.layernorm_forward(t, out->get(), mean->get(), rstd->get(), inp->get(), w->get(),
                                bias->get(), N, C, 1e-5);
       });
     });
-    add("layernorm backward", 2 * L + 1, [&] {
+    add("layernorm backward", L + 1, [&] {
       return b.time_ms([&] {
         b.be.layernorm_backward(t, dinp->get(), dw->get(), db->get(), out->get(), inp->get(),
                                 w->get(), mean->get(), rstd->get(), N, C);
       });
     });
+    auto res = b.empty(t, N * C);
+    add("residual + layernorm forward (fused)", L, [&] {
+      return b.time_ms([&] {
+        b.be.residual_layernorm_forward(t, res->get(), out->get(), mean->get(), rstd->get(),
+                                        inp->get(), dinp->get(), w->get(), bias->get(), N, C, 1e-5);
+      });
+    });
+    add("residual + layernorm backward (fused, in place)", L, [&] {
+      return b.time_ms([&] {
+        b.be.residual_layernorm_backward(t, dinp->get(), dw->get(), db->get(), dinp->get(),
+                                         out->get(), res->get(), w->get(), mean->get(), rstd->get(),
+                                         N, C);
+      });
+    });
     const int64_t shape[1] = {N * C}, stride[1] = {1};
-    add("residual add", 2 * L, [&] {
+    add("residual add", L, [&] {
       return b.time_ms([&] {
         b.be.binary_strided(trident::BinaryOpKind::Add, t, out->get(), inp->get(), stride,
                             dinp->get(), stride, shape, 1);
       });
     });
-    add("residual gradient accumulate (axpy)", 2 * L,
+    add("residual gradient accumulate (axpy)", L,
         [&] { return b.time_ms([&] { b.be.axpy(t, out->get(), inp->get(), 1.0, N * C); }); });
   }
   linear("qkv", C, 3 * C, L);

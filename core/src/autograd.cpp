@@ -11,6 +11,27 @@ namespace trident::autograd {
 namespace {
 std::atomic<uint64_t> g_sequence{0};
 
+// What pending_input_grad() sees: the node run_backward is running and its pending gradients.
+struct RunningNode {
+  const Node* node = nullptr;
+  std::unordered_map<Node*, Tensor>* pending = nullptr;
+};
+thread_local RunningNode t_running;
+
+// Sets t_running for the duration of one backward call (restored on exit, also on a throw).
+class RunningNodeScope {
+ public:
+  RunningNodeScope(const Node* n, std::unordered_map<Node*, Tensor>* pending) : saved_(t_running) {
+    t_running = {n, pending};
+  }
+  ~RunningNodeScope() { t_running = saved_; }
+  RunningNodeScope(const RunningNodeScope&) = delete;
+  RunningNodeScope& operator=(const RunningNodeScope&) = delete;
+
+ private:
+  RunningNode saved_;
+};
+
 struct ByLatest {
   bool operator()(const Node* a, const Node* b) const { return a->sequence_nr < b->sequence_nr; }
 };
@@ -108,7 +129,13 @@ void run_backward(const Tensor& root, const Tensor& grad) {
     Tensor g = std::move(pending[n]);
     pending.erase(n);
     // A node no gradient reached passes "nothing" on, so leaf counts below still reach zero.
-    std::vector<Tensor> grads = g.defined() ? n->backward(g) : std::vector<Tensor>(n->edges.size());
+    std::vector<Tensor> grads;
+    if (g.defined()) {
+      RunningNodeScope scope(n, &pending);
+      grads = n->backward(g);
+    } else {
+      grads.resize(n->edges.size());
+    }
     n->backward = nullptr;  // frees saved tensors
     TRIDENT_CHECK(grads.size() == n->edges.size(), "internal: node '", n->name, "' returned ",
                   grads.size(), " gradients for ", n->edges.size(), " inputs");
@@ -131,6 +158,13 @@ void run_backward(const Tensor& root, const Tensor& grad) {
       }
     }
   }
+}
+
+Tensor pending_input_grad(size_t i) {
+  const RunningNode& r = t_running;
+  if (r.node == nullptr || i >= r.node->edges.size() || !r.node->edges[i].node) return Tensor();
+  auto it = r.pending->find(r.node->edges[i].node.get());
+  return it == r.pending->end() ? Tensor() : it->second;
 }
 
 }  // namespace trident::autograd

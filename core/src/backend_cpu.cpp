@@ -362,6 +362,30 @@ class CpuBackend final : public Backend {
                               io.in<scalar_t>(inp, N * C), io.in<scalar_t>(weight, C),
                               P<scalar_t>(mean), P<scalar_t>(rstd), N, C));
   }
+  // bf16: the residual is rounded before it is normalised, as an add then a layer norm would.
+  void residual_layernorm_forward(DType t, void* residual, void* out, void* mean, void* rstd,
+                                  const void* x, const void* delta, const void* weight,
+                                  const void* bias, int64_t N, int64_t C, double eps) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "residual_layernorm",
+        k::residual_layernorm_forward(
+            io.out<scalar_t>(residual, N * C), io.out<scalar_t>(out, N * C), P<scalar_t>(mean),
+            P<scalar_t>(rstd), io.in<scalar_t>(x, N * C), io.in<scalar_t>(delta, N * C),
+            io.in<scalar_t>(weight, C), io.in<scalar_t>(bias, C), N, C, static_cast<scalar_t>(eps),
+            t == DType::BF16));
+  }
+  void residual_layernorm_backward(DType t, void* dinp, void* dweight, void* dbias,
+                                   const void* dresidual, const void* dout, const void* residual,
+                                   const void* weight, const void* mean, const void* rstd,
+                                   int64_t N, int64_t C) override {
+    TRIDENT_CPU_FLOAT_DISPATCH(
+        t, "residual_layernorm_backward",
+        k::residual_layernorm_backward(
+            io.out<scalar_t>(dinp, N * C), io.out<scalar_t>(dweight, C), io.out<scalar_t>(dbias, C),
+            dresidual != nullptr ? io.in<scalar_t>(dresidual, N * C) : nullptr,
+            io.in<scalar_t>(dout, N * C), io.in<scalar_t>(residual, N * C),
+            io.in<scalar_t>(weight, C), P<scalar_t>(mean), P<scalar_t>(rstd), N, C));
+  }
   void gelu_forward(DType t, void* out, const void* inp, int64_t n) override {
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "gelu", k::gelu_forward(io.out<scalar_t>(out, n), io.in<scalar_t>(inp, n), n));

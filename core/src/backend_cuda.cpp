@@ -352,6 +352,24 @@ class CudaBackend final : public Backend {
                              P<float>(rstd), N, C, scratch, s());
     });
   }
+  void residual_layernorm_forward(DType t, void* residual, void* out, void* mean, void* rstd,
+                                  const void* x, const void* delta, const void* weight,
+                                  const void* bias, int64_t N, int64_t C, double eps) override {
+    run("residual_layernorm", [&] {
+      kc::residual_layernorm_forward(st(t), residual, out, P<float>(mean), P<float>(rstd), x, delta,
+                                     weight, bias, N, C, static_cast<float>(eps), s());
+    });
+  }
+  void residual_layernorm_backward(DType t, void* dinp, void* dweight, void* dbias,
+                                   const void* dresidual, const void* dout, const void* residual,
+                                   const void* weight, const void* mean, const void* rstd,
+                                   int64_t N, int64_t C) override {
+    run("residual_layernorm_backward", [&] {
+      CallScratch scratch(alloc_);
+      kc::residual_layernorm_backward(st(t), dinp, dweight, dbias, dresidual, dout, residual,
+                                      weight, P<float>(mean), P<float>(rstd), N, C, scratch, s());
+    });
+  }
   void gelu_forward(DType t, void* out, const void* inp, int64_t n) override {
     run("gelu", [&] { kc::gelu_forward(st(t), out, inp, n, s()); });
   }

@@ -3,13 +3,17 @@
 // kernels do (size-1 dimensions dropped, neighbours contiguous in every operand merged), so a
 // contiguous or row-broadcast operation reaches the GPU as one or two dimensions; the kernel
 // then maps each flat output index back to operand offsets with at most 8 divisions.
-// Grid-stride loops over int64 indices; one thread per element; fp32 arithmetic.
+// Grid-stride loops over int64 indices; fp32 arithmetic. Contiguous binary ops, scale, axpy and
+// the f32 <-> bf16 conversions move 16 bytes per access (vec.cuh; conversions 4 elements) when
+// every pointer is aligned for it, with a scalar tail; otherwise, and for strided layouts, one
+// thread per element.
 #include <cuda_bf16.h>
 
 #include <cstring>
 
 #include "common.cuh"
 #include "trident/kernels/cuda/elementwise.hpp"
+#include "vec.cuh"
 
 namespace trident::kernels::cuda {
 
@@ -145,17 +149,10 @@ __global__ void copy_strided_kernel(E* out, const E* in, Layout<1> L, int64_t n)
   }
 }
 
+// The f64/i32 conversions (f32 <-> bf16 go through convert_float_kernel).
 template <typename To, typename From>
 __device__ __forceinline__ To convert_one(From x) {
   return static_cast<To>(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 convert_one<__nv_bfloat16, float>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ __forceinline__ float convert_one<float, __nv_bfloat16>(__nv_bfloat16 x) {
-  return __bfloat162float(x);
 }
 
 template <typename To, typename From>
@@ -164,6 +161,17 @@ __global__ void convert_kernel(To* out, const From* in, int64_t n) {
        i += int64_t(gridDim.x) * blockDim.x) {
     out[i] = convert_one<To>(in[i]);
   }
+}
+
+// f32 <-> bf16 in chunks of W (4: 16 bytes of f32, 8 of bf16).
+template <typename To, typename From, int W>
+__global__ void convert_float_kernel(To* out, const From* in, int64_t n) {
+  detail::flat_packs<W>(n, [&](int64_t i, auto width) {
+    constexpr int K = decltype(width)::value;
+    float x[K];
+    detail::load_f<K>(in + i, x);
+    detail::store_f<K>(out + i, x);
+  });
 }
 
 __device__ __forceinline__ float apply(BinaryOp op, float a, float b) {
@@ -178,6 +186,20 @@ __device__ __forceinline__ float apply(BinaryOp op, float a, float b) {
       return a / b;
   }
   return 0.0f;
+}
+
+// Both operands contiguous, in chunks of W.
+template <typename T, int W>
+__global__ void binary_dense_kernel(BinaryOp op, T* out, const T* a, const T* b, int64_t n) {
+  detail::flat_packs<W>(n, [&](int64_t i, auto width) {
+    constexpr int K = decltype(width)::value;
+    float x[K], y[K];
+    detail::load_f<K>(a + i, x);
+    detail::load_f<K>(b + i, y);
+#pragma unroll
+    for (int k = 0; k < K; ++k) x[k] = apply(op, x[k], y[k]);
+    detail::store_f<K>(out + i, x);
+  });
 }
 
 template <typename T>
@@ -200,20 +222,29 @@ __global__ void binary_strided_kernel(BinaryOp op, T* out, const T* a, const T* 
   }
 }
 
-template <typename T>
+template <typename T, int W>
 __global__ void scale_kernel(T* out, const T* in, float alpha, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = from_float<T>(alpha * to_float(in[i]));
-  }
+  detail::flat_packs<W>(n, [&](int64_t i, auto width) {
+    constexpr int K = decltype(width)::value;
+    float x[K];
+    detail::load_f<K>(in + i, x);
+#pragma unroll
+    for (int k = 0; k < K; ++k) x[k] *= alpha;
+    detail::store_f<K>(out + i, x);
+  });
 }
 
-template <typename T>
+template <typename T, int W>
 __global__ void axpy_kernel(T* y, const T* x, float alpha, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    y[i] = from_float<T>(to_float(y[i]) + alpha * to_float(x[i]));
-  }
+  detail::flat_packs<W>(n, [&](int64_t i, auto width) {
+    constexpr int K = decltype(width)::value;
+    float a[K], b[K];
+    detail::load_f<K>(y + i, a);
+    detail::load_f<K>(x + i, b);
+#pragma unroll
+    for (int k = 0; k < K; ++k) a[k] += alpha * b[k];
+    detail::store_f<K>(y + i, a);
+  });
 }
 
 template <typename T>
@@ -227,6 +258,21 @@ void launch_convert(void* out, const void* in, int64_t n, cudaStream_t stream) {
   TRIDENT_LAUNCH((convert_kernel<To, From>), grid_for(n, kThreads), kThreads, 0, stream)
   (static_cast<To*>(out), static_cast<const From*>(in), n);
   check_launch("convert_kernel");
+}
+
+// f32 <-> bf16, 4 elements per access when both pointers are aligned for it.
+template <typename To, typename From>
+void launch_convert_float(void* out, const void* in, int64_t n, cudaStream_t stream) {
+  constexpr int kW = 4;
+  if (detail::aligned_to(out, kW * sizeof(To)) && detail::aligned_to(in, kW * sizeof(From))) {
+    TRIDENT_LAUNCH((convert_float_kernel<To, From, kW>), grid_for((n + kW - 1) / kW, kThreads),
+                   kThreads, 0, stream)
+    (static_cast<To*>(out), static_cast<const From*>(in), n);
+  } else {
+    TRIDENT_LAUNCH((convert_float_kernel<To, From, 1>), grid_for(n, kThreads), kThreads, 0, stream)
+    (static_cast<To*>(out), static_cast<const From*>(in), n);
+  }
+  check_launch("convert_float_kernel");
 }
 
 }  // namespace
@@ -297,9 +343,9 @@ void convert(ScalarType to, void* out, ScalarType from, const void* in, int64_t 
         cudaMemcpyAsync(out, in, size_t(n) * scalar_size(to), cudaMemcpyDeviceToDevice, stream),
         "convert (same type)");
   } else if (to == S::BF16 && from == S::F32) {
-    launch_convert<__nv_bfloat16, float>(out, in, n, stream);
+    launch_convert_float<__nv_bfloat16, float>(out, in, n, stream);
   } else if (to == S::F32 && from == S::BF16) {
-    launch_convert<float, __nv_bfloat16>(out, in, n, stream);
+    launch_convert_float<float, __nv_bfloat16>(out, in, n, stream);
   } else if (to == S::F64 && from == S::F32) {
     launch_convert<double, float>(out, in, n, stream);
   } else if (to == S::F32 && from == S::F64) {
@@ -321,7 +367,13 @@ void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const i
   const Layout<2> L = coalesce<2>(shape, ndim, strides);
   const unsigned grid = grid_for(n, kThreads);
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "binary op", {
-    if (L.ndim == 1) {
+    if (L.ndim == 1 && L.strides[0][0] == 1 && L.strides[1][0] == 1) {
+      TRIDENT_VEC_DISPATCH(T, detail::vec_width<T>(0, {out, a, b}), {
+        TRIDENT_LAUNCH((binary_dense_kernel<T, W>), grid_for((n + W - 1) / W, kThreads), kThreads,
+                       0, stream)
+        (op, static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), n);
+      });
+    } else if (L.ndim == 1) {
       TRIDENT_LAUNCH(binary_contiguous_kernel<T>, grid, kThreads, 0, stream)
       (op, static_cast<T*>(out), static_cast<const T*>(a), L.strides[0][0],
        static_cast<const T*>(b), L.strides[1][0], n);
@@ -336,18 +388,22 @@ void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const i
 void scale(ScalarType t, void* out, const void* in, float alpha, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "scale", {
-    TRIDENT_LAUNCH(scale_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)
-    (static_cast<T*>(out), static_cast<const T*>(in), alpha, n);
-    check_launch("scale_kernel");
+    TRIDENT_VEC_DISPATCH(T, detail::vec_width<T>(0, {out, in}), {
+      TRIDENT_LAUNCH((scale_kernel<T, W>), grid_for((n + W - 1) / W, kThreads), kThreads, 0, stream)
+      (static_cast<T*>(out), static_cast<const T*>(in), alpha, n);
+      check_launch("scale_kernel");
+    });
   });
 }
 
 void axpy(ScalarType t, void* y, const void* x, float alpha, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "axpy", {
-    TRIDENT_LAUNCH(axpy_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)
-    (static_cast<T*>(y), static_cast<const T*>(x), alpha, n);
-    check_launch("axpy_kernel");
+    TRIDENT_VEC_DISPATCH(T, detail::vec_width<T>(0, {y, x}), {
+      TRIDENT_LAUNCH((axpy_kernel<T, W>), grid_for((n + W - 1) / W, kThreads), kThreads, 0, stream)
+      (static_cast<T*>(y), static_cast<const T*>(x), alpha, n);
+      check_launch("axpy_kernel");
+    });
   });
 }
 

@@ -8,7 +8,9 @@
 // The *_step_scalars variants read lr, the AdamW step count and the skip decision from a
 // StepScalars block in device memory (train_step.hpp) instead of kernel arguments, so the same
 // launch is right at every step (a CUDA graph replays it); each thread derives the AdamW
-// constants with the host's double arithmetic.
+// constants with the host's double arithmetic. A tensor whose four buffers are 16-byte aligned
+// (any the caching allocator hands out) is updated 4 floats per access (vec.cuh), with a scalar
+// tail; others element by element.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -16,6 +18,7 @@
 #include "common.cuh"
 #include "trident/kernels/cuda/optimizer.hpp"
 #include "trident/kernels/cuda/train_step.hpp"
+#include "vec.cuh"
 
 namespace trident::kernels::cuda {
 namespace {
@@ -58,15 +61,29 @@ __global__ void adamw_kernel(AdamWArgs a, float beta1, float beta2, float eps, f
   float* v = a.v[t];
   const int64_t n = a.n[t];
   const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float gi = g[i];
-    const float mi = m[i] + one_minus_b1 * (gi - m[i]);
-    const float vi = beta2 * v[i] + one_minus_b2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bc2_sqrt + eps;
-    p[i] = p[i] * decay - step_size * (mi / denom);
+  const auto update = [&](int64_t i, auto width) {
+    constexpr int K = decltype(width)::value;
+    float pk[K], gk[K], mk[K], vk[K];
+    detail::load_f<K>(p + i, pk);
+    detail::load_f<K>(g + i, gk);
+    detail::load_f<K>(m + i, mk);
+    detail::load_f<K>(v + i, vk);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      mk[k] = mk[k] + one_minus_b1 * (gk[k] - mk[k]);
+      vk[k] = beta2 * vk[k] + one_minus_b2 * gk[k] * gk[k];
+      const float denom = sqrtf(vk[k]) / bc2_sqrt + eps;
+      pk[k] = pk[k] * decay - step_size * (mk[k] / denom);
+    }
+    detail::store_f<K>(m + i, mk);
+    detail::store_f<K>(v + i, vk);
+    detail::store_f<K>(p + i, pk);
+  };
+  if (detail::aligned16(p) && detail::aligned16(g) && detail::aligned16(m) &&
+      detail::aligned16(v)) {
+    detail::flat_packs<4>(n, update);
+  } else {
+    detail::flat_packs<1>(n, update);
   }
 }
 

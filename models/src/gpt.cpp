@@ -47,8 +47,11 @@ Block::Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp) {
 }
 
 Tensor Block::forward(const Tensor& x) {
-  Tensor h = x + attn->forward(layer_norm_in_dtype_of(*ln1, x));
-  return h + mlp->forward(layer_norm_in_dtype_of(*ln2, h));
+  // h = x + attn(ln1(x)) and ln2(h) in one op (one kernel on a GPU, forward and backward).
+  const ops::ResidualLayerNorm h =
+      ops::residual_layer_norm(x, attn->forward(layer_norm_in_dtype_of(*ln1, x)),
+                               ln2->weight.to(x.dtype()), ln2->bias.to(x.dtype()), ln2->eps);
+  return h.residual + mlp->forward(h.normed);
 }
 
 GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelContext* ctx)

@@ -7,6 +7,7 @@
 // never writes fails; elements the CPU leaves untouched (gemm's row padding) must stay
 // untouched on the GPU too.
 // A new op is covered by adding a case to kCases.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <functional>
 #include <random>
@@ -205,6 +206,54 @@ const std::vector<OpCase> kCases = {
          return 0.0;
        });
      }},
+    // The 16-byte paths' tails and fallbacks: odd lengths, and buffers starting 1 or 3 elements
+    // (unaligned: element by element) or 8 elements (aligned: packs) past an aligned start.
+    {"vectorised_tails", true,
+     [](Harness& h) {
+       for (const int64_t n : {int64_t{1}, int64_t{7}, int64_t{1001}}) {
+         for (const int shift : {0, 1, 3, 8}) {
+           const int64_t len = n + shift;
+           const int x = h.in(h.normal_(len, 2.0f)), z = h.in(h.uniform_(len, 0.5f, 2.0f)),
+                     dout = h.in(h.normal_(len)), y = h.inout(h.normal_(len)), so = h.out(len),
+                     sum = h.out(len), quo = h.out(len), ge = h.out(len), dge = h.out(len),
+                     cv = h.out(len);
+           h.check("n " + std::to_string(n) + " shift " + std::to_string(shift),
+                   [=](Backend& be, DType t, const Buffers& b) {
+                     const auto at = [&](int k) {
+                       return static_cast<void*>(static_cast<char*>(b[k]) +
+                                                 shift * static_cast<int>(dtype_size(t)));
+                     };
+                     be.scale(t, at(so), at(x), -0.7, n);
+                     be.axpy(t, at(y), at(x), 1.25, n);
+                     const int64_t shape[1] = {n}, unit[1] = {1};
+                     be.binary_strided(BinaryOpKind::Add, t, at(sum), at(x), unit, at(z), unit,
+                                       shape, 1);
+                     be.binary_strided(BinaryOpKind::Div, t, at(quo), at(x), unit, at(z), unit,
+                                       shape, 1);
+                     be.gelu_forward(t, at(ge), at(x), n);
+                     be.gelu_backward(t, at(dge), at(x), at(dout), n);
+                     // f32 runs: through a bf16 buffer at the same misalignment and back.
+                     char* mid = static_cast<char*>(b.alloc(len, DType::BF16)) + 2 * shift;
+                     be.convert(DType::BF16, mid, t, at(x), n);
+                     be.convert(t, at(cv), DType::BF16, mid, n);
+                     return 0.0;
+                   });
+         }
+       }
+     }},
+    {"adamw_tails", false,
+     [](Harness& h) {
+       for (const int shift : {0, 1, 4}) {
+         const int64_t n = 1003, len = n + shift;
+         const int p = h.inout(h.normal_(len)), g = h.in(h.normal_(len, 0.1f)),
+                   m = h.inout(h.normal_(len, 0.05f)), v = h.inout(h.uniform_(len, 0.0f, 0.01f));
+         h.check("adamw shift " + std::to_string(shift), [=](Backend& be, DType, const Buffers& b) {
+           const auto at = [&](int k) { return static_cast<float*>(b[k]) + shift; };
+           be.adamw_update(at(p), at(g), at(m), at(v), n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 5);
+           return 0.0;
+         });
+       }
+     }},
     {"sum", true,
      [](Harness& h) {
        const int x = h.in(h.normal_(100003, 1.0f, 0.3f));
@@ -334,6 +383,45 @@ const std::vector<OpCase> kCases = {
                                  C);
            return 0.0;
          });
+       }
+     }},
+    // Fused residual + layer norm: C 48 takes the 16-byte path (4 f32 / 8 bf16 per access), C 777
+    // and buffers one element past an aligned start the element-wise fallback; backward with a
+    // separate dresidual, with dresidual == dinp (in place) and with none. x and delta are
+    // multiples of 1/8 below 12.5, so x + delta is exact in bf16 too and the f32 statistics of
+    // the bf16 run can be held to 1e-4 against the CPU's f32 run.
+    {"residual_layernorm", true,
+     [](Harness& h) {
+       const auto eighths = [](std::vector<float> v) {
+         for (float& e : v) e = std::round(std::clamp(e, -12.0f, 12.0f) * 8.0f) / 8.0f;
+         return v;
+       };
+       for (const auto& [C, shift] : {std::pair<int64_t, int>{48, 0}, {777, 0}, {48, 1}}) {
+         const int64_t N = 70, n = N * C + shift;
+         const int x = h.in(eighths(h.normal_(n, 2.0f, 0.5f))), delta = h.in(eighths(h.normal_(n))),
+                   w = h.in(h.normal_(C + shift)), bias = h.in(h.normal_(C + shift)),
+                   dout = h.in(h.normal_(n)), dres = h.in(h.normal_(n)),
+                   mean = h.in_stats(h.normal_(N, 0.3f)),
+                   rstd = h.in_stats(h.uniform_(N, 0.5f, 2.0f));
+         const int res = h.out(n), o = h.out(n), om = h.out_stats(N), ors = h.out_stats(N),
+                   dx = h.out(n), dx_inplace = h.inout(h.normal_(n)), dx_alone = h.out(n),
+                   dw = h.out(C + shift), db = h.out(C + shift);
+         h.check("residual_layernorm C=" + std::to_string(C) + " shift " + std::to_string(shift),
+                 [=](Backend& be, DType t, const Buffers& b) {
+                   const auto at = [&](int k) {
+                     return static_cast<void*>(static_cast<char*>(b[k]) +
+                                               shift * static_cast<int>(dtype_size(t)));
+                   };
+                   be.residual_layernorm_forward(t, at(res), at(o), b[om], b[ors], at(x), at(delta),
+                                                 at(w), at(bias), N, C, 1e-5);
+                   be.residual_layernorm_backward(t, at(dx), at(dw), at(db), at(dres), at(dout),
+                                                  at(x), at(w), b[mean], b[rstd], N, C);
+                   be.residual_layernorm_backward(t, at(dx_inplace), at(dw), at(db), at(dx_inplace),
+                                                  at(dout), at(x), at(w), b[mean], b[rstd], N, C);
+                   be.residual_layernorm_backward(t, at(dx_alone), at(dw), at(db), nullptr,
+                                                  at(dout), at(x), at(w), b[mean], b[rstd], N, C);
+                   return 0.0;
+                 });
        }
      }},
     {"gelu", true,

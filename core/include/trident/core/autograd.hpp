@@ -42,4 +42,12 @@ void record(Tensor& output, const std::string& name, const std::vector<Tensor>& 
 // Runs backward from `root` with the seed gradient `grad` (same shape as root).
 void run_backward(const Tensor& root, const Tensor& grad);
 
+// Only inside a backward function that run_backward is running: the gradient accumulated so
+// far for input `i` of the running node, when that input is another op's output that already
+// received a gradient from a consumer that ran earlier; an undefined Tensor otherwise. It owns
+// its buffer, so the backward may add its own contribution into it in place and return an
+// undefined gradient for input i (the fused residual + layer norm adds the residual stream's
+// gradient in the same kernel that writes its own, with no separate accumulation pass).
+Tensor pending_input_grad(size_t i);
+
 }  // namespace trident::autograd

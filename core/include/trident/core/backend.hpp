@@ -91,6 +91,21 @@ class Backend {
   virtual void layernorm_backward(DType t, void* dinp, void* dweight, void* dbias, const void* dout,
                                   const void* inp, const void* weight, const void* mean,
                                   const void* rstd, int64_t N, int64_t C) = 0;
+  // Fused residual + layer norm (llm.c's): residual = x + delta (N, C), rounded to t, then
+  // out, mean and rstd as layernorm_forward of residual: the values of an add followed by
+  // layernorm_forward, with one pass over the rows fewer.
+  virtual void residual_layernorm_forward(DType t, void* residual, void* out, void* mean,
+                                          void* rstd, const void* x, const void* delta,
+                                          const void* weight, const void* bias, int64_t N,
+                                          int64_t C, double eps) = 0;
+  // layernorm_backward of the residual, with the gradient the residual stream already holds
+  // added in the same write: dinp = dresidual + the layer norm's dinp. dresidual may be null
+  // (nothing to add) or the same buffer as dinp (accumulated in place).
+  virtual void residual_layernorm_backward(DType t, void* dinp, void* dweight, void* dbias,
+                                           const void* dresidual, const void* dout,
+                                           const void* residual, const void* weight,
+                                           const void* mean, const void* rstd, int64_t N,
+                                           int64_t C) = 0;
   virtual void gelu_forward(DType t, void* out, const void* inp, int64_t n) = 0;
   virtual void gelu_backward(DType t, void* dinp, const void* inp, const void* dout, int64_t n) = 0;
   virtual void softmax_forward(DType t, void* out, const void* inp, int64_t rows, int64_t cols) = 0;

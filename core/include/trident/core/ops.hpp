@@ -35,6 +35,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // ids must lie in [0, vocab), and another shard's id gives a zero row and no gradient.
 Tensor embedding(const Tensor& ids, const Tensor& table, int64_t first = 0, int64_t vocab = -1);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// The residual stream's add and the next layer norm in one op (ops_fused.cpp): returns
+// {residual = x + delta, layer_norm(residual, weight, bias, eps)}, x and delta of one shape, with
+// the values and gradients of those two ops. One kernel writes both outputs; backward adds the
+// layer norm's input gradient to the one the residual already has in the same kernel.
+struct ResidualLayerNorm {
+  Tensor residual;
+  Tensor normed;
+};
+ResidualLayerNorm residual_layer_norm(const Tensor& x, const Tensor& delta, const Tensor& weight,
+                                      const Tensor& bias, double eps = 1e-5);
 Tensor gelu(const Tensor& x);  // tanh approximation
 // gelu(linear(x, weight, bias)) in one op (one cuBLASLt call on CUDA), same values and gradients.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias);

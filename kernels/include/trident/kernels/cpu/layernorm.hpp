@@ -17,4 +17,20 @@ template <typename T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                         const T* mean, const T* rstd, int64_t N, int64_t C);
 
+// Fused residual + layer norm (llm.c's fused_residual_forward): residual = x + delta (N, C),
+// then out, mean and rstd as layernorm_forward of residual. With round_residual_to_bf16 (T =
+// float serving bf16 rows) the sum is rounded to bf16 before it is stored and normalised, so the
+// values are exactly those of an add followed by layernorm_forward, each rounded once.
+template <typename T>
+void residual_layernorm_forward(T* residual, T* out, T* mean, T* rstd, const T* x, const T* delta,
+                                const T* weight, const T* bias, int64_t N, int64_t C, T eps,
+                                bool round_residual_to_bf16 = false);
+// layernorm_backward of the residual plus the gradient the residual stream already has:
+// dinp = dresidual + rstd (dnorm - mean(dnorm) - norm mean(dnorm norm)), one write of dinp.
+// dresidual may be null (nothing to add) or equal to dinp (accumulated in place).
+template <typename T>
+void residual_layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dresidual, const T* dout,
+                                 const T* residual, const T* weight, const T* mean, const T* rstd,
+                                 int64_t N, int64_t C);
+
 }  // namespace trident::kernels::cpu
