@@ -134,12 +134,21 @@ TEST_CASE("GPipe and 1F1B reproduce single-process loss and gradients", "[mpi][p
           if (!stage.is_first()) mb.inputs = Tensor();
           if (!stage.is_last()) mb.targets = Tensor();
         }
+        // The trainer's wiring: a reducer over dp with the tied copies in buckets of their own,
+        // then the copies summed between first and last stage through it (every dp replica
+        // sees the same batch here, so the dp average is the single-process gradient).
+        DataParallelOptions dpo;
+        dpo.solo_params = train::local_tied_parameter_names(stage, *job.ctx);
+        DataParallelReducer reducer(model.named_parameters(), job.ctx->dp(), dpo);
         std::vector<std::pair<int, bool>> calls;
         const auto schedule = make_pipeline_schedule(name);
         const PipelineStepStats st =
-            schedule->run(stage, mbs, job.ctx->pp(),
-                          [&](int micro, bool last) { calls.emplace_back(micro, last); });
-        train::reduce_tied_gradients(stage, *job.ctx, nullptr);  // the trainer's tie path
+            schedule->run(stage, mbs, job.ctx->pp(), [&](int micro, bool last) {
+              calls.emplace_back(micro, last);
+              reducer.prepare(last);
+            });
+        reducer.finish();
+        train::reduce_tied_gradients(stage, *job.ctx, &reducer);
 
         CHECK(std::fabs(st.loss - ref.loss) <= 1e-5 * std::fabs(ref.loss));
         CHECK(st.num_micro_batches == m);
