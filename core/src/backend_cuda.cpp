@@ -30,10 +30,14 @@
 #include "trident/kernels/cuda/dropout.hpp"
 #include "trident/kernels/cuda/elementwise.hpp"
 #include "trident/kernels/cuda/embedding.hpp"
+#include "trident/kernels/cuda/gqa_pack.hpp"
 #include "trident/kernels/cuda/layernorm.hpp"
 #include "trident/kernels/cuda/matmul.hpp"
 #include "trident/kernels/cuda/optimizer.hpp"
 #include "trident/kernels/cuda/reduce.hpp"
+#include "trident/kernels/cuda/rms_norm.hpp"
+#include "trident/kernels/cuda/rope.hpp"
+#include "trident/kernels/cuda/swiglu.hpp"
 #include "trident/kernels/cuda/train_step.hpp"
 
 namespace trident {
@@ -465,6 +469,46 @@ class CudaBackend final : public Backend {
   void dropout_backward(DType t, void* dinp, const void* dout, const void* mask,
                         int64_t n) override {
     run("dropout_backward", [&] { kc::dropout_backward(st(t), dinp, dout, mask, n, s()); });
+  }
+
+  // --- Llama ops --------------------------------------------------------------------------
+  void rms_norm_forward(DType t, void* out, void* rstd, const void* inp, const void* weight,
+                        int64_t N, int64_t C, double eps) override {
+    run("rms_norm", [&] {
+      // rstd is f32 (stats_dtype) for f32 and bf16 rows alike.
+      kc::rms_norm_forward(st(t), out, P<float>(rstd), inp, weight, N, C, static_cast<float>(eps),
+                           s());
+    });
+  }
+  void rms_norm_backward(DType t, void* dinp, void* dweight, const void* dout, const void* inp,
+                         const void* weight, const void* rstd, int64_t N, int64_t C) override {
+    run("rms_norm_backward", [&] {
+      CallScratch scratch(alloc_);
+      kc::rms_norm_backward(st(t), dinp, dweight, dout, inp, weight, P<float>(rstd), N, C, scratch,
+                            s());
+    });
+  }
+  void rope_forward(DType t, void* out, const void* inp, int64_t B, int64_t T, int64_t NH,
+                    int64_t D, double theta, int64_t position_offset, bool inverse) override {
+    run("rope", [&] {
+      kc::rope_forward(st(t), out, inp, B, T, NH, D, theta, position_offset, inverse, s());
+    });
+  }
+  void swiglu_forward(DType t, void* out, const void* gate, const void* up, int64_t n) override {
+    run("swiglu", [&] { kc::swiglu_forward(st(t), out, gate, up, n, s()); });
+  }
+  void swiglu_backward(DType t, void* dgate, void* dup, const void* gate, const void* up,
+                       const void* dout, int64_t n) override {
+    run("swiglu_backward", [&] { kc::swiglu_backward(st(t), dgate, dup, gate, up, dout, n, s()); });
+  }
+  void gqa_pack_forward(DType t, void* qkv, const void* q, const void* k, const void* v, int64_t N,
+                        int64_t H, int64_t Hkv, int64_t D) override {
+    run("gqa_pack_qkv", [&] { kc::gqa_pack_forward(st(t), qkv, q, k, v, N, H, Hkv, D, s()); });
+  }
+  void gqa_pack_backward(DType t, void* dq, void* dk, void* dv, const void* dqkv, int64_t N,
+                         int64_t H, int64_t Hkv, int64_t D) override {
+    run("gqa_pack_qkv_backward",
+        [&] { kc::gqa_pack_backward(st(t), dq, dk, dv, dqkv, N, H, Hkv, D, s()); });
   }
 
   // --- optimizers ----------------------------------------------------------------------

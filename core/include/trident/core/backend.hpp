@@ -170,23 +170,23 @@ class Backend {
   // --- Llama ops (shapes as in kernels/cpu/{rms_norm,rope,swiglu,gqa_pack}.hpp) -----
   // RMSNorm over rows (N, C); rstd (N) is in stats_dtype(t), as layer norm's statistics.
   virtual void rms_norm_forward(DType t, void* out, void* rstd, const void* inp, const void* weight,
-                                int64_t N, int64_t C, double eps);
+                                int64_t N, int64_t C, double eps) = 0;
   virtual void rms_norm_backward(DType t, void* dinp, void* dweight, const void* dout,
                                  const void* inp, const void* weight, const void* rstd, int64_t N,
-                                 int64_t C);
+                                 int64_t C) = 0;
   // Rotary embeddings of (B, T, NH * D) rows at positions position_offset + t; `inverse`
   // rotates back (the backward pass). out may be inp.
   virtual void rope_forward(DType t, void* out, const void* inp, int64_t B, int64_t T, int64_t NH,
-                            int64_t D, double theta, int64_t position_offset, bool inverse);
-  virtual void swiglu_forward(DType t, void* out, const void* gate, const void* up, int64_t n);
+                            int64_t D, double theta, int64_t position_offset, bool inverse) = 0;
+  virtual void swiglu_forward(DType t, void* out, const void* gate, const void* up, int64_t n) = 0;
   virtual void swiglu_backward(DType t, void* dgate, void* dup, const void* gate, const void* up,
-                               const void* dout, int64_t n);
+                               const void* dout, int64_t n) = 0;
   // q (N, H * D), k and v (N, Hkv * D) -> qkv (N, 3 * H * D) with kv heads repeated; backward
   // sums the repeats.
   virtual void gqa_pack_forward(DType t, void* qkv, const void* q, const void* k, const void* v,
-                                int64_t N, int64_t H, int64_t Hkv, int64_t D);
+                                int64_t N, int64_t H, int64_t Hkv, int64_t D) = 0;
   virtual void gqa_pack_backward(DType t, void* dq, void* dk, void* dv, const void* dqkv, int64_t N,
-                                 int64_t H, int64_t Hkv, int64_t D);
+                                 int64_t H, int64_t Hkv, int64_t D) = 0;
 
   // --- optimizers (fp32 master weights and state) -----------------------------------
   virtual void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
