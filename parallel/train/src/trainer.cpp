@@ -281,7 +281,7 @@ struct Trainer::Loop {
     const int64_t start = resume_if_asked(run_info, model(), *optimizer, world());
     if (start < 0) return false;
     t.start_step_ = start;
-    if (opt.handle_preemption) install_preemption_handlers();
+    if (preemption_handled()) install_preemption_handlers();
     if (topo.layout().pp > 1) pipeline = make_pipeline_schedule(opt.schedule);
     train_loader.emplace(std::move(data.train), opt.batch, opt.seq);
     val_loader.emplace(std::move(data.val), opt.batch, opt.seq);
@@ -427,6 +427,9 @@ struct Trainer::Loop {
     each_callback([&](TrainerCallback& cb) { cb.on_step_end(t, r); });
   }
 
+  // A preemption signal is turned into a checkpoint only where there is a directory for it.
+  bool preemption_handled() const { return opt.handle_preemption && !opt.checkpoint_dir.empty(); }
+
   bool eval_due(int64_t step) const {
     return opt.eval_interval > 0 && (step + 1) % opt.eval_interval == 0 && step + 1 < opt.steps;
   }
@@ -515,7 +518,7 @@ struct Trainer::Loop {
   }
 
   TrainResult finish(TrainResult r, const TrainData& data) {
-    if (opt.handle_preemption) restore_default_signal_handlers();
+    if (preemption_handled()) restore_default_signal_handlers();
     std::optional<trace::Span> eval_span;
     eval_span.emplace("evaluate", trace::Category::Other);
     r.val_loss = t.evaluate(*val_loader, val_batches);

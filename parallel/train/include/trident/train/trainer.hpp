@@ -70,13 +70,14 @@ struct TrainerOptions {
   int64_t eval_interval = 0;  // steps between validations; 0 = only at the end
   int64_t eval_batches = 0;   // global batches per validation; 0 = about 20 x 1024 tokens
   // checkpoints (HDF5, see checkpointing in the README)
-  std::string checkpoint_dir;     // where step_<N>.h5 go (preemption writes here too)
-  bool checkpoints = false;       // write at the end and every checkpoint_every steps
-  int64_t checkpoint_every = 0;   // steps between checkpoints (0: at the end and on preemption)
-  int keep_checkpoints = 3;       // newest kept (0: all)
-  bool resume = false;            // continue from the newest checkpoint of checkpoint_dir
-  std::string resume_from;        // or from this file
-  bool handle_preemption = true;  // SIGUSR1/SIGTERM: checkpoint at the end of the step, return
+  std::string checkpoint_dir;    // where step_<N>.h5 go (preemption writes here too)
+  bool checkpoints = false;      // write at the end and every checkpoint_every steps
+  int64_t checkpoint_every = 0;  // steps between checkpoints (0: at the end and on preemption)
+  int keep_checkpoints = 3;      // newest kept (0: all)
+  bool resume = false;           // continue from the newest checkpoint of checkpoint_dir
+  std::string resume_from;       // or from this file
+  // SIGUSR1/SIGTERM: checkpoint at the end of the step and return (needs checkpoint_dir).
+  bool handle_preemption = true;
   // logging and outputs
   int64_t log_interval = 25;  // steps between log lines (StepMetrics::log_line)
   std::string trace;          // Chrome trace JSON: FILE for rank 0, FILE.rank<N>.json
