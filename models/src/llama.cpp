@@ -11,6 +11,12 @@ uint64_t name_hash(const std::string& s) {  // FNV-1a
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   return h;
 }
+// x W^T for a column-parallel layer whose input is already in the tensor-parallel region
+// (tp::copy_to_tp_region applied once for several projections of the same x); W is cast to x's
+// dtype as the layer's own forward does.
+Tensor project(const Tensor& x_in_region, const tp::ColumnParallelLinear& layer) {
+  return ops::linear(x_in_region, layer.weight.to(x_in_region.dtype()));
+}
 bool is_norm_weight(const std::string& name) {
   const std::string suffix = "norm.weight";
   return name.size() >= suffix.size() &&
@@ -27,7 +33,7 @@ Tensor RMSNorm::forward(const Tensor& x) {
 }
 
 LlamaAttention::LlamaAttention(const LlamaConfig& cfg, Communicator& tpc)
-    : rope_theta(cfg.rope_theta) {
+    : rope_theta(cfg.rope_theta), tp_(tpc) {
   const int tp = tpc.size();
   cfg.validate_tp(tp);
   const int64_t C = cfg.n_embd, D = cfg.head_size();
@@ -45,15 +51,16 @@ LlamaAttention::LlamaAttention(const LlamaConfig& cfg, Communicator& tpc)
 
 Tensor LlamaAttention::forward(const Tensor& x) {
   // Local heads only: q (B, T, H/tp D), k and v (B, T, KV/tp D); RoPE at positions 0..T-1.
-  const Tensor q = ops::rope(q_proj->forward(x), local_heads, rope_theta, 0);
-  const Tensor k = ops::rope(k_proj->forward(x), local_kv_heads, rope_theta, 0);
-  const Tensor v = v_proj->forward(x);
+  const Tensor xr = tp::copy_to_tp_region(x, tp_);
+  const Tensor q = ops::rope(project(xr, *q_proj), local_heads, rope_theta, 0);
+  const Tensor k = ops::rope(project(xr, *k_proj), local_kv_heads, rope_theta, 0);
+  const Tensor v = project(xr, *v_proj);
   // Each kv head repeated for its H/KV q heads, packed q|k|v for the causal attention.
   const Tensor qkv = ops::gqa_pack_qkv(q, k, v, local_heads, local_kv_heads);
   return o_proj->forward(ops::causal_self_attention(qkv, local_heads));
 }
 
-LlamaMLP::LlamaMLP(const LlamaConfig& cfg, Communicator& tpc) {
+LlamaMLP::LlamaMLP(const LlamaConfig& cfg, Communicator& tpc) : tp_(tpc) {
   const int64_t C = cfg.n_embd, F = cfg.ffn_hidden;
   gate_proj =
       register_module("gate_proj", std::make_shared<tp::ColumnParallelLinear>(C, F, false, tpc));
@@ -64,7 +71,8 @@ LlamaMLP::LlamaMLP(const LlamaConfig& cfg, Communicator& tpc) {
 }
 
 Tensor LlamaMLP::forward(const Tensor& x) {
-  return down_proj->forward(ops::swiglu(gate_proj->forward(x), up_proj->forward(x)));
+  const Tensor xr = tp::copy_to_tp_region(x, tp_);
+  return down_proj->forward(ops::swiglu(project(xr, *gate_proj), project(xr, *up_proj)));
 }
 
 LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& cfg, Communicator& tpc) {

@@ -3,7 +3,9 @@
 // construction arguments, as the GPT: given a ParallelContext, a rank builds only its pipeline
 // stage's layers (named by their global index) with its tensor-parallel shards.
 //
-// Tensor parallelism (Megatron-LM's scheme, tp ranks r = 0..tp-1):
+// Tensor parallelism (Megatron-LM's scheme, tp ranks r = 0..tp-1; the column-parallel
+// projections that read the same input share one copy_to_tp_region, so backward all-reduces the
+// input gradient once for q|k|v and once for gate|up, as Megatron's fused projections do):
 //   q_proj, k_proj, v_proj  column-parallel: rank r holds q heads [r H/tp, (r+1) H/tp) and kv
 //                           heads [r KV/tp, (r+1) KV/tp) (so KV % tp == 0); its q heads' kv
 //                           heads are exactly its own, the attention runs on local heads.
@@ -51,6 +53,9 @@ class LlamaAttention : public nn::UnaryModule {
   std::shared_ptr<tp::RowParallelLinear> o_proj;
   int64_t local_heads, local_kv_heads;
   double rope_theta;
+
+ private:
+  Communicator& tp_;
 };
 
 // down(silu(gate(x)) * up(x)); gate/up column-parallel, down row-parallel.
@@ -60,6 +65,9 @@ class LlamaMLP : public nn::UnaryModule {
   Tensor forward(const Tensor& x) override;
   std::shared_ptr<tp::ColumnParallelLinear> gate_proj, up_proj;
   std::shared_ptr<tp::RowParallelLinear> down_proj;
+
+ private:
+  Communicator& tp_;
 };
 
 class LlamaDecoderLayer : public nn::UnaryModule {
