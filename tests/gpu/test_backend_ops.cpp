@@ -562,6 +562,58 @@ const std::vector<OpCase> kCases = {
          return 0.0;
        });
      }},
+    // The Llama ops (tests/gpu/test_llama_ops.cpp checks them per element through autograd):
+    // rstd is a statistic (f32 in bf16 runs); RoPE also in place, at a long position.
+    {"rms_norm", true,
+     [](Harness& h) {
+       for (int64_t C : {int64_t{48}, int64_t{777}}) {
+         const int64_t N = 70;
+         const int x = h.in(h.normal_(N * C, 2.0f, 0.5f)), w = h.in(h.normal_(C)),
+                   dout = h.in(h.normal_(N * C)), rstd = h.in_stats(h.uniform_(N, 0.5f, 2.0f));
+         const int o = h.out(N * C), ors = h.out_stats(N), dx = h.out(N * C), dw = h.out(C);
+         h.check("rms_norm C=" + std::to_string(C), [=](Backend& be, DType t, const Buffers& b) {
+           be.rms_norm_forward(t, b[o], b[ors], b[x], b[w], N, C, 1e-5);
+           be.rms_norm_backward(t, b[dx], b[dw], b[dout], b[x], b[w], b[rstd], N, C);
+           return 0.0;
+         });
+       }
+     }},
+    {"rope", true,
+     [](Harness& h) {
+       const int64_t B = 2, T = 9, NH = 3, D = 64, n = B * T * NH * D;
+       const int x = h.in(h.normal_(n)), o = h.out(n), back = h.out(n),
+                 inplace = h.inout(h.normal_(n));
+       h.check("rope forward, inverse, in place", [=](Backend& be, DType t, const Buffers& b) {
+         be.rope_forward(t, b[o], b[x], B, T, NH, D, 500000.0, 0, false);
+         be.rope_forward(t, b[back], b[x], B, T, NH, D, 10000.0, 3, true);
+         be.rope_forward(t, b[inplace], b[inplace], B, T, NH, D, 10000.0, 8000, false);
+         return 0.0;
+       });
+     }},
+    {"swiglu", true,
+     [](Harness& h) {
+       const int64_t n = 3001;
+       const int g = h.in(h.normal_(n, 5.0f)), u = h.in(h.normal_(n)), dout = h.in(h.normal_(n)),
+                 o = h.out(n), dg = h.out(n), du = h.out(n);
+       h.check("swiglu", [=](Backend& be, DType t, const Buffers& b) {
+         be.swiglu_forward(t, b[o], b[g], b[u], n);
+         be.swiglu_backward(t, b[dg], b[du], b[g], b[u], b[dout], n);
+         return 0.0;
+       });
+     }},
+    {"gqa_pack", true,
+     [](Harness& h) {
+       const int64_t N = 13, H = 6, Hkv = 2, D = 5;
+       const int q = h.in(h.normal_(N * H * D)), k = h.in(h.normal_(N * Hkv * D)),
+                 v = h.in(h.normal_(N * Hkv * D)), dqkv = h.in(h.normal_(N * 3 * H * D)),
+                 qkv = h.out(N * 3 * H * D), dq = h.out(N * H * D), dk = h.out(N * Hkv * D),
+                 dv = h.out(N * Hkv * D);
+       h.check("gqa_pack", [=](Backend& be, DType t, const Buffers& b) {
+         be.gqa_pack_forward(t, b[qkv], b[q], b[k], b[v], N, H, Hkv, D);
+         be.gqa_pack_backward(t, b[dq], b[dk], b[dv], b[dqkv], N, H, Hkv, D);
+         return 0.0;
+       });
+     }},
     {"adamw", false,
      [](Harness& h) {
        const int64_t sizes[3] = {1000, 3, 70001};
