@@ -48,8 +48,8 @@ Tensor rms_norm(const Tensor& x_in, const Tensor& weight, double eps) {
   autograd::record(out, "rms_norm", {x, w}, [xd, wd, rstd, N, C](const Tensor& g_in) {
     const Tensor g = g_in.contiguous();
     Tensor dx = Tensor::empty(xd.shape(), g.dtype(), g.device());
-    Tensor dw = Tensor::zeros({C}, g.dtype(), g.device());
-    if (dx.numel() > 0)
+    Tensor dw = Tensor::empty({C}, g.dtype(), g.device());
+    if (C > 0)  // N == 0 writes dw = 0
       be(g).rms_norm_backward(g.dtype(), dx.raw_data(), dw.raw_data(), g.raw_data(), xd.raw_data(),
                               wd.raw_data(), rstd.raw_data(), N, C);
     return std::vector<Tensor>{dx, dw};

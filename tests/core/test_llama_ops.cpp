@@ -116,6 +116,11 @@ TEST_CASE("rms_norm equals x / sqrt(mean(x^2) + eps) * weight", "[core][llama]")
     for (int64_t c = 0; c < C; ++c) want[n * C + c] = xv[n * C + c] * rs * wv[c];
   }
   CHECK(worst(ops::rms_norm(x, w, eps).to_vector<double>(), want, 1e-6, 1e-6) <= 1);
+  // No rows: the weight's gradient is zero, not left unwritten.
+  Tensor empty_x = Tensor::zeros({0, C}), w2 = w.clone();
+  w2.requires_grad_(true);
+  ops::rms_norm(empty_x, w2).backward(Tensor::zeros({0, C}));
+  for (double g : w2.grad().to_vector<double>()) CHECK(g == 0.0);
 }
 
 TEST_CASE("rope rotates each head's (i, i + D/2) pairs by Hugging Face's angles", "[core][llama]") {
