@@ -10,21 +10,26 @@ namespace {
 // Efficiencies (fractions of the datasheet peak). Chosen once from the published figures named
 // here, never fitted to reach an MFU target:
 // - cuBLAS(Lt) bf16 GEMMs at GPT-2 124M shapes (M = B T = 8192, N, K in 768 .. 3072, and the
-//   50257-wide head): 0.65, inside the 60-75% of peak that cuBLAS reaches on H100 for GEMMs of
-//   this size, the range issue 16 states; not re-measured here.
+//   50304-wide padded head): 0.65, inside the 60-75% of peak that cuBLAS reaches on H100 for GEMMs
+//   of this size, the range issue 16 states; not re-measured here.
 constexpr double kGemm = 0.65;
 // - FlashAttention-2 on H100, bf16: 35% of peak in the forward, as the FlashAttention-3 paper
 //   (Shah et al. 2024, arXiv 2407.08608) reports for FA2 on H100; the backward at 0.30, keeping
 //   the forward/backward ratio of the FlashAttention-2 paper's own A100 figures (Dao 2023,
 //   arXiv 2307.08691: forward up to 73% of peak, backward lower).
 constexpr double kFlashFwd = 0.35, kFlashBwd = 0.30;
-// - Our fp32 CUDA-core attention (32 x 32 tiles, one lane per column, exp per score): 0.25 of
-//   the fp32 CUDA-core peak. No published measurement applies to this kernel: an assumption,
-//   to be replaced by a measurement on a GPU.
-constexpr double kFp32Attention = 0.25;
+// - Our bf16 tensor-core attention as it is (attention_wmma.cu: nvcuda::wmma, softmax and row
+//   scaling through shared memory, dQ by fp32 atomics): 0.20 of the bf16 peak forward, 0.15
+//   backward, the low ends of the estimate in kernels/cuda/NOTES.md (wmma compiles to mma.sync,
+//   which the FlashAttention-3 paper puts at about 2/3 of Hopper's peak, less the SIMT softmax
+//   work per tile). No published measurement of this kernel: an assumption, to be replaced by
+//   bench/gpu/run_on_device.sh's measurement.
+constexpr double kWmmaFwd = 0.20, kWmmaBwd = 0.15;
 // - Memory-bound kernels: 0.80 of HBM bandwidth when vectorised (128-bit loads), as llm.c's
-//   hand-written CUDA kernels report (70-85%); 0.60 for the current one-thread-per-element
-//   scalar kernels (an assumption below that range).
+//   hand-written CUDA kernels report (70-85%); 0.60 for one-thread-per-element scalar kernels
+//   (an assumption below that range). Vectorised now (kernels/cuda/vec.cuh): layer norm and the
+//   fused residual + layer norm, GELU, dense adds, scale, axpy, f32 <-> bf16 casts, AdamW;
+//   still scalar: cross entropy, embedding, reductions (gradient norm), bias.
 constexpr double kMemoryPlanned = 0.80, kMemoryCurrent = 0.60;
 // - Element-wise arithmetic on CUDA cores (exp, tanh, rsqrt): 0.5 of the fp32 peak; these
 //   kernels are memory-bound at any value above ~0.05, so it does not move the result.
@@ -65,14 +70,18 @@ bool StepKernel::compute_bound(const GpuPeaks& g) const {
 std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t T,
                                      Implementation impl) {
   const bool planned = impl == Implementation::Planned;
+  // The LM head and the classifier run over the vocabulary padded to a multiple of 128 (GPT-2's
+  // 50257 -> 50304, trident-train's default on CUDA); MFU still counts the unpadded model.
   const double L = static_cast<double>(model.layers), C = static_cast<double>(model.width),
-               V = static_cast<double>(model.vocab), H = static_cast<double>(model.heads),
-               Bd = static_cast<double>(B), Td = static_cast<double>(T), R = Bd * Td;
+               V = static_cast<double>((model.vocab + 127) / 128 * 128),
+               H = static_cast<double>(model.heads), Bd = static_cast<double>(B),
+               Td = static_cast<double>(T), R = Bd * Td;
   const int64_t Li = model.layers;
   const double A = 2;  // bf16 activations and working weights
   const double N = static_cast<double>(model.num_parameters());
   const int64_t tensors = 12 * Li + 4;  // wte, wpe, 12 per block, the final LayerNorm's two
-  const double mem = planned ? kMemoryPlanned : kMemoryCurrent;
+  const double mem = planned ? kMemoryPlanned : kMemoryCurrent;  // kernels not listed above
+  const double vec = kMemoryPlanned;  // the vectorised kernels, current and planned
   std::vector<StepKernel> k;
   auto add = [&](const char* family, std::string name, const char* phase, int64_t launches,
                  double flops, double bytes, Engine e = Engine::CudaCore,
@@ -84,7 +93,8 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
 
   // --- forward ---
   if (!planned)  // planned: the optimizer writes the bf16 copy
-    add("casts + grad accumulate", "cast weights f32 -> bf16", "forward", tensors, 0, 6 * N);
+    add("casts + grad accumulate", "cast weights f32 -> bf16", "forward", tensors, 0, 6 * N,
+        Engine::CudaCore, kElementwiseCompute, vec);
   // Looked up and summed in f32 (the embedding gradients scatter-add in f32), then cast once.
   add("embedding", "embedding fwd (f32 gathers, token + position add, cast to bf16)", "forward", 4,
       R * C, 4 * (2 * R * C + 2 * Td * C) + 4 * 3 * R * C + 6 * R * C);
@@ -110,17 +120,22 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
     add("cross-entropy", "fused classifier (cross-entropy fwd + bwd, logits -> dlogits in place)",
         "forward", 2, 10 * R * V, 2 * R * V * A + 8 * R);
   } else {
-    add("attention", "attention fwd (fp32 CUDA-core tiles)", "forward", Li, attn_fwd_flops,
-        attn_fwd_bytes, Engine::CudaCore, kFp32Attention, kMemoryPlanned);
-    add("layernorm + residual", "add fwd (residuals)", "forward", 2 * Li, 2 * L * R * C,
-        2 * L * 3 * act);
-    add("layernorm + residual", "layernorm fwd", "forward", 2 * Li + 1, (2 * L + 1) * 8 * R * C,
-        (2 * L + 1) * (2 * act + 8 * R));
-    add("cross-entropy", "cross-entropy fwd (+ mean)", "forward", 2, 6 * R * V, R * V * A + 8 * R);
+    // As the kernels are: tensor-core FA2 (wmma) writing its output twice (out and the saved
+    // copy backward's D = dO.O reads); h = x + attn and ln2(h) fused, ln1 and ln_f plain, the
+    // block's output add; the fused classifier (one online pass, gradient written in place).
+    add("attention", "attention fwd (bf16 wmma FA2, output written twice)", "forward", Li,
+        attn_fwd_flops, attn_fwd_bytes + L * act, Engine::TensorCore, kWmmaFwd, kMemoryPlanned);
+    add("layernorm + residual", "residual add + layernorm fwd (fused, ln2)", "forward", Li,
+        L * 9 * R * C, L * (4 * act + 8 * R), Engine::CudaCore, kElementwiseCompute, vec);
+    add("layernorm + residual", "layernorm fwd (ln1, ln_f)", "forward", Li + 1, (L + 1) * 8 * R * C,
+        (L + 1) * (2 * act + 8 * R), Engine::CudaCore, kElementwiseCompute, vec);
+    add("layernorm + residual", "add fwd (block output residual)", "forward", Li, L * R * C,
+        L * 3 * act, Engine::CudaCore, kElementwiseCompute, vec);
+    add("cross-entropy", "fused classifier (scalar loads, gradient written in place)", "forward", 2,
+        10 * R * V, 2 * R * V * A + 8 * R);
   }
 
   // --- backward ---
-  if (!planned) add("cross-entropy", "cross-entropy bwd", "backward", 1, 4 * R * V, 2 * R * V * A);
   const double bwd_gemm_bytes = fwd_gemm_bytes - L * A * 4 * R * C;  // no GELU aux written
   add("matmul", "matmul bwd dX (cuBLASLt)", "backward", 4 * Li + 1,
       L * layer_gemm_flops + head_flops, bwd_gemm_bytes, Engine::TensorCore, kGemm, kMemoryPlanned,
@@ -128,7 +143,8 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   add("matmul", "matmul bwd dW (cuBLASLt, bias-grad epilogue)", "backward", 4 * Li + 1,
       L * layer_gemm_flops + head_flops, bwd_gemm_bytes, Engine::TensorCore, kGemm, kMemoryPlanned,
       true);
-  add("gelu", "gelu bwd", "backward", Li, L * 30 * 4 * R * C, L * 3 * 4 * act);
+  add("gelu", "gelu bwd", "backward", Li, L * 30 * 4 * R * C, L * 3 * 4 * act, Engine::CudaCore,
+      kElementwiseCompute, vec);
   if (planned) {
     add("attention", "attention bwd (FA2-style: dO.O, then one pass; S recomputed once)",
         "backward", 2 * Li, L * 5 * Bd * Td * Td * C, L * (10 * act + 4 * Bd * H * Td),
@@ -136,15 +152,20 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
     add("layernorm + residual", "layernorm bwd + residual-gradient add (fused)", "backward",
         2 * Li + 1, (2 * L + 1) * 12 * R * C, (2 * L + 1) * (4 * act + 8 * R));
   } else {
-    // D = dO.O, then a key-tile kernel (S, P, dP recomputed; dV, dK) and a query-tile kernel
-    // (S, P, dP recomputed again; dQ): 7 causal T x T x hs products against FA2's 5.
-    add("attention", "attention bwd (fp32 CUDA-core, S and dP recomputed twice)", "backward",
-        3 * Li, L * 7 * Bd * Td * Td * C, L * (13 * act + 8 * Bd * H * Td), Engine::CudaCore,
-        kFp32Attention, kMemoryPlanned);
-    add("layernorm + residual", "layernorm bwd (row pass, column-sum chunks, finalize)", "backward",
-        3 * (2 * Li + 1), (2 * L + 1) * 10 * R * C, (2 * L + 1) * (5 * act + 8 * R));
-    add("layernorm + residual", "add bwd (residual-gradient accumulation)", "backward", 2 * Li,
-        2 * L * R * C, 2 * L * 3 * act);
+    // D = dO.O (SIMT), a memset of the fp32 dQ scratch, one block per key tile (5 tile
+    // products; dQ added by fp32 atomics), dQ converted: 4 launches a layer.
+    add("attention", "attention bwd (bf16 wmma FA2, dQ by fp32 atomics)", "backward", 4 * Li,
+        L * 5 * Bd * Td * Td * C, L * (10 * act + 4 * Bd * H * Td + 3 * 4 * R * C),
+        Engine::TensorCore, kWmmaBwd, kMemoryPlanned);
+    // ln2's backward adds h's gradient in place (dout, residual, dresidual read, dinp written,
+    // then the column sums); ln1 / ln_f plain; x's two gradients summed by autograd (one add).
+    add("layernorm + residual", "residual + layernorm bwd (fused, in place, ln2)", "backward",
+        3 * Li, L * 12 * R * C, L * (6 * act + 8 * R), Engine::CudaCore, kElementwiseCompute, vec);
+    add("layernorm + residual", "layernorm bwd (ln1, ln_f; row pass, column sums)", "backward",
+        3 * (Li + 1), (L + 1) * 10 * R * C, (L + 1) * (5 * act + 8 * R), Engine::CudaCore,
+        kElementwiseCompute, vec);
+    add("layernorm + residual", "add bwd (x's two gradients, autograd)", "backward", Li, L * R * C,
+        L * 3 * act, Engine::CudaCore, kElementwiseCompute, vec);
   }
   // Radix sort of the ids (CUB, ~4 launches), zeroing the f32 table gradient, one block per
   // run of equal ids; for both tables; then the tied token table's two gradients summed.
@@ -152,7 +173,7 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   add("embedding", "embedding bwd (sorted, deterministic) + tied-weight add", "backward", 13, V * C,
       emb_bwd_bytes + 12 * V * C);
   add("casts + grad accumulate", "weight-grad cast bf16 -> f32 + accumulate", "backward",
-      2 * tensors, N, 18 * N);
+      2 * tensors, N, 18 * N, Engine::CudaCore, kElementwiseCompute, vec);
 
   // --- optimizer (f32 master weights, gradients, m, v) ---
   if (planned) {
@@ -164,9 +185,10 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
     add("optimizer", "zero grads (per tensor)", "optimizer", tensors, 0, 4 * N);
     add("optimizer", "grad norm (per-tensor sum of squares + total)", "optimizer", tensors + 1,
         2 * N, 4 * N);
-    add("optimizer", "clip scale (per tensor)", "optimizer", tensors, N, 8 * N);
+    add("optimizer", "clip scale (per tensor)", "optimizer", tensors, N, 8 * N, Engine::CudaCore,
+        kElementwiseCompute, vec);
     add("optimizer", "AdamW (multi-tensor, 32 tensors a launch)", "optimizer", (tensors + 31) / 32,
-        15 * N, 28 * N);
+        15 * N, 28 * N, Engine::CudaCore, kElementwiseCompute, vec);
   }
   return k;
 }
@@ -187,10 +209,13 @@ std::vector<std::string> efficiency_sources() {
       "FA2-style bf16 attention: forward 0.35, backward 0.30 of 989 TFLOP/s (FA2 on H100 at ~35%, "
       "FlashAttention-3 paper, arXiv 2407.08608; backward/forward ratio from the "
       "FlashAttention-2 paper, arXiv 2307.08691)",
-      "fp32 CUDA-core attention (current): 0.25 of 67 TFLOP/s (assumption: no published "
-      "measurement of this kernel)",
-      "memory-bound kernels: 0.80 of HBM bandwidth vectorised (llm.c's CUDA kernels, 70-85%), "
-      "0.60 for the current scalar kernels (assumption)",
+      "bf16 wmma attention (current): forward 0.20, backward 0.15 of 989 TFLOP/s (assumption: "
+      "the low end of kernels/cuda/NOTES.md's estimate; no published measurement of this kernel)",
+      "memory-bound kernels: 0.80 of HBM bandwidth vectorised (llm.c's CUDA kernels, 70-85%; "
+      "current: layer norm, fused residual + layer norm, GELU, adds, casts, AdamW), 0.60 for "
+      "scalar kernels (assumption; current: cross entropy, embedding, norm reductions)",
+      "vocabulary: head GEMMs and the classifier over the padded 50304 columns; MFU counts the "
+      "unpadded model",
       "launch: 3 us per kernel (the planner's h100 preset); peaks: NVIDIA H100 SXM / H200 "
       "datasheets (bf16 dense 989, fp32 67 TFLOP/s; 3.35 / 4.8 TB/s)",
       "bytes: every operand read once and every result written once (L2 re-reads free); bf16 "
