@@ -94,6 +94,74 @@ void CudaAllocator::raw_free(void* ptr) {
   if (e != cudaSuccess) (void)cudaGetLastError();
 }
 
+void* CudaAllocator::allocate(size_t bytes) {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  if (!pool_open_) return CachingAllocator::allocate(bytes);
+  const size_t size = round_size(bytes);
+  auto it = pool_free_.lower_bound(size);
+  if (it != pool_free_.end() && it->first <= 2 * size) {
+    void* p = it->second;
+    pool_free_.erase(it);
+    return p;
+  }
+  void* p = CachingAllocator::allocate(bytes);  // from the cache, else cudaMalloc
+  pool_owned_[p] = size;
+  return p;
+}
+
+void CudaAllocator::deallocate(void* ptr, size_t bytes) {
+  if (ptr == nullptr) return;
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  auto it = pool_owned_.find(ptr);
+  if (it != pool_owned_.end()) {
+    pool_free_.emplace(it->second, ptr);
+    return;
+  }
+  if (pool_open_) {
+    // Allocated before the pool opened, freed inside it: work queued (or captured) since may
+    // still read it, so the pool keeps it.
+    const size_t size = round_size(bytes);
+    pool_owned_[ptr] = size;
+    pool_free_.emplace(size, ptr);
+    return;
+  }
+  CachingAllocator::deallocate(ptr, bytes);
+}
+
+void CudaAllocator::begin_private_pool() {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  TRIDENT_CHECK(!pool_open_, "cuda:", device_, ": the private pool is already open");
+  pool_open_ = true;
+}
+
+void CudaAllocator::end_private_pool() {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  pool_open_ = false;
+}
+
+void CudaAllocator::release_private_pool() {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  TRIDENT_CHECK(!pool_open_, "cuda:", device_, ": release_private_pool while the pool is open");
+  for (const auto& [size, p] : pool_free_) CachingAllocator::deallocate(p, size);
+  pool_free_.clear();
+  pool_owned_.clear();  // blocks still held return to the cache when freed
+}
+
+bool CudaAllocator::private_pool_open() const {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  return pool_open_;
+}
+
+size_t CudaAllocator::private_pool_blocks() const {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  return pool_owned_.size();
+}
+
+size_t CudaAllocator::private_pool_free_blocks() const {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  return pool_free_.size();
+}
+
 Allocator& cuda_allocator(int index) {
   static std::mutex mu;
   static std::vector<std::unique_ptr<CudaAllocator>> allocators;

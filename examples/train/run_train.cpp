@@ -3,6 +3,7 @@
 // TrainerOptions, checks everything that can be wrong before any collective (bad input is
 // reported once, by the lowest rank that found it), builds the communicators and the model,
 // and hands them to train::Trainer with the console log and metrics.jsonl as callbacks.
+#include <cstdio>
 #include <filesystem>
 #include <iomanip>
 #include <nlohmann/json.hpp>
@@ -82,6 +83,7 @@ TrainerOptions trainer_options(const Options& o) {
   t.resume_from = o.resume_from;
   t.log_interval = o.log_interval;
   t.trace = o.trace;
+  t.cuda_graphs = o.cuda_graphs;
   t.weights_path = o.out_dir + "/model.safetensors";
   t.seed = o.seed;
   t.peak_flops_per_rank = peak_flops_per_rank(resolve_device(o.device), o.precision);
@@ -158,7 +160,13 @@ int run_train(const Options& opt) {
       opt.out_dir, run_config(opt, *model, plan.layout, world->size(), plan.data.description)));
   TrainData data{std::move(plan.data.train), std::move(plan.data.val), plan.data.description,
                  plan.data.builtin ? data::addition_dataset_loss_floor() : -1.0};
-  return trainer.fit(std::move(data)).exit_code;
+  const TrainResult result = trainer.fit(std::move(data));
+  if (opt.cuda_graphs && world->rank() == 0 && result.exit_code == 0) {
+    std::printf("cuda graphs: %lld captured, %lld launches\n",
+                static_cast<long long>(result.graph_captures),
+                static_cast<long long>(result.graph_launches));
+  }
+  return result.exit_code;
 }
 
 }  // namespace trident::train

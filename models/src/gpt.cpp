@@ -131,9 +131,12 @@ Tensor GPT::forward_stage(const Tensor& input) {
     const int64_t T = input.size(1);
     TRIDENT_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T,
                   " is longer than the model's context of ", cfg_.block_size);
-    std::vector<int32_t> pos(static_cast<size_t>(T));
-    std::iota(pos.begin(), pos.end(), 0);
-    const Tensor pos_ids = Tensor::from_vector(pos, {T}, input.device());
+    if (!pos_ids_.defined() || pos_ids_.size(0) != T || pos_ids_.device() != input.device()) {
+      std::vector<int32_t> pos(static_cast<size_t>(T));
+      std::iota(pos.begin(), pos.end(), 0);
+      pos_ids_ = Tensor::from_vector(pos, {T}, input.device());
+    }
+    const Tensor& pos_ids = pos_ids_;
     // Looked up in f32 (the embedding gradients scatter-add in f32), then cast once.
     x = drop->forward((wte->forward(input) + wpe->forward(pos_ids)).to(compute_dtype_));
   } else {

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "checkpointing.hpp"
+#include "cuda_graph_step.hpp"
 #include "device_step.hpp"
 #include "trident/core/allocator.hpp"
 #include "trident/core/backend.hpp"
@@ -221,6 +222,8 @@ struct Trainer::Loop {
   std::optional<data::TokenLoader> train_loader, val_loader;
   int64_t val_batches = 1;
   std::unique_ptr<DeviceStep> dstep;
+  std::unique_ptr<CudaGraphStep> graph;  // --cuda-graphs (after dstep: destroyed first)
+  std::vector<MicroBatch> graph_inputs;  // the captured step's input buffers
   std::vector<double> norm_weights;
   std::vector<StepMetrics> pending;  // device steps not yet read back
   std::unique_ptr<trace::Session> tracing;
@@ -302,6 +305,11 @@ struct Trainer::Loop {
                                            optimizer->steps_taken());
       optimizer->use_step_scalars(dstep->scalars());
     }
+    if (opt.cuda_graphs) {
+      TRIDENT_CHECK(dstep != nullptr, "--cuda-graphs: no device-side step on ", device.str());
+      graph = std::make_unique<CudaGraphStep>(device);
+      graph_inputs = micro_batches(*train_loader, start, topo, m, device);
+    }
     norm_weights = grad_norm_weights(model(), t.ctx_);
     tracing = start_trace(t, flops_per_step);
     run_start = Clock::now();
@@ -312,7 +320,8 @@ struct Trainer::Loop {
   // tied copies. Returns the pipeline's mean loss (pp > 1) and its bubble; with pp == 1 each
   // micro-batch's scaled loss stays on the device in `micro_losses` until the read-back.
   void forward_backward(int64_t step, Tensor& micro_losses, double& loss, double& bubble) {
-    const std::vector<MicroBatch> mbs = micro_batches(*train_loader, step, topo, m, device);
+    const std::vector<MicroBatch> mbs =
+        graph ? graph_inputs : micro_batches(*train_loader, step, topo, m, device);
     {
       trace::Span span("zero_grad", trace::Category::Optimizer);
       optimizer->zero_grad();
@@ -448,7 +457,27 @@ struct Trainer::Loop {
     step_span->arg("step", step + 1);
     Tensor micro_losses;
     double loss = 0, bubble = 0;
-    forward_backward(step, micro_losses, loss, bubble);
+    if (graph) {
+      // The step's batch into the captured input buffers (device to device, before the
+      // launch), then the whole device step: eager, captured, or a replay of the graph.
+      const std::vector<MicroBatch> mbs = micro_batches(*train_loader, step, topo, m, device);
+      for (int64_t k = 0; k < m; ++k) {
+        graph_inputs[k].inputs.copy_(mbs[k].inputs);
+        graph_inputs[k].targets.copy_(mbs[k].targets);
+      }
+      const bool host_ran = graph->run([&] {
+        forward_backward(step, micro_losses, loss, bubble);
+        dstep->finish(*reducer, norm_weights, opt.grad_clip, opt.nan_policy == "stop",
+                      opt.fault_nan_step);
+        optimizer_step(step);
+      });
+      if (!host_ran) {  // a replay: the host's copies of the learning rate and step count
+        optimizer->set_lr(schedule.lr(step));
+        optimizer->set_steps_taken(optimizer->steps_taken() + 1);
+      }
+    } else {
+      forward_backward(step, micro_losses, loss, bubble);
+    }
     StepMetrics rec;
     rec.step = step + 1;
     rec.log_line = (step + 1) % opt.log_interval == 0 || step + 1 == opt.steps || step == 0;
@@ -471,10 +500,12 @@ struct Trainer::Loop {
     if (dstep) {
       // The record is complete before it waits in `pending`.
       const bool must_read = eval_due(step) || checkpoint_due(step);
-      dstep->finish(*reducer, norm_weights, opt.grad_clip, opt.nan_policy == "stop",
-                    opt.fault_nan_step);
+      if (!graph) {
+        dstep->finish(*reducer, norm_weights, opt.grad_clip, opt.nan_policy == "stop",
+                      opt.fault_nan_step);
+      }
       verdict = agree_on_step(world(), false);  // the preemption signal; the device checks NaNs
-      optimizer_step(step);
+      if (!graph) optimizer_step(step);
       rec.have_norm = true;
       finish_record();
       pending.push_back(rec);
@@ -535,6 +566,10 @@ struct Trainer::Loop {
     }
     r.final_train_loss = last_loss;
     r.loss_floor = data.loss_floor;
+    if (graph) {
+      r.graph_captures = graph->captures();
+      r.graph_launches = graph->launches();
+    }
     r.seconds = seconds_since(run_start);
     return r;
   }
@@ -559,6 +594,22 @@ Trainer::Trainer(TrainableModel& model, const ParallelContext& ctx, Communicator
       "--checkpoint-every, --keep-checkpoints and --fault-nan-step must not be negative");
   TRIDENT_CHECK(!opt_.checkpoints || !opt_.checkpoint_dir.empty(),
                 "checkpoints need a checkpoint directory");
+  if (opt_.cuda_graphs) {
+    // A captured step must not need the host in its middle (every rank refuses alike).
+    const ParallelLayout& L = ctx_.layout();
+    TRIDENT_CHECK(model_.device().is_cuda(), "--cuda-graphs needs --device cuda (",
+                  model_.device().str(), " has no graphs)");
+    TRIDENT_CHECK(L.pp == 1, "--cuda-graphs does not support --pp ", L.pp,
+                  ": pipeline stages exchange activations through host-driven send/recv");
+    TRIDENT_CHECK(world_.size() == 1, "--cuda-graphs needs one GPU (", world_.size(), " ranks: dp ",
+                  L.dp, ", tp ", L.tp,
+                  "): the gradient, norm and loss reductions are not captured (MPI is called "
+                  "from the host; NCCL capture is not implemented)");
+    TRIDENT_CHECK(!opt_.zero, "--cuda-graphs does not support --zero 1");
+    TRIDENT_CHECK(opt_.trace.empty(),
+                  "--cuda-graphs does not support --trace (its device "
+                  "spans time each step's kernels from the host)");
+  }
 }
 
 Trainer::~Trainer() = default;

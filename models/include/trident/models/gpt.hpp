@@ -89,6 +89,9 @@ class GPT : public nn::Module {
   int64_t first_layer_ = 0, num_layers_ = 0;
   DType compute_dtype_ = DType::F32;
   Tensor padding_mask_;  // tp > 1 with a padded vocabulary: 0 or -inf per column of the slice
+  // Positions 0..T-1 on the input's device, made once: a forward uploads nothing from the host
+  // (a CUDA graph cannot capture a copy from pageable memory).
+  Tensor pos_ids_;
 };
 
 // The initial standard deviation GPT-2 uses for the parameter `name` (0 for biases, which start

@@ -87,6 +87,10 @@ struct TrainerOptions {
   double peak_flops_per_rank = 0;
   // Error lines start "<program>: error: ".
   std::string program = "trident";
+  // One GPU: the first step runs eagerly, the second is captured into a CUDA graph that every
+  // later step replays (cuda_graph_step.hpp). Refused with pipeline or data/tensor parallelism
+  // (the MPI and NCCL calls are not captured), ZeRO, a trace, the CPU device.
+  bool cuda_graphs = false;
 };
 
 // The token data: sources opened, not loaded (each rank reads its own windows).
@@ -122,6 +126,8 @@ struct TrainResult {
   double loss_floor = -1;    // TrainData's
   std::string trace_path;    // rank 0's trace file, where one was written
   std::string weights_path;  // where the full weights were written (rank 0), or ""
+  // cuda_graphs: graphs captured, and graph launches (the capture's own launch included)
+  int64_t graph_captures = 0, graph_launches = 0;
 };
 
 class Trainer;

@@ -1,0 +1,104 @@
+#include "cuda_graph_step.hpp"
+
+#include "trident/core/error.hpp"
+
+#ifdef TRIDENT_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "trident/core/allocator.hpp"
+#include "trident/core/cuda.hpp"
+#include "trident/core/cuda_allocator.hpp"
+#endif
+
+namespace trident::train {
+
+#ifdef TRIDENT_WITH_CUDA
+
+namespace {
+void check(cudaError_t e, const char* what) {
+  TRIDENT_CHECK(e == cudaSuccess, "--cuda-graphs: ", what, " failed: ", cudaGetErrorName(e), " (",
+                cudaGetErrorString(e), ")");
+}
+}  // namespace
+
+struct CudaGraphStep::Impl {
+  CudaAllocator* allocator = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ~Impl() {
+    if (exec != nullptr) (void)cudaGraphExecDestroy(exec);
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    if (allocator != nullptr) {
+      allocator->end_private_pool();
+      allocator->release_private_pool();
+    }
+  }
+};
+
+CudaGraphStep::CudaGraphStep(Device device) : impl_(std::make_unique<Impl>()) {
+  TRIDENT_CHECK(device.is_cuda(), "--cuda-graphs needs a CUDA device, not ", device.str());
+  impl_->allocator = dynamic_cast<CudaAllocator*>(&allocator_for(device));
+  TRIDENT_CHECK(impl_->allocator != nullptr, "--cuda-graphs: ", device.str(),
+                " has no caching allocator with a private pool");
+  impl_->stream = static_cast<cudaStream_t>(cuda_compute_stream(device.index));
+}
+
+CudaGraphStep::~CudaGraphStep() = default;
+
+bool CudaGraphStep::run(const std::function<void()>& queue_step) {
+  Impl& g = *impl_;
+  if (warmups_ == 0) {
+    g.allocator->begin_private_pool();
+    try {
+      queue_step();
+    } catch (...) {
+      g.allocator->end_private_pool();
+      throw;
+    }
+    g.allocator->end_private_pool();
+    ++warmups_;
+    return true;
+  }
+  const bool capturing = captures_ == 0;
+  if (capturing) {
+    g.allocator->begin_private_pool();
+    check(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+    try {
+      queue_step();
+    } catch (...) {
+      cudaGraph_t dropped = nullptr;
+      if (cudaStreamEndCapture(g.stream, &dropped) == cudaSuccess && dropped != nullptr)
+        (void)cudaGraphDestroy(dropped);
+      (void)cudaGetLastError();
+      g.allocator->end_private_pool();
+      throw;
+    }
+    const cudaError_t e = cudaStreamEndCapture(g.stream, &g.graph);
+    g.allocator->end_private_pool();
+    check(e,
+          "capturing the step (something in it waited for the device or allocated memory; "
+          "run without --cuda-graphs) cudaStreamEndCapture");
+    check(cudaGraphInstantiate(&g.exec, g.graph, 0), "cudaGraphInstantiate");
+    ++captures_;
+  }
+  check(cudaGraphLaunch(g.exec, g.stream), "cudaGraphLaunch");
+  ++launches_;
+  return capturing;
+}
+
+#else  // no CUDA in this build
+
+struct CudaGraphStep::Impl {};
+
+CudaGraphStep::CudaGraphStep(Device device) {
+  throw Error(str_cat("--cuda-graphs needs a CUDA build of Trident (", device.str(), ")"));
+}
+CudaGraphStep::~CudaGraphStep() = default;
+bool CudaGraphStep::run(const std::function<void()>&) {
+  return false;
+}
+
+#endif
+
+}  // namespace trident::train

@@ -1,0 +1,43 @@
+// --cuda-graphs: one training step (forward + backward of every micro-batch, the device-side
+// norm, clipping and non-finite check, the optimizer) captured once into a CUDA graph and
+// replayed for every later step (one GPU; the device step of device_step.hpp).
+//   step 1 (warm-up)  eager, with the allocator's private pool open: plans, workspaces, the
+//                     optimizer state and every transient block of a step are made here;
+//   step 2 (capture)  the same work queued on the compute stream under a global-mode stream
+//                     capture (nothing runs), its allocations served by the pool (no
+//                     cudaMalloc), then the graph is instantiated and launched once;
+//   later steps       the graph is launched: no host code of the step runs at all.
+// The step's inputs are fixed device buffers (inputs()): the caller copies each step's batch
+// into them before run() (device to device), so the recorded kernels read the new batch.
+// Anything the host decides per step must therefore live on the device (the learning rate and
+// AdamW's step count from the device step's table, the clip factor, the non-finite check).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "trident/core/device.hpp"
+
+namespace trident::train {
+
+class CudaGraphStep {
+ public:
+  explicit CudaGraphStep(Device device);
+  ~CudaGraphStep();
+  CudaGraphStep(const CudaGraphStep&) = delete;
+  CudaGraphStep& operator=(const CudaGraphStep&) = delete;
+
+  // Runs one step: `queue_step` queues the step's device work (it must not wait for the
+  // device). Eager the first time, captured and launched the second, launched only after.
+  // Returns whether `queue_step` ran (warm-up or capture): its host-side effects happened.
+  bool run(const std::function<void()>& queue_step);
+  int64_t captures() const { return captures_; }
+  int64_t launches() const { return launches_; }  // graph launches (the capture's included)
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t warmups_ = 0, captures_ = 0, launches_ = 0;
+};
+
+}  // namespace trident::train
