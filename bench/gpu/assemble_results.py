@@ -99,6 +99,42 @@ def ratio(a, b):
     return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
 
 
+# trident-bench-gpu-kernels' breakdown ops by the cost model's kernel families (by name).
+# The first key found in an op's name decides ("attention projection forward (matmul)" is a matmul).
+FAMILY_OF_OP = (("matmul", "matmul"), ("bias", "matmul"), ("attention", "attention"),
+                ("layernorm", "layernorm + residual"), ("residual", "layernorm + residual"),
+                ("gelu", "gelu"), ("cross entropy", "cross-entropy"), ("embedding", "embedding"),
+                ("adamw", "optimizer"))
+
+
+def against_cost_model(model, ops_doc, gpu_name):
+    """Measured ms per family (sum of the breakdown's ops) beside trident-planner --kernels'
+    prediction for the current kernels on the closest GPU (H200 for an H200, else H100 SXM)."""
+    impl = ((model.get("implementations") or {}).get("current") or {})
+    if not impl or not isinstance(ops_doc, dict) or "ops" not in ops_doc:
+        return {"missing": "cost model or breakdown not available"}
+    gpu = "H200" if "H200" in (gpu_name or "") else "H100 SXM"
+    predicted = {}
+    for k in impl.get("kernels", []):
+        ms = (k.get("ms") or {}).get(gpu) if isinstance(k.get("ms"), dict) else None
+        if ms is not None:
+            predicted[k["family"]] = predicted.get(k["family"], 0.0) + ms
+    measured = {}
+    for op in ops_doc["ops"]:
+        fam = next((f for key, f in FAMILY_OF_OP if key in op.get("name", "")), "other")
+        if "total_ms" in op:
+            measured[fam] = measured.get(fam, 0.0) + op["total_ms"]
+    fams = sorted(set(predicted) | set(measured))
+    return {"gpu_priced": gpu, "implementation": "current",
+            "families": {f: {"predicted_ms": predicted.get(f), "measured_ms": measured.get(f),
+                             "ratio_measured_over_predicted":
+                                 ratio(measured.get(f), predicted.get(f))} for f in fams},
+            "step_predicted_ms": ((impl.get("step") or {}).get(gpu) or {}).get("step_ms"),
+            "note": "measured: each op timed alone x its count per step (kernel_bench.cpp); "
+                    "the casts, optimizer launches and zeroing the model prices are not all in "
+                    "the breakdown"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", required=True)
@@ -146,13 +182,19 @@ def main():
     for T in (1024, 2048):
         t = next((a for a in t_att if a.get("T") == T), {"missing": "not measured"})
         p = next((a for a in p_att if a.get("T") == T), {"missing": "not measured"})
-        attention.append({"B": 8, "T": T, "NH": 12, "HD": 64, "trident": t, "pytorch_sdpa": p,
-                          "ratio_fwd_bwd_time_trident_over_torch":
-                              ratio(t.get("fwd_bwd_ms"), p.get("fwd_bwd_ms"))})
+        entry = {"B": 8, "T": T, "NH": 12, "HD": 64, "trident": t, "pytorch_sdpa": p,
+                 "ratio_fwd_bwd_time_trident_over_torch":
+                     ratio(t.get("fwd_bwd_ms"), p.get("fwd_bwd_ms"))}
+        # SDPA held to FlashAttention-2 and to cuDNN's fused attention (torch_kernels.py).
+        for name, b in (p.get("backends") or {}).items():
+            if isinstance(b, dict):
+                entry[f"ratio_fwd_bwd_time_trident_over_{name}"] = ratio(t.get("fwd_bwd_ms"),
+                                                                         b.get("fwd_bwd_ms"))
+        attention.append(entry)
 
     memory = {}
     t_mem, p_mem = trident_k.get("memory") or {}, torch_k.get("memory") or {}
-    for op in ("layernorm", "gelu", "adamw", "cross_entropy"):
+    for op in ("layernorm", "residual_layernorm", "gelu", "adamw", "cross_entropy"):
         row = {}
         for impl, src in (("trident", t_mem), ("pytorch", p_mem)):
             d = src.get(op) if isinstance(src, dict) else None
@@ -170,6 +212,8 @@ def main():
     breakdown = {"trident_ops": trident_k.get("breakdown", {"missing": "not measured"}),
                  "trident_train_step_ms": gpt2[0]["trident"].get("step_ms_median"),
                  "pytorch_profile": gpt2[0]["pytorch"].get("profile", {"missing": "not profiled"})}
+    breakdown["vs_cost_model"] = against_cost_model(
+        load_json(os.path.join(raw, "kernel_cost_model.json")), trident_k.get("breakdown"), gpu_name)
     ncu = os.path.join(raw, "ncu_summary.txt")
     if os.path.exists(ncu):
         with open(ncu) as f:
@@ -224,7 +268,9 @@ def main():
     for a in attention:
         print(f"attention T={a['T']}: trident fwd+bwd {fmt(a['trident'].get('fwd_bwd_ms'), '.3f')} ms, "
               f"sdpa {fmt(a['pytorch_sdpa'].get('fwd_bwd_ms'), '.3f')} ms, "
-              f"ratio {fmt(a['ratio_fwd_bwd_time_trident_over_torch'], '.2f')}")
+              f"ratio {fmt(a['ratio_fwd_bwd_time_trident_over_torch'], '.2f')}, over flash "
+              f"{fmt(a.get('ratio_fwd_bwd_time_trident_over_flash'), '.2f')}, over cudnn "
+              f"{fmt(a.get('ratio_fwd_bwd_time_trident_over_cudnn'), '.2f')}")
     for op, row in memory.items():
         parts = []
         for impl in ("trident", "pytorch"):
@@ -232,6 +278,10 @@ def main():
                 if isinstance(v, dict) and "gb_per_s" in v:
                     parts.append(f"{impl} {d} {v['gb_per_s']:.0f} GB/s")
         print(f"{op:14s} " + (", ".join(parts) if parts else "missing"))
+    vs = breakdown.get("vs_cost_model", {})
+    for fam, v in (vs.get("families") or {}).items():
+        print(f"{fam:26s} measured {fmt(v['measured_ms'], '.3f'):>8s} ms, predicted "
+              f"{fmt(v['predicted_ms'], '.3f'):>8s} ms ({vs.get('gpu_priced')}, current kernels)")
     print(f"wrote {args.out}")
 
 

@@ -15,10 +15,14 @@
 #   memcheck, racecheck      compute-sanitizer on the kernel tests ([ops])
 #   trident_gpt2, torch_gpt2 GPT-2 124M, B=8 T=1024, bf16: trident-train vs torch_gpt2_step.py
 #   trident_gpt2-medium, torch_gpt2-medium   the same for GPT-2 350M
-#   torch_kernels            torch.matmul 8192^3 bf16, 1 GiB device copy, SDPA attention,
+#   torch_kernels            torch.matmul 8192^3 bf16, 1 GiB device copy, SDPA attention (default,
+#                            then held to the flash and to the cuDNN backend),
 #                            torch's memory-bound kernels (bench/gpu/torch_kernels.py)
-#   kernel_bench             trident-bench-gpu-kernels: attention, memory-bound GB/s, per-op
-#                            breakdown of one GPT-2 124M step (CUDA events)
+#   kernel_bench             trident-bench-gpu-kernels: attention, memory-bound GB/s (incl. the
+#                            fused residual + layernorm), per-op breakdown of one GPT-2 124M step
+#                            (CUDA events)
+#   cost_model               trident-planner --kernels --json: the predicted per-family times the
+#                            breakdown is set against (assemble_results.py, "vs_cost_model")
 #   ncu (NCU=1 only)         ncu --print-summary per-kernel over two trident-train steps
 # Environment: BUDGET_S, STEPS (timed steps per model, default 12), TORCH_COMPILE=1 (also time
 # torch.compile), NCU=1, JOBS (build parallelism, default: all cores).
@@ -148,7 +152,7 @@ RUN=(env "LD_LIBRARY_PATH=$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 stage configure 150 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DTRIDENT_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
   "${CMAKE_DEPS[@]}"
-TARGETS=(trident-train trident-bench-gpu-kernels trident_gpu_comm_tests)
+TARGETS=(trident-train trident-bench-gpu-kernels trident-planner trident_gpu_comm_tests)
 if [[ -f "$BUILD/build.ninja" ]]; then
   # Every test binary that registers gpu-labelled tests (tests/gpu, tests/gpu_comm).
   while read -r t; do TARGETS+=("$t"); done < <(ninja -C "$BUILD" -t targets all 2>/dev/null |
@@ -210,6 +214,13 @@ if [[ -x "$BENCH" ]]; then
   stage kernel_bench 120 "${RUN[@]}" "$BENCH" --out "$RAW/kernel_bench.json"
 else
   printf 'kernel_bench\tmissing: %s not built\t0\t\n' "$BENCH" >>"$RAW/stages.tsv"
+fi
+
+PLANNER="$BUILD/tools/trident-planner"
+if [[ -x "$PLANNER" ]]; then
+  stage cost_model 20 sh -c "'$PLANNER' --kernels --model gpt2 --json > '$RAW/kernel_cost_model.json'"
+else
+  printf 'cost_model\tmissing: %s not built\t0\t\n' "$PLANNER" >>"$RAW/stages.tsv"
 fi
 
 # --- per-kernel profile of the real step (optional: ncu replays every kernel) --------------------

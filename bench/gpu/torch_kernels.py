@@ -4,7 +4,8 @@
   matmul     a large cuBLAS bf16 product (torch.matmul 8192^3 on random data): the achievable
              dense bf16 rate, the second denominator of MFU
   copy       device-to-device copy of 1 GiB (bytes read + written): the bandwidth ceiling
-  attention  F.scaled_dot_product_attention(is_causal=True) forward and backward, bf16, the
+  attention  F.scaled_dot_product_attention(is_causal=True) forward and backward, bf16 (the
+             default choice, then held to the flash and to the cuDNN backend), the
              shapes of trident-bench-gpu-kernels (B=8, NH=12, HD=64, T=1024 and 2048)
   memory     torch's layer norm, GELU (tanh), fused AdamW and cross entropy at GPT-2 124M shapes,
              with the byte counts trident-bench-gpu-kernels uses
@@ -75,9 +76,29 @@ def attention(T, B=8, NH=12, HD=64):
 
     both_ms = time_ms(both)
     flops = 4.0 * B * NH * T * T * HD / 2
-    return {"B": B, "T": T, "NH": NH, "HD": HD, "C": C, "dtype": "bf16", "fwd_ms": fwd_ms,
-            "fwd_bwd_ms": both_ms, "bwd_ms": both_ms - fwd_ms,
-            "fwd_tflops": flops / fwd_ms / 1e9, "fwd_bwd_tflops": 3.5 * flops / both_ms / 1e9}
+    out = {"B": B, "T": T, "NH": NH, "HD": HD, "C": C, "dtype": "bf16", "fwd_ms": fwd_ms,
+           "fwd_bwd_ms": both_ms, "bwd_ms": both_ms - fwd_ms,
+           "fwd_tflops": flops / fwd_ms / 1e9, "fwd_bwd_tflops": 3.5 * flops / both_ms / 1e9}
+    # The same with SDPA held to one backend: FlashAttention-2 (PyTorch's flash kernel) and
+    # cuDNN's fused attention; a backend this build or GPU lacks is recorded as missing.
+    out["backends"] = {}
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError as e:
+        out["backends"] = {"missing": f"torch.nn.attention: {e}"}
+        return out
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION),
+                          ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+            with sdpa_kernel(backend):
+                f_ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+                b_ms = time_ms(both)
+            out["backends"][name] = {"fwd_ms": f_ms, "fwd_bwd_ms": b_ms, "bwd_ms": b_ms - f_ms,
+                                     "fwd_tflops": flops / f_ms / 1e9,
+                                     "fwd_bwd_tflops": 3.5 * flops / b_ms / 1e9}
+        except Exception as e:  # noqa: BLE001 - a missing backend is a result, not a failure
+            out["backends"][name] = {"missing": f"{type(e).__name__}: {e}"[:300]}
+    return out
 
 
 def bw(ms, nbytes):
