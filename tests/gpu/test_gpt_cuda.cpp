@@ -5,8 +5,8 @@
 #include <cmath>
 #include <memory>
 
-#include "gpt_reference_check.hpp"
 #include "gpu_test_util.hpp"
+#include "reference_check.hpp"
 #include "trident/core/allocator.hpp"
 #include "trident/core/optim/optimizer.hpp"
 #include "trident/models/gpt.hpp"
@@ -94,22 +94,22 @@ TEST_CASE("GPT training on cuda stops calling cudaMalloc after warm-up steps", "
   CHECK(last < first);  // the same batch eight times: the loss must fall
 }
 
-// Per element (gpt_reference_check.hpp). Measured in the emulated build with
+// Per element (reference_check.hpp). Measured in the emulated build with
 // TRIDENT_REFERENCE_REPORT=1 at rtol 1e-4: logits and gradients need atol_of_max <= 1.2e-7, the
 // final weights <= 3.0e-6; loss and norm agree to 2.4e-7 relative. A real GPU sums in other
 // orders (not measured yet): rtol stays 1e-4 and the floors keep 8x and 3x margins.
 const reference_check::Tolerances kCuda{{1e-4, 1e-6}, {1e-4, 1e-5}, {1e-4, 0}};
 
 TEST_CASE("GPT on cuda: loss, logits and every gradient match PyTorch", "[reference]") {
-  reference_check::check_gradients(gpu(), kCuda);
+  reference_check::check_gpt_gradients(gpu(), kCuda);
 }
 
 TEST_CASE("10 SGD steps on cuda match torch.optim.SGD", "[reference]") {
-  reference_check::check_training_run("gpt_tiny_sgd.safetensors", false, gpu(), kCuda);
+  reference_check::check_gpt_run("gpt_tiny_sgd.safetensors", false, gpu(), kCuda);
 }
 
 TEST_CASE("10 AdamW steps with clipping on cuda match torch.optim.AdamW", "[reference]") {
-  reference_check::check_training_run("gpt_tiny_adamw.safetensors", true, gpu(), kCuda);
+  reference_check::check_gpt_run("gpt_tiny_adamw.safetensors", true, gpu(), kCuda);
 }
 
 }  // namespace trident::gpu_test
