@@ -1,6 +1,7 @@
 #include "cuda_graph_step.hpp"
 
 #include "trident/core/error.hpp"
+#include "trident/train/trainer.hpp"
 
 #ifdef TRIDENT_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -11,6 +12,23 @@
 #endif
 
 namespace trident::train {
+
+// Each refusal is something that needs the host in the middle of a step.
+void check_cuda_graphs_supported(Device device, const ParallelLayout& layout, int world_size,
+                                 bool zero, bool trace) {
+  TRIDENT_CHECK(device.is_cuda(), "--cuda-graphs needs --device cuda (", device.str(),
+                " has no graphs)");
+  TRIDENT_CHECK(layout.pp == 1, "--cuda-graphs does not support --pp ", layout.pp,
+                ": pipeline stages exchange activations through host-driven send/recv");
+  TRIDENT_CHECK(world_size == 1, "--cuda-graphs needs one GPU (", world_size, " ranks: dp ",
+                layout.dp, ", tp ", layout.tp,
+                "): the gradient, norm and loss reductions are not captured (MPI is called "
+                "from the host; NCCL capture is not implemented)");
+  TRIDENT_CHECK(!zero, "--cuda-graphs does not support --zero 1");
+  TRIDENT_CHECK(!trace,
+                "--cuda-graphs does not support --trace (its device spans time each "
+                "step's kernels from the host)");
+}
 
 #ifdef TRIDENT_WITH_CUDA
 

@@ -595,20 +595,8 @@ Trainer::Trainer(TrainableModel& model, const ParallelContext& ctx, Communicator
   TRIDENT_CHECK(!opt_.checkpoints || !opt_.checkpoint_dir.empty(),
                 "checkpoints need a checkpoint directory");
   if (opt_.cuda_graphs) {
-    // A captured step must not need the host in its middle (every rank refuses alike).
-    const ParallelLayout& L = ctx_.layout();
-    TRIDENT_CHECK(model_.device().is_cuda(), "--cuda-graphs needs --device cuda (",
-                  model_.device().str(), " has no graphs)");
-    TRIDENT_CHECK(L.pp == 1, "--cuda-graphs does not support --pp ", L.pp,
-                  ": pipeline stages exchange activations through host-driven send/recv");
-    TRIDENT_CHECK(world_.size() == 1, "--cuda-graphs needs one GPU (", world_.size(), " ranks: dp ",
-                  L.dp, ", tp ", L.tp,
-                  "): the gradient, norm and loss reductions are not captured (MPI is called "
-                  "from the host; NCCL capture is not implemented)");
-    TRIDENT_CHECK(!opt_.zero, "--cuda-graphs does not support --zero 1");
-    TRIDENT_CHECK(opt_.trace.empty(),
-                  "--cuda-graphs does not support --trace (its device "
-                  "spans time each step's kernels from the host)");
+    check_cuda_graphs_supported(model_.device(), ctx_.layout(), world_.size(), opt_.zero,
+                                !opt_.trace.empty());
   }
 }
 

@@ -116,6 +116,12 @@ struct StepMetrics {
   long long host_syncs = -1, device_mallocs = -1;  // where the CUDA emulation counts them
 };
 
+// Throws trident::Error naming the cause where --cuda-graphs cannot capture a step: not a CUDA
+// device, --pp > 1, more than one rank (dp or tp), ZeRO, a trace. Trainer's constructor checks
+// it; a launcher can call it first, to report the error once.
+void check_cuda_graphs_supported(Device device, const ParallelLayout& layout, int world_size,
+                                 bool zero, bool trace);
+
 struct TrainResult {
   int exit_code = 0;  // 0: trained (or preempted after its checkpoint); 1: stopped on an error
   bool preempted = false;

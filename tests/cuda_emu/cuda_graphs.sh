@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# cuda_graphs.sh TRAIN COMPARE NO_HOST_SYNC OUT -- ARGS...: trident-train --cuda-graphs on one
+# emulated GPU against the same run without graphs. The graph replays the eager step's kernels
+# in the eager order, so losses, gradient norms and final weights must agree bitwise
+# (compare_runs --rtol 0); the graph is captured once and launched for every step after the
+# first; no step waits for the device or calls cudaMalloc after the first (NO_HOST_SYNC checks
+# metrics.jsonl). Then the layouts that cannot be captured must be refused, on every rank, with
+# one error and a non-zero exit.
+set -uo pipefail
+train=$1 compare=$2 no_host_sync=$3 out=$4
+shift 5
+steps=6
+fail() { echo "FAIL: $*"; exit 1; }
+rm -rf "$out" && mkdir -p "$out"
+"$train" "$@" --steps $steps --device cuda --out-dir "$out/eager" > "$out/eager.log" 2>&1 ||
+  { cat "$out/eager.log"; fail "the eager run failed"; }
+"$train" "$@" --steps $steps --device cuda --cuda-graphs --out-dir "$out/graphs" \
+  > "$out/graphs.log" 2>&1 || { cat "$out/graphs.log"; fail "the --cuda-graphs run failed"; }
+grep -E "^step|^cuda graphs" "$out/graphs.log"
+"$compare" --rtol 0 "$out/graphs" "$out/eager" || fail "--cuda-graphs differs from the eager run"
+grep -qx "cuda graphs: 1 captured, $((steps - 1)) launches" "$out/graphs.log" ||
+  fail "expected 1 capture and $((steps - 1)) graph launches"
+bash "$no_host_sync" "$out/graphs/metrics.jsonl" $steps || exit 1
+
+# name  ranks  extra arguments  expected message
+refuse() {
+  local name=$1 np=$2 args=$3 msg=$4 log="$out/refuse_$1.log" rc
+  shift 4
+  if [[ $np == 1 ]]; then
+    # shellcheck disable=SC2086
+    "$train" "$@" --steps 2 $args --cuda-graphs --out-dir "$out/$name" > "$log" 2>&1
+  else
+    # shellcheck disable=SC2086
+    mpirun --oversubscribe --bind-to none -np "$np" "$train" "$@" --steps 2 $args --cuda-graphs \
+      --out-dir "$out/$name" > "$log" 2>&1
+  fi
+  rc=$?
+  [[ $rc != 0 ]] || { cat "$log"; fail "$name: --cuda-graphs was not refused (exit 0)"; }
+  grep -q -- "$msg" "$log" || { cat "$log"; fail "$name: no error saying '$msg'"; }
+  [[ $(grep -c -- "$msg" "$log") == 1 ]] || { cat "$log"; fail "$name: not exactly one error"; }
+  ! grep -q "^step " "$log" || { cat "$log"; fail "$name: trained before refusing"; }
+  echo "refused ($name, exit $rc): $(grep -m1 -- "$msg" "$log")"
+}
+refuse cpu 1 "--device cpu" "--cuda-graphs needs --device cuda" "$@"
+refuse trace 1 "--device cuda --trace $out/t.json" "--cuda-graphs does not support --trace" "$@"
+refuse pp2 2 "--device cuda --pp 2" "--cuda-graphs does not support --pp 2" "$@"
+refuse dp2 2 "--device cuda --dp 2 --batch 4" "--cuda-graphs needs one GPU (2 ranks" "$@"
+echo "cuda_graphs: bitwise equal to the eager run, 1 capture, $((steps - 1)) launches, refusals ok"
