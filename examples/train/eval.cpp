@@ -6,7 +6,7 @@
 #include "trident/core/rng.hpp"
 #include "trident/io/data.hpp"
 #include "trident/models/builtin_models.hpp"
-#include "trident/models/gpt_stage.hpp"
+#include "trident/train/sampling.hpp"
 
 namespace trident::train {
 
@@ -43,21 +43,26 @@ int run_eval(const Options& opt) {
   return 0;
 }
 
-// Sampling decodes with the GPT's own generate() (GPT models only).
+// Sampling runs any registered model that provides logits() (train::generate).
 int run_sample(const Options& opt) {
   TRIDENT_CHECK(
       !opt.load.empty() || !opt.hf.empty(),
       "sample mode needs a trained model: --load runs/default/model.safetensors or --hf DIR");
-  const ModelArgs args = model_args(opt);
-  const models::GPTConfig cfg = models::resolve_gpt_config(args);
-  TRIDENT_CHECK(cfg.vocab_size >= 256, "sample mode decodes bytes: the model's vocabulary of ",
-                cfg.vocab_size, " is not byte-level");
-  auto model = models::build_gpt(cfg, args, nullptr);
+  const auto builder = models::builtin_models().resolve(model_args(opt));
+  TRIDENT_CHECK(builder->vocab_size() >= 256,
+                "sample mode decodes bytes: the model's vocabulary of ", builder->vocab_size(),
+                " is not byte-level");
+  const auto model = builder->build(nullptr);
   std::vector<int32_t> prompt;
   for (unsigned char c : opt.prompt) prompt.push_back(c);
   Generator gen(opt.seed);
-  const std::vector<int32_t> out =
-      model->generate(prompt, opt.sample_tokens, opt.temperature, opt.top_k, gen);
+  SampleOptions so;
+  so.new_tokens = opt.sample_tokens;
+  so.temperature = opt.temperature;
+  so.top_k = opt.top_k;
+  so.context_len = builder->max_seq_len();
+  so.vocab_size = builder->vocab_size();
+  const std::vector<int32_t> out = generate(*model, prompt, so, gen);
   std::string text;
   for (int32_t t : out) text += t < 256 ? static_cast<char>(t) : '?';
   std::printf("%s\n", text.c_str());

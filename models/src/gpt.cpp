@@ -196,49 +196,6 @@ Tensor GPT::loss(const Tensor& ids, const Tensor& targets) {
   return head_loss(forward_stage(ids), targets);
 }
 
-std::vector<int32_t> GPT::generate(std::vector<int32_t> tokens, int64_t n, double temperature,
-                                   int64_t top_k, Generator& gen) {
-  TRIDENT_CHECK(!tokens.empty(), "generate: the prompt needs at least one token");
-  TRIDENT_CHECK(temperature > 0, "generate: temperature must be positive, got ", temperature);
-  NoGradGuard no_grad;
-  const bool was_training = is_training();
-  eval();
-  const Device dev = wte->weight.device();
-  for (int64_t step = 0; step < n; ++step) {
-    const int64_t start =
-        std::max<int64_t>(0, static_cast<int64_t>(tokens.size()) - cfg_.block_size);
-    std::vector<int32_t> ctx(tokens.begin() + start, tokens.end());
-    const int64_t T = static_cast<int64_t>(ctx.size());
-    const Tensor logits = forward(Tensor::from_vector(ctx, {1, T}, dev));
-    std::vector<float> last = logits.slice(1, T - 1, T).to_vector<float>();
-    last.resize(static_cast<size_t>(cfg_.vocab_size));  // padding columns are never sampled
-    std::vector<int32_t> order(last.size());
-    std::iota(order.begin(), order.end(), 0);
-    const size_t k =
-        top_k > 0 ? std::min<size_t>(static_cast<size_t>(top_k), last.size()) : last.size();
-    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
-                      [&](int32_t a, int32_t b) { return last[a] > last[b]; });
-    std::vector<double> probs(k);
-    const double mx = last[static_cast<size_t>(order[0])];
-    double total = 0;
-    for (size_t i = 0; i < k; ++i) {
-      probs[i] = std::exp((last[static_cast<size_t>(order[i])] - mx) / temperature);
-      total += probs[i];
-    }
-    double r = gen.uniform() * total;
-    size_t pick = k - 1;
-    for (size_t i = 0; i < k; ++i) {
-      if ((r -= probs[i]) < 0) {
-        pick = i;
-        break;
-      }
-    }
-    tokens.push_back(order[pick]);
-  }
-  train(was_training);
-  return tokens;
-}
-
 void GPT::load_named(const std::map<std::string, std::vector<float>>& values) {
   NoGradGuard no_grad;
   const auto specs = named_shard_specs();

@@ -11,6 +11,8 @@
 #include "trident/core/ops.hpp"
 #include "trident/core/rng.hpp"
 #include "trident/models/gpt.hpp"
+#include "trident/models/gpt_stage.hpp"
+#include "trident/train/sampling.hpp"
 
 using namespace trident;
 using trident::models::GPT;
@@ -112,7 +114,12 @@ TEST_CASE("a padded GPT loaded from an unpadded one has the same loss and gradie
     table.slice(0, 97, 128).fill_(50.0);
   }
   Generator gen(1);
-  for (int32_t t : padded.generate({1, 2, 3}, 8, 1.0, 0, gen)) CHECK(t < 97);
+  models::GPTStage stage(padded);
+  train::SampleOptions so;
+  so.new_tokens = 8;
+  so.context_len = padded.config().block_size;
+  so.vocab_size = padded.config().vocab_size;
+  for (int32_t t : train::generate(stage, {1, 2, 3}, so, gen)) CHECK(t < 97);
 }
 
 TEST_CASE("the fused classifier leaves logits intact without gradients and refuses a leaf",

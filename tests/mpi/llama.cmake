@@ -109,6 +109,16 @@ add_test(NAME cli.llama_tiny_learns
                  --threads 1 --eval-batches 4 --out-dir ${_leq_dir}/learns)
 set_tests_properties(cli.llama_tiny_learns PROPERTIES LABELS cli TIMEOUT 300
   PASS_REGULAR_EXPRESSION "val loss (0|1)\\.[0-9]" ENVIRONMENT "OMP_NUM_THREADS=1")
+# Sampling runs any model with logits() (train::generate): the trained llama-tiny continues a
+# prompt of the built-in data with a digit (near-greedy, temperature 0.01).
+add_test(NAME cli.llama_tiny_samples
+         COMMAND $<TARGET_FILE:trident-train> --model llama-tiny --mode sample
+                 --load ${_leq_dir}/learns/model.safetensors --prompt "12+34=" --sample-tokens 6
+                 --temperature 0.01 --threads 1)
+set_tests_properties(cli.llama_tiny_learns PROPERTIES FIXTURES_SETUP llama_tiny_model)
+set_tests_properties(cli.llama_tiny_samples PROPERTIES LABELS cli TIMEOUT 120
+  FIXTURES_REQUIRED llama_tiny_model PASS_REGULAR_EXPRESSION "^12\\+34=[0-9]"
+  ENVIRONMENT "OMP_NUM_THREADS=1")
 
 # Hugging Face round trip through the tools (llama_hf_check.sh): trident-train's weights ->
 # trident-export_hf -> trident-train --hf gives the same evaluation loss; a second export writes

@@ -4,6 +4,11 @@
 
 namespace trident::train {
 
+Tensor TrainableModel::logits(const Tensor& ids) {
+  (void)ids;
+  throw Error(describe() + ": this model does not provide logits(), which sampling needs");
+}
+
 void TrainableModel::check_checkpoint_config(const nlohmann::json& saved,
                                              const std::string& path) const {
   const nlohmann::json want = config();

@@ -56,9 +56,6 @@ class GPT : public nn::Module {
   Tensor forward(const Tensor& ids);
   // Single-stage model (any tp): mean cross entropy against targets (B, T) i32.
   Tensor loss(const Tensor& ids, const Tensor& targets);
-  // Appends `n` tokens sampled with temperature and top-k (0 = all) to the prompt.
-  std::vector<int32_t> generate(std::vector<int32_t> prompt, int64_t n, double temperature,
-                                int64_t top_k, Generator& gen);
 
   // The dtype activations run in: f32 (default) or bf16 (mixed precision, see the top).
   void set_compute_dtype(DType t);

@@ -23,6 +23,7 @@ class LlamaStage final : public train::TrainableModel {
   explicit LlamaStage(std::unique_ptr<Llama> model) : owned_(std::move(model)), model_(*owned_) {}
 
   Tensor forward(const Tensor& input) override { return model_.forward_stage(input); }
+  Tensor logits(const Tensor& ids) override { return model_.forward(ids); }
   Tensor loss(const Tensor& output, const Tensor& targets) override {
     return model_.head_loss(output, targets);
   }

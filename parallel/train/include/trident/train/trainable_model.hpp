@@ -91,6 +91,10 @@ class TrainableModel : public PipelineStage {
   // String metadata stored with the final weights (model.safetensors), enough for the model's
   // factory to rebuild it from the file (--load); none by default.
   virtual std::vector<std::pair<std::string, std::string>> weights_metadata() const { return {}; }
+  // The whole model on one rank (tp 1, pp 1): the logits (b, T, V') of ids (b, T), V' >= the
+  // vocabulary (columns past it are padding, never sampled). What sampling (trident/train/
+  // sampling.hpp) needs; the default throws trident::Error naming describe().
+  virtual Tensor logits(const Tensor& ids);
 };
 
 }  // namespace trident::train
