@@ -5,17 +5,13 @@
 #include <limits>
 #include <numeric>
 
+#include "model_parts.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/rng.hpp"
 
 namespace trident::models {
 
 namespace {
-uint64_t name_hash(const std::string& s) {  // FNV-1a
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -57,17 +53,10 @@ Tensor Block::forward(const Tensor& x) {
 GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelContext* ctx)
     : cfg_(cfg) {
   cfg_.validate();
-  if (ctx == nullptr) {
-    own_ctx_ = std::make_unique<ParallelContext>();
-    ctx = own_ctx_.get();
-  }
-  ctx_ = ctx;
-  const Topology& topo = ctx_->topology();
-  const int pp = topo.layout().pp;
-  TRIDENT_CHECK(cfg_.n_layer % pp == 0, "--pp ", pp, " does not divide the model's ", cfg_.n_layer,
-                " layers");
-  num_layers_ = cfg_.n_layer / pp;
-  first_layer_ = topo.pp_rank() * num_layers_;
+  ctx_ = detail::context_or_own(ctx, own_ctx_);
+  const detail::StageLayers stage = detail::stage_layers(ctx_->topology(), cfg_.n_layer);
+  num_layers_ = stage.count;
+  first_layer_ = stage.first;
   Communicator& tpc = ctx_->tp();
 
   if (is_first_stage() || is_last_stage()) {
@@ -100,26 +89,18 @@ void GPT::set_compute_dtype(DType t) {
 }
 
 void GPT::init_weights(uint64_t seed) {
-  NoGradGuard no_grad;
-  const auto specs = named_shard_specs();
-  const auto params = named_parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    const auto& [name, p] = params[i];
-    const nn::ShardSpec& spec = specs[i].second;
-    Tensor full = Tensor::empty(spec.full_shape(p.shape()), DType::F32);
+  detail::set_parameters_from_full(*this, [&](const std::string& name, Tensor& full) {
     const double std = gpt_init_std(name, cfg_);
     const bool is_ln_weight =
         (name.find(".ln") != std::string::npos || name.rfind("ln_f.", 0) == 0) &&
         ends_with(name, ".weight");
     if (std > 0) {
-      Generator gen(counter_hash(seed, name_hash(name)));
+      Generator gen(counter_hash(seed, detail::name_hash(name)));
       gen.normal_(full, 0.0, std);
     } else {
       full.fill_(is_ln_weight ? 1.0 : 0.0);
     }
-    Tensor target = p;
-    target.copy_(spec.slice(full));
-  }
+  });
 }
 
 Tensor GPT::forward_stage(const Tensor& input) {

@@ -1,16 +1,12 @@
 #include "trident/models/llama.hpp"
 
+#include "model_parts.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/rng.hpp"
 
 namespace trident::models {
 
 namespace {
-uint64_t name_hash(const std::string& s) {  // FNV-1a
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 // x W^T for a column-parallel layer whose input is already in the tensor-parallel region
 // (tp::copy_to_tp_region applied once for several projections of the same x); W is cast to x's
 // dtype as the layer's own forward does.
@@ -92,18 +88,11 @@ Tensor LlamaDecoderLayer::forward(const Tensor& x) {
 Llama::Llama(const LlamaConfig& cfg, uint64_t seed, Device device, const ParallelContext* ctx)
     : cfg_(cfg) {
   cfg_.validate();
-  if (ctx == nullptr) {
-    own_ctx_ = std::make_unique<ParallelContext>();
-    ctx = own_ctx_.get();
-  }
-  ctx_ = ctx;
-  const Topology& topo = ctx_->topology();
-  const int pp = topo.layout().pp;
-  TRIDENT_CHECK(cfg_.n_layer % pp == 0, "--pp ", pp, " does not divide the model's ", cfg_.n_layer,
-                " layers");
-  cfg_.validate_tp(topo.layout().tp);
-  num_layers_ = cfg_.n_layer / pp;
-  first_layer_ = topo.pp_rank() * num_layers_;
+  ctx_ = detail::context_or_own(ctx, own_ctx_);
+  const detail::StageLayers stage = detail::stage_layers(ctx_->topology(), cfg_.n_layer);
+  cfg_.validate_tp(ctx_->layout().tp);
+  num_layers_ = stage.count;
+  first_layer_ = stage.first;
   Communicator& tpc = ctx_->tp();
 
   if (is_first_stage()) {
@@ -130,22 +119,14 @@ void Llama::set_compute_dtype(DType t) {
 }
 
 void Llama::init_weights(uint64_t seed) {
-  NoGradGuard no_grad;
-  const auto specs = named_shard_specs();
-  const auto params = named_parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    const auto& [name, p] = params[i];
-    const nn::ShardSpec& spec = specs[i].second;
-    Tensor full = Tensor::empty(spec.full_shape(p.shape()), DType::F32);
+  detail::set_parameters_from_full(*this, [&](const std::string& name, Tensor& full) {
     if (is_norm_weight(name)) {
       full.fill_(1.0);
     } else {
-      Generator gen(counter_hash(seed, name_hash(name)));
+      Generator gen(counter_hash(seed, detail::name_hash(name)));
       gen.normal_(full, 0.0, 0.02);
     }
-    Tensor target = p;
-    target.copy_(spec.slice(full));
-  }
+  });
 }
 
 Tensor Llama::forward_stage(const Tensor& input) {

@@ -1,0 +1,45 @@
+#include "model_parts.hpp"
+
+#include "trident/core/error.hpp"
+
+namespace trident::models::detail {
+
+const ParallelContext* context_or_own(const ParallelContext* ctx,
+                                      std::unique_ptr<ParallelContext>& own) {
+  if (ctx != nullptr) return ctx;
+  own = std::make_unique<ParallelContext>();
+  return own.get();
+}
+
+StageLayers stage_layers(const Topology& topo, int64_t n_layer) {
+  const int pp = topo.layout().pp;
+  TRIDENT_CHECK(n_layer % pp == 0, "--pp ", pp, " does not divide the model's ", n_layer,
+                " layers");
+  StageLayers s;
+  s.count = n_layer / pp;
+  s.first = topo.pp_rank() * s.count;
+  return s;
+}
+
+uint64_t name_hash(const std::string& s) {  // FNV-1a
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+void set_parameters_from_full(
+    nn::Module& m, const std::function<void(const std::string& name, Tensor& full)>& fill) {
+  NoGradGuard no_grad;
+  const auto specs = m.named_shard_specs();
+  const auto params = m.named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    const nn::ShardSpec& spec = specs[i].second;
+    Tensor full = Tensor::empty(spec.full_shape(p.shape()), DType::F32);
+    fill(name, full);
+    Tensor target = p;
+    target.copy_(spec.slice(full));
+  }
+}
+
+}  // namespace trident::models::detail
