@@ -1,5 +1,6 @@
 #include "trident/models/gpt_stage.hpp"
 
+#include "model_parts.hpp"
 #include "trident/core/error.hpp"
 #include "trident/io/safetensors.hpp"
 #include "trident/models/hf_gpt2.hpp"
@@ -25,8 +26,7 @@ class GPTBuilder final : public train::ModelBuilder {
                   " gives slices of ", cfg_.table_rows() / L.tp, " rows, no more than the ",
                   cfg_.table_rows() - cfg_.vocab_size,
                   " padding rows: a slice would hold padding only (pad less)");
-    TRIDENT_CHECK(cfg_.n_layer % L.pp == 0, "--pp ", L.pp, " does not divide the model's ",
-                  cfg_.n_layer, " layers");
+    detail::check_pp_divides_layers(L.pp, cfg_.n_layer);
   }
   std::unique_ptr<train::TrainableModel> build(const ParallelContext* ctx) const override {
     return std::make_unique<GPTStage>(build_gpt(cfg_, args_, ctx));
@@ -38,11 +38,6 @@ class GPTBuilder final : public train::ModelBuilder {
 };
 
 }  // namespace
-
-// Every stage holds at least one block, so at least one parameter.
-Device GPTStage::device() const {
-  return model_.parameters().front().device();
-}
 
 std::vector<train::TiedParameter> GPTStage::tied_parameters() const {
   const int pp = model_.parallel().layout().pp;

@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "model_parts.hpp"
 #include "trident/core/error.hpp"
 #include "trident/io/safetensors.hpp"
 #include "trident/models/hf_llama.hpp"
@@ -18,8 +19,7 @@ class LlamaBuilder final : public train::ModelBuilder {
   std::string describe() const override { return cfg_.describe(); }
   void check_layout(const ParallelLayout& L) const override {
     cfg_.validate_tp(L.tp);
-    TRIDENT_CHECK(cfg_.n_layer % L.pp == 0, "--pp ", L.pp, " does not divide the model's ",
-                  cfg_.n_layer, " layers");
+    detail::check_pp_divides_layers(L.pp, cfg_.n_layer);
   }
   std::unique_ptr<train::TrainableModel> build(const ParallelContext* ctx) const override {
     auto model = std::make_unique<Llama>(cfg_, args_.seed, Device::cpu(), ctx);

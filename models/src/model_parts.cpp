@@ -11,10 +11,14 @@ const ParallelContext* context_or_own(const ParallelContext* ctx,
   return own.get();
 }
 
-StageLayers stage_layers(const Topology& topo, int64_t n_layer) {
-  const int pp = topo.layout().pp;
+void check_pp_divides_layers(int pp, int64_t n_layer) {
   TRIDENT_CHECK(n_layer % pp == 0, "--pp ", pp, " does not divide the model's ", n_layer,
                 " layers");
+}
+
+StageLayers stage_layers(const Topology& topo, int64_t n_layer) {
+  const int pp = topo.layout().pp;
+  check_pp_divides_layers(pp, n_layer);
   StageLayers s;
   s.count = n_layer / pp;
   s.first = topo.pp_rank() * s.count;

@@ -16,8 +16,11 @@ namespace trident::models::detail {
 const ParallelContext* context_or_own(const ParallelContext* ctx,
                                       std::unique_ptr<ParallelContext>& own);
 
+// Throws "--pp 3 does not divide the model's 8 layers" unless pp divides n_layer.
+void check_pp_divides_layers(int pp, int64_t n_layer);
+
 // The layers of this rank's pipeline stage: n_layer / pp consecutive layers from
-// pp_rank * (n_layer / pp). Throws "--pp 3 does not divide the model's 8 layers".
+// pp_rank * (n_layer / pp). Throws as check_pp_divides_layers.
 struct StageLayers {
   int64_t first = 0;
   int64_t count = 0;
