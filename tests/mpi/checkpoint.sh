@@ -20,27 +20,12 @@
 #             on every rank, no hang, no checkpoint left behind
 set -uo pipefail
 mode=$1 work=$2 train=$3 compare=$4
-mpirun_cmd=(mpirun --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)
+# shellcheck source=tests/mpi/train_runs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/train_runs.sh"
 model=(--layers 4 --width 32 --heads 4 --block 16 --seq 16 --warmup 2 --lr 1e-3 --min-lr 1e-4
        --eps 1e-5 --threads 1 --log-interval 50)
 rm -rf "$work"
 mkdir -p "$work"
-
-fail() { echo "FAIL: $*"; exit 1; }
-
-# run NAME NP ARGS...: trident-train on NP ranks into $work/NAME; its log is $work/NAME.log.
-run() {
-  local name=$1 np=$2
-  shift 2
-  local launcher=()
-  [[ $np -gt 1 ]] && launcher=("${mpirun_cmd[@]}" -np "$np")
-  if ! timeout -k 10 600 "${launcher[@]}" "$train" "${model[@]}" --out-dir "$work/$name" "$@" \
-      >"$work/$name.log" 2>&1; then
-    cat "$work/$name.log"
-    fail "run $name exited non-zero"
-  fi
-  grep -E "^layout|^resumed|^done|^preempted" "$work/$name.log" || true
-}
 
 # same NAME REF FROM RTOL: the losses of NAME from step FROM and its final weights match REF.
 same() {
