@@ -98,8 +98,10 @@ void* CudaAllocator::allocate(size_t bytes) {
   std::lock_guard<std::mutex> lock(pool_mu_);
   if (!pool_open_) return CachingAllocator::allocate(bytes);
   const size_t size = round_size(bytes);
-  auto it = pool_free_.lower_bound(size);
-  if (it != pool_free_.end() && it->first <= 2 * size) {
+  // Exact sizes only: a capture repeats the warm-up's requests, so each size finds as many
+  // free blocks as the warm-up left (a larger block taken early could starve a later request).
+  auto it = pool_free_.find(size);
+  if (it != pool_free_.end()) {
     void* p = it->second;
     pool_free_.erase(it);
     return p;

@@ -2,8 +2,8 @@
 # cuda_graphs.sh TRAIN COMPARE NO_HOST_SYNC OUT -- ARGS...: trident-train --cuda-graphs on one
 # emulated GPU against the same run without graphs. The graph replays the eager step's kernels
 # in the eager order, so losses, gradient norms and final weights must agree bitwise
-# (compare_runs --rtol 0); the graph is captured once and launched for every step after the
-# first; no step waits for the device or calls cudaMalloc after the first (NO_HOST_SYNC checks
+# (compare_runs --rtol 0); the graph is captured once (step 3) and launched for every step after
+# the two eager ones; no step waits for the device or calls cudaMalloc after the first (NO_HOST_SYNC checks
 # metrics.jsonl). Then the layouts that cannot be captured must be refused, on every rank, with
 # one error and a non-zero exit.
 set -uo pipefail
@@ -18,9 +18,17 @@ rm -rf "$out" && mkdir -p "$out"
   > "$out/graphs.log" 2>&1 || { cat "$out/graphs.log"; fail "the --cuda-graphs run failed"; }
 grep -E "^step|^cuda graphs" "$out/graphs.log"
 "$compare" --rtol 0 "$out/graphs" "$out/eager" || fail "--cuda-graphs differs from the eager run"
-grep -qx "cuda graphs: 1 captured, $((steps - 1)) launches" "$out/graphs.log" ||
-  fail "expected 1 capture and $((steps - 1)) graph launches"
+grep -qx "cuda graphs: 1 captured, $((steps - 2)) launches" "$out/graphs.log" ||
+  fail "expected 1 capture and $((steps - 2)) graph launches"
 bash "$no_host_sync" "$out/graphs/metrics.jsonl" $steps || exit 1
+# 2 micro-batches (the later flags win), SGD, a validation between replays.
+more=(--steps 5 --micro-batches 2 --batch 4 --optimizer sgd --lr 0.1 --eval-interval 2)
+"$train" "$@" "${more[@]}" --device cuda --out-dir "$out/eager_m2" > "$out/eager_m2.log" 2>&1 ||
+  { cat "$out/eager_m2.log"; fail "the eager run with 2 micro-batches failed"; }
+"$train" "$@" "${more[@]}" --device cuda --cuda-graphs --out-dir "$out/graphs_m2" \
+  > "$out/graphs_m2.log" 2>&1 || { cat "$out/graphs_m2.log"; fail "--cuda-graphs, 2 micro-batches"; }
+"$compare" --rtol 0 "$out/graphs_m2" "$out/eager_m2" || fail "2 micro-batches: graphs differ"
+grep -qx "cuda graphs: 1 captured, 3 launches" "$out/graphs_m2.log" || fail "2 micro-batches: launches"
 
 # name  ranks  extra arguments  expected message
 refuse() {
@@ -45,4 +53,4 @@ refuse cpu 1 "--device cpu" "--cuda-graphs needs --device cuda" "$@"
 refuse trace 1 "--device cuda --trace $out/t.json" "--cuda-graphs does not support --trace" "$@"
 refuse pp2 2 "--device cuda --pp 2" "--cuda-graphs does not support --pp 2" "$@"
 refuse dp2 2 "--device cuda --dp 2 --batch 4" "--cuda-graphs needs one GPU (2 ranks" "$@"
-echo "cuda_graphs: bitwise equal to the eager run, 1 capture, $((steps - 1)) launches, refusals ok"
+echo "cuda_graphs: bitwise equal to the eager runs, 1 capture, $((steps - 2)) launches, refusals ok"

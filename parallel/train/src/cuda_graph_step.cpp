@@ -66,7 +66,7 @@ CudaGraphStep::~CudaGraphStep() = default;
 
 bool CudaGraphStep::run(const std::function<void()>& queue_step) {
   Impl& g = *impl_;
-  if (warmups_ == 0) {
+  if (warmups_ < kWarmupSteps) {
     g.allocator->begin_private_pool();
     try {
       queue_step();

@@ -1,9 +1,10 @@
 // --cuda-graphs: one training step (forward + backward of every micro-batch, the device-side
 // norm, clipping and non-finite check, the optimizer) captured once into a CUDA graph and
 // replayed for every later step (one GPU; the device step of device_step.hpp).
-//   step 1 (warm-up)  eager, with the allocator's private pool open: plans, workspaces, the
-//                     optimizer state and every transient block of a step are made here;
-//   step 2 (capture)  the same work queued on the compute stream under a global-mode stream
+//   steps 1-2         eager (warm-up), with the allocator's private pool open: plans,
+//                     workspaces, the optimizer state and every transient block of a step
+//                     are made here;
+//   step 3 (capture)  the same work queued on the compute stream under a global-mode stream
 //                     capture (nothing runs), its allocations served by the pool (no
 //                     cudaMalloc), then the graph is instantiated and launched once;
 //   later steps       the graph is launched: no host code of the step runs at all.
@@ -28,7 +29,7 @@ class CudaGraphStep {
   CudaGraphStep& operator=(const CudaGraphStep&) = delete;
 
   // Runs one step: `queue_step` queues the step's device work (it must not wait for the
-  // device). Eager the first time, captured and launched the second, launched only after.
+  // device). Eager the first kWarmupSteps times, then captured and launched, then launched.
   // Returns whether `queue_step` ran (warm-up or capture): its host-side effects happened.
   bool run(const std::function<void()>& queue_step);
   int64_t captures() const { return captures_; }
@@ -37,6 +38,10 @@ class CudaGraphStep {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  // Eager steps before the capture, with the pool open. Two: the first step differs from the
+  // steady state (gradients and optimizer state are created, not reused), and the capture must
+  // find in the pool every block size the steady step frees and reallocates.
+  static constexpr int64_t kWarmupSteps = 2;
   int64_t warmups_ = 0, captures_ = 0, launches_ = 0;
 };
 

@@ -87,7 +87,7 @@ struct TrainerOptions {
   double peak_flops_per_rank = 0;
   // Error lines start "<program>: error: ".
   std::string program = "trident";
-  // One GPU: the first step runs eagerly, the second is captured into a CUDA graph that every
+  // One GPU: the first two steps run eagerly, the third is captured into a CUDA graph that every
   // later step replays (cuda_graph_step.hpp). Refused with pipeline or data/tensor parallelism
   // (the MPI and NCCL calls are not captured), ZeRO, a trace, the CPU device.
   bool cuda_graphs = false;
