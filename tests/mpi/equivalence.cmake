@@ -18,35 +18,44 @@ set(_eq_script ${CMAKE_CURRENT_SOURCE_DIR}/equivalence.sh)
 set(_eq_dir ${CMAKE_CURRENT_BINARY_DIR}/equivalence)
 set(_eq_train $<TARGET_FILE:trident-train> --layers 4 --width 32 --heads 4 --block 16 --seq 16
     --steps 10 --log-interval 10 --warmup 2 --lr 1e-3 --min-lr 1e-4 --eps 1e-5 --threads 1)
-set(_eq_compare $<TARGET_FILE:trident-compare_runs>)
 file(MAKE_DIRECTORY ${_eq_dir})
 
-add_test(NAME mpi.equivalence.reference
-         COMMAND bash ${_eq_script} ${_eq_compare} ${_eq_dir}/ref none 1 -- ${_eq_train} --batch 8)
+# trident_equivalence_run(NAME NP DIR REF FIXTURE TRAIN...): equivalence.sh runs TRAIN (a
+# trident-train command line) on NP ranks into DIR and compares it with the run in REF by
+# trident-compare_runs at its default tolerance. REF "none": NAME is a reference run and sets up
+# the fixture FIXTURE; otherwise it requires it. Also used by llama.cmake.
+function(trident_equivalence_run name np dir ref fixture)
+  add_test(NAME ${name}
+           COMMAND bash ${_eq_script} $<TARGET_FILE:trident-compare_runs> ${dir} ${ref} ${np} --
+                   ${ARGN})
+  if(ref STREQUAL "none")
+    set(fixture_kind FIXTURES_SETUP)
+  else()
+    set(fixture_kind FIXTURES_REQUIRED)
+  endif()
+  set_tests_properties(${name} PROPERTIES ${fixture_kind} ${fixture} LABELS mpi TIMEOUT 300
+    PROCESSORS ${np} ENVIRONMENT "${TRIDENT_MPI_ENV}")
+endfunction()
+
+trident_equivalence_run(mpi.equivalence.reference 1 ${_eq_dir}/ref none equivalence_ref
+                        ${_eq_train} --batch 8)
 # SGD with Nesterov momentum and no clipping: the update is linear in the gradient, so a uniform
 # gradient-scale error (a data-parallel average divided by the wrong count, a tensor-parallel
 # sum counted twice) changes the weights, where AdamW (invariant to the gradient's scale) and
 # clipping (which rescales a too-large gradient to the same norm) hide it. Every step logs its
 # gradient norm (--log-interval 1), which trident-compare_runs compares too.
 set(_eq_sgd --optimizer sgd --lr 0.1 --nesterov --grad-clip 0 --log-interval 1)
-add_test(NAME mpi.equivalence.reference_sgd
-         COMMAND bash ${_eq_script} ${_eq_compare} ${_eq_dir}/ref_sgd none 1 -- ${_eq_train}
-                 --batch 8 ${_eq_sgd})
-set_tests_properties(mpi.equivalence.reference mpi.equivalence.reference_sgd PROPERTIES
-  FIXTURES_SETUP equivalence_ref LABELS mpi TIMEOUT 300 ENVIRONMENT "${TRIDENT_MPI_ENV}")
+trident_equivalence_run(mpi.equivalence.reference_sgd 1 ${_eq_dir}/ref_sgd none equivalence_ref
+                        ${_eq_train} --batch 8 ${_eq_sgd})
 foreach(layout "2;1;1" "1;2;1" "1;1;2" "2;2;2")
   list(GET layout 0 dp)
   list(GET layout 1 tp)
   list(GET layout 2 pp)
   math(EXPR np "${dp} * ${tp} * ${pp}")
   math(EXPR b "8 / (${dp} * 2)")
-  set(name mpi.equivalence.dp${dp}_tp${tp}_pp${pp}_sgd)
-  add_test(NAME ${name}
-           COMMAND bash ${_eq_script} ${_eq_compare} ${_eq_dir}/dp${dp}tp${tp}pp${pp}_sgd
-                   ${_eq_dir}/ref_sgd ${np} -- ${_eq_train} ${_eq_sgd} --dp ${dp} --tp ${tp}
-                   --pp ${pp} --micro-batches 2 --batch ${b})
-  set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED equivalence_ref LABELS mpi
-    TIMEOUT 300 PROCESSORS ${np} ENVIRONMENT "${TRIDENT_MPI_ENV}")
+  trident_equivalence_run(mpi.equivalence.dp${dp}_tp${tp}_pp${pp}_sgd ${np}
+    ${_eq_dir}/dp${dp}tp${tp}pp${pp}_sgd ${_eq_dir}/ref_sgd equivalence_ref
+    ${_eq_train} ${_eq_sgd} --dp ${dp} --tp ${tp} --pp ${pp} --micro-batches 2 --batch ${b})
 endforeach()
 
 function(trident_equivalence_test dp tp pp)
@@ -59,13 +68,9 @@ function(trident_equivalence_test dp tp pp)
   math(EXPR b "8 / (${dp} * ${m})")
   string(REPLACE ";" "" tag "${extra}")
   string(REPLACE "--" "_" tag "${tag}")
-  set(name mpi.equivalence.dp${dp}_tp${tp}_pp${pp}${tag})
-  add_test(NAME ${name}
-           COMMAND bash ${_eq_script} ${_eq_compare} ${_eq_dir}/dp${dp}tp${tp}pp${pp}${tag}
-                   ${_eq_dir}/ref ${np} -- ${_eq_train} --dp ${dp} --tp ${tp} --pp ${pp}
-                   --micro-batches ${m} --batch ${b} ${extra})
-  set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED equivalence_ref LABELS mpi
-    TIMEOUT 300 PROCESSORS ${np} ENVIRONMENT "${TRIDENT_MPI_ENV}")
+  trident_equivalence_run(mpi.equivalence.dp${dp}_tp${tp}_pp${pp}${tag} ${np}
+    ${_eq_dir}/dp${dp}tp${tp}pp${pp}${tag} ${_eq_dir}/ref equivalence_ref
+    ${_eq_train} --dp ${dp} --tp ${tp} --pp ${pp} --micro-batches ${m} --batch ${b} ${extra})
 endfunction()
 
 foreach(dp 1 2)

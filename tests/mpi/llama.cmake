@@ -39,11 +39,9 @@ set(_leq_train $<TARGET_FILE:trident-train> --model llama-tiny --seq 16 --steps 
 set(_leq_compare $<TARGET_FILE:trident-compare_runs>)
 file(MAKE_DIRECTORY ${_leq_dir})
 
-add_test(NAME mpi.llama_equivalence.reference
-         COMMAND bash ${_leq_script} ${_leq_compare} ${_leq_dir}/ref none 1 -- ${_leq_train}
-                 --batch 8)
-set_tests_properties(mpi.llama_equivalence.reference PROPERTIES
-  FIXTURES_SETUP llama_equivalence_ref LABELS mpi TIMEOUT 300 ENVIRONMENT "${TRIDENT_MPI_ENV}")
+# trident_equivalence_run: equivalence.cmake.
+trident_equivalence_run(mpi.llama_equivalence.reference 1 ${_leq_dir}/ref none
+                        llama_equivalence_ref ${_leq_train} --batch 8)
 
 function(trident_llama_equivalence_test dp tp pp)
   set(extra ${ARGN})
@@ -51,13 +49,9 @@ function(trident_llama_equivalence_test dp tp pp)
   math(EXPR b "8 / (${dp} * 2)")
   string(REPLACE ";" "" tag "${extra}")
   string(REPLACE "--" "_" tag "${tag}")
-  set(name mpi.llama_equivalence.dp${dp}_tp${tp}_pp${pp}${tag})
-  add_test(NAME ${name}
-           COMMAND bash ${_leq_script} ${_leq_compare} ${_leq_dir}/dp${dp}tp${tp}pp${pp}${tag}
-                   ${_leq_dir}/ref ${np} -- ${_leq_train} --dp ${dp} --tp ${tp} --pp ${pp}
-                   --micro-batches 2 --batch ${b} ${extra})
-  set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED llama_equivalence_ref LABELS mpi
-    TIMEOUT 300 PROCESSORS ${np} ENVIRONMENT "${TRIDENT_MPI_ENV}")
+  trident_equivalence_run(mpi.llama_equivalence.dp${dp}_tp${tp}_pp${pp}${tag} ${np}
+    ${_leq_dir}/dp${dp}tp${tp}pp${pp}${tag} ${_leq_dir}/ref llama_equivalence_ref
+    ${_leq_train} --dp ${dp} --tp ${tp} --pp ${pp} --micro-batches 2 --batch ${b} ${extra})
 endfunction()
 
 foreach(dp 1 2)
@@ -75,24 +69,17 @@ trident_llama_equivalence_test(2 2 2 --schedule gpipe)
 # by a constant factor, which AdamW and clipping would hide, changes the weights), every step's
 # gradient norm compared.
 set(_leq_sgd --optimizer sgd --lr 0.1 --nesterov --grad-clip 0 --log-interval 1)
-add_test(NAME mpi.llama_equivalence.reference_sgd
-         COMMAND bash ${_leq_script} ${_leq_compare} ${_leq_dir}/ref_sgd none 1 -- ${_leq_train}
-                 --batch 8 ${_leq_sgd})
-set_tests_properties(mpi.llama_equivalence.reference_sgd PROPERTIES
-  FIXTURES_SETUP llama_equivalence_ref_sgd LABELS mpi TIMEOUT 300 ENVIRONMENT "${TRIDENT_MPI_ENV}")
+trident_equivalence_run(mpi.llama_equivalence.reference_sgd 1 ${_leq_dir}/ref_sgd none
+                        llama_equivalence_ref_sgd ${_leq_train} --batch 8 ${_leq_sgd})
 foreach(layout "2;1;1" "1;2;1" "1;1;2" "2;2;2")
   list(GET layout 0 dp)
   list(GET layout 1 tp)
   list(GET layout 2 pp)
   math(EXPR np "${dp} * ${tp} * ${pp}")
   math(EXPR b "8 / (${dp} * 2)")
-  set(name mpi.llama_equivalence.dp${dp}_tp${tp}_pp${pp}_sgd)
-  add_test(NAME ${name}
-           COMMAND bash ${_leq_script} ${_leq_compare} ${_leq_dir}/dp${dp}tp${tp}pp${pp}_sgd
-                   ${_leq_dir}/ref_sgd ${np} -- ${_leq_train} ${_leq_sgd} --dp ${dp} --tp ${tp}
-                   --pp ${pp} --micro-batches 2 --batch ${b})
-  set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED llama_equivalence_ref_sgd
-    LABELS mpi TIMEOUT 300 PROCESSORS ${np} ENVIRONMENT "${TRIDENT_MPI_ENV}")
+  trident_equivalence_run(mpi.llama_equivalence.dp${dp}_tp${tp}_pp${pp}_sgd ${np}
+    ${_leq_dir}/dp${dp}tp${tp}pp${pp}_sgd ${_leq_dir}/ref_sgd llama_equivalence_ref_sgd
+    ${_leq_train} ${_leq_sgd} --dp ${dp} --tp ${tp} --pp ${pp} --micro-batches 2 --batch ${b})
 endforeach()
 
 # A checkpoint of one layout resumes under others (llama_reshard.sh).
