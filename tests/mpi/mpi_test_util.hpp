@@ -12,6 +12,7 @@
 
 #include "trident/core/dtype.hpp"
 #include "trident/parallel/mpi_communicator.hpp"
+#include "trident/parallel/parallel_context.hpp"
 
 namespace test_util {
 
@@ -133,5 +134,23 @@ inline std::unique_ptr<trident::MpiCommunicator> make_world() {
   world->set_timeout(std::chrono::seconds(60));  // a broken test fails well before ctest's limit
   return world;
 }
+
+// The world, its process groups for `layout` (60 s collective timeout) and a ParallelContext
+// over them; the context and the groups go before the world.
+struct MpiJob {
+  std::unique_ptr<trident::MpiCommunicator> world;
+  std::unique_ptr<trident::ProcessGroups> groups;
+  std::unique_ptr<trident::ParallelContext> ctx;
+  explicit MpiJob(trident::ParallelLayout layout) : world(make_world()) {
+    groups = std::make_unique<trident::ProcessGroups>(
+        *world, trident::Topology(world->rank(), world->size(), layout));
+    groups->set_timeout(std::chrono::seconds(60));
+    ctx = std::make_unique<trident::ParallelContext>(*groups);
+  }
+  ~MpiJob() {
+    ctx.reset();
+    groups.reset();
+  }
+};
 
 }  // namespace test_util

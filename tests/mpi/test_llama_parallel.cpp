@@ -25,21 +25,7 @@ namespace rc = trident::reference_check;
 
 namespace {
 
-struct Job {
-  std::unique_ptr<MpiCommunicator> world;
-  std::unique_ptr<ProcessGroups> groups;
-  std::unique_ptr<ParallelContext> ctx;
-  explicit Job(ParallelLayout layout) : world(test_util::make_world()) {
-    groups =
-        std::make_unique<ProcessGroups>(*world, Topology(world->rank(), world->size(), layout));
-    groups->set_timeout(std::chrono::seconds(60));
-    ctx = std::make_unique<ParallelContext>(*groups);
-  }
-  ~Job() {
-    ctx.reset();
-    groups.reset();
-  }
-};
+using Job = test_util::MpiJob;
 
 std::vector<ParallelLayout> layouts(int world) {
   if (world == 2) return {{1, 2, 1}, {1, 1, 2}};

@@ -87,21 +87,7 @@ void check_close(const std::vector<float>& got, const std::vector<float>& want) 
   for (const float w : want) g_grad_max = std::max(g_grad_max, static_cast<double>(std::fabs(w)));
 }
 
-struct Job {
-  std::unique_ptr<MpiCommunicator> world;
-  std::unique_ptr<ProcessGroups> groups;
-  std::unique_ptr<ParallelContext> ctx;
-  explicit Job(ParallelLayout layout) : world(test_util::make_world()) {
-    groups =
-        std::make_unique<ProcessGroups>(*world, Topology(world->rank(), world->size(), layout));
-    groups->set_timeout(std::chrono::seconds(60));
-    ctx = std::make_unique<ParallelContext>(*groups);
-  }
-  ~Job() {
-    ctx.reset();
-    groups.reset();
-  }
-};
+using Job = test_util::MpiJob;
 
 std::vector<ParallelLayout> layouts(int world) {
   std::vector<ParallelLayout> out{{1, 1, world}};
