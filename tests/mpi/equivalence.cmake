@@ -44,19 +44,27 @@ trident_equivalence_run(mpi.equivalence.reference 1 ${_eq_dir}/ref none equivale
 # sum counted twice) changes the weights, where AdamW (invariant to the gradient's scale) and
 # clipping (which rescales a too-large gradient to the same norm) hide it. Every step logs its
 # gradient norm (--log-interval 1), which trident-compare_runs compares too.
+# trident_equivalence_sgd_runs(PREFIX DIR FIXTURE TRAIN...): PREFIX.reference_sgd, one process,
+# and PREFIX.dpX_tpY_ppZ_sgd at dp 2, tp 2, pp 2 and 2 x 2 x 2 (2 micro-batches, global batch 8)
+# against it; TRAIN is trident-train's command line with the SGD arguments. Also used by
+# llama.cmake.
+function(trident_equivalence_sgd_runs prefix dir fixture)
+  trident_equivalence_run(${prefix}.reference_sgd 1 ${dir}/ref_sgd none ${fixture} ${ARGN}
+                          --batch 8)
+  foreach(layout "2;1;1" "1;2;1" "1;1;2" "2;2;2")
+    list(GET layout 0 dp)
+    list(GET layout 1 tp)
+    list(GET layout 2 pp)
+    math(EXPR np "${dp} * ${tp} * ${pp}")
+    math(EXPR b "8 / (${dp} * 2)")
+    trident_equivalence_run(${prefix}.dp${dp}_tp${tp}_pp${pp}_sgd ${np}
+      ${dir}/dp${dp}tp${tp}pp${pp}_sgd ${dir}/ref_sgd ${fixture}
+      ${ARGN} --dp ${dp} --tp ${tp} --pp ${pp} --micro-batches 2 --batch ${b})
+  endforeach()
+endfunction()
+
 set(_eq_sgd --optimizer sgd --lr 0.1 --nesterov --grad-clip 0 --log-interval 1)
-trident_equivalence_run(mpi.equivalence.reference_sgd 1 ${_eq_dir}/ref_sgd none equivalence_ref
-                        ${_eq_train} --batch 8 ${_eq_sgd})
-foreach(layout "2;1;1" "1;2;1" "1;1;2" "2;2;2")
-  list(GET layout 0 dp)
-  list(GET layout 1 tp)
-  list(GET layout 2 pp)
-  math(EXPR np "${dp} * ${tp} * ${pp}")
-  math(EXPR b "8 / (${dp} * 2)")
-  trident_equivalence_run(mpi.equivalence.dp${dp}_tp${tp}_pp${pp}_sgd ${np}
-    ${_eq_dir}/dp${dp}tp${tp}pp${pp}_sgd ${_eq_dir}/ref_sgd equivalence_ref
-    ${_eq_train} ${_eq_sgd} --dp ${dp} --tp ${tp} --pp ${pp} --micro-batches 2 --batch ${b})
-endforeach()
+trident_equivalence_sgd_runs(mpi.equivalence ${_eq_dir} equivalence_ref ${_eq_train} ${_eq_sgd})
 
 function(trident_equivalence_test dp tp pp)
   set(extra ${ARGN})

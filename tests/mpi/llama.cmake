@@ -69,18 +69,8 @@ trident_llama_equivalence_test(2 2 2 --schedule gpipe)
 # by a constant factor, which AdamW and clipping would hide, changes the weights), every step's
 # gradient norm compared.
 set(_leq_sgd --optimizer sgd --lr 0.1 --nesterov --grad-clip 0 --log-interval 1)
-trident_equivalence_run(mpi.llama_equivalence.reference_sgd 1 ${_leq_dir}/ref_sgd none
-                        llama_equivalence_ref_sgd ${_leq_train} --batch 8 ${_leq_sgd})
-foreach(layout "2;1;1" "1;2;1" "1;1;2" "2;2;2")
-  list(GET layout 0 dp)
-  list(GET layout 1 tp)
-  list(GET layout 2 pp)
-  math(EXPR np "${dp} * ${tp} * ${pp}")
-  math(EXPR b "8 / (${dp} * 2)")
-  trident_equivalence_run(mpi.llama_equivalence.dp${dp}_tp${tp}_pp${pp}_sgd ${np}
-    ${_leq_dir}/dp${dp}tp${tp}pp${pp}_sgd ${_leq_dir}/ref_sgd llama_equivalence_ref_sgd
-    ${_leq_train} ${_leq_sgd} --dp ${dp} --tp ${tp} --pp ${pp} --micro-batches 2 --batch ${b})
-endforeach()
+trident_equivalence_sgd_runs(mpi.llama_equivalence ${_leq_dir} llama_equivalence_ref_sgd
+                             ${_leq_train} ${_leq_sgd})
 
 # A checkpoint of one layout resumes under others (llama_reshard.sh).
 add_test(NAME mpi.llama_checkpoint.reshard
