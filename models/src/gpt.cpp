@@ -178,30 +178,19 @@ Tensor GPT::loss(const Tensor& ids, const Tensor& targets) {
 }
 
 void GPT::load_named(const std::map<std::string, std::vector<float>>& values) {
-  NoGradGuard no_grad;
-  const auto specs = named_shard_specs();
-  const auto params = named_parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    const auto& [name, p] = params[i];
-    const nn::ShardSpec& spec = specs[i].second;
-    auto it = values.find(name);
-    TRIDENT_CHECK(it != values.end(), "weights have no tensor for parameter '", name, "'");
-    const Shape full_shape = spec.full_shape(p.shape());
-    if (name == "wte.weight" && cfg_.table_rows() > cfg_.vocab_size &&
-        static_cast<int64_t>(it->second.size()) == cfg_.vocab_size * cfg_.n_embd) {
-      // Unpadded weights (a 50257-row GPT-2) into a padded table: zero padding rows.
-      std::vector<float> padded(it->second);
-      padded.resize(static_cast<size_t>(cfg_.table_rows() * cfg_.n_embd), 0.0f);
-      Tensor target = p;
-      target.copy_(spec.slice(Tensor::from_vector(padded, full_shape)));
-      continue;
-    }
-    TRIDENT_CHECK(static_cast<int64_t>(it->second.size()) == shape_numel(full_shape), "parameter '",
-                  name, "' has ", shape_numel(full_shape), " elements ",
-                  shape_to_string(full_shape), " but the weights hold ", it->second.size());
-    Tensor target = p;
-    target.copy_(spec.slice(Tensor::from_vector(it->second, full_shape)));
-  }
+  const int64_t rows = cfg_.table_rows(), C = cfg_.n_embd;
+  detail::load_parameters(
+      *this, values,
+      [&](const std::string& name, const std::vector<float>& v, const Shape& full_shape) {
+        if (name != "wte.weight" || rows == cfg_.vocab_size ||
+            static_cast<int64_t>(v.size()) != cfg_.vocab_size * C)
+          return Tensor();
+        // Unpadded weights (a 50257-row GPT-2) into a padded table: zero
+        // padding rows.
+        std::vector<float> padded(v);
+        padded.resize(static_cast<size_t>(rows * C), 0.0f);
+        return Tensor::from_vector(padded, full_shape);
+      });
 }
 
 }  // namespace trident::models

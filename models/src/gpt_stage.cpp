@@ -124,10 +124,7 @@ std::unique_ptr<GPT> build_gpt(const GPTConfig& cfg, const train::ModelArgs& a,
   if (!a.hf.empty()) {
     model->load_named(load_hf_gpt2(a.hf).tensors);
   } else if (!a.load.empty()) {
-    auto f = SafetensorsFile::open(a.load);
-    std::map<std::string, std::vector<float>> values;
-    for (auto& [name, p] : model->named_parameters()) values[name] = f.read_f32(name);
-    model->load_named(values);
+    model->load_named(detail::read_parameters(a.load, *model));
   }
   model->to(a.device);
   model->set_compute_dtype(a.compute_dtype);

@@ -179,21 +179,7 @@ Tensor Llama::loss(const Tensor& ids, const Tensor& targets) {
 }
 
 void Llama::load_named(const std::map<std::string, std::vector<float>>& values) {
-  NoGradGuard no_grad;
-  const auto specs = named_shard_specs();
-  const auto params = named_parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    const auto& [name, p] = params[i];
-    const nn::ShardSpec& spec = specs[i].second;
-    auto it = values.find(name);
-    TRIDENT_CHECK(it != values.end(), "weights have no tensor for parameter '", name, "'");
-    const Shape full_shape = spec.full_shape(p.shape());
-    TRIDENT_CHECK(static_cast<int64_t>(it->second.size()) == shape_numel(full_shape), "parameter '",
-                  name, "' has ", shape_numel(full_shape), " elements ",
-                  shape_to_string(full_shape), " but the weights hold ", it->second.size());
-    Tensor target = p;
-    target.copy_(spec.slice(Tensor::from_vector(it->second, full_shape).to(p.device())));
-  }
+  detail::load_parameters(*this, values);
 }
 
 }  // namespace trident::models

@@ -26,10 +26,7 @@ class LlamaBuilder final : public train::ModelBuilder {
     if (!args_.hf.empty()) {
       model->load_named(load_hf_llama(args_.hf).tensors);
     } else if (!args_.load.empty()) {
-      auto f = SafetensorsFile::open(args_.load);
-      std::map<std::string, std::vector<float>> values;
-      for (auto& [name, p] : model->named_parameters()) values[name] = f.read_f32(name);
-      model->load_named(values);
+      model->load_named(detail::read_parameters(args_.load, *model));
     }
     model->to(args_.device);
     model->set_compute_dtype(args_.compute_dtype);

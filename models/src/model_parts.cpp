@@ -1,6 +1,7 @@
 #include "model_parts.hpp"
 
 #include "trident/core/error.hpp"
+#include "trident/io/safetensors.hpp"
 
 namespace trident::models::detail {
 
@@ -44,6 +45,37 @@ void set_parameters_from_full(
     Tensor target = p;
     target.copy_(spec.slice(full));
   }
+}
+
+void load_parameters(nn::Module& m, const std::map<std::string, std::vector<float>>& values,
+                     const AdaptValue& adapt) {
+  NoGradGuard no_grad;
+  const auto specs = m.named_shard_specs();
+  const auto params = m.named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    const nn::ShardSpec& spec = specs[i].second;
+    auto it = values.find(name);
+    TRIDENT_CHECK(it != values.end(), "weights have no tensor for parameter '", name, "'");
+    const Shape full_shape = spec.full_shape(p.shape());
+    Tensor full = adapt ? adapt(name, it->second, full_shape) : Tensor();
+    if (!full.defined()) {
+      TRIDENT_CHECK(static_cast<int64_t>(it->second.size()) == shape_numel(full_shape),
+                    "parameter '", name, "' has ", shape_numel(full_shape), " elements ",
+                    shape_to_string(full_shape), " but the weights hold ", it->second.size());
+      full = Tensor::from_vector(it->second, full_shape);
+    }
+    Tensor target = p;
+    target.copy_(spec.slice(full.to(p.device())));
+  }
+}
+
+std::map<std::string, std::vector<float>> read_parameters(const std::string& path,
+                                                          const nn::Module& m) {
+  auto f = SafetensorsFile::open(path);
+  std::map<std::string, std::vector<float>> values;
+  for (auto& [name, p] : m.named_parameters()) values[name] = f.read_f32(name);
+  return values;
 }
 
 }  // namespace trident::models::detail

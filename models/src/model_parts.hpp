@@ -4,8 +4,10 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "trident/core/nn/module.hpp"
 #include "trident/parallel/parallel_context.hpp"
@@ -34,5 +36,19 @@ uint64_t name_hash(const std::string& s);
 // unsharded one), and the parameter takes its shard of it. Runs without autograd.
 void set_parameters_from_full(
     nn::Module& m, const std::function<void(const std::string& name, Tensor& full)>& fill);
+
+// Each parameter of m takes its shard of values[name], the full tensor as row-major f32. A
+// missing tensor or one of the wrong size is an Error naming the parameter, unless
+// `adapt(name, value, full_shape)` returns a defined full tensor for it (a model's own
+// conversions, e.g. GPT's zero padding rows of an unpadded token table). Runs without autograd.
+using AdaptValue = std::function<Tensor(const std::string& name, const std::vector<float>& value,
+                                        const Shape& full_shape)>;
+void load_parameters(nn::Module& m, const std::map<std::string, std::vector<float>>& values,
+                     const AdaptValue& adapt = nullptr);
+
+// Every parameter of m, by name, read as f32 from the safetensors file at `path` (full
+// tensors, as trident-train writes them): what load_parameters takes.
+std::map<std::string, std::vector<float>> read_parameters(const std::string& path,
+                                                          const nn::Module& m);
 
 }  // namespace trident::models::detail
