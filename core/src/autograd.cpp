@@ -167,4 +167,11 @@ Tensor pending_input_grad(size_t i) {
   return it == r.pending->end() ? Tensor() : it->second;
 }
 
+Tensor leaf_input_grad(size_t i) {
+  const RunningNode& r = t_running;
+  if (r.node == nullptr || i >= r.node->edges.size() || !r.node->edges[i].leaf) return Tensor();
+  const auto& grad = r.node->edges[i].leaf->grad;
+  return grad ? Tensor(grad) : Tensor();
+}
+
 }  // namespace trident::autograd

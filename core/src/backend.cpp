@@ -31,6 +31,18 @@ void Backend::linear_gelu_forward(DType t, void* out, void* pre, const void* x, 
   gelu_forward(t, out, pre, R * N);
 }
 
+void Backend::linear_weight_grad_f32(DType, float*, float*, const void*, const void*, int64_t,
+                                     int64_t, int64_t, bool, bool) {
+  throw Error(str_cat("linear_weight_grad_f32: the ", name(),
+                      " backend has no mixed-precision weight gradient"));
+}
+
+void Backend::linear_dgelu_backward(DType t, void* dpre, const void* dy, const void* w,
+                                    const void* pre, int64_t R, int64_t N, int64_t K) {
+  gemm_batched(t, false, false, 1, R, K, N, 1.0, dy, N, 0, w, K, 0, 0.0, dpre, K, 0);
+  gelu_backward(t, dpre, pre, dpre, R * K);
+}
+
 namespace {
 [[noreturn]] void no_device_step(const Backend& b, const char* entry) {
   throw Error(str_cat(entry, ": the ", b.name(),

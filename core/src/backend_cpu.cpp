@@ -327,6 +327,26 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // dy and x widened to f32 (exact for bf16), dW by the f32 gemm with beta 1 when accumulating,
+  // the bias sums in f32 in row order.
+  void linear_weight_grad_f32(DType t, float* dw, float* dbias, const void* dy, const void* x,
+                              int64_t R, int64_t N, int64_t K, bool accumulate_w,
+                              bool accumulate_bias) override {
+    TRIDENT_CHECK(t == DType::F32 || t == DType::BF16, "linear_weight_grad_f32: dtype ",
+                  dtype_name(t), " (f32 gradients of bf16 or f32 operands)");
+    Bf16Staging staging;
+    const float* g = t == DType::F32 ? P<float>(dy) : staging.in<float>(dy, R * N);
+    const float* a = t == DType::F32 ? P<float>(x) : staging.in<float>(x, R * K);
+    k::gemm(true, false, N, K, R, 1.0f, g, N, a, K, accumulate_w ? 1.0f : 0.0f, dw, K);
+    if (dbias == nullptr) return;
+    std::vector<float> sums(static_cast<size_t>(N), 0.0f);
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t j = 0; j < N; ++j) sums[size_t(j)] += g[r * N + j];
+    }
+    for (int64_t j = 0; j < N; ++j)
+      dbias[j] = accumulate_bias ? dbias[j] + sums[size_t(j)] : sums[size_t(j)];
+  }
+
   void embedding_forward(DType t, void* out, const int32_t* ids, const void* table, int64_t N,
                          int64_t V, int64_t C, int64_t first, int64_t vocab) override {
     TRIDENT_CPU_FLOAT_DISPATCH(

@@ -324,6 +324,50 @@ class CudaBackend final : public Backend {
     });
   }
 
+  void linear_weight_grad_f32(DType t, float* dw, float* dbias, const void* dy, const void* x,
+                              int64_t R, int64_t N, int64_t K, bool accumulate_w,
+                              bool accumulate_bias) override {
+    if (R == 0) {  // no rows: zero gradients, or nothing to add
+      if (!accumulate_w) fill(DType::F32, dw, 0.0, N * K);
+      if (dbias != nullptr && !accumulate_bias) fill(DType::F32, dbias, 0.0, N);
+      return;
+    }
+    // dW (N, K) = dy^T x: bf16 A/B, f32 C/D, beta 1 to add into the master gradient in place.
+    kc::GemmArgs g = linear_args(dy, true, x, false, dw, N, K, R);
+    g.c_f32 = true;
+    g.beta = accumulate_w ? 1.0f : 0.0f;
+    run("linear_weight_grad_f32", [&] {
+      CallScratch scratch(alloc_);
+      // The BGRAD epilogue writes its sums: into dbias, or, to add them, into scratch first.
+      float* sums = dbias == nullptr || !accumulate_bias
+                        ? dbias
+                        : static_cast<float*>(scratch.get(size_t(N) * sizeof(float)));
+      if (sums != nullptr) {
+        g.epilogue = kc::GemmEpilogue::BiasGradA;
+        g.bias = sums;
+      }
+      gemm_fused_or(t, g, [&] {
+        void* narrow = scratch.get(size_t(N) * kc::scalar_size(st(t)));
+        kc::bias_backward(st(t), narrow, dy, R, N, scratch, s());
+        kc::convert(kc::ScalarType::F32, sums, st(t), narrow, N, s());
+      });
+      if (sums != dbias) kc::axpy(kc::ScalarType::F32, dbias, sums, 1.0f, N, s());
+    });
+  }
+  void linear_dgelu_backward(DType t, void* dpre, const void* dy, const void* w, const void* pre,
+                             int64_t R, int64_t N, int64_t K) override {
+    // cuBLASLt's aux leading dimension must be a multiple of 8 elements.
+    if (K % 8 != 0 || R == 0 || N == 0)
+      return Backend::linear_dgelu_backward(t, dpre, dy, w, pre, R, N, K);
+    kc::GemmArgs g = linear_args(dy, false, w, false, dpre, R, K, N);
+    g.epilogue = kc::GemmEpilogue::DGelu;
+    g.aux = const_cast<void*>(pre);
+    g.ldaux = K;
+    bool fused = false;
+    run("linear_dgelu_backward", [&] { fused = plan_gemm(t, g); });
+    if (!fused) Backend::linear_dgelu_backward(t, dpre, dy, w, pre, R, N, K);
+  }
+
   // --- transformer ops ---------------------------------------------------------------
   void embedding_forward(DType t, void* out, const int32_t* ids, const void* table, int64_t N,
                          int64_t V, int64_t C, int64_t first, int64_t vocab) override {

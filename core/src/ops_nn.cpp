@@ -3,6 +3,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "linear_grads.hpp"
 #include "trident/core/autograd.hpp"
 #include "trident/core/backend.hpp"
 #include "trident/core/ops.hpp"
@@ -91,30 +92,44 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
 
 namespace {
 
-// A Linear layer's operands, contiguous, with x viewed as (R, in) and W as (outf, in).
+// A Linear layer's operands, contiguous, with x viewed as (R, in) and W as (outf, in); w and b
+// are bf16 copies of an f32 weight and bias when `mixed` (bf16 input, f32 master weight).
 struct LinearArgs {
   Tensor x, w, b;
   int64_t R, in, outf;
   Shape out_shape;
+  bool mixed = false;
 };
+
+// A mixed layer's parameter must be f32 on the input's device; any other, the input's dtype.
+void check_param(const Tensor& x, const Tensor& p, bool mixed, const char* op) {
+  if (!mixed) return check_same(x, p, op);
+  TRIDENT_CHECK(p.device() == x.device(), op, ": tensors on different devices (", x.device().str(),
+                " and ", p.device().str(), ")");
+  TRIDENT_CHECK(p.dtype() == DType::F32, op, ": a bf16 input takes f32 (master) or bf16 ",
+                "parameters, got ", dtype_name(p.dtype()));
+}
 
 LinearArgs linear_args(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
                        const char* op) {
   check_float(x_in, op, "input");
-  check_same(x_in, weight, op);
+  TRIDENT_CHECK(weight.defined(), op, ": weight is undefined");
+  const bool mixed = detail::is_mixed(x_in, weight);
+  check_param(x_in, weight, mixed, op);
   TRIDENT_CHECK(weight.dim() == 2, op, ": weight must be (out, in), got ", weight.shape_str());
   const int64_t in = weight.size(1), outf = weight.size(0);
   TRIDENT_CHECK(x_in.dim() >= 1 && x_in.shape().back() == in, op, ": input ", x_in.shape_str(),
                 " does not end in the weight's input size ", in);
   if (bias.defined()) {
-    check_same(x_in, bias, op);
+    check_param(x_in, bias, mixed, op);
     TRIDENT_CHECK(bias.dim() == 1 && bias.size(0) == outf, op, ": bias ", bias.shape_str(),
                   " does not match ", outf, " outputs");
   }
   LinearArgs a;
+  a.mixed = mixed;
   a.x = x_in.contiguous();
-  a.w = weight.contiguous();
-  if (bias.defined()) a.b = bias.contiguous();
+  a.w = mixed ? detail::gemm_operand(weight, x_in.dtype()) : weight.contiguous();
+  if (bias.defined()) a.b = mixed ? detail::gemm_operand(bias, x_in.dtype()) : bias.contiguous();
   a.in = in;
   a.outf = outf;
   a.R = a.x.numel() / in;
@@ -139,6 +154,20 @@ std::vector<Tensor> linear_grads(const Tensor& g, const Tensor& xd, const Tensor
   return {dx, dw, db};
 }
 
+// linear_grads of a mixed layer: dx in bf16 from the bf16 weight copy wd; dW and db in f32
+// (detail::f32_param_grads), inputs 1 and 2 of the running node.
+std::vector<Tensor> mixed_linear_grads(const Tensor& g, const Tensor& xd, const Tensor& wd,
+                                       int64_t R, int64_t in, int64_t outf, bool has_bias,
+                                       bool need_dx) {
+  Tensor dx;
+  if (need_dx) {
+    dx = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
+    gemm2d(g, false, wd, false, dx, R, in, outf);  // dx = dy W
+  }
+  detail::ParamGrads p = detail::f32_param_grads(g, xd, has_bias, 1, 2, R, outf, in);
+  return {dx, p.dw, p.db};
+}
+
 }  // namespace
 
 Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
@@ -150,6 +179,16 @@ Tensor linear(const Tensor& x_in, const Tensor& weight, const Tensor& bias) {
   }
   const Tensor xd = a.x.detach(), wd = a.w.detach();
   const bool has_bias = bias.defined(), need_dx = x_in.requires_grad();
+  if (a.mixed) {
+    // The f32 weight and bias are the node's inputs: their f32 gradients come from one matmul
+    // (into the leaves' own gradients when they have one), no bf16 gradient or cast node.
+    autograd::record(
+        out, "linear", {a.x, weight, bias},
+        [xd, wd, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](const Tensor& g_in) {
+          return mixed_linear_grads(g_in.contiguous(), xd, wd, R, in, outf, has_bias, need_dx);
+        });
+    return out;
+  }
   autograd::record(
       out, "linear", {a.x, a.w, bias},
       [xd, wd, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](const Tensor& g_in) {
@@ -169,6 +208,17 @@ Tensor linear_gelu(const Tensor& x_in, const Tensor& weight, const Tensor& bias)
   }
   const Tensor xd = a.x.detach(), wd = a.w.detach();
   const bool has_bias = bias.defined(), need_dx = x_in.requires_grad();
+  if (a.mixed) {
+    autograd::record(
+        out, "linear_gelu", {a.x, weight, bias},
+        [xd, wd, pre, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](const Tensor& g_in) {
+          const Tensor g = g_in.contiguous();
+          Tensor du = Tensor::empty(pre.shape(), g.dtype(), g.device());
+          be(g).gelu_backward(g.dtype(), du.raw_data(), pre.raw_data(), g.raw_data(), pre.numel());
+          return mixed_linear_grads(du, xd, wd, R, in, outf, has_bias, need_dx);
+        });
+    return out;
+  }
   autograd::record(
       out, "linear_gelu", {a.x, a.w, bias},
       [xd, wd, pre, R = a.R, in = a.in, outf = a.outf, has_bias, need_dx](const Tensor& g_in) {

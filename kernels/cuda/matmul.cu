@@ -97,6 +97,13 @@ __global__ void scale_matrix_kernel(T* C, int64_t batch, int64_t M, int64_t N, i
   }
 }
 
+bool has_bias(GemmEpilogue e) {
+  return e != GemmEpilogue::None && e != GemmEpilogue::DGelu;
+}
+bool has_aux(GemmEpilogue e) {
+  return e == GemmEpilogue::GeluAuxBias || e == GemmEpilogue::DGelu;
+}
+
 void check_args(const GemmArgs& a) {
   const auto bad = [](const std::string& what) { throw std::invalid_argument("gemm: " + what); };
   if (a.M < 0 || a.N < 0 || a.K < 0 || a.batch < 0) {
@@ -109,8 +116,8 @@ void check_args(const GemmArgs& a) {
   if (a.lda < (a.transA ? a.M : a.K)) bad("leading dimension lda = " + std::to_string(a.lda));
   if (a.ldb < (a.transB ? a.K : a.N)) bad("leading dimension ldb = " + std::to_string(a.ldb));
   if (a.batch > INT32_MAX) bad("batch of " + std::to_string(a.batch) + " exceeds int32");
-  if (a.epilogue != GemmEpilogue::None && a.bias == nullptr) bad("bias epilogue without a bias");
-  if (a.epilogue == GemmEpilogue::GeluAuxBias && (a.aux == nullptr || a.ldaux < a.N)) {
+  if (has_bias(a.epilogue) && a.bias == nullptr) bad("bias epilogue without a bias");
+  if (has_aux(a.epilogue) && (a.aux == nullptr || a.ldaux < a.N)) {
     bad("GELU epilogue without an aux buffer of row stride >= N");
   }
 }
@@ -119,6 +126,7 @@ void check_args(const GemmArgs& a) {
 struct PlanKey {
   cublasLtHandle_t handle;
   ScalarType t;
+  bool c_f32;
   bool transA, transB;
   GemmEpilogue epilogue;
   int64_t batch, M, N, K, lda, ldb, ldc, strideA, strideB, strideC;
@@ -126,12 +134,13 @@ struct PlanKey {
   uint32_t alignA, alignB, alignC, alignBias, alignAux;  // the heuristic reads bias and aux too
   size_t workspace_bytes;
   bool operator==(const PlanKey& o) const {
-    return handle == o.handle && t == o.t && transA == o.transA && transB == o.transB &&
-           epilogue == o.epilogue && batch == o.batch && M == o.M && N == o.N && K == o.K &&
-           lda == o.lda && ldb == o.ldb && ldc == o.ldc && strideA == o.strideA &&
-           strideB == o.strideB && strideC == o.strideC && alignA == o.alignA &&
-           alignB == o.alignB && alignC == o.alignC && alignBias == o.alignBias &&
-           ldaux == o.ldaux && alignAux == o.alignAux && workspace_bytes == o.workspace_bytes;
+    return handle == o.handle && t == o.t && c_f32 == o.c_f32 && transA == o.transA &&
+           transB == o.transB && epilogue == o.epilogue && batch == o.batch && M == o.M &&
+           N == o.N && K == o.K && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
+           strideA == o.strideA && strideB == o.strideB && strideC == o.strideC &&
+           alignA == o.alignA && alignB == o.alignB && alignC == o.alignC &&
+           alignBias == o.alignBias && ldaux == o.ldaux && alignAux == o.alignAux &&
+           workspace_bytes == o.workspace_bytes;
   }
 };
 
@@ -143,7 +152,7 @@ struct PlanKeyHash {
     };
     mix(reinterpret_cast<uintptr_t>(k.handle));
     mix(static_cast<uint64_t>(k.t) | uint64_t(k.transA) << 8 | uint64_t(k.transB) << 9 |
-        uint64_t(k.epilogue) << 10);
+        uint64_t(k.epilogue) << 10 | uint64_t(k.c_f32) << 18);
     for (int64_t v :
          {k.batch, k.M, k.N, k.K, k.lda, k.ldb, k.ldc, k.strideA, k.strideB, k.strideC}) {
       mix(static_cast<uint64_t>(v));
@@ -158,8 +167,10 @@ struct PlanKeyHash {
 
 PlanKey key_of(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, size_t workspace_bytes) {
   const int64_t es = static_cast<int64_t>(scalar_size(t));
+  const int64_t es_c = a.c_f32 ? int64_t(sizeof(float)) : es;
   return PlanKey{handle,
                  t,
+                 a.c_f32,
                  a.transA,
                  a.transB,
                  a.epilogue,
@@ -173,12 +184,12 @@ PlanKey key_of(cublasLtHandle_t handle, ScalarType t, const GemmArgs& a, size_t 
                  a.batch > 1 ? a.strideA : 0,
                  a.batch > 1 ? a.strideB : 0,
                  a.batch > 1 ? a.strideC : 0,
-                 a.epilogue == GemmEpilogue::GeluAuxBias ? a.ldaux : 0,
+                 has_aux(a.epilogue) ? a.ldaux : 0,
                  alignment_of(a.A, a.strideA * es),
                  alignment_of(a.B, a.strideB * es),
-                 alignment_of(a.C, a.strideC * es),
-                 a.epilogue != GemmEpilogue::None ? alignment_of(a.bias, 0) : 0u,
-                 a.epilogue == GemmEpilogue::GeluAuxBias ? alignment_of(a.aux, 0) : 0u,
+                 alignment_of(a.C, a.strideC * es_c),
+                 has_bias(a.epilogue) ? alignment_of(a.bias, 0) : 0u,
+                 has_aux(a.epilogue) ? alignment_of(a.aux, 0) : 0u,
                  workspace_bytes};
 }
 
@@ -193,6 +204,8 @@ cublasLtEpilogue_t epilogue_of(GemmEpilogue e) {
       return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
     case GemmEpilogue::BiasGradA:
       return CUBLASLT_EPILOGUE_BGRADB;
+    case GemmEpilogue::DGelu:
+      return CUBLASLT_EPILOGUE_DGELU;
     case GemmEpilogue::None:
       break;
   }
@@ -210,14 +223,17 @@ struct GemmPlan {
   // key).
   GemmPlan(const PlanKey& k, const void* bias, void* aux) {
     const cudaDataType_t type = k.t == ScalarType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+    const cudaDataType_t c_type = k.c_f32 ? CUDA_R_32F : type;  // C, D and the bias
     desc.set(CUBLASLT_MATMUL_DESC_TRANSA, k.transB ? CUBLAS_OP_T : CUBLAS_OP_N);  // our B
     desc.set(CUBLASLT_MATMUL_DESC_TRANSB, k.transA ? CUBLAS_OP_T : CUBLAS_OP_N);  // our A
     if (k.epilogue != GemmEpilogue::None) {
       const cublasLtEpilogue_t epi = epilogue_of(k.epilogue);
       desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
-      desc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, type);
-      desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-      if (k.epilogue == GemmEpilogue::GeluAuxBias) {
+      if (has_bias(k.epilogue)) {
+        desc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, c_type);
+        desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+      }
+      if (has_aux(k.epilogue)) {
         // Our row-major M x N aux is cuBLASLt's column-major N x M: leading dimension ldaux.
         desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
         desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, k.ldaux);
@@ -226,7 +242,7 @@ struct GemmPlan {
     // Column-major shapes of the stored matrices.
     first.emplace(type, k.transB ? k.K : k.N, k.transB ? k.N : k.K, k.ldb, k.batch, k.strideB);
     second.emplace(type, k.transA ? k.M : k.K, k.transA ? k.K : k.M, k.lda, k.batch, k.strideA);
-    out.emplace(type, k.N, k.M, k.ldc, k.batch, k.strideC);
+    out.emplace(c_type, k.N, k.M, k.ldc, k.batch, k.strideC);
 
     Preference pref;
     const uint64_t ws = k.workspace_bytes;
@@ -260,8 +276,8 @@ struct GemmPlan {
   void run(cublasLtHandle_t handle, const GemmArgs& a, void* workspace, size_t workspace_bytes,
            cudaStream_t stream) {
     // The bias pointer is an input (Bias, GeluBias, GeluAuxBias) or the output (BiasGradA).
-    if (a.epilogue != GemmEpilogue::None) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, a.bias);
-    if (a.epilogue == GemmEpilogue::GeluAuxBias) {
+    if (has_bias(a.epilogue)) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, a.bias);
+    if (has_aux(a.epilogue)) {
       desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, a.aux);
     }
     check_lt(cublasLtMatmul(handle, desc.d, &a.alpha, a.B, first->l, a.A, second->l, &a.beta, a.C,
@@ -279,7 +295,7 @@ bool gemm_trivial(ScalarType t, const GemmArgs& a, cudaStream_t stream) {
   if (a.epilogue != GemmEpilogue::None) {
     throw std::invalid_argument("gemm: an epilogue needs K > 0 and alpha != 0");
   }
-  TRIDENT_CUDA_FLOAT_DISPATCH(t, "matmul", {
+  TRIDENT_CUDA_FLOAT_DISPATCH(a.c_f32 ? ScalarType::F32 : t, "matmul", {
     TRIDENT_LAUNCH(scale_matrix_kernel<T>, detail::grid_for(a.batch * a.M * a.N, 256), 256, 0,
                    stream)
     (static_cast<T*>(a.C), a.batch, a.M, a.N, a.ldc, a.strideC, a.beta);

@@ -41,10 +41,19 @@ namespace {
 void check_divides(int64_t n, int parts, const char* what) {
   TRIDENT_CHECK(n % parts == 0, "--tp ", parts, " does not divide ", what, " ", n);
 }
-// A parameter as the layer uses it: cast to its input's dtype (mixed precision: bf16 working
-// copies of f32 master weights, whose gradients the cast returns as f32); a no-op otherwise.
+// A parameter as an element-wise op uses it: cast to its input's dtype (mixed precision: a bf16
+// copy of an f32 master bias, whose gradient the cast returns as f32); a no-op otherwise. The
+// linear ops take the f32 weights and biases themselves (ops.hpp): their matmuls write the f32
+// gradients straight into the master gradients.
 Tensor in_dtype_of(const Tensor& param, const Tensor& x) {
   return param.defined() ? param.to(x.dtype()) : param;
+}
+// A parameter as the linear ops take it: itself when of x's dtype or an f32 master of a bf16 x
+// (mixed precision), else cast to x's dtype (an f64 gradient check of f32 layers).
+Tensor linear_param(const Tensor& param, const Tensor& x) {
+  const bool as_is = !param.defined() || param.dtype() == x.dtype() ||
+                     (x.dtype() == DType::BF16 && param.dtype() == DType::F32);
+  return as_is ? param : param.to(x.dtype());
 }
 }  // namespace
 
@@ -59,12 +68,12 @@ ColumnParallelLinear::ColumnParallelLinear(int64_t in, int64_t out, bool has_bia
 }
 
 Tensor ColumnParallelLinear::forward(const Tensor& x) {
-  return ops::linear(copy_to_tp_region(x, comm_), in_dtype_of(weight, x), in_dtype_of(bias, x));
+  return ops::linear(copy_to_tp_region(x, comm_), linear_param(weight, x), linear_param(bias, x));
 }
 
 Tensor ColumnParallelLinear::forward_gelu(const Tensor& x) {
-  return ops::linear_gelu(copy_to_tp_region(x, comm_), in_dtype_of(weight, x),
-                          in_dtype_of(bias, x));
+  return ops::linear_gelu(copy_to_tp_region(x, comm_), linear_param(weight, x),
+                          linear_param(bias, x));
 }
 
 RowParallelLinear::RowParallelLinear(int64_t in, int64_t out, bool has_bias, Communicator& comm)
@@ -77,7 +86,10 @@ RowParallelLinear::RowParallelLinear(int64_t in, int64_t out, bool has_bias, Com
 }
 
 Tensor RowParallelLinear::forward(const Tensor& x) {
-  Tensor y = reduce_from_tp_region(ops::linear(x, in_dtype_of(weight, x)), comm_);
+  // At tp = 1 the bias goes into the matmul (its epilogue on CUDA, its gradient from the weight
+  // gradient's); split over ranks it is added once, after the sum of the partial outputs.
+  if (comm_.size() == 1) return ops::linear(x, linear_param(weight, x), linear_param(bias, x));
+  Tensor y = reduce_from_tp_region(ops::linear(x, linear_param(weight, x)), comm_);
   return bias.defined() ? y + in_dtype_of(bias, x) : y;
 }
 
@@ -123,8 +135,19 @@ ParallelMLP::ParallelMLP(int64_t dim, float dropout, uint64_t seed, Communicator
   drop = register_module("drop", std::make_shared<nn::Dropout>(dropout, seed));
 }
 
+// One op for fc, GELU and proj (ops::mlp_gelu: the GELU's backward inside proj's input-gradient
+// matmul); proj's bias goes into its matmul at tp = 1, after the all-reduce otherwise.
 Tensor ParallelMLP::forward(const Tensor& x) {
-  return drop->forward(proj->forward(fc->forward_gelu(x)));
+  Communicator& comm = proj->comm();
+  const bool whole = comm.size() == 1;
+  Tensor y = ops::mlp_gelu(copy_to_tp_region(x, fc->comm()), linear_param(fc->weight, x),
+                           linear_param(fc->bias, x), linear_param(proj->weight, x),
+                           whole ? linear_param(proj->bias, x) : Tensor());
+  if (!whole) {
+    y = reduce_from_tp_region(y, comm);
+    if (proj->bias.defined()) y = y + in_dtype_of(proj->bias, x);
+  }
+  return drop->forward(y);
 }
 
 Tensor vocab_parallel_cross_entropy(const Tensor& logits_in, const Tensor& targets_in,

@@ -336,6 +336,10 @@ TEST_CASE("bf16 cross entropy keeps lse and losses in f32 (per element vs f64)",
 TEST_CASE("Mixed dtypes are rejected with both names", "[core][bf16]") {
   const Tensor a = Tensor::ones({3}), b = Tensor::ones({3}, DType::BF16);
   CHECK_THROWS_WITH(a + b, Catch::Contains("dtypes differ (f32 and bf16)"));
-  CHECK_THROWS_WITH(ops::linear(Tensor::ones({2, 3}, DType::BF16), Tensor::ones({4, 3})),
-                    Catch::Contains("dtypes differ"));
+  // A bf16 input takes an f32 (master) weight (mixed precision); an f32 input no bf16 weight.
+  CHECK_THROWS_WITH(ops::linear(Tensor::ones({2, 3}), Tensor::ones({4, 3}, DType::BF16)),
+                    Catch::Contains("dtypes differ (f32 and bf16)"));
+  CHECK_THROWS_WITH(ops::linear(Tensor::ones({2, 3}, DType::BF16), Tensor::ones({4, 3}),
+                                Tensor::ones({4}, DType::F64)),
+                    Catch::Contains("takes f32 (master) or bf16 parameters, got f64"));
 }

@@ -50,4 +50,15 @@ void run_backward(const Tensor& root, const Tensor& grad);
 // gradient in the same kernel that writes its own, with no separate accumulation pass).
 Tensor pending_input_grad(size_t i);
 
+// Only inside a backward function that run_backward is running: the gradient that input `i`
+// of the running node, a LEAF requiring grad, already holds (from an earlier backward call, a
+// micro-batch, or an earlier consumer in this pass); an undefined Tensor when it has none yet
+// or input i is not a leaf. The backward may add its contribution into it in place and return
+// an undefined gradient for input i; the engine still counts this use of the leaf and calls
+// its grad-ready hooks after its last use in the pass (the data-parallel buckets rely on them).
+// Mixed-precision Linear layers write their f32 weight gradients this way: one matmul with
+// beta = 1 straight into the master weight's gradient (a view into a data-parallel bucket under
+// the trainer), no bf16 gradient, cast or accumulation pass.
+Tensor leaf_input_grad(size_t i);
+
 }  // namespace trident::autograd

@@ -68,6 +68,20 @@ class Backend {
     if (dbias != nullptr) bias_backward(t, dbias, dy, R, N);
   }
 
+  // Mixed precision: the f32 gradients of a Linear layer's f32 master weight and bias, from dy
+  // (R, N) and x (R, K) in t (bf16, or f32): dw (N, K) = dy^T x (+ dw when accumulate_w) and,
+  // when dbias is not null, dbias (N) = the column sums of dy (+ dbias when accumulate_bias),
+  // products and sums in f32, each gradient rounded once to f32. CUDA: one cuBLASLt matmul with
+  // bf16 A/B and f32 C/D, beta = 1 when accumulating, the bias sums in its BGRAD epilogue.
+  virtual void linear_weight_grad_f32(DType t, float* dw, float* dbias, const void* dy,
+                                      const void* x, int64_t R, int64_t N, int64_t K,
+                                      bool accumulate_w, bool accumulate_bias);
+  // The input gradient of an MLP's second Linear through the first one's GELU: dpre (R, K) =
+  // (dy (R, N) w (N, K)) * gelu'(pre (R, K)), pre the GELU input linear_gelu_forward saved. This
+  // default is gemm_batched then gelu_backward; CUDA: one matmul with the DGELU epilogue.
+  virtual void linear_dgelu_backward(DType t, void* dpre, const void* dy, const void* w,
+                                     const void* pre, int64_t R, int64_t N, int64_t K);
+
   // The first Linear of an MLP with its GELU: pre (R, N) = x w^T + bias, out = gelu(pre); pre is
   // kept for the backward pass. This default is linear_forward then gelu_forward (declared
   // below); CUDA writes both from one matmul (the GELU_AUX_BIAS epilogue).

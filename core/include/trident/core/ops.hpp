@@ -48,6 +48,15 @@ ResidualLayerNorm residual_layer_norm(const Tensor& x, const Tensor& delta, cons
 Tensor gelu(const Tensor& x);  // tanh approximation
 // gelu(linear(x, weight, bias)) in one op (one cuBLASLt call on CUDA), same values and gradients.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias);
+// linear, linear_gelu and mlp_gelu take either parameters of x's dtype or, for a bf16 x, f32
+// (master) weights and biases: the forward multiplies their bf16 copies, the backward writes
+// their gradients in f32 straight from the matmuls (added in place into a leaf's existing
+// gradient), with no cast node and no bf16 gradient.
+// The transformer MLP as one op (ops_mlp.cpp): linear(gelu(linear(x, w_fc, b_fc)), w_proj,
+// b_proj) with b_proj optional, same values and gradients; the GELU's backward runs inside the
+// proj's input-gradient matmul (cuBLASLt's DGELU epilogue on CUDA).
+Tensor mlp_gelu(const Tensor& x, const Tensor& w_fc, const Tensor& b_fc, const Tensor& w_proj,
+                const Tensor& b_proj = Tensor());
 Tensor softmax(const Tensor& x);  // over the last dimension
 // qkv (B, T, 3C) -> (B, T, C), causal, n_head heads.
 Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);

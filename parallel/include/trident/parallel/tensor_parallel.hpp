@@ -33,6 +33,7 @@ class ColumnParallelLinear : public nn::UnaryModule {
   ColumnParallelLinear(int64_t in, int64_t out, bool bias, Communicator& comm, int blocks = 1);
   Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out / tp)
   Tensor forward_gelu(const Tensor& x);      // gelu(forward(x)), fused (ops::linear_gelu)
+  Communicator& comm() const { return comm_; }
   Tensor weight, bias;
 
  private:
@@ -43,6 +44,7 @@ class RowParallelLinear : public nn::UnaryModule {
  public:
   RowParallelLinear(int64_t in, int64_t out, bool bias, Communicator& comm);
   Tensor forward(const Tensor& x) override;  // (..., in / tp) -> (..., out)
+  Communicator& comm() const { return comm_; }
   Tensor weight, bias;
 
  private:
@@ -75,7 +77,8 @@ class ParallelCausalSelfAttention : public nn::UnaryModule {
   int64_t local_heads;
 };
 
-// fc column-parallel (dim -> 4 dim), GELU on the local slice, proj row-parallel, dropout.
+// fc column-parallel (dim -> 4 dim), GELU on the local slice, proj row-parallel, dropout; the
+// three run as one op (ops::mlp_gelu).
 class ParallelMLP : public nn::UnaryModule {
  public:
   ParallelMLP(int64_t dim, float dropout, uint64_t seed, Communicator& comm);

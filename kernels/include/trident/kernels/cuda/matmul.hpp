@@ -15,8 +15,9 @@ namespace trident::kernels::cuda {
 // bias) with bias (N) an input. BiasGradA: C = op(A) op(B) and bias (M) = the sums over k of
 // op(A) (with op(A) = dY^T, a Linear layer's weight and bias gradients in one call).
 // GeluAuxBias: C = gelu(op(A) op(B) + bias) and aux (M x N, row stride ldaux, a multiple of 8)
-// = the GELU input, which the backward pass needs.
-enum class GemmEpilogue : uint8_t { None, Bias, GeluBias, BiasGradA, GeluAuxBias };
+// = the GELU input, which the backward pass needs. DGelu: C = (op(A) op(B)) * gelu'(aux), aux
+// (M x N, row stride ldaux, a multiple of 8) the GELU input GeluAuxBias saved; no bias.
+enum class GemmEpilogue : uint8_t { None, Bias, GeluBias, BiasGradA, GeluAuxBias, DGelu };
 
 struct GemmArgs {
   bool transA = false, transB = false;
@@ -30,8 +31,11 @@ struct GemmArgs {
   int64_t ldc = 0, strideC = 0;
   GemmEpilogue epilogue = GemmEpilogue::None;
   const void* bias = nullptr;  // written, not read, by BiasGradA
-  void* aux = nullptr;         // GeluAuxBias
+  void* aux = nullptr;         // GeluAuxBias (written), DGelu (read)
   int64_t ldaux = 0;
+  // Mixed precision: bf16 A and B with C (and the bias) in f32, accumulated in f32 (a weight
+  // gradient written, or with beta = 1 added, straight into an f32 master gradient).
+  bool c_f32 = false;
 };
 
 // `workspace` (device, workspace_bytes) is owned by the caller and used on `stream` only.
