@@ -72,7 +72,9 @@ class ResidualMLPLM final : public nn::Module, public train::TrainableModel {
       x = x + proj_[i]->forward(ops::gelu(fc_[i]->forward(x)));
     return x;
   }
-  Tensor loss(const Tensor& hidden, const Tensor& targets) override {
+  // The vocabulary-parallel loss takes any upstream gradient in its backward: grad_scale (the
+  // 1/m of m micro-batches) is not needed.
+  Tensor loss(const Tensor& hidden, const Tensor& targets, double /*grad_scale*/) override {
     const int64_t slice = kVocab / ctx_.layout().tp;
     return tp::vocab_parallel_cross_entropy(head_->forward(hidden), targets,
                                             ctx_.topology().tp_rank() * slice, ctx_.tp());

@@ -33,7 +33,7 @@ int run_eval(const Options& opt) {
     std::vector<int32_t> y(tokens.begin() + k * T + 1, tokens.begin() + k * T + T + 1);
     total += model
                  ->loss(model->forward(Tensor::from_vector(x, {1, T}, device)),
-                        Tensor::from_vector(y, {1, T}, device))
+                        Tensor::from_vector(y, {1, T}, device), 1.0)
                  .item();
   }
   const double mean = total / static_cast<double>(opt.eval_windows);

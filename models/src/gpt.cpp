@@ -16,11 +16,19 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
-// A LayerNorm in x's dtype: its (f32) parameters are cast to it (a no-op in f32).
-Tensor layer_norm_in_dtype_of(const nn::LayerNorm& ln, const Tensor& x) {
-  return ops::layer_norm(x, ln.weight.to(x.dtype()), ln.bias.to(x.dtype()), ln.eps);
+// {x, ln(x)} for x = s.residual + s.pending, the add fused into the layer norm when there is a
+// pending branch, in the stream's dtype (ln's f32 parameters cast to it: a no-op in f32).
+ops::ResidualLayerNorm add_and_norm(const ResidualStream& s, const nn::LayerNorm& ln) {
+  const Tensor& x = s.residual;
+  const Tensor w = ln.weight.to(x.dtype()), b = ln.bias.to(x.dtype());
+  if (s.pending.defined()) return ops::residual_layer_norm(x, s.pending, w, b, ln.eps);
+  return {x, ops::layer_norm(x, w, b, ln.eps)};
 }
 }  // namespace
+
+Tensor ResidualStream::sum() const {
+  return pending.defined() ? residual + pending : residual;
+}
 
 double gpt_init_std(const std::string& name, const GPTConfig& cfg) {
   if (ends_with(name, ".bias") || name.find(".ln") != std::string::npos ||
@@ -42,12 +50,14 @@ Block::Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp) {
       "mlp", std::make_shared<tp::ParallelMLP>(cfg.n_embd, cfg.dropout, seed ^ 0x3A1Full, tp));
 }
 
+ResidualStream Block::forward(const ResidualStream& in) {
+  const ops::ResidualLayerNorm x = add_and_norm(in, *ln1);
+  const ops::ResidualLayerNorm h = add_and_norm({x.residual, attn->forward(x.normed)}, *ln2);
+  return {h.residual, mlp->forward(h.normed)};
+}
+
 Tensor Block::forward(const Tensor& x) {
-  // h = x + attn(ln1(x)) and ln2(h) in one op (one kernel on a GPU, forward and backward).
-  const ops::ResidualLayerNorm h =
-      ops::residual_layer_norm(x, attn->forward(layer_norm_in_dtype_of(*ln1, x)),
-                               ln2->weight.to(x.dtype()), ln2->bias.to(x.dtype()), ln2->eps);
-  return h.residual + mlp->forward(h.normed);
+  return forward(ResidualStream{x, {}}).sum();
 }
 
 GPT::GPT(const GPTConfig& cfg, uint64_t seed, Device device, const ParallelContext* ctx)
@@ -126,12 +136,14 @@ Tensor GPT::forward_stage(const Tensor& input) {
                   "), got ", input.shape_str());
     x = input.to(compute_dtype_);
   }
-  x = blocks->forward(x);
-  // Between stages hidden states travel as f32 (the pipeline's interface).
-  return is_last_stage() ? layer_norm_in_dtype_of(*ln_f, x) : x.to(DType::F32);
+  ResidualStream s{x, {}};
+  for (size_t i = 0; i < blocks->size(); ++i) s = static_cast<Block&>(*(*blocks)[i]).forward(s);
+  // The last block's output add runs inside ln_f; between stages hidden states travel summed, as
+  // f32 (the pipeline's interface).
+  return is_last_stage() ? add_and_norm(s, *ln_f).normed : s.sum().to(DType::F32);
 }
 
-Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
+Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets, double grad_scale) {
   TRIDENT_CHECK(is_last_stage(), "head_loss on a stage that is not the last");
   TRIDENT_CHECK(
       targets.dim() == 2 && targets.size(0) == hidden.size(0) && targets.size(1) == hidden.size(1),
@@ -141,8 +153,10 @@ Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets) {
   const Tensor logits_local =
       ops::linear(tp::copy_to_tp_region(hidden, tpc), wte->weight.to(hidden.dtype()));
   // One rank: the fused classifier, which writes the gradient over the logits (nothing else
-  // reads them: the head's backward needs the hidden states and wte) and masks the padding.
-  if (tpc.size() == 1) return ops::cross_entropy_fused(logits_local, targets, cfg_.vocab_size);
+  // reads them: the head's backward needs the hidden states and wte) and masks the padding;
+  // written for the upstream gradient grad_scale, its backward then has nothing to rescale.
+  if (tpc.size() == 1)
+    return ops::cross_entropy_fused(logits_local, targets, cfg_.vocab_size, grad_scale);
   // Vocabulary-parallel: the two-pass loss over the slices; padding columns (in the last
   // slices) get a -inf logit, so no probability mass and a zero gradient.
   if (wte->vocab_end() <= cfg_.vocab_size) {

@@ -149,7 +149,7 @@ Tensor Llama::forward_stage(const Tensor& input) {
   return is_last_stage() ? norm->forward(x) : x.to(DType::F32);
 }
 
-Tensor Llama::head_loss(const Tensor& hidden, const Tensor& targets) {
+Tensor Llama::head_loss(const Tensor& hidden, const Tensor& targets, double grad_scale) {
   TRIDENT_CHECK(is_last_stage(), "head_loss on a stage that is not the last");
   TRIDENT_CHECK(
       targets.dim() == 2 && targets.size(0) == hidden.size(0) && targets.size(1) == hidden.size(1),
@@ -158,8 +158,10 @@ Tensor Llama::head_loss(const Tensor& hidden, const Tensor& targets) {
   // This rank's vocabulary columns (B, T, V/tp), in the hidden states' dtype.
   const Tensor logits_local = lm_head->forward(hidden);
   // One rank: the fused classifier (it overwrites the logits with their gradient; nothing else
-  // reads them). Several: the two-pass loss over the vocabulary slices.
-  if (tpc.size() == 1) return ops::cross_entropy_fused(logits_local, targets, cfg_.vocab_size);
+  // reads them; written for the upstream gradient grad_scale). Several: the two-pass loss over
+  // the vocabulary slices.
+  if (tpc.size() == 1)
+    return ops::cross_entropy_fused(logits_local, targets, cfg_.vocab_size, grad_scale);
   const int64_t vocab_start = tpc.rank() * (cfg_.vocab_size / tpc.size());
   return tp::vocab_parallel_cross_entropy(logits_local, targets, vocab_start, tpc);
 }

@@ -65,7 +65,7 @@ class StageStep {
                     pp_.rank(), " (last): targets of micro-batch ", i, " are ",
                     targets.defined() ? targets.shape_str() : "undefined",
                     ", the inputs on stage 0 are (", b_, ", ", T_, ")");
-      const Tensor loss = stage_.loss(out, targets);
+      const Tensor loss = stage_.loss(out, targets, 1.0 / m_);
       // Kept on the device and read back once, in finish(): no host synchronisation per
       // micro-batch.
       if (!losses_.defined()) losses_ = Tensor::zeros({m_}, DType::F32, loss.device());

@@ -12,6 +12,7 @@
 #include "trident/core/rng.hpp"
 #include "trident/models/gpt.hpp"
 #include "trident/models/gpt_stage.hpp"
+#include "trident/parallel/pipeline.hpp"
 #include "trident/train/sampling.hpp"
 
 using namespace trident;
@@ -74,7 +75,95 @@ void require_same_gradients(GPT& got, GPT& want, double scale, double rtol) {
   }
 }
 
+// A GPT stage as the schedules see it, recording the gradient scale they announce to loss(); with
+// ignore_scale it passes 1 on, as a model that ignores the scale does (its fused classifier then
+// rescales the logits' gradient in backward: the path before the scale was passed down).
+class ScaleRecordingStage final : public PipelineStage {
+ public:
+  ScaleRecordingStage(models::GPTStage& inner, bool ignore_scale)
+      : inner_(inner), ignore_scale_(ignore_scale) {}
+  Tensor forward(const Tensor& input) override { return inner_.forward(input); }
+  Tensor loss(const Tensor& output, const Tensor& targets, double grad_scale) override {
+    scales.push_back(grad_scale);
+    return inner_.loss(output, targets, ignore_scale_ ? 1.0 : grad_scale);
+  }
+  bool is_first() const override { return inner_.is_first(); }
+  bool is_last() const override { return inner_.is_last(); }
+  Shape activation_shape(int64_t b, int64_t T) const override {
+    return inner_.activation_shape(b, T);
+  }
+  std::vector<double> scales;
+
+ private:
+  models::GPTStage& inner_;
+  bool ignore_scale_;
+};
+
 }  // namespace
+
+TEST_CASE("told its upstream gradient, the fused classifier's backward rescales nothing",
+          "[models][cross_entropy]") {
+  // m micro-batches: the loss is scaled by 1/m, and the classifier told so (grad_scale 1/m).
+  // The gradient it wrote over the logits in the forward is the one backward passes on: the
+  // rescale factor is exactly 1 (the buffer is not touched). Against the old path (grad_scale 1,
+  // the buffer rescaled by 1/m in backward): the same gradients, bitwise for m = 4.
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{0, 3, -1, 7, 2, 1}, {6});
+  // 41: f32(1/41) * 41 is 1 - 2^-24, so the factor must come from a division.
+  for (int m : {4, 3, 41}) {
+    INFO("m = " << m);
+    Generator gen(21);
+    Tensor w = Tensor::empty({6, 10}, DType::F32), w_old = Tensor::empty({6, 10}, DType::F32);
+    gen.normal_(w, 0.0, 2.0);
+    w_old.copy_(w);
+    w.requires_grad_(true);
+    w_old.requires_grad_(true);
+    const double scale = 1.0 / m;
+    const Tensor logits = w * 1.0, logits_old = w_old * 1.0;
+    const Tensor l = ops::cross_entropy_fused(logits, targets, 8, scale);
+    const Tensor l_old = ops::cross_entropy_fused(logits_old, targets, 8);
+    CHECK(l.item() == l_old.item());
+    const std::vector<float> written = logits.to_vector<float>();
+    (l * scale).backward();
+    (l_old * scale).backward();
+    CHECK(logits.to_vector<float>() == written);  // factor 1: backward rescaled nothing
+    const auto g = w.grad().to_vector<float>(), g_old = w_old.grad().to_vector<float>();
+    REQUIRE(g.size() == g_old.size());
+    double worst = 0, norm = 0;
+    for (const float v : g_old) norm = std::max(norm, std::abs(static_cast<double>(v)));
+    for (size_t i = 0; i < g.size(); ++i)
+      worst = std::max(worst, std::abs(static_cast<double>(g[i]) - g_old[i]) / norm);
+    // 1/4 scales exactly; 1/m rounds here in dloss = (1/m)/count, on the old path in 1/count
+    // and in the rescale: a few f32 roundings apart.
+    CHECK(worst <= (m == 4 ? 0.0 : 5e-7));
+  }
+}
+
+TEST_CASE("a pipeline of 4 micro-batches tells the GPT's classifier 1/4: old losses and gradients",
+          "[models][cross_entropy]") {
+  // One stage under GPipe with m = 4: the schedule announces grad_scale 1/4 to every loss; the
+  // GPT that uses it (no rescale pass in backward) and the one that ignores it (rescale by 1/4)
+  // give bitwise the same losses and parameter gradients.
+  std::vector<MicroBatch> mbs;
+  for (uint64_t k = 0; k < 4; ++k) {
+    const auto [x, y] = batch(30 + k);
+    mbs.push_back({x, y});
+  }
+  GPT told(config(128), 17), ignoring(config(128), 17);
+  models::GPTStage told_stage(told), ignoring_stage(ignoring);
+  ScaleRecordingStage a(told_stage, false), b(ignoring_stage, true);
+  PipelineScheduleGPipe gpipe;
+  const PipelineStepStats sa = gpipe.run(a, mbs, told.parallel().pp());
+  const PipelineStepStats sb = gpipe.run(b, mbs, ignoring.parallel().pp());
+  CHECK(a.scales == std::vector<double>(4, 0.25));
+  CHECK(sa.loss == sb.loss);
+  const auto pa = told.named_parameters(), pb = ignoring.named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (size_t k = 0; k < pa.size(); ++k) {
+    INFO("gradient of " << pa[k].first);
+    REQUIRE(pa[k].second.grad().defined());
+    CHECK(pa[k].second.grad().to_vector<float>() == pb[k].second.grad().to_vector<float>());
+  }
+}
 
 TEST_CASE("GPT's fused classifier gives the two-pass loss and every parameter gradient",
           "[models][cross_entropy]") {

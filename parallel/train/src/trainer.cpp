@@ -334,8 +334,11 @@ struct Trainer::Loop {
           trace::Span span("forward", trace::Category::Compute);
           span.arg("micro", k);
           const trace::DeviceSpan gpu_span("forward", trace::Category::Compute, device);
-          l = model().loss(model().forward(mbs[k].inputs), mbs[k].targets);
-          if (m > 1) l = l * (1.0 / static_cast<double>(m));
+          // The loss is told the 1/m its backward will receive (the fused classifier writes
+          // its gradient for it: no rescale pass over the logits).
+          const double scale = 1.0 / static_cast<double>(m);
+          l = model().loss(model().forward(mbs[k].inputs), mbs[k].targets, scale);
+          if (m > 1) l = l * scale;
         }
         trace::Span span("backward", trace::Category::Compute);
         span.arg("micro", k);

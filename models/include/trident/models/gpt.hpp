@@ -25,10 +25,24 @@
 
 namespace trident::models {
 
+// The residual stream between blocks, kept as llm.c keeps it: the stream so far and the output of
+// the last branch (the MLP's), not yet added. The next block adds it inside its ln1 and the last
+// stage inside ln_f (ops::residual_layer_norm: the add and the layer norm in one kernel, forward
+// and backward), so no residual add runs on its own. pending is undefined at a stage's start.
+struct ResidualStream {
+  Tensor residual;  // (B, T, C)
+  Tensor pending;   // (B, T, C), or undefined
+  // residual + pending: the hidden state a pipeline stage sends on.
+  Tensor sum() const;
+};
+
 class Block : public nn::UnaryModule {
  public:
   Block(const GPTConfig& cfg, uint64_t seed, Communicator& tp);
-  // x + attn(ln1(x)), then + mlp(ln2(.)), in x's dtype (parameters cast to it).
+  // In the stream's dtype (parameters cast to it): x = residual + pending, h = x + attn(ln1(x));
+  // returns {h, mlp(ln2(h))}, the block's output x' = h + mlp(ln2(h)) left unsummed.
+  ResidualStream forward(const ResidualStream& in);
+  // x' for x alone (forward({x, {}}).sum()).
   Tensor forward(const Tensor& x) override;
   std::shared_ptr<nn::LayerNorm> ln1, ln2;
   std::shared_ptr<tp::ParallelCausalSelfAttention> attn;
@@ -47,8 +61,9 @@ class GPT : public nn::Module {
   // One pipeline stage: the first takes ids (B, T) i32, the others the previous stage's
   // hidden states (B, T, C); the last returns ln_f's output, the others their blocks' output.
   Tensor forward_stage(const Tensor& input);
-  // Last stage: mean cross entropy of the (vocabulary-parallel) tied head on `hidden`.
-  Tensor head_loss(const Tensor& hidden, const Tensor& targets);
+  // Last stage: mean cross entropy of the (vocabulary-parallel) tied head on `hidden`, whose
+  // backward will receive grad_scale (the fused classifier writes its gradient for it).
+  Tensor head_loss(const Tensor& hidden, const Tensor& targets, double grad_scale = 1.0);
 
   // Single-stage, single-shard model: ids (B, T) -> logits (B, T, Vp) in the compute dtype, Vp =
   // config().table_rows(); with a padded vocabulary only the first vocab_size columns mean

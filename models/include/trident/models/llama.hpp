@@ -95,8 +95,9 @@ class Llama : public nn::Module {
   // states (B, T, C) f32; the last returns the final RMSNorm's output, the others their layers'
   // output as f32.
   Tensor forward_stage(const Tensor& input);
-  // Last stage: mean cross entropy of the (vocabulary-parallel) head on `hidden`.
-  Tensor head_loss(const Tensor& hidden, const Tensor& targets);
+  // Last stage: mean cross entropy of the (vocabulary-parallel) head on `hidden`, whose backward
+  // will receive grad_scale (the fused classifier writes its gradient for it).
+  Tensor head_loss(const Tensor& hidden, const Tensor& targets, double grad_scale = 1.0);
   // Single-stage, single-shard model: ids (B, T) -> logits (B, T, V).
   Tensor forward(const Tensor& ids);
   // Single-stage model (any tp): mean cross entropy against targets (B, T) i32.

@@ -23,8 +23,8 @@ class ModelStage : public train::TrainableModel {
 
   Tensor forward(const Tensor& input) override { return model_.forward_stage(input); }
   Tensor logits(const Tensor& ids) override { return model_.forward(ids); }
-  Tensor loss(const Tensor& output, const Tensor& targets) override {
-    return model_.head_loss(output, targets);
+  Tensor loss(const Tensor& output, const Tensor& targets, double grad_scale) override {
+    return model_.head_loss(output, targets, grad_scale);
   }
   bool is_first() const override { return model_.is_first_stage(); }
   bool is_last() const override { return model_.is_last_stage(); }

@@ -22,7 +22,8 @@
 // read back and shared.
 //
 // Gradients: each micro-batch's loss is scaled by 1/m before its backward, so parameter
-// gradients accumulate to those of the mean loss over the global batch (m b sequences of T).
+// gradients accumulate to those of the mean loss over the global batch (m b sequences of T);
+// the stage's loss() is told so (grad_scale 1/m).
 // On a non-first stage the received activation is a fresh leaf requiring grad; after the
 // stage's backward its .grad() is sent to the previous stage.
 #pragma once
@@ -49,8 +50,12 @@ class PipelineStage {
   // First stage: a micro-batch's inputs (token ids); others: the received activation.
   // Returns the stage output (the hidden states sent on, or given to loss() on the last stage).
   virtual Tensor forward(const Tensor& input) = 0;
-  // Last stage only: the scalar loss of one micro-batch (the mean over its tokens).
-  virtual Tensor loss(const Tensor& output, const Tensor& targets) = 0;
+  // Last stage only: the scalar loss of one micro-batch (the mean over its tokens), unscaled.
+  // grad_scale is the gradient its backward will receive (the schedules scale a micro-batch's
+  // loss by 1/m): a loss that writes its gradient during the forward (the fused classifier)
+  // writes it for that upstream gradient, so that its backward need not rescale it. A loss may
+  // ignore it and stays correct: its backward then scales by whatever gradient arrives.
+  virtual Tensor loss(const Tensor& output, const Tensor& targets, double grad_scale) = 0;
   virtual bool is_first() const = 0;
   virtual bool is_last() const = 0;
   // The activation exchanged between stages for a micro-batch of `batch` sequences of

@@ -24,7 +24,7 @@
 //    public:
 //     MyModel(const trident::ParallelContext& ctx) : net_(...) {}
 //     Tensor forward(const Tensor& input) override { ... }      // ids or hidden states
-//     Tensor loss(const Tensor& out, const Tensor& y) override { ... }
+//     Tensor loss(const Tensor& out, const Tensor& y, double) override { ... }
 //     bool is_first() const override { ... }
 //     bool is_last() const override { ... }
 //     Shape activation_shape(int64_t b, int64_t T) const override { return {b, T, C}; }
@@ -59,7 +59,9 @@ class TrainableModel : public PipelineStage {
   // PipelineStage (parallel/pipeline.hpp), which the trainer uses for every layout:
   //   Tensor forward(const Tensor& input)   first stage: ids (b, T) i32; others: the received
   //                                         activation (activation_shape, f32)
-  //   Tensor loss(const Tensor& output, const Tensor& targets)   last stage: scalar mean loss
+  //   Tensor loss(const Tensor& output, const Tensor& targets, double grad_scale)
+  //                                         last stage: scalar mean loss, whose backward will
+  //                                         receive grad_scale (1/m; a loss may ignore it)
   //   bool is_first() const, bool is_last() const
   //   Shape activation_shape(int64_t batch, int64_t seq_len) const
   //   Device device() const
