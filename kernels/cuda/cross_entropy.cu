@@ -15,16 +15,23 @@
 // gradient it then rereads the row (from L2 at GPT-2 sizes) and writes (p - onehot) * dloss over
 // the logits, zeros in the padding columns [vocab, V): no dlogits buffer exists. dloss, one
 // device float, is grad_scale / max(1, count of targets >= 0), written first by one block.
+// 16-byte loads and stores (vec.cuh) when the logits are 16-byte aligned and V is a multiple of
+// the pack (8 bf16, 4 f32; GPT-2's padded 50304): each thread takes whole packs of the first
+// vocab columns, then the scalar tail up to vocab, and writes the gradient row in packs;
+// element by element otherwise. The rescale by the backward's factor goes in packs too.
 #include <algorithm>
 
 #include "common.cuh"
 #include "trident/kernels/cuda/cross_entropy.hpp"
+#include "vec.cuh"
 
 namespace trident::kernels::cuda {
 namespace {
 
 using detail::check_launch;
 using detail::from_float;
+using detail::load_f;
+using detail::store_f;
 using detail::to_float;
 
 constexpr int kThreads = 256;
@@ -157,11 +164,24 @@ __global__ void cross_entropy_dloss_kernel(float* dloss, const int32_t* targets,
   if (threadIdx.x == 0) *dloss = static_cast<float>(grad_scale / (count > 0.0 ? count : 1.0));
 }
 
-template <typename T>
+// One column into a thread's running max m and sum s of exp(x - m) (online softmax).
+__device__ __forceinline__ void online_max_sum(float v, float& m, float& s) {
+  if (v > m) {
+    s = s * expf(m - v) + 1.0f;
+    m = v;
+  } else {
+    s += expf(v - m);
+  }
+}
+
+// W = Pack<T>::N: rows 16-byte aligned (logits aligned, V % W == 0), the packs of a row are
+// aligned; W = 1: element by element.
+template <typename T, int W>
 __global__ void cross_entropy_fused_kernel(T* logits, float* losses, const float* dloss,
                                            const int32_t* targets, int64_t N, int64_t V,
                                            int64_t vocab, int32_t* bad_position) {
   TRIDENT_SHARED(float, sh, [32]);
+  const int64_t vocab_packs = vocab / W, row_packs = V / W;
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     T* x = logits + r * V;
     const int32_t t = targets[r];
@@ -169,15 +189,14 @@ __global__ void cross_entropy_fused_kernel(T* logits, float* losses, const float
     // Read before the block's first barrier: after the last one the row is overwritten.
     const float xt = threadIdx.x == 0 && valid ? to_float(x[t]) : 0.0f;
     float m = -INFINITY, s = 0.0f;
-    for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
-      const float v = to_float(x[j]);
-      if (v > m) {
-        s = s * expf(m - v) + 1.0f;
-        m = v;
-      } else {
-        s += expf(v - m);
-      }
+    for (int64_t c = threadIdx.x; c < vocab_packs; c += blockDim.x) {
+      float f[W];
+      load_f<W>(x + c * W, f);
+#pragma unroll
+      for (int k = 0; k < W; ++k) online_max_sum(f[k], m, s);
     }
+    for (int64_t j = vocab_packs * W + threadIdx.x; j < vocab; j += blockDim.x)
+      online_max_sum(to_float(x[j]), m, s);
     const float mx = detail::block_max(m, sh);
     const float l = mx + logf(detail::block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), sh));
     if (threadIdx.x == 0) {
@@ -186,21 +205,33 @@ __global__ void cross_entropy_fused_kernel(T* logits, float* losses, const float
     }
     if (dloss == nullptr) continue;
     const float dl = valid ? *dloss : 0.0f;  // ignored (and invalid) targets: a zero row
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-      const float g = j < vocab ? (expf(to_float(x[j]) - l) - (j == t ? 1.0f : 0.0f)) * dl : 0.0f;
-      x[j] = from_float<T>(g);
+    // V is a multiple of W: the whole row in packs, padding columns [vocab, V) zero.
+    for (int64_t c = threadIdx.x; c < row_packs; c += blockDim.x) {
+      const int64_t j0 = c * W;
+      float f[W];
+      load_f<W>(x + j0, f);
+#pragma unroll
+      for (int k = 0; k < W; ++k) {
+        const int64_t j = j0 + k;
+        f[k] = j < vocab ? (expf(f[k] - l) - (j == t ? 1.0f : 0.0f)) * dl : 0.0f;
+      }
+      store_f<W>(x + j0, f);
     }
   }
 }
 
-template <typename T>
+template <typename T, int W>
 __global__ void cross_entropy_fused_rescale_kernel(T* x, const float* factor, int64_t n) {
   const float f = *factor;
   if (f == 1.0f) return;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    x[i] = from_float<T>(to_float(x[i]) * f);
-  }
+  detail::flat_packs<W>(n, [&](int64_t i, auto k) {
+    constexpr int K = decltype(k)::value;
+    float v[K];
+    load_f<K>(x + i, v);
+#pragma unroll
+    for (int e = 0; e < K; ++e) v[e] *= f;
+    store_f<K>(x + i, v);
+  });
 }
 
 unsigned row_grid(int64_t rows) {
@@ -251,8 +282,11 @@ void cross_entropy_fused(ScalarType t, void* logits, float* losses, float* dloss
   }
   if (N <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_fused", {
-    TRIDENT_LAUNCH(cross_entropy_fused_kernel<T>, row_grid(N), kFusedThreads, 0, stream)
-    (static_cast<T*>(logits), losses, dloss, targets, N, V, vocab, bad_position);
+    const int width = detail::vec_width<T>(V, {logits});
+    TRIDENT_VEC_DISPATCH(T, width, {
+      TRIDENT_LAUNCH((cross_entropy_fused_kernel<T, W>), row_grid(N), kFusedThreads, 0, stream)
+      (static_cast<T*>(logits), losses, dloss, targets, N, V, vocab, bad_position);
+    });
     check_launch("cross_entropy_fused_kernel");
   });
 }
@@ -262,9 +296,12 @@ void cross_entropy_fused_rescale(ScalarType t, void* x, const float* factor, int
   if (n <= 0) return;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "cross_entropy_fused_rescale", {
     // A capped grid: when *factor is 1 (the usual case) every block returns at once.
-    TRIDENT_LAUNCH(cross_entropy_fused_rescale_kernel<T>, detail::grid_for(n, kThreads, 1024),
-                   kThreads, 0, stream)
-    (static_cast<T*>(x), factor, n);
+    const int width = detail::vec_width<T>(0, {x});
+    TRIDENT_VEC_DISPATCH(T, width, {
+      TRIDENT_LAUNCH((cross_entropy_fused_rescale_kernel<T, W>),
+                     detail::grid_for(n / W + 1, kThreads, 1024), kThreads, 0, stream)
+      (static_cast<T*>(x), factor, n);
+    });
     check_launch("cross_entropy_fused_rescale_kernel");
   });
 }

@@ -676,61 +676,72 @@ TEST_CASE("every Backend op on CUDA matches the CPU backend on seeded random inp
 }
 
 // The fused classifier against the two-pass kernels on the GPU itself, per element: losses and
-// the in-place gradient of logits padded from 2990 to 3072 columns against cross_entropy_forward
-// and _backward over the unpadded 2990 (dloss = grad_scale / count); the padding columns and the
+// the in-place gradient of logits padded from 2990 columns against cross_entropy_forward and
+// _backward over the unpadded 2990 (dloss = grad_scale / count); the padding columns and the
 // ignored row's gradient exactly zero, and the padding's large logits add nothing to the loss.
+// Three layouts of the logits: V = 3072 aligned (16-byte packs, a scalar tail of the 2990 in the
+// online pass), the same one element past 16-byte alignment, and an odd V = 2997 (element by
+// element for both).
 TEST_CASE("fused classifier on CUDA equals the two-pass cross entropy per element", "[ops]") {
-  for (DType t : {DType::F32, DType::BF16}) {
-    const uint64_t seed = test_seed();
-    INFO(dtype_name(t) << ", seed " << seed);
-    std::mt19937_64 rng(seed);
-    const int64_t N = 9, vocab = 2990, V = 3072;
-    const double grad_scale = 0.75;
-    std::vector<float> padded = normal(N * V, rng, 2.0f, 10.0f), plain(N * vocab);
-    for (float& v : padded) v = round_bf16(v);  // the same values in f32 and bf16 runs
-    for (int64_t i = 0; i < N; ++i) {
-      for (int64_t j = 0; j < V; ++j) {
-        if (j >= vocab) padded[i * V + j] = 40.0f;  // would dominate the softmax if counted
-        if (j < vocab) plain[i * vocab + j] = padded[i * V + j];
-      }
-    }
-    std::vector<int32_t> targets(N);
-    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab) - 1);
-    for (auto& v : targets) v = pick(rng);
-    targets[4] = -1;
-    Backend& be = backend_for(gpu());
-    const Tensor tg = upload_i32(targets), xp = upload(plain, t);
-    const DType st = stats_dtype(t);
-    Tensor x = upload(padded, t), losses = poisoned(N, st), dloss = poisoned(1, st),
-           want_losses = poisoned(N, st), lse = poisoned(N, st), dx = poisoned(N * vocab, t);
-    const Tensor dl = upload(std::vector<float>(N, static_cast<float>(grad_scale / (N - 1))), st);
-    be.cross_entropy_fused(t, x.raw_data(), losses.raw_data(), dloss.raw_data(), tg.data<int32_t>(),
-                           N, V, vocab, grad_scale);
-    be.cross_entropy_forward(t, want_losses.raw_data(), lse.raw_data(), xp.raw_data(),
-                             tg.data<int32_t>(), N, vocab);
-    be.cross_entropy_backward(t, dx.raw_data(), xp.raw_data(), lse.raw_data(), tg.data<int32_t>(),
-                              dl.raw_data(), N, vocab, 0);
-    const auto got_l = download(losses), want_l = download(want_losses), g = download(x),
-               want_g = download(dx);
-    CHECK(download(dloss)[0] == static_cast<float>(grad_scale / (N - 1)));
-    for (int64_t i = 0; i < N; ++i) {
-      INFO("row " << i);
-      CHECK(std::abs(got_l[i] - want_l[i]) <= 1e-5 * std::max(1.0f, std::abs(want_l[i])));
-      int bad = 0;
-      for (int64_t j = 0; j < V; ++j) {
-        const float got = g[i * V + j];
-        if (j >= vocab || targets[i] < 0) {
-          bad += got != 0.0f;
-          continue;
+  struct Layout {
+    int64_t V, offset;
+  };
+  for (const Layout lay : {Layout{3072, 0}, Layout{3072, 1}, Layout{2997, 0}}) {
+    for (DType t : {DType::F32, DType::BF16}) {
+      const uint64_t seed = test_seed();
+      INFO(dtype_name(t) << ", V " << lay.V << ", offset " << lay.offset << ", seed " << seed);
+      std::mt19937_64 rng(seed);
+      const int64_t N = 9, vocab = 2990, V = lay.V, off = lay.offset;
+      const double grad_scale = 0.75;
+      std::vector<float> padded = normal(off + N * V, rng, 2.0f, 10.0f), plain(N * vocab);
+      for (float& v : padded) v = round_bf16(v);  // the same values in f32 and bf16 runs
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t j = 0; j < V; ++j) {
+          float& x = padded[off + i * V + j];
+          if (j >= vocab) x = 40.0f;  // would dominate the softmax if counted
+          if (j < vocab) plain[i * vocab + j] = x;
         }
-        // f32: the two lse differ by rounding only; bf16: one rounding of nearly equal values,
-        // at most one bf16 step apart.
-        const float want = want_g[i * vocab + j];
-        const float tol =
-            t == DType::F32 ? 1e-5f * std::abs(want) + 1e-10f : std::abs(want) / 128.0f + 1e-12f;
-        bad += std::abs(got - want) > tol;
       }
-      CHECK(bad == 0);
+      std::vector<int32_t> targets(N);
+      std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab) - 1);
+      for (auto& v : targets) v = pick(rng);
+      targets[4] = -1;
+      Backend& be = backend_for(gpu());
+      const Tensor tg = upload_i32(targets), xp = upload(plain, t);
+      const DType st = stats_dtype(t);
+      Tensor x = upload(padded, t), losses = poisoned(N, st), dloss = poisoned(1, st),
+             want_losses = poisoned(N, st), lse = poisoned(N, st), dx = poisoned(N * vocab, t);
+      void* rows = static_cast<char*>(x.raw_data()) + off * static_cast<int64_t>(dtype_size(t));
+      const Tensor dl = upload(std::vector<float>(N, static_cast<float>(grad_scale / (N - 1))), st);
+      be.cross_entropy_fused(t, rows, losses.raw_data(), dloss.raw_data(), tg.data<int32_t>(), N, V,
+                             vocab, grad_scale);
+      be.cross_entropy_forward(t, want_losses.raw_data(), lse.raw_data(), xp.raw_data(),
+                               tg.data<int32_t>(), N, vocab);
+      be.cross_entropy_backward(t, dx.raw_data(), xp.raw_data(), lse.raw_data(), tg.data<int32_t>(),
+                                dl.raw_data(), N, vocab, 0);
+      const auto got_l = download(losses), want_l = download(want_losses), g = download(x),
+                 want_g = download(dx);
+      CHECK(download(dloss)[0] == static_cast<float>(grad_scale / (N - 1)));
+      if (off > 0) CHECK(g[0] == padded[0]);  // the element before the rows untouched
+      for (int64_t i = 0; i < N; ++i) {
+        INFO("row " << i);
+        CHECK(std::abs(got_l[i] - want_l[i]) <= 1e-5 * std::max(1.0f, std::abs(want_l[i])));
+        int bad = 0;
+        for (int64_t j = 0; j < V; ++j) {
+          const float got = g[off + i * V + j];
+          if (j >= vocab || targets[i] < 0) {
+            bad += got != 0.0f;
+            continue;
+          }
+          // f32: the two lse differ by rounding only; bf16: one rounding of nearly equal
+          // values, at most one bf16 step apart.
+          const float want = want_g[i * vocab + j];
+          const float tol =
+              t == DType::F32 ? 1e-5f * std::abs(want) + 1e-10f : std::abs(want) / 128.0f + 1e-12f;
+          bad += std::abs(got - want) > tol;
+        }
+        CHECK(bad == 0);
+      }
     }
   }
 }
