@@ -147,7 +147,8 @@ json bench_attention(Bench& b, int64_t T) {
     b.be.attention_forward(t, out->get(), saved->get(), qkv->get(), B, T, C, NH);
   };
   const auto bwd = [&] {
-    b.be.attention_backward(t, dqkv->get(), dout->get(), qkv->get(), saved->get(), B, T, C, NH);
+    b.be.attention_backward(t, dqkv->get(), dout->get(), qkv->get(), out->get(), saved->get(), B, T,
+                            C, NH);
   };
   const double fwd_ms = b.time_ms(fwd);
   fwd();
@@ -383,7 +384,8 @@ json bench_breakdown(Bench& b) {
     });
     add("attention backward", L, [&] {
       return b.time_ms([&] {
-        b.be.attention_backward(t, dqkv->get(), dout->get(), qkv->get(), saved->get(), B, T, C, NH);
+        b.be.attention_backward(t, dqkv->get(), dout->get(), qkv->get(), out->get(), saved->get(),
+                                B, T, C, NH);
       });
     });
   }

@@ -437,8 +437,10 @@ class CpuBackend final : public Backend {
                              io.out<scalar_t>(att, B * NH * T * T),
                              io.in<scalar_t>(qkv, B * T * 3 * C), B, T, C, NH));
   }
-  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv, const void* att,
-                          int64_t B, int64_t T, int64_t C, int64_t NH) override {
+  // The CPU kernel recomputes from the saved probabilities; it does not need `out`.
+  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
+                          const void* /*out*/, const void* att, int64_t B, int64_t T, int64_t C,
+                          int64_t NH) override {
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "attention_backward",
         k::attention_backward(io.out<scalar_t>(dqkv, B * T * 3 * C),

@@ -441,11 +441,11 @@ class CudaBackend final : public Backend {
                          int64_t C, int64_t NH) override {
     run("attention", [&] { kc::attention_forward(st(t), out, att, qkv, B, T, C, NH, s()); });
   }
-  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv, const void* att,
-                          int64_t B, int64_t T, int64_t C, int64_t NH) override {
+  void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv, const void* out,
+                          const void* att, int64_t B, int64_t T, int64_t C, int64_t NH) override {
     run("attention_backward", [&] {
       CallScratch scratch(alloc_);
-      kc::attention_backward(st(t), dqkv, dout, qkv, att, B, T, C, NH, scratch, s());
+      kc::attention_backward(st(t), dqkv, dout, qkv, out, att, B, T, C, NH, scratch, s());
     });
   }
   void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,

@@ -340,11 +340,12 @@ Tensor causal_self_attention(const Tensor& qkv_in, int64_t n_head) {
   if (out.numel() > 0)
     be(qkv).attention_forward(qkv.dtype(), out.raw_data(), att.raw_data(), qkv.raw_data(), B, T, C,
                               n_head);
-  const Tensor qd = qkv.detach();
-  autograd::record(out, "attention", {qkv}, [qd, att, B, T, C, n_head](const Tensor& g_in) {
+  // Backward reads the output itself (the CUDA kernels' D = rowsum(dO * O)): kept, detached.
+  const Tensor qd = qkv.detach(), od = out.detach();
+  autograd::record(out, "attention", {qkv}, [qd, od, att, B, T, C, n_head](const Tensor& g_in) {
     const Tensor g = g_in.contiguous();
     Tensor dqkv = Tensor::empty(qd.shape(), g.dtype(), g.device());
-    be(g).attention_backward(g.dtype(), dqkv.raw_data(), g.raw_data(), qd.raw_data(),
+    be(g).attention_backward(g.dtype(), dqkv.raw_data(), g.raw_data(), qd.raw_data(), od.raw_data(),
                              att.raw_data(), B, T, C, n_head);
     return std::vector<Tensor>{dqkv};
   });

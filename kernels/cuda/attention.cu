@@ -15,8 +15,8 @@
 // Every element of dqkv is written exactly once; the result does not depend on scheduling.
 // bf16 storage with head size 64 or 128 goes to the tensor-core kernels of attention_wmma.cu
 // instead (forward always; backward unless TRIDENT_ATTENTION_DETERMINISTIC=1 asks for the
-// kernels here). Both save the same lse and copy of out, so either backward follows either
-// forward.
+// kernels here). Both save the same lse, and backward reads the forward's out itself (for D),
+// so either backward follows either forward.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -54,11 +54,8 @@ bool deterministic_backward_requested() {
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
-size_t round_up(size_t x, size_t a) {
-  return (x + a - 1) / a * a;
-}
 size_t lse_bytes(int64_t B, int64_t T, int64_t NH) {
-  return round_up(static_cast<size_t>(B * NH * T) * sizeof(float), 256);
+  return static_cast<size_t>(B * NH * T) * sizeof(float);
 }
 
 // Loads rows [row0, row0 + 32) of one head's (T, hs) slab, which starts at `base` with row
@@ -83,7 +80,7 @@ __device__ __forceinline__ float dot_rows(const float* a, const float* b) {
 
 template <typename T, int HS>
 __global__ void __launch_bounds__(kThreads)
-    attention_forward_kernel(T* out, float* lse, T* saved_out, const T* qkv, Dims D) {
+    attention_forward_kernel(T* out, float* lse, const T* qkv, Dims D) {
   constexpr int P = HS + 1, NC = HS / 32;
   TRIDENT_DYNAMIC_SHARED(float, smem);
   float* Qs = smem;
@@ -148,15 +145,10 @@ __global__ void __launch_bounds__(kThreads)
     if (q >= D.T) continue;
     const float inv = 1.0f / l[r];
     T* dst = out + (b * D.T + q) * D.C + h * D.hs;
-    T* dst2 = saved_out + (b * D.T + q) * D.C + h * D.hs;
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
       const int d = lane + 32 * c;
-      if (d < D.hs) {
-        const T v = from_float<T>(o[r][c] * inv);
-        dst[d] = v;
-        dst2[d] = v;
-      }
+      if (d < D.hs) dst[d] = from_float<T>(o[r][c] * inv);
     }
     if (lane == 0) lse[bh * D.T + q] = m[r] + logf(l[r]);
   }
@@ -386,13 +378,12 @@ Dims make_dims(const char* who, int64_t B, int64_t T, int64_t C, int64_t NH) {
 }
 
 template <typename T, int HS>
-void forward_hs(T* out, float* lse, T* saved_out, const T* qkv, const Dims& D,
-                cudaStream_t stream) {
+void forward_hs(T* out, float* lse, const T* qkv, const Dims& D, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((D.T + kTile - 1) / kTile),
                   static_cast<unsigned>(D.B * D.NH));
   allow_smem(attention_forward_kernel<T, HS>, forward_smem<HS>());
   TRIDENT_LAUNCH((attention_forward_kernel<T, HS>), grid, kThreads, forward_smem<HS>(), stream)
-  (out, lse, saved_out, qkv, D);
+  (out, lse, qkv, D);
   check_launch("attention_forward_kernel");
 }
 
@@ -419,7 +410,9 @@ AttentionKernelCounts attention_kernel_counts() {
 }
 
 size_t attention_saved_bytes(ScalarType t, int64_t B, int64_t T, int64_t C, int64_t NH) {
-  return lse_bytes(B, T, NH) + static_cast<size_t>(B * T * C) * scalar_size(t);
+  (void)t;
+  (void)C;
+  return lse_bytes(B, T, NH);
 }
 
 void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, int64_t B, int64_t T_,
@@ -427,10 +420,8 @@ void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, in
   const Dims D = make_dims("attention_forward", B, T_, C, NH);
   if (B == 0 || T_ == 0 || C == 0) return;
   float* lse = static_cast<float*>(saved);
-  char* saved_out = static_cast<char*>(saved) + lse_bytes(B, T_, NH);
-  if (t == ScalarType::BF16 && detail::attention_wmma_supported(D, out, qkv, saved_out)) {
+  if (t == ScalarType::BF16 && detail::attention_wmma_supported(D, out, qkv, out)) {
     detail::attention_wmma_forward(static_cast<__nv_bfloat16*>(out), lse,
-                                   reinterpret_cast<__nv_bfloat16*>(saved_out),
                                    static_cast<const __nv_bfloat16*>(qkv), D, stream);
     ++g_tensor_core_forward;
     return;
@@ -438,25 +429,23 @@ void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, in
   ++g_simt_forward;
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "attention", {
     T* o = static_cast<T*>(out);
-    T* so = reinterpret_cast<T*>(saved_out);
     const T* x = static_cast<const T*>(qkv);
     if (D.hs <= 32) {
-      forward_hs<T, 32>(o, lse, so, x, D, stream);
+      forward_hs<T, 32>(o, lse, x, D, stream);
     } else if (D.hs <= 64) {
-      forward_hs<T, 64>(o, lse, so, x, D, stream);
+      forward_hs<T, 64>(o, lse, x, D, stream);
     } else {
-      forward_hs<T, 128>(o, lse, so, x, D, stream);
+      forward_hs<T, 128>(o, lse, x, D, stream);
     }
   });
 }
 
 void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* qkv,
-                        const void* saved, int64_t B, int64_t T_, int64_t C, int64_t NH,
-                        Scratch& scratch, cudaStream_t stream) {
+                        const void* out, const void* saved, int64_t B, int64_t T_, int64_t C,
+                        int64_t NH, Scratch& scratch, cudaStream_t stream) {
   const Dims D = make_dims("attention_backward", B, T_, C, NH);
   if (B == 0 || T_ == 0 || C == 0) return;
   const float* lse = static_cast<const float*>(saved);
-  const char* saved_out = static_cast<const char*>(saved) + lse_bytes(B, T_, NH);
   float* Dd = scratch.get_as<float>(B * NH * T_);
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "attention_backward", {
     T* dx = static_cast<T*>(dqkv);
@@ -464,7 +453,7 @@ void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* 
     const T* x = static_cast<const T*>(qkv);
     const unsigned rows_grid = detail::grid_for(B * T_ * NH, kThreads / 32, int64_t{1} << 16);
     TRIDENT_LAUNCH(attention_rowdot_kernel<T>, rows_grid, kThreads, 0, stream)
-    (Dd, dy, reinterpret_cast<const T*>(saved_out), D);
+    (Dd, dy, static_cast<const T*>(out), D);
     check_launch("attention_rowdot_kernel");
     if (std::is_same<T, __nv_bfloat16>::value && !deterministic_backward_requested() &&
         detail::attention_wmma_supported(D, dx, dy, x)) {

@@ -12,7 +12,7 @@
 // memory, where lane pairs own a row: scale, mask, online softmax (running max m and sum l in
 // fp32), P rounded to bf16, and the warp's fp32 output rows rescaled by exp(m_old - m_new); then
 // O += P V on tensor cores with O loaded as an accumulator from shared memory and stored back.
-// Writes O / l (to out and to the saved copy) and lse = m + log l.
+// Writes O / l (to out, which backward reads for D) and lse = m + log l.
 //
 // Backward, one block per (key tile of 64, b*h), one pass over the query tiles at or below the
 // diagonal: per query tile each warp recomputes S^T = K Q^T and dP^T = V dO^T for its 16 keys,
@@ -109,8 +109,7 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* base, int64_t 
 
 template <int HS>
 __global__ void __launch_bounds__(kThreads)
-    attention_forward_wmma_kernel(bf16* out, float* lse, bf16* saved_out, const bf16* qkv,
-                                  AttentionDims D) {
+    attention_forward_wmma_kernel(bf16* out, float* lse, const bf16* qkv, AttentionDims D) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   using L = ForwardSmem<HS>;
   constexpr int ldh = L::ldh, ldo = L::ldo, NF = HS / 16;
@@ -208,11 +207,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t row = q0 + warp * 16 + rr;
     if (row >= D.T) break;
     const int64_t off = (b * D.T + row) * D.C + h * D.hs;
-    for (int d = lane; d < HS; d += 32) {
-      const bf16 v = __float2bfloat16_rn(Ow[rr * ldo + d] * inv);
-      out[off + d] = v;
-      saved_out[off + d] = v;
-    }
+    for (int d = lane; d < HS; d += 32) out[off + d] = __float2bfloat16_rn(Ow[rr * ldo + d] * inv);
   }
 #else
   __trap();  // launched only on sm_80 and newer (bf16 tensor cores)
@@ -389,12 +384,12 @@ dim3 tile_grid(const AttentionDims& D) {
 }
 
 template <int HS>
-void forward_hs(bf16* out, float* lse, bf16* saved_out, const bf16* qkv, const AttentionDims& D,
+void forward_hs(bf16* out, float* lse, const bf16* qkv, const AttentionDims& D,
                 cudaStream_t stream) {
   constexpr size_t smem = ForwardSmem<HS>::bytes;
   allow_smem(attention_forward_wmma_kernel<HS>, smem);
   TRIDENT_LAUNCH(attention_forward_wmma_kernel<HS>, tile_grid(D), kThreads, smem, stream)
-  (out, lse, saved_out, qkv, D);
+  (out, lse, qkv, D);
   check_launch("attention_forward_wmma_kernel");
 }
 
@@ -415,12 +410,12 @@ bool attention_wmma_supported(const AttentionDims& D, const void* a, const void*
   return (D.hs == 64 || D.hs == 128) && aligned(a) && aligned(b) && aligned(c);
 }
 
-void attention_wmma_forward(bf16* out, float* lse, bf16* saved_out, const bf16* qkv,
-                            const AttentionDims& D, cudaStream_t stream) {
+void attention_wmma_forward(bf16* out, float* lse, const bf16* qkv, const AttentionDims& D,
+                            cudaStream_t stream) {
   if (D.hs == 64) {
-    forward_hs<64>(out, lse, saved_out, qkv, D, stream);
+    forward_hs<64>(out, lse, qkv, D, stream);
   } else {
-    forward_hs<128>(out, lse, saved_out, qkv, D, stream);
+    forward_hs<128>(out, lse, qkv, D, stream);
   }
 }
 

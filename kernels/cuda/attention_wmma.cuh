@@ -18,9 +18,9 @@ struct AttentionDims {
 // aligned (the tiles move in 16-byte vectors). bf16 storage is the caller's check.
 bool attention_wmma_supported(const AttentionDims& D, const void* a, const void* b, const void* c);
 
-// out (B, T, C), lse (B, NH, T) fp32, saved_out a copy of out (for the row dot D = dO . O).
-void attention_wmma_forward(__nv_bfloat16* out, float* lse, __nv_bfloat16* saved_out,
-                            const __nv_bfloat16* qkv, const AttentionDims& D, cudaStream_t stream);
+// out (B, T, C), lse (B, NH, T) fp32; backward reads out itself for the row dot D = dO . O.
+void attention_wmma_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv,
+                            const AttentionDims& D, cudaStream_t stream);
 
 // dqkv (B, T, 3C); Dd (B, NH, T) = dO . O per row (computed by the caller); dq_acc (B, T, C)
 // fp32 scratch that this call zeroes, accumulates dQ into with atomicAdd, and converts.

@@ -138,13 +138,16 @@ void run_case(const Shape& s, uint64_t seed, bool expect_tc_bwd) {
   Backend& be = backend_for(gpu());
   const Tensor x = upload(qkv, DType::BF16), g = upload(dout, DType::BF16);
   Tensor out = poisoned(s.B * s.T * C, DType::BF16), dx = poisoned(s.B * s.T * 3 * C, DType::BF16);
-  Tensor att = Tensor::empty({be.attention_saved_elements(DType::BF16, s.B, s.T, C, s.NH)},
-                             DType::BF16, gpu());
+  // Backward reads `out` itself: the saved buffer holds only the f32 log-sum-exps (B, NH, T),
+  // two bf16 elements each (no copy of out).
+  const int64_t saved = be.attention_saved_elements(DType::BF16, s.B, s.T, C, s.NH);
+  CHECK(saved == s.B * s.NH * s.T * 2);
+  Tensor att = Tensor::empty({saved}, DType::BF16, gpu());
   const kc::AttentionKernelCounts before = kc::attention_kernel_counts();
   be.attention_forward(DType::BF16, out.raw_data(), att.raw_data(), x.raw_data(), s.B, s.T, C,
                        s.NH);
-  be.attention_backward(DType::BF16, dx.raw_data(), g.raw_data(), x.raw_data(), att.raw_data(), s.B,
-                        s.T, C, s.NH);
+  be.attention_backward(DType::BF16, dx.raw_data(), g.raw_data(), x.raw_data(), out.raw_data(),
+                        att.raw_data(), s.B, s.T, C, s.NH);
   be.synchronize();
   const kc::AttentionKernelCounts after = kc::attention_kernel_counts();
   CHECK(after.tensor_core_forward == before.tensor_core_forward + 1);

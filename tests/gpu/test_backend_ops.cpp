@@ -466,7 +466,8 @@ const std::vector<OpCase> kCases = {
                  [=](Backend& be, DType t, const Buffers& b) {
                    void* att = b.alloc(be.attention_saved_elements(t, s.B, s.T, s.C, s.NH), t);
                    be.attention_forward(t, b[o], att, b[qkv], s.B, s.T, s.C, s.NH);
-                   be.attention_backward(t, b[dqkv], b[dout], b[qkv], att, s.B, s.T, s.C, s.NH);
+                   be.attention_backward(t, b[dqkv], b[dout], b[qkv], b[o], att, s.B, s.T, s.C,
+                                         s.NH);
                    return 0.0;
                  });
        }

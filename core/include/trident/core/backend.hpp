@@ -126,7 +126,8 @@ class Backend {
   virtual void softmax_backward(DType t, void* dinp, const void* out, const void* dout,
                                 int64_t rows, int64_t cols) = 0;
   // Elements of dtype t that attention_forward's `att` buffer needs: the CPU keeps the
-  // (B, NH, T, T) probabilities, the CUDA flash kernel the row log-sum-exps and a copy of out.
+  // (B, NH, T, T) probabilities, the CUDA flash kernel the row log-sum-exps (its backward
+  // reads `out`, the forward's output as it was written, for rowsum(dout * out)).
   virtual int64_t attention_saved_elements(DType t, int64_t B, int64_t T, int64_t C,
                                            int64_t NH) const {
     (void)t;
@@ -136,7 +137,8 @@ class Backend {
   virtual void attention_forward(DType t, void* out, void* att, const void* qkv, int64_t B,
                                  int64_t T, int64_t C, int64_t NH) = 0;
   virtual void attention_backward(DType t, void* dqkv, const void* dout, const void* qkv,
-                                  const void* att, int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
+                                  const void* out, const void* att, int64_t B, int64_t T, int64_t C,
+                                  int64_t NH) = 0;
   // Cross entropy of logits (N, V) in dtype t; losses, lse, dlosses, mean and inv_count are
   // in stats_dtype(t) (f32 for bf16 logits, as PyTorch autocast and llm.c), dlogits in t.
   virtual void cross_entropy_forward(DType t, void* losses, void* lse, const void* logits,

@@ -3,10 +3,8 @@
 // token t = [q(C) | k(C) | v(C)], head h at columns h*hs .. h*hs+hs of each part, hs = C/NH
 // (at most 128); out (B, T, C); scale 1/sqrt(hs).
 // `saved` (attention_saved_bytes) receives what backward needs instead of the CPU's (B,NH,T,T)
-// probabilities: the fp32 log-sum-exp of every score row (B, NH, T), then a copy of out.
-// The copy stays: backward needs D = rowsum(dO * O) and the Backend's attention_backward is not
-// handed `out` (dropping the copy means passing out through the Backend interface and keeping it
-// alive in the autograd node; it saves one (B, T, C) write per forward, about 1% of attention).
+// probabilities: the fp32 log-sum-exp of every score row (B, NH, T). Backward also reads the
+// forward's `out` (unchanged since the forward) for D = rowsum(dO * O): out is written once.
 //
 // Kernels: bf16 storage with head size 64 or 128 runs FlashAttention-2 on tensor cores (wmma,
 // kernels/cuda/attention_wmma.cu); f32, other head sizes and unaligned pointers run the fp32
@@ -34,7 +32,7 @@ void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, in
 // Writes every element of dqkv (B, T, 3C). The SIMT path is deterministic (dK/dV and dQ come
 // from separate kernels that each own their outputs); the tensor-core path is not for dQ (above).
 void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* qkv,
-                        const void* saved, int64_t B, int64_t T, int64_t C, int64_t NH,
-                        Scratch& scratch, cudaStream_t stream);
+                        const void* out, const void* saved, int64_t B, int64_t T, int64_t C,
+                        int64_t NH, Scratch& scratch, cudaStream_t stream);
 
 }  // namespace trident::kernels::cuda
