@@ -471,6 +471,86 @@ TEST_CASE("nccl emu: one communicator on two streams posts in issue order", "[cu
 }
 
 TEST_CASE(
+    "nccl emu: a collective captured into a CUDA graph on a forked stream runs at each launch",
+    "[cuda-emu][nccl]") {
+  // As trident's NCCL communicator issues: the compute stream records an event, the NCCL stream
+  // waits on it (and so joins the capture), runs the all-reduce and records an event the
+  // compute stream waits on (the join). The capture runs nothing; each launch all-reduces the
+  // input of that moment, in stream order with the copies around it, and takes its place in the
+  // communicator's order at launch (an eager all-reduce between two launches).
+  Comm comm;
+  Stream compute, nccl;
+  const int n = world_size(), me = world_rank();
+  constexpr size_t kN = 32;
+  DeviceBuffer input(kN * 4), x(kN * 4), y(kN * 4), z(4);
+  cudaEvent_t fork = nullptr, join = nullptr;
+  cuda_ok(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  cuda_ok(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  cuda_ok(cudaStreamBeginCapture(compute.s, cudaStreamCaptureModeGlobal));
+  cuda_ok(cudaMemcpyAsync(x.p, input.p, kN * 4, cudaMemcpyDeviceToDevice, compute.s));
+  cuda_ok(cudaEventRecord(fork, compute.s));
+  cuda_ok(cudaStreamWaitEvent(nccl.s, fork, 0));
+  cudaStreamCaptureStatus joined = cudaStreamCaptureStatusNone;
+  cuda_ok(cudaStreamIsCapturing(nccl.s, &joined));
+  CHECK(joined == cudaStreamCaptureStatusActive);
+  nccl_ok(ncclAllReduce(x.p, x.p, kN, ncclInt32, ncclSum, comm.c, nccl.s), comm.c);
+  cuda_ok(cudaEventRecord(join, nccl.s));
+  cuda_ok(cudaStreamWaitEvent(compute.s, join, 0));
+  cuda_ok(cudaMemcpyAsync(y.p, x.p, kN * 4, cudaMemcpyDeviceToDevice, compute.s));
+  cudaGraph_t graph = nullptr;
+  cuda_ok(cudaStreamEndCapture(compute.s, &graph));
+  cuda_ok(cudaStreamIsCapturing(nccl.s, &joined));
+  CHECK(joined == cudaStreamCaptureStatusNone);
+  cudaGraphExec_t exec = nullptr;
+  cuda_ok(cudaGraphInstantiate(&exec, graph, 0));
+  cuda_ok(cudaStreamSynchronize(compute.s));
+  std::vector<int32_t> got(kN, -1);
+  cuda_ok(cudaMemcpy(got.data(), y.p, kN * 4, cudaMemcpyDeviceToHost));
+  CHECK(got[0] == 0);  // captured, not run
+  for (int launch = 1; launch <= 3; ++launch) {
+    std::vector<int32_t> in(kN);
+    for (size_t i = 0; i < kN; ++i) in[i] = launch * (me + 1) + static_cast<int32_t>(i);
+    cuda_ok(cudaMemcpy(input.p, in.data(), kN * 4, cudaMemcpyHostToDevice));
+    if (me == 0 && launch == 2) {  // rank 0 late: the others' replays must wait for it
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    cuda_ok(cudaGraphLaunch(exec, compute.s));
+    const int32_t one = me + 1;
+    cuda_ok(cudaMemcpy(z.p, &one, 4, cudaMemcpyHostToDevice));
+    nccl_ok(ncclAllReduce(z.p, z.p, 1, ncclInt32, ncclMax, comm.c, nccl.s), comm.c);
+    cuda_ok(cudaStreamSynchronize(compute.s));
+    cuda_ok(cudaStreamSynchronize(nccl.s));
+    cuda_ok(cudaMemcpy(got.data(), y.p, kN * 4, cudaMemcpyDeviceToHost));
+    int bad = 0;
+    for (size_t i = 0; i < kN; ++i)
+      bad += got[i] != launch * n * (n + 1) / 2 + n * static_cast<int32_t>(i);
+    INFO("launch " << launch << ": y[0] = " << got[0]);
+    CHECK(bad == 0);
+    int32_t top = 0;
+    cuda_ok(cudaMemcpy(&top, z.p, 4, cudaMemcpyDeviceToHost));
+    CHECK(top == n);
+  }
+  cuda_ok(cudaGraphExecDestroy(exec));
+  cuda_ok(cudaGraphDestroy(graph));
+
+  // A forked stream whose work the capture never waits for: the capture fails, unjoined.
+  cuda_ok(cudaStreamBeginCapture(compute.s, cudaStreamCaptureModeGlobal));
+  cuda_ok(cudaEventRecord(fork, compute.s));
+  cuda_ok(cudaStreamWaitEvent(nccl.s, fork, 0));
+  cuda_ok(cudaMemsetAsync(z.p, 0, 4, nccl.s));
+  graph = nullptr;
+  const cudaError_t unjoined = cudaStreamEndCapture(compute.s, &graph);
+  CHECK(std::string(cudaGetErrorName(unjoined)) == "cudaErrorStreamCaptureUnjoined");
+  CHECK(graph == nullptr);
+  cudaGetLastError();
+  cuda_ok(cudaStreamIsCapturing(nccl.s, &joined));
+  CHECK(joined == cudaStreamCaptureStatusNone);
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST_CASE(
     "nccl emu: split by rank parity, no color, reversed keys; communicators run "
     "concurrently on their streams",
     "[cuda-emu][nccl]") {

@@ -20,6 +20,16 @@ int current_device();
 // then), cudaErrorInvalidResourceHandle for a destroyed stream, else cudaSuccess.
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> op, const char* what);
 
+// Like enqueue, for an op that takes its place in an order when it is issued (NCCL's tickets per
+// communicator): `make` builds the op at issue. On a capturing stream `make` itself is recorded,
+// and every cudaGraphLaunch calls it again, so each replay issues a fresh op in launch order.
+cudaError_t enqueue_replayable(cudaStream_t stream, std::function<std::function<void()>()> make,
+                               const char* what);
+
+// cudaErrorStreamCaptureUnjoined (904; not in the emulated cuda_runtime_api.h): the capture
+// ended while a stream that joined it had work nothing in the capture waited for.
+constexpr cudaError_t kCaptureUnjoined = static_cast<cudaError_t>(904);
+
 // The device a stream belongs to (-1 for an unknown handle).
 int stream_device(cudaStream_t stream);
 

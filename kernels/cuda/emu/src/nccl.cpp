@@ -17,6 +17,10 @@
 // even when one communicator is used from several streams. Different communicators run
 // concurrently on their streams (MPI_THREAD_MULTIPLE, distinct MPI communicators).
 //
+// Capture: a collective issued on a capturing stream is recorded as a graph node that makes a
+// fresh op at each cudaGraphLaunch, so every replay takes its tickets in launch order and posts
+// when the launch stream reaches it, as NCCL's kernels in a CUDA graph do.
+//
 // Creation: ncclGetUniqueId draws random bytes and the caller's pid. A communicator over all of
 // MPI_COMM_WORLD is an MPI_Comm_split of it keyed by NCCL rank; any other one meets through a
 // directory named after the id under $TMPDIR (one file per rank holding its world rank, so all
@@ -742,13 +746,20 @@ class Batch {
 ncclResult_t launch(std::vector<Task> tasks, const char* what) {
   const cudaStream_t stream = tasks.front().stream;
   const CommPtr first = tasks.front().comm;
-  static std::mutex issue_mu;  // tickets of a multi-communicator batch are taken together
+  // Tickets of a multi-communicator batch are taken together (recursive: a launch not under
+  // capture makes its batch inside enqueue_replayable).
+  static std::recursive_mutex issue_mu;
+  // A fresh batch (fresh tickets and staging buffers) at each issue: the call itself, or each
+  // launch of a graph that captured it.
+  auto make = [proto = std::make_shared<const std::vector<Task>>(std::move(tasks))] {
+    std::lock_guard<std::recursive_mutex> lock(issue_mu);
+    auto batch = std::make_shared<Batch>(*proto);
+    return std::function<void()>([batch] { batch->run(); });
+  };
   cudaError_t rc;
   {
-    std::lock_guard<std::mutex> lock(issue_mu);
-    auto batch = std::make_shared<Batch>(std::move(tasks));
-    rc = cuemu::enqueue(
-        stream, [batch] { batch->run(); }, what);
+    std::lock_guard<std::recursive_mutex> lock(issue_mu);
+    rc = cuemu::enqueue_replayable(stream, make, what);
   }
   if (rc != cudaSuccess)
     return fail(first.get(), ncclUnhandledCudaError,

@@ -82,6 +82,11 @@ struct Stream : CUstream_st {
   cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
   std::thread::id capture_thread;
   struct Graph* graph = nullptr;
+  // The stream that began the capture: this one, or the one whose captured event this stream
+  // waited on (it joined that capture, as a stream forked by an event does on a GPU).
+  Stream* capture_origin = nullptr;
+  uint64_t capture_pushes = 0;  // nodes this stream added to the capture
+  uint64_t joined_pushes = 0;   // of those, how many another stream of the capture waited for
 
   void wait_for(uint64_t ticket) {
     std::unique_lock<std::mutex> lock(mu);
@@ -93,9 +98,11 @@ struct Stream : CUstream_st {
   }
 };
 
-// A captured operation: what a stream op would have run.
+// A captured operation: what a stream op would have run, or (make set) what builds that op
+// afresh at each cudaGraphLaunch (enqueue_replayable).
 struct GraphNode {
   std::function<void()> fn;
+  std::function<std::function<void()>()> make;
   const char* what;
 };
 struct Graph : CUgraph_st {
@@ -108,6 +115,8 @@ struct GraphExec : CUgraphExec_st {
 struct Event : CUevent_st {
   std::mutex mu;
   const Graph* captured_in = nullptr;  // the capture of the latest record, if it was captured
+  Stream* captured_on = nullptr;       // its stream, and that stream's node count after it
+  uint64_t captured_seq = 0;
   unsigned flags = 0;
   Stream* stream = nullptr;  // of the latest record (nullptr: never recorded)
   uint64_t ticket = 0;
@@ -344,7 +353,8 @@ uint64_t push(Stream* s, std::function<void()> fn, const char* what, std::vector
   {
     std::lock_guard<std::mutex> lock(s->mu);
     if (s->capture == cudaStreamCaptureStatusActive) {
-      s->graph->nodes.push_back(GraphNode{std::move(fn), what});
+      s->graph->nodes.push_back(GraphNode{std::move(fn), nullptr, what});
+      ++s->capture_pushes;
       return 0;
     }
     if (s->capture == cudaStreamCaptureStatusInvalidated) return 0;  // dropped
@@ -494,6 +504,27 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> op, const char* w
   return cudaSuccess;
 }
 
+cudaError_t enqueue_replayable(cudaStream_t stream, std::function<std::function<void()>()> make,
+                               const char* what) {
+  Stream* s = resolve(stream);
+  if (s == nullptr) {
+    return valid_device(tls_device) ? cudaErrorInvalidResourceHandle : cudaErrorInvalidDevice;
+  }
+  const cudaError_t st = sticky(s->device);
+  if (st != cudaSuccess) return st;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->capture == cudaStreamCaptureStatusInvalidated) return cudaErrorStreamCaptureInvalidated;
+    if (s->capture == cudaStreamCaptureStatusActive) {
+      s->graph->nodes.push_back(GraphNode{nullptr, std::move(make), what});
+      ++s->capture_pushes;
+      return cudaSuccess;
+    }
+  }
+  push(s, make(), what, {});
+  return cudaSuccess;
+}
+
 int stream_device(cudaStream_t stream) {
   Stream* s = resolve(stream);
   return s != nullptr ? s->device : -1;
@@ -580,6 +611,7 @@ using cuemu::machine;
 // --- errors -------------------------------------------------------------------------------------
 
 const char* cudaGetErrorName(cudaError_t e) {
+  if (e == cuemu::kCaptureUnjoined) return "cudaErrorStreamCaptureUnjoined";
   switch (e) {
     case cudaSuccess:
       return "cudaSuccess";
@@ -638,6 +670,7 @@ const char* cudaGetErrorName(cudaError_t e) {
 }
 
 const char* cudaGetErrorString(cudaError_t e) {
+  if (e == cuemu::kCaptureUnjoined) return "capture unjoined";
   switch (e) {
     case cudaSuccess:
       return "no error";
@@ -1052,22 +1085,53 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   if (s == nullptr || event == nullptr)
     return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
   auto* ev = static_cast<cuemu::Event*>(event);
+  const cuemu::Graph* ev_graph = nullptr;
+  cuemu::Stream* ev_stream = nullptr;
+  uint64_t ev_seq = 0;
   {
+    std::lock_guard<std::mutex> l(ev->mu);
+    ev_graph = ev->captured_in;
+    ev_stream = ev->captured_on;
+    ev_seq = ev->captured_seq;
+  }
+  {
+    // Captures span streams as on a GPU: a stream that waits on an event recorded in an active
+    // capture joins it (a fork), and the capture's streams order each other through its events
+    // (a join). The graph keeps its nodes in issue order, which honours every such dependency,
+    // and replays them in that order on the launch stream.
+    std::lock_guard<std::mutex> cl(cuemu::g_capture_mu);
     std::unique_lock<std::mutex> lock(s->mu);
     if (s->capture == cudaStreamCaptureStatusInvalidated) return cudaErrorStreamCaptureInvalidated;
     if (s->capture == cudaStreamCaptureStatusActive) {
-      // One stream per capture: the event must come from this capture (then the stream's order
-      // already holds); an event from outside would join another stream's work to the graph.
-      const cuemu::Graph* g = s->graph;
-      lock.unlock();
-      std::lock_guard<std::mutex> l(ev->mu);
-      if (ev->captured_in == g) return cudaSuccess;
-      std::lock_guard<std::mutex> l2(s->mu);
+      if (ev_graph == s->graph) {
+        if (ev_stream != nullptr && ev_stream != s) {
+          std::lock_guard<std::mutex> l(ev_stream->mu);
+          ev_stream->joined_pushes = std::max(ev_stream->joined_pushes, ev_seq);
+        }
+        return cudaSuccess;
+      }
       s->capture = cudaStreamCaptureStatusInvalidated;
       cuemu::report(
           "cudaStreamWaitEvent on a capturing stream, for an event recorded outside the "
           "capture: cudaErrorStreamCaptureIsolation, the capture is invalidated");
       return cuemu::set_last_error(cudaErrorStreamCaptureIsolation);
+    }
+    if (ev_graph != nullptr) {
+      for (cuemu::Stream* c : cuemu::g_capturing) {
+        if (c == s) continue;
+        std::lock_guard<std::mutex> l(c->mu);
+        if (c->graph != ev_graph || c->capture_origin != c) continue;
+        if (c->capture != cudaStreamCaptureStatusActive) return cudaErrorStreamCaptureInvalidated;
+        s->capture = cudaStreamCaptureStatusActive;
+        s->capture_mode = c->capture_mode;
+        s->capture_thread = c->capture_thread;
+        s->graph = c->graph;
+        s->capture_origin = c;
+        s->capture_pushes = 0;
+        s->joined_pushes = 0;
+        cuemu::g_capturing.insert(s);
+        return cudaSuccess;
+      }
     }
   }
   std::vector<cuemu::Ticket> waits;
@@ -1124,12 +1188,15 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
                                                    std::lock_guard<std::mutex> g(ev->mu);
                                                    ev->when = cuemu::Clock::now();
                                                  },
-                                                 "cudaEventRecord"});
+                                                 nullptr, "cudaEventRecord"});
       ev->captured_in = s->graph;
+      ev->captured_on = s;
+      ev->captured_seq = ++s->capture_pushes;
       return cudaSuccess;
     }
   }
   ev->captured_in = nullptr;
+  ev->captured_on = nullptr;
   const uint64_t ticket = cuemu::push(s,
                                       [ev] {
                                         std::lock_guard<std::mutex> l(ev->mu);
@@ -1224,6 +1291,9 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
     s->capture_mode = mode;
     s->capture_thread = std::this_thread::get_id();
     s->graph = new cuemu::Graph();
+    s->capture_origin = s;
+    s->capture_pushes = 0;
+    s->joined_pushes = 0;
   }
   cuemu::g_capturing.insert(s);
   return cudaSuccess;
@@ -1242,6 +1312,9 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
     if (s->capture == cudaStreamCaptureStatusNone) {
       return cuemu::set_last_error(cudaErrorIllegalState);
     }
+    if (s->capture_origin != s) {  // a stream that joined the capture cannot end it
+      return cuemu::set_last_error(cudaErrorStreamCaptureUnmatched);
+    }
     if (s->capture_mode != cudaStreamCaptureModeRelaxed &&
         s->capture_thread != std::this_thread::get_id()) {
       return cuemu::set_last_error(cudaErrorStreamCaptureWrongThread);
@@ -1250,11 +1323,36 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
     g = s->graph;
     s->graph = nullptr;
     s->capture = cudaStreamCaptureStatusNone;
+    s->capture_origin = nullptr;
   }
   cuemu::g_capturing.erase(s);
+  // The streams that joined the capture leave it; each must have been joined back (the origin,
+  // or another of its streams, waited on an event recorded after its last node).
+  bool unjoined = false;
+  for (auto it = cuemu::g_capturing.begin(); it != cuemu::g_capturing.end();) {
+    cuemu::Stream* c = *it;
+    std::lock_guard<std::mutex> lock(c->mu);
+    if (c->capture_origin != s) {
+      ++it;
+      continue;
+    }
+    if (c->capture == cudaStreamCaptureStatusInvalidated) status = c->capture;
+    unjoined = unjoined || c->capture_pushes > c->joined_pushes;
+    c->capture = cudaStreamCaptureStatusNone;
+    c->graph = nullptr;
+    c->capture_origin = nullptr;
+    it = cuemu::g_capturing.erase(it);
+  }
   if (status == cudaStreamCaptureStatusInvalidated) {
     delete g;
     return cuemu::set_last_error(cudaErrorStreamCaptureInvalidated);
+  }
+  if (unjoined) {
+    delete g;
+    cuemu::report(
+        "cudaStreamEndCapture: a stream that joined the capture has work after its last event "
+        "the capture waited on: cudaErrorStreamCaptureUnjoined");
+    return cuemu::set_last_error(cuemu::kCaptureUnjoined);
   }
   *graph = g;
   return cudaSuccess;
@@ -1296,7 +1394,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   }
   // Each node is queued as the op it was captured from (or recorded again, under capture).
   for (const cuemu::GraphNode& n : static_cast<cuemu::GraphExec*>(exec)->nodes) {
-    cuemu::push(s, n.fn, n.what, {});
+    cuemu::push(s, n.make ? n.make() : n.fn, n.what, {});
   }
   return cuemu::ret(cudaSuccess, s->device);
 }
