@@ -63,18 +63,11 @@ void Backend::train_step_finish(void*, const float*, int64_t, const double*, flo
                                 const float*, int64_t, double*, double*, double*, int64_t) {
   no_device_step(*this, "train_step_finish");
 }
-void Backend::scale_by_step_clip(DType, void*, const void*, int64_t) {
-  no_device_step(*this, "scale_by_step_clip");
+void Backend::adamw_update_table_step(const void*, int, int64_t, float, float, float, const void*) {
+  no_device_step(*this, "adamw_update_table_step");
 }
-void Backend::adamw_update_multi_step(int, float* const*, const float* const*, float* const*,
-                                      float* const*, const int64_t*, float, float, float, float,
-                                      const void*) {
-  no_device_step(*this, "adamw_update_multi_step");
-}
-void Backend::sgd_update_multi_step(int, float* const*, const float* const*, float* const*,
-                                    const int64_t*, const bool*, float, float, float, bool,
-                                    const void*) {
-  no_device_step(*this, "sgd_update_multi_step");
+void Backend::sgd_update_table_step(const void*, int, int64_t, float, float, bool, const void*) {
+  no_device_step(*this, "sgd_update_table_step");
 }
 
 Backend& backend_for(Device device) {

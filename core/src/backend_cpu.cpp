@@ -4,6 +4,7 @@
 // written to f32 scratch and rounded back to bf16 to nearest even. Slow, but every bf16 op
 // computes exactly "f32 math, then one rounding of each output", the definition the CUDA
 // backend's bf16 kernels are tested against; the mixed-precision path runs without a GPU.
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -580,6 +581,30 @@ class CpuBackend final : public Backend {
   void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr, float momentum,
                   float dampening, float weight_decay, bool nesterov, bool first_step) override {
     k::sgd_update(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov, first_step);
+  }
+  // The table is the OptimizerTensor array itself, in host memory.
+  size_t optimizer_table_bytes(int count) const override {
+    return sizeof(OptimizerTensor) * static_cast<size_t>(std::max(count, 0));
+  }
+  int64_t optimizer_table_write(void* table, const OptimizerTensor* tensors, int count) override {
+    if (count > 0) std::memcpy(table, tensors, optimizer_table_bytes(count));
+    return count;
+  }
+  void adamw_update_table(const void* table, int count, int64_t, float lr, float beta1, float beta2,
+                          float eps, int64_t step, float grad_scale) override {
+    const auto* ts = static_cast<const OptimizerTensor*>(table);
+    for (int i = 0; i < count; ++i) {
+      k::adamw_update(ts[i].param, ts[i].grad, ts[i].state1, ts[i].state2, ts[i].n, lr, beta1,
+                      beta2, eps, ts[i].weight_decay, step, grad_scale);
+    }
+  }
+  void sgd_update_table(const void* table, int count, int64_t, float lr, float momentum,
+                        float dampening, bool nesterov, float grad_scale) override {
+    const auto* ts = static_cast<const OptimizerTensor*>(table);
+    for (int i = 0; i < count; ++i) {
+      k::sgd_update(ts[i].param, ts[i].grad, ts[i].state1, ts[i].n, lr, momentum, dampening,
+                    ts[i].weight_decay, nesterov, ts[i].first_step, grad_scale);
+    }
   }
 };
 

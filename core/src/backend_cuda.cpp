@@ -14,6 +14,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -555,33 +556,53 @@ class CudaBackend final : public Backend {
         [&] { kc::gqa_pack_backward(st(t), dq, dk, dv, dqkv, N, H, Hkv, D, s()); });
   }
 
-  // --- optimizers ----------------------------------------------------------------------
+  // --- optimizers (kernels/cuda/optimizer.hpp: one launch over a table of tensors) ---------
+  static kc::OptimizerEntry entry_of(const OptimizerTensor& t) {
+    kc::OptimizerEntry e;
+    e.param = t.param;
+    e.grad = t.grad;
+    e.state1 = t.state1;
+    e.state2 = t.state2;
+    e.n = t.n;
+    e.weight_decay = t.weight_decay;
+    e.first_step = t.first_step ? 1 : 0;
+    return e;
+  }
   void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                     float beta1, float beta2, float eps, float weight_decay,
                     int64_t step) override {
-    adamw_update_multi(1, &param, &grad, &m, &v, &n, lr, beta1, beta2, eps, weight_decay, step);
+    const kc::OptimizerEntry e = entry_of({param, grad, m, v, n, weight_decay, false});
+    run("adamw", [&] { kc::adamw_update_one(e, lr, beta1, beta2, eps, step, 1.0f, s()); });
   }
   void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr, float momentum,
                   float dampening, float weight_decay, bool nesterov, bool first_step) override {
-    sgd_update_multi(1, &param, &grad, &buf, &n, &first_step, lr, momentum, dampening, weight_decay,
-                     nesterov);
+    const kc::OptimizerEntry e = entry_of({param, grad, buf, nullptr, n, weight_decay, first_step});
+    run("sgd", [&] { kc::sgd_update_one(e, lr, momentum, dampening, nesterov, 1.0f, s()); });
   }
-  void adamw_update_multi(int count, float* const* params, const float* const* grads,
-                          float* const* m, float* const* v, const int64_t* ns, float lr,
-                          float beta1, float beta2, float eps, float weight_decay,
-                          int64_t step) override {
+  size_t optimizer_table_bytes(int count) const override {
+    return sizeof(kc::OptimizerEntry) * static_cast<size_t>(std::max(count, 0));
+  }
+  int64_t optimizer_table_write(void* table, const OptimizerTensor* tensors, int count) override {
+    std::vector<kc::OptimizerEntry> entries(static_cast<size_t>(std::max(count, 0)));
+    for (int i = 0; i < count; ++i) entries[static_cast<size_t>(i)] = entry_of(tensors[i]);
+    const int64_t chunks = kc::optimizer_table_chunks(entries.data(), count);
+    run("optimizer_table_write", [&] {
+      kc::optimizer_table_upload(P<kc::OptimizerEntry>(table), entries.data(), count, s());
+    });
+    return chunks;
+  }
+  void adamw_update_table(const void* table, int count, int64_t units, float lr, float beta1,
+                          float beta2, float eps, int64_t step, float grad_scale) override {
     run("adamw", [&] {
-      kc::adamw_update_multi(count, params, grads, m, v, ns, lr, beta1, beta2, eps, weight_decay,
-                             step, s());
+      kc::adamw_update_table(P<const kc::OptimizerEntry>(table), count, units, lr, beta1, beta2,
+                             eps, step, grad_scale, s());
     });
   }
-  void sgd_update_multi(int count, float* const* params, const float* const* grads,
-                        float* const* bufs, const int64_t* ns, const bool* first_steps, float lr,
-                        float momentum, float dampening, float weight_decay,
-                        bool nesterov) override {
+  void sgd_update_table(const void* table, int count, int64_t units, float lr, float momentum,
+                        float dampening, bool nesterov, float grad_scale) override {
     run("sgd", [&] {
-      kc::sgd_update_multi(count, params, grads, bufs, ns, first_steps, lr, momentum, dampening,
-                           weight_decay, nesterov, s());
+      kc::sgd_update_table(P<const kc::OptimizerEntry>(table), count, units, lr, momentum,
+                           dampening, nesterov, grad_scale, s());
     });
   }
 
@@ -613,26 +634,18 @@ class CudaBackend final : public Backend {
                             s());
     });
   }
-  void scale_by_step_clip(DType t, void* x, const void* scalars, int64_t n) override {
-    run("scale_by_step_clip",
-        [&] { kc::scale_by_step_clip(st(t), x, P<kc::StepScalars>(scalars), n, s()); });
-  }
-  void adamw_update_multi_step(int count, float* const* params, const float* const* grads,
-                               float* const* m, float* const* v, const int64_t* ns, float beta1,
-                               float beta2, float eps, float weight_decay,
-                               const void* scalars) override {
+  void adamw_update_table_step(const void* table, int count, int64_t units, float beta1,
+                               float beta2, float eps, const void* scalars) override {
     run("adamw", [&] {
-      kc::adamw_update_multi(count, params, grads, m, v, ns, beta1, beta2, eps, weight_decay,
-                             P<kc::StepScalars>(scalars), s());
+      kc::adamw_update_table(P<const kc::OptimizerEntry>(table), count, units, beta1, beta2, eps,
+                             P<const kc::StepScalars>(scalars), s());
     });
   }
-  void sgd_update_multi_step(int count, float* const* params, const float* const* grads,
-                             float* const* bufs, const int64_t* ns, const bool* first_steps,
-                             float momentum, float dampening, float weight_decay, bool nesterov,
-                             const void* scalars) override {
+  void sgd_update_table_step(const void* table, int count, int64_t units, float momentum,
+                             float dampening, bool nesterov, const void* scalars) override {
     run("sgd", [&] {
-      kc::sgd_update_multi(count, params, grads, bufs, ns, first_steps, momentum, dampening,
-                           weight_decay, nesterov, P<kc::StepScalars>(scalars), s());
+      kc::sgd_update_table(P<const kc::OptimizerEntry>(table), count, units, momentum, dampening,
+                           nesterov, P<const kc::StepScalars>(scalars), s());
     });
   }
 

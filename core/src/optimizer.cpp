@@ -1,5 +1,6 @@
 #include "trident/core/optim/optimizer.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -17,8 +18,21 @@ void check_param(const Tensor& p) {
 }  // namespace
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
+  int count = 0;
+  bool one_device = true;
+  Device device;
   for (auto& g : groups_) {
-    for (auto& p : g.params) check_param(p);
+    for (auto& p : g.params) {
+      check_param(p);
+      one_device = one_device && (count == 0 || p.device() == device);
+      device = p.device();
+      ++count;
+    }
+  }
+  // The table of one multi-tensor update of every parameter, allocated before any step.
+  if (count > 0 && one_device) {
+    tables_.resize(1);
+    tables_[0].reserve(device, count);
   }
 }
 
@@ -37,61 +51,91 @@ SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& opts)
   for (auto& g : groups_) momentum_.emplace_back(g.params.size());
 }
 
-void Optimizer::for_each_param_with_grad(
-    const std::function<void(size_t, size_t, Tensor&, const Tensor&)>& update) {
+namespace {
+bool same_tensor(const OptimizerTensor& a, const OptimizerTensor& b) {
+  return a.param == b.param && a.grad == b.grad && a.state1 == b.state1 && a.state2 == b.state2 &&
+         a.n == b.n && a.weight_decay == b.weight_decay && a.first_step == b.first_step;
+}
+}  // namespace
+
+void OptimizerTable::reserve(Device device, int count) {
+  const auto bytes = static_cast<int64_t>(backend_for(device).optimizer_table_bytes(count));
+  if (!storage_.defined() || device != device_ || storage_.numel() < bytes) {
+    storage_ = Tensor::empty({std::max<int64_t>(bytes, 1)}, DType::U8, device);
+    key_.clear();  // nothing written yet
+    device_ = device;
+  }
+}
+
+const void* OptimizerTable::get(Device device, const std::vector<OptimizerTensor>& tensors) {
+  const bool same = storage_.defined() && device == device_ && tensors.size() == key_.size() &&
+                    std::equal(tensors.begin(), tensors.end(), key_.begin(), same_tensor);
+  if (!same) {
+    const int count = static_cast<int>(tensors.size());
+    reserve(device, count);  // the storage is kept while it is large enough: the same address
+    units_ = backend_for(device).optimizer_table_write(storage_.raw_data(), tensors.data(), count);
+    key_ = tensors;
+    ++writes_;
+  }
+  return storage_.raw_data();
+}
+
+void Optimizer::update_by_table(
+    const std::function<OptimizerTensor(size_t, size_t, Tensor&, const Tensor&)>& tensor,
+    const std::function<void(Backend&, const OptimizerTable&)>& launch) {
+  std::vector<Tensor> keep;  // contiguous gradients, alive until their update is queued
+  std::vector<OptimizerTensor> run;
+  Device device;
+  size_t runs = 0;
+  const auto flush = [&] {
+    if (run.empty()) return;
+    if (tables_.size() <= runs) tables_.resize(runs + 1);
+    OptimizerTable& table = tables_[runs++];
+    table.get(device, run);
+    launch(backend_for(device), table);
+    keep.clear();
+    run.clear();
+  };
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     auto& g = groups_[gi];
     for (size_t i = 0; i < g.params.size(); ++i) {
       const Tensor grad = g.params[i].grad();
-      if (grad.defined()) update(gi, i, g.params[i], grad.contiguous());
+      if (!grad.defined()) continue;
+      Tensor& p = g.params[i];
+      if (!run.empty() && p.device() != device) flush();
+      device = p.device();
+      keep.push_back(grad.contiguous());
+      run.push_back(tensor(gi, i, p, keep.back()));
     }
   }
+  flush();
 }
 
 void SGD::step() {
   ++step_;
-  // One multi-tensor call per run of parameters sharing a group and a device.
-  std::vector<Tensor> keep;  // contiguous gradients, alive until their update is queued
-  std::vector<float*> ps, bufs;
-  std::vector<const float*> gs;
-  std::vector<int64_t> ns;
-  size_t total = 1;
-  for (const auto& g : groups_) total += g.params.size();
-  const std::unique_ptr<bool[]> firsts = std::make_unique<bool[]>(total);
-  size_t group = 0;
-  Device device;
-  const auto flush = [&] {
-    if (!ps.empty() && step_scalars_ != nullptr) {
-      backend_for(device).sgd_update_multi_step(
-          static_cast<int>(ps.size()), ps.data(), gs.data(), bufs.data(), ns.data(), firsts.get(),
-          opts_.momentum, opts_.dampening, groups_[group].weight_decay, opts_.nesterov,
-          step_scalars_);
-    } else if (!ps.empty()) {
-      backend_for(device).sgd_update_multi(
-          static_cast<int>(ps.size()), ps.data(), gs.data(), bufs.data(), ns.data(), firsts.get(),
-          lr_, opts_.momentum, opts_.dampening, groups_[group].weight_decay, opts_.nesterov);
-    }
-    keep.clear();
-    ps.clear();
-    bufs.clear();
-    gs.clear();
-    ns.clear();
-  };
-  for_each_param_with_grad([&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
-    if (!ps.empty() && (gi != group || p.device() != device)) flush();
-    group = gi;
-    device = p.device();
-    Tensor& buf = momentum_[gi][i];
-    const bool first = !buf.defined();
-    if (opts_.momentum != 0 && first) buf = Tensor::empty(p.shape(), DType::F32, p.device());
-    firsts[ps.size()] = first;
-    keep.push_back(gc);
-    ps.push_back(p.data<float>());
-    gs.push_back(gc.data<float>());
-    bufs.push_back(buf.defined() ? buf.data<float>() : nullptr);
-    ns.push_back(p.numel());
-  });
-  flush();
+  // Every parameter with a gradient in one multi-tensor update (per device).
+  update_by_table(
+      [&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
+        Tensor& buf = momentum_[gi][i];
+        const bool first = !buf.defined();
+        if (opts_.momentum != 0 && first) buf = Tensor::empty(p.shape(), DType::F32, p.device());
+        return OptimizerTensor{p.data<float>(),
+                               gc.data<float>(),
+                               buf.defined() ? buf.data<float>() : nullptr,
+                               nullptr,
+                               p.numel(),
+                               groups_[gi].weight_decay,
+                               first};
+      },
+      [&](Backend& be, const OptimizerTable& t) {
+        if (step_scalars_ != nullptr) {
+          be.sgd_update_table_step(t.data(), t.count(), t.units(), opts_.momentum, opts_.dampening,
+                                   opts_.nesterov, step_scalars_);
+        } else {
+          be.sgd_update_table(t.data(), t.count(), t.units(), lr_, opts_.momentum, opts_.dampening,
+                              opts_.nesterov, grad_scale_);
+        }
+      });
 }
 
 std::vector<std::pair<std::string, Tensor>> SGD::state_of(size_t group, size_t index) {
@@ -122,42 +166,26 @@ AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& opts)
 
 void AdamW::step() {
   ++step_;
-  // One multi-tensor call per run of parameters sharing a group and a device.
-  std::vector<Tensor> keep;  // contiguous gradients, alive until their update is queued
-  std::vector<float*> ps, ms, vs;
-  std::vector<const float*> gs;
-  std::vector<int64_t> ns;
-  size_t group = 0;
-  Device device;
-  const auto flush = [&] {
-    if (!ps.empty() && step_scalars_ != nullptr) {
-      backend_for(device).adamw_update_multi_step(
-          static_cast<int>(ps.size()), ps.data(), gs.data(), ms.data(), vs.data(), ns.data(),
-          opts_.beta1, opts_.beta2, opts_.eps, groups_[group].weight_decay, step_scalars_);
-    } else if (!ps.empty()) {
-      backend_for(device).adamw_update_multi(
-          static_cast<int>(ps.size()), ps.data(), gs.data(), ms.data(), vs.data(), ns.data(), lr_,
-          opts_.beta1, opts_.beta2, opts_.eps, groups_[group].weight_decay, step_);
-    }
-    keep.clear();
-    ps.clear();
-    ms.clear();
-    vs.clear();
-    gs.clear();
-    ns.clear();
-  };
-  for_each_param_with_grad([&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
-    if (!ps.empty() && (gi != group || p.device() != device)) flush();
-    group = gi;
-    device = p.device();
-    keep.push_back(gc);
-    ps.push_back(p.data<float>());
-    gs.push_back(gc.data<float>());
-    ms.push_back(m_[gi][i].data<float>());
-    vs.push_back(v_[gi][i].data<float>());
-    ns.push_back(p.numel());
-  });
-  flush();
+  // Every parameter with a gradient in one multi-tensor update (per device).
+  update_by_table(
+      [&](size_t gi, size_t i, Tensor& p, const Tensor& gc) {
+        return OptimizerTensor{p.data<float>(),
+                               gc.data<float>(),
+                               m_[gi][i].data<float>(),
+                               v_[gi][i].data<float>(),
+                               p.numel(),
+                               groups_[gi].weight_decay,
+                               false};
+      },
+      [&](Backend& be, const OptimizerTable& t) {
+        if (step_scalars_ != nullptr) {
+          be.adamw_update_table_step(t.data(), t.count(), t.units(), opts_.beta1, opts_.beta2,
+                                     opts_.eps, step_scalars_);
+        } else {
+          be.adamw_update_table(t.data(), t.count(), t.units(), lr_, opts_.beta1, opts_.beta2,
+                                opts_.eps, step_, grad_scale_);
+        }
+      });
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_of(size_t group, size_t index) {

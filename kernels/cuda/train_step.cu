@@ -2,7 +2,8 @@
 // norm, clip factor, learning rate, optimizer step count and skip decision, computed by one
 // thread from device memory, so a step never waits for the device. The arithmetic is the host
 // trainer's, in the same order and precision (double sums and divisions, rounded to float
-// where the host rounds), so results are bitwise those of the host-side bookkeeping.
+// where the host rounds), so results are bitwise those of the host-side bookkeeping. The clip
+// factor is not applied here: the optimizer's update reads it (optimizer.hpp).
 #include <cmath>
 #include <limits>
 
@@ -11,8 +12,6 @@
 
 namespace trident::kernels::cuda {
 namespace {
-
-constexpr int kThreads = 256;
 
 // std::isfinite, spelled for device code too: x - x is 0 for a finite x, NaN otherwise.
 __device__ __forceinline__ bool finite(double x) {
@@ -48,16 +47,6 @@ __global__ void train_step_finish_kernel(StepScalars* s, const float* micro_loss
   s->step = step + 1;
 }
 
-template <typename T>
-__global__ void scale_by_step_clip_kernel(T* x, const StepScalars* s, int64_t n) {
-  const float alpha = s->clip;
-  if (alpha == 1.0f) return;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    x[i] = detail::from_float<T>(alpha * detail::to_float(x[i]));
-  }
-}
-
 }  // namespace
 
 void step_scalars_init(StepScalars* s, const StepScalars& init, cudaStream_t stream) {
@@ -78,17 +67,6 @@ void train_step_finish(StepScalars* s, const float* micro_losses, int64_t m,
   (s, micro_losses, m, sum_squares, grad_clip, stop_on_nonfinite, fault_step, lr_table, lr_steps,
    window);
   detail::check_launch("train_step_finish_kernel");
-}
-
-void scale_by_step_clip(ScalarType t, void* x, const StepScalars* s, int64_t n,
-                        cudaStream_t stream) {
-  if (n <= 0) return;
-  using detail::grid_for;
-  TRIDENT_CUDA_FLOAT_DISPATCH(t, "scale_by_step_clip", {
-    TRIDENT_LAUNCH(scale_by_step_clip_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)
-    (static_cast<T*>(x), s, n);
-    detail::check_launch("scale_by_step_clip_kernel");
-  });
 }
 
 }  // namespace trident::kernels::cuda

@@ -332,6 +332,14 @@ void DataParallelReducer::install_grad_views() {
   }
 }
 
+void DataParallelReducer::zero_grad() {
+  TRIDENT_CHECK(!armed_ || reduced_,
+                "DataParallelReducer::zero_grad() in the middle of a step: call finish() first");
+  for (auto& bucket : buckets_) bucket.grads.zero_();  // one pass per bucket, padding included
+  for (size_t k = 0; k < params_.size(); ++k)
+    params_[k].second.impl().grad = impl_->grad_views[k].impl_ptr();
+}
+
 void DataParallelReducer::prepare(bool last_micro_batch) {
   TRIDENT_CHECK(!armed_ || reduced_,
                 "DataParallelReducer::prepare() after prepare(true) without finish(): call "
@@ -511,7 +519,10 @@ void DataParallelReducer::weighted_grad_pieces(const std::vector<double>& weight
   ensure_reduced("grad_sum_squares_local");
   TRIDENT_CHECK(weights.size() == params_.size(), "grad_sum_squares_local: ", weights.size(),
                 " weights for ", params_.size(), " parameters");
+  // extends[g]: group g's last range lies in this bucket (a range never spans two buckets).
+  std::vector<char> extends(group_weight.size(), 0);
   for (const auto& bucket : buckets_) {
+    std::fill(extends.begin(), extends.end(), 0);
     const Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
     const int64_t base = opts_.zero ? bucket.shard_begin : 0;
     const char* data = static_cast<const char*>(g.raw_data());
@@ -529,9 +540,22 @@ void DataParallelReducer::weighted_grad_pieces(const std::vector<double>& weight
         group_weight.push_back(w);
         group_ptrs.emplace_back();
         group_ns.emplace_back();
+        extends.push_back(0);
       }
-      group_ptrs[gi].push_back(data + (lo - base) * static_cast<int64_t>(esize));
-      group_ns[gi].push_back(hi - lo);
+      const char* piece = data + (lo - base) * static_cast<int64_t>(esize);
+      auto& ptrs = group_ptrs[gi];
+      auto& ns = group_ns[gi];
+      // A piece that continues its group's last one in memory extends it (the parameters of a
+      // bucket lie back to back): a bucket of equal weights is one range.
+      if (extends[gi] != 0 &&
+          static_cast<const char*>(ptrs.back()) + ns.back() * static_cast<int64_t>(esize) ==
+              piece) {
+        ns.back() += hi - lo;
+      } else {
+        ptrs.push_back(piece);
+        ns.push_back(hi - lo);
+      }
+      extends[gi] = 1;
     }
   }
 }
@@ -568,14 +592,6 @@ void DataParallelReducer::grad_sum_squares_local_to(const std::vector<double>& w
   } else {
     be.sum_squares_multi_to(g0.dtype(), out, group_ptrs[0].data(), group_ns[0].data(),
                             static_cast<int>(group_ptrs[0].size()));
-  }
-}
-
-void DataParallelReducer::scale_grads_by_step_clip(const void* scalars) {
-  ensure_reduced("scale_grads");
-  for (auto& bucket : buckets_) {
-    Tensor& g = opts_.zero ? bucket.shard_grads : bucket.grads;
-    backend_for(g.device()).scale_by_step_clip(g.dtype(), g.raw_data(), scalars, g.numel());
   }
 }
 

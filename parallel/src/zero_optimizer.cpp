@@ -59,6 +59,11 @@ ZeroAdamW::ZeroAdamW(DataParallelReducer& reducer, std::vector<optim::ParamGroup
       placement_[gi].push_back(pl);
     }
   }
+  tables_.resize(buckets.size());  // one multi-tensor update per bucket, allocated now
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    if (!pieces_[b].empty())
+      tables_[b].reserve(buckets[b].values.device(), static_cast<int>(pieces_[b].size()));
+  }
   for (const auto& bucket : buckets) {
     const Device device = bucket.values.device();
     exp_avg_.push_back(Tensor::zeros({bucket.shard_numel}, DType::F32, device));
@@ -83,10 +88,18 @@ void ZeroAdamW::step() {
     span.arg("numel", bucket.shard_numel);
     float* m = exp_avg_[b].data<float>();
     float* v = exp_avg_sq_[b].data<float>();
+    // The shard's pieces in one multi-tensor update (their table written once, reused).
+    std::vector<OptimizerTensor> tensors;
     for (const Piece& piece : pieces_[b]) {
       const int64_t r = piece.begin - bucket.shard_begin;
-      be.adamw_update(values + piece.begin, grads + r, m + r, v + r, piece.numel, lr_, opts_.beta1,
-                      opts_.beta2, opts_.eps, piece.weight_decay, step_);
+      tensors.push_back(OptimizerTensor{values + piece.begin, grads + r, m + r, v + r, piece.numel,
+                                        piece.weight_decay, false});
+    }
+    if (!tensors.empty()) {
+      optim::OptimizerTable& table = tables_[b];
+      table.get(bucket.values.device(), tensors);
+      be.adamw_update_table(table.data(), table.count(), table.units(), lr_, opts_.beta1,
+                            opts_.beta2, opts_.eps, step_, grad_scale_);
     }
     // In place: this rank's block of `values` is its contribution. No host wait for the
     // updates: every communicator orders a device buffer's collective after the work queued on

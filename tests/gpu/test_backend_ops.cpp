@@ -617,7 +617,10 @@ const std::vector<OpCase> kCases = {
      }},
     {"adamw", false,
      [](Harness& h) {
+       // adamw_update on one tensor; the other two (odd sizes, their own weight decays, the
+       // gradients read times 0.37) in one multi-tensor update through a table.
        const int64_t sizes[3] = {1000, 3, 70001};
+       const float decays[3] = {0.1f, 0.0f, 0.05f};
        int p[3], g[3], m[3], v[3];
        for (int k = 0; k < 3; ++k) {
          p[k] = h.inout(h.normal_(sizes[k]));
@@ -625,16 +628,23 @@ const std::vector<OpCase> kCases = {
          m[k] = h.inout(h.normal_(sizes[k], 0.05f));
          v[k] = h.inout(h.uniform_(sizes[k], 0.0f, 0.01f));
        }
-       h.check("adamw_update and adamw_update_multi", [=](Backend& be, DType, const Buffers& b) {
+       h.check("adamw_update and adamw_update_table", [=](Backend& be, DType, const Buffers& b) {
          be.adamw_update(static_cast<float*>(b[p[0]]), static_cast<const float*>(b[g[0]]),
                          static_cast<float*>(b[m[0]]), static_cast<float*>(b[v[0]]), sizes[0],
                          1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 5);
-         float* ps[2] = {static_cast<float*>(b[p[1]]), static_cast<float*>(b[p[2]])};
-         const float* gs[2] = {static_cast<const float*>(b[g[1]]),
-                               static_cast<const float*>(b[g[2]])};
-         float* ms[2] = {static_cast<float*>(b[m[1]]), static_cast<float*>(b[m[2]])};
-         float* vs[2] = {static_cast<float*>(b[v[1]]), static_cast<float*>(b[v[2]])};
-         be.adamw_update_multi(2, ps, gs, ms, vs, sizes + 1, 3e-3f, 0.8f, 0.99f, 1e-6f, 0.0f, 1);
+         OptimizerTensor ts[3];
+         for (int k = 0; k < 3; ++k) {
+           ts[k] = {static_cast<float*>(b[p[k]]),
+                    static_cast<const float*>(b[g[k]]),
+                    static_cast<float*>(b[m[k]]),
+                    static_cast<float*>(b[v[k]]),
+                    sizes[k],
+                    decays[k],
+                    false};
+         }
+         void* table = b.alloc(static_cast<int64_t>(be.optimizer_table_bytes(2)), DType::U8);
+         const int64_t units = be.optimizer_table_write(table, ts + 1, 2);
+         be.adamw_update_table(table, 2, units, 3e-3f, 0.8f, 0.99f, 1e-6f, 1, 0.37f);
          return 0.0;
        });
      }},
@@ -647,16 +657,23 @@ const std::vector<OpCase> kCases = {
          g[k] = h.in(h.normal_(sizes[k], 0.1f));
          buf[k] = h.inout(h.normal_(sizes[k], 0.1f));
        }
-       h.check("sgd_update and sgd_update_multi", [=](Backend& be, DType, const Buffers& b) {
+       h.check("sgd_update and sgd_update_table", [=](Backend& be, DType, const Buffers& b) {
          be.sgd_update(static_cast<float*>(b[p[0]]), static_cast<const float*>(b[g[0]]),
                        static_cast<float*>(b[buf[0]]), sizes[0], 0.05f, 0.9f, 0.0f, 0.01f, true,
                        false);
-         float* ps[2] = {static_cast<float*>(b[p[1]]), static_cast<float*>(b[p[2]])};
-         const float* gs[2] = {static_cast<const float*>(b[g[1]]),
-                               static_cast<const float*>(b[g[2]])};
-         float* bufs[2] = {static_cast<float*>(b[buf[1]]), static_cast<float*>(b[buf[2]])};
-         const bool firsts[2] = {true, false};
-         be.sgd_update_multi(2, ps, gs, bufs, sizes + 1, firsts, 0.1f, 0.8f, 0.1f, 0.0f, false);
+         OptimizerTensor ts[2];
+         for (int k = 1; k < 3; ++k) {
+           ts[k - 1] = {static_cast<float*>(b[p[k]]),
+                        static_cast<const float*>(b[g[k]]),
+                        static_cast<float*>(b[buf[k]]),
+                        nullptr,
+                        sizes[k],
+                        0.01f * k,
+                        k == 1};
+         }
+         void* table = b.alloc(static_cast<int64_t>(be.optimizer_table_bytes(2)), DType::U8);
+         const int64_t units = be.optimizer_table_write(table, ts, 2);
+         be.sgd_update_table(table, 2, units, 0.1f, 0.8f, 0.1f, false, 0.37f);
          return 0.0;
        });
      }},

@@ -94,3 +94,36 @@ TEST_CASE("optimizers on a threaded size follow the double recurrences", "[kerne
   require_close(sp, spd, 1e-5, 1e-6, "sgd param");
   require_close(buf, bufd, 1e-5, 1e-6, "sgd buf");
 }
+
+TEST_CASE("a grad_scale folded into the update is bitwise a scaling pass, then the update",
+          "[kernels][optimizer]") {
+  // Clipping folded into the optimizer: the update reads grad * s (f32) where the trainer used
+  // to store s * grad first. Sizes around the 2048-element blocks and the threading grain.
+  for (const int64_t n : {int64_t{1}, int64_t{2049}, int64_t{100003}}) {
+    const auto p0 = random_vector<float>(n, 601);
+    const auto m0 = random_vector<float>(n, 602);
+    std::vector<float> v0 = random_vector<float>(n, 603);
+    for (float& x : v0) x = x * x;
+    for (const float s : {0.37f, 1.0f, 1e-3f}) {
+      std::vector<float> g = random_vector<float>(n, 604);
+      std::vector<float> g_scaled(g);
+      for (float& x : g_scaled) x = x * s;
+      std::vector<float> pa(p0), ma(m0), va(v0), pb(p0), mb(m0), vb(v0);
+      cpu::adamw_update(pa.data(), g_scaled.data(), ma.data(), va.data(), n, 3e-3f, 0.9f, 0.95f,
+                        1e-8f, 0.1f, 4);
+      cpu::adamw_update(pb.data(), g.data(), mb.data(), vb.data(), n, 3e-3f, 0.9f, 0.95f, 1e-8f,
+                        0.1f, 4, s);
+      INFO("adamw, n " << n << ", scale " << s);
+      REQUIRE(pa == pb);
+      REQUIRE(ma == mb);
+      REQUIRE(va == vb);
+      std::vector<float> sa(p0), ba(m0), sb(p0), bb(m0);
+      cpu::sgd_update(sa.data(), g_scaled.data(), ba.data(), n, 0.05f, 0.9f, 0.1f, 0.01f, true,
+                      false);
+      cpu::sgd_update(sb.data(), g.data(), bb.data(), n, 0.05f, 0.9f, 0.1f, 0.01f, true, false, s);
+      INFO("sgd");
+      REQUIRE(sa == sb);
+      REQUIRE(ba == bb);
+    }
+  }
+}

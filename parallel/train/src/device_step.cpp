@@ -33,7 +33,6 @@ void DeviceStep::finish(DataParallelReducer& reducer, const std::vector<double>&
   be.train_step_finish(scalars_.raw_data(), micro_losses_.data<float>(), micro_losses_.numel(), sq,
                        grad_clip, stop_on_nonfinite, fault_step, lr_table_.data<float>(),
                        lr_table_.numel(), win, win + window_, win + 2 * window_, window_);
-  if (grad_clip > 0) reducer.scale_grads_by_step_clip(scalars_.raw_data());
 }
 
 std::vector<DeviceStep::Numbers> DeviceStep::read(int64_t first, int64_t count) const {

@@ -28,7 +28,8 @@ class DeviceStep {
   // (micro_batches) f32: micro-batch k's scaled loss goes to element k.
   Tensor& micro_losses() { return micro_losses_; }
   // Queues the step's bookkeeping after the gradients are final: the norm of the gradients
-  // (weights of 0 and 1 as global_grad_norm's), and the clipping when grad_clip > 0.
+  // (weights of 0 and 1 as global_grad_norm's) and the clip factor when grad_clip > 0, which
+  // the optimizer's update reads from the block (no pass over the gradients).
   void finish(DataParallelReducer& reducer, const std::vector<double>& norm_weights,
               float grad_clip, bool stop_on_nonfinite, int64_t fault_step);
   struct Numbers {

@@ -324,7 +324,7 @@ struct Trainer::Loop {
         graph ? graph_inputs : micro_batches(*train_loader, step, topo, m, device);
     {
       trace::Span span("zero_grad", trace::Category::Optimizer);
-      optimizer->zero_grad();
+      reducer->zero_grad();  // one pass per gradient bucket
     }
     if (!pipeline) {
       micro_losses = dstep ? dstep->micro_losses() : Tensor::zeros({m}, DType::F32, device);
@@ -380,11 +380,14 @@ struct Trainer::Loop {
       world().all_reduce(&sq, 1, DType::F64, ReduceOp::Sum);
       grad_norm = std::sqrt(sq);
     }
+    // Clipping: the update reads every gradient times the factor (f32, as a scaling pass would
+    // store it), no pass over the gradients.
+    float clip = 1.0f;
     if (opt.grad_clip > 0) {
-      trace::Span span("clip grad norm", trace::Category::Optimizer);
       const double coef = opt.grad_clip / (grad_norm + 1e-6);
-      if (coef < 1.0) reducer->scale_grads(coef);
+      if (coef < 1.0) clip = static_cast<float>(coef);
     }
+    optimizer->set_grad_scale(clip);
     if (micro_losses.defined()) {
       for (const float l : micro_losses.to_vector<float>()) loss_sum += l;
     }

@@ -134,7 +134,7 @@ RunResult train_data_parallel(Communicator& dp, const DataParallelOptions& dopts
   RunResult r;
   for (int step = 0; step < kSteps; ++step) {
     const Batch b = global_batch(step);
-    opt->zero_grad();
+    reducer.zero_grad();  // as the trainer: one pass per bucket
     double loss_sum = 0;
     for (int m = 0; m < micro; ++m) {
       const int64_t begin = dp.rank() * local + m * per_micro;
@@ -149,10 +149,10 @@ RunResult train_data_parallel(Communicator& dp, const DataParallelOptions& dopts
     if (dopts.zero) dp.all_reduce(&sq, 1, DType::F64, ReduceOp::Sum);
     const double norm = std::sqrt(sq);
     r.norms.push_back(norm);
-    if (clip > 0) {
-      const double coef = clip / (norm + 1e-6);
-      if (coef < 1.0) reducer.scale_grads(coef);
-    }
+    // Clipping as the trainer does it: folded into the update (the reference scales the
+    // gradients first, clip_grad_norm).
+    const double coef = clip > 0 ? clip / (norm + 1e-6) : 1.0;
+    opt->set_grad_scale(coef < 1.0 ? static_cast<float>(coef) : 1.0f);
     opt->step();
     dp.all_reduce(&loss_sum, 1, DType::F64, ReduceOp::Avg);
     r.losses.push_back(loss_sum);
@@ -411,6 +411,54 @@ TEST_CASE("odd-sized parameters: buckets pad to a multiple of dp", "[mpi][dp][ze
         CHECK(r.ok());
       }
     }
+  }
+}
+
+TEST_CASE("zero_grad zeroes every bucket and makes each gradient its bucket view again",
+          "[mpi][dp]") {
+  auto dp = dp_world();
+  models::GPT model(tiny_config(), kSeed);
+  DataParallelOptions o;
+  o.bucket_bytes = 4096;  // several buckets
+  DataParallelReducer reducer(model.named_parameters(), *dp, o);
+  REQUIRE(reducer.buckets().size() > 2);
+  const Batch b = global_batch(0);
+  reducer.prepare(true);
+  model.loss(rows(b.ids, 0, 2), rows(b.targets, 0, 2)).backward();
+  reducer.finish();
+  // One gradient replaced from outside, one dropped: zero_grad takes both back to the bucket.
+  Tensor first = model.named_parameters()[0].second;
+  first.set_grad(Tensor::ones(first.shape(), DType::F32, first.device()));
+  Tensor second = model.named_parameters()[1].second;
+  second.zero_grad();
+  reducer.zero_grad();
+  for (const GradientBucket& bucket : reducer.buckets()) {
+    for (const float x : bucket.grads.to_vector<float>()) REQUIRE(x == 0.0f);
+    for (size_t s = 0; s < bucket.params.size(); ++s) {
+      const Tensor& p = reducer.named_parameters()[bucket.params[s]].second;
+      REQUIRE(p.grad().defined());
+      CHECK(p.grad().raw_data() ==
+            static_cast<const void*>(bucket.grads.data<float>() + bucket.offsets[s]));
+    }
+  }
+  // The next step accumulates into the buckets: the gradients are those of a fresh model (every
+  // rank saw the same rows; the dp average of equal values may round in the last bit).
+  reducer.prepare(true);
+  model.loss(rows(b.ids, 0, 2), rows(b.targets, 0, 2)).backward();
+  reducer.finish();
+  models::GPT fresh(tiny_config(), kSeed);
+  fresh.loss(rows(b.ids, 0, 2), rows(b.targets, 0, 2)).backward();
+  const auto got = model.named_parameters();
+  const auto want = fresh.named_parameters();
+  for (size_t k = 0; k < got.size(); ++k) {
+    const std::vector<float> g = got[k].second.grad().to_vector<float>();
+    const std::vector<float> w = want[k].second.grad().to_vector<float>();
+    REQUIRE(g.size() == w.size());
+    size_t off = 0;
+    for (size_t i = 0; i < g.size(); ++i)
+      off += std::fabs(g[i] - w[i]) > 1e-6f * std::fabs(w[i]) + 1e-9f ? 1 : 0;
+    INFO(got[k].first << ": " << off << " of " << g.size() << " elements off");
+    CHECK(off == 0);
   }
 }
 

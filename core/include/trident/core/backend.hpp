@@ -13,6 +13,19 @@ namespace trident {
 
 enum class BinaryOpKind : uint8_t { Add, Sub, Mul, Div };
 
+// One tensor of a multi-tensor optimizer update (fp32). AdamW: state1 = exp_avg, state2 =
+// exp_avg_sq. SGD: state1 = the momentum buffer (null when momentum is 0), state2 unused,
+// first_step whether state1 is being initialised. Its own weight decay.
+struct OptimizerTensor {
+  float* param = nullptr;
+  const float* grad = nullptr;
+  float* state1 = nullptr;
+  float* state2 = nullptr;
+  int64_t n = 0;
+  float weight_decay = 0;
+  bool first_step = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -211,25 +224,22 @@ class Backend {
   virtual void sgd_update(float* param, const float* grad, float* buf, int64_t n, float lr,
                           float momentum, float dampening, float weight_decay, bool nesterov,
                           bool first_step) = 0;
-  // Many tensors of one parameter group in one call (one launch per 32 tensors on a GPU).
-  virtual void adamw_update_multi(int count, float* const* params, const float* const* grads,
-                                  float* const* m, float* const* v, const int64_t* ns, float lr,
-                                  float beta1, float beta2, float eps, float weight_decay,
-                                  int64_t step) {
-    for (int i = 0; i < count; ++i) {
-      adamw_update(params[i], grads[i], m[i], v[i], ns[i], lr, beta1, beta2, eps, weight_decay,
-                   step);
-    }
-  }
-  virtual void sgd_update_multi(int count, float* const* params, const float* const* grads,
-                                float* const* bufs, const int64_t* ns, const bool* first_steps,
-                                float lr, float momentum, float dampening, float weight_decay,
-                                bool nesterov) {
-    for (int i = 0; i < count; ++i) {
-      sgd_update(params[i], grads[i], bufs[i], ns[i], lr, momentum, dampening, weight_decay,
-                 nesterov, first_steps[i]);
-    }
-  }
+  // Multi-tensor updates: every tensor of a parameter set in one pass (one launch on a GPU).
+  // The tensors are written once into a table in the parameters' device memory (a buffer of
+  // optimizer_table_bytes(count) bytes the caller owns) by optimizer_table_write, which returns
+  // the table's work units; every update reads that table, so a step's launch has the same
+  // arguments at every step (a CUDA graph replays it). Rewrite the table whenever the set
+  // changes (never while a CUDA graph is being captured). Each gradient is read as
+  // grad * grad_scale in f32 (the clip factor folded into the update: bitwise what scaling the
+  // gradients first gives).
+  virtual size_t optimizer_table_bytes(int count) const = 0;
+  virtual int64_t optimizer_table_write(void* table, const OptimizerTensor* tensors, int count) = 0;
+  virtual void adamw_update_table(const void* table, int count, int64_t units, float lr,
+                                  float beta1, float beta2, float eps, int64_t step,
+                                  float grad_scale) = 0;
+  virtual void sgd_update_table(const void* table, int count, int64_t units, float lr,
+                                float momentum, float dampening, bool nesterov,
+                                float grad_scale) = 0;
 
   // --- a training step without host synchronisation (the CUDA backend; the others throw) ---
   // A step's numbers (learning rate, AdamW step count, clip factor, skip decision) live in a
@@ -252,17 +262,12 @@ class Backend {
                                  int64_t fault_step, const float* lr_table, int64_t lr_steps,
                                  double* window_loss, double* window_norm, double* window_nonfinite,
                                  int64_t window);
-  // x (n, dtype t) *= the step's clip factor.
-  virtual void scale_by_step_clip(DType t, void* x, const void* scalars, int64_t n);
-  // adamw/sgd_update_multi with lr, the step count and the skip read from `scalars`.
-  virtual void adamw_update_multi_step(int count, float* const* params, const float* const* grads,
-                                       float* const* m, float* const* v, const int64_t* ns,
-                                       float beta1, float beta2, float eps, float weight_decay,
-                                       const void* scalars);
-  virtual void sgd_update_multi_step(int count, float* const* params, const float* const* grads,
-                                     float* const* bufs, const int64_t* ns, const bool* first_steps,
-                                     float momentum, float dampening, float weight_decay,
-                                     bool nesterov, const void* scalars);
+  // adamw/sgd_update_table with lr, the step count, the clip factor (as grad_scale) and the skip
+  // read from `scalars`.
+  virtual void adamw_update_table_step(const void* table, int count, int64_t units, float beta1,
+                                       float beta2, float eps, const void* scalars);
+  virtual void sgd_update_table_step(const void* table, int count, int64_t units, float momentum,
+                                     float dampening, bool nesterov, const void* scalars);
 };
 
 // The dtype of the per-row statistics that layer norm and cross entropy save for backward

@@ -31,7 +31,7 @@
 //
 // Per training step (any number of micro-batches, the loss scaled by 1 / micro-batches):
 //
-//   optimizer.zero_grad();
+//   reducer.zero_grad();                               // (or optimizer.zero_grad())
 //   for (int m = 0; m < micro_batches; ++m) {
 //     Tensor loss = ...forward on micro-batch m of this rank's slice...;
 //     reducer.prepare(/*last_micro_batch=*/m == micro_batches - 1);
@@ -40,7 +40,8 @@
 //   reducer.finish();                                  // reduced gradients are ready
 //   reducer.all_reduce_param_grad("wte.weight", *ctx.embedding_group());  // pp > 1 only
 //   clip: norm = sqrt(sum over dp (and pp) of reducer.grad_sum_squares_local());
-//         reducer.scale_grads(min(1, max_norm / (norm + 1e-6)));
+//         optimizer.set_grad_scale(min(1, max_norm / (norm + 1e-6)));  // read by the update
+//         (or reducer.scale_grads(that factor): a pass over the gradients)
 //   optimizer.step();                                  // AdamW, or ZeroAdamW under ZeRO-1
 //
 // Every rank of the group must construct the reducer with the same parameter shapes and
@@ -102,6 +103,10 @@ class DataParallelReducer {
   DataParallelReducer(const DataParallelReducer&) = delete;
   DataParallelReducer& operator=(const DataParallelReducer&) = delete;
 
+  // Zeroes every bucket's gradients (one pass per bucket) and makes each parameter's .grad its
+  // bucket view again: what dropping the gradients and prepare() would give, without a pass
+  // per parameter. Between steps (before the first prepare() of a step).
+  void zero_grad();
   // Call before each micro-batch's backward. Installs bucket views as gradients (a parameter
   // whose .grad was dropped gets a zeroed view; one holding another tensor has it copied in).
   // `last_micro_batch` arms the hooks: buckets are reduced during this backward only.
@@ -126,10 +131,10 @@ class DataParallelReducer {
   // Multiplies those same gradients by `coef` (gradient clipping). After finish().
   void scale_grads(double coef);
   // Without host synchronisation (a device training step, Backend::train_step_finish): queues
-  // *out (a device double) = grad_sum_squares_local(weights), for weights of 0 and 1 only; and
-  // multiplies the gradients by the step's clip factor read from the device block `scalars`.
+  // *out (a device double) = grad_sum_squares_local(weights), for weights of 0 and 1 only.
+  // Both sum the gradients of consecutive parameters of equal weight as one range (one
+  // multi-tensor pass, in practice one range per bucket).
   void grad_sum_squares_local_to(const std::vector<double>& weights, double* out) const;
-  void scale_grads_by_step_clip(const void* scalars);
 
   // --- layout ---------------------------------------------------------------------------------
   const std::vector<GradientBucket>& buckets() const { return buckets_; }

@@ -8,10 +8,11 @@
 // and all-gathers each bucket's values so every replica ends the step with all parameters.
 //
 // A shard may cut through parameters and span several: it is split into per-parameter pieces,
-// each updated with its own group's weight decay, as optim::AdamW would. Bucket b's all-gather
-// runs on the communicator's thread while bucket b+1 is updated. step() waits for each bucket's
-// reduction before updating it (a no-op after reducer.finish()), and for every all-gather before
-// returning. A parameter in no group is not updated (as with optim::AdamW).
+// each updated with its own group's weight decay, as optim::AdamW would (a bucket's pieces
+// in one multi-tensor update, reading the gradients times grad_scale(): clipping folded in). Bucket
+// b's all-gather runs on the communicator's thread while bucket b+1 is updated. step() waits for
+// each bucket's reduction before updating it (a no-op after reducer.finish()), and for every
+// all-gather before returning. A parameter in no group is not updated (as with optim::AdamW).
 //
 // Checkpoints: state_of() gives this rank's part of a parameter's state (1-D, elements
 // shard_range() of the flattened parameter); gather_state() assembles the full state (collective

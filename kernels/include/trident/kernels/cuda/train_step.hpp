@@ -18,7 +18,7 @@ struct StepScalars {
   int64_t step = 0;       // training steps finished (the next one's 0-based index)
   int64_t adam_step = 0;  // optimizer updates applied (AdamW's bias-correction count)
   float lr = 0;           // learning rate of the current step's update
-  float clip = 1;         // factor the gradients are scaled by before the update
+  float clip = 1;         // factor the update multiplies the gradients by (clipping)
   int32_t skip = 0;       // the current step's update is skipped
   int32_t stopped = 0;    // a non-finite step happened and the policy is stop: skip the rest
 };
@@ -38,8 +38,5 @@ void train_step_finish(StepScalars* s, const float* micro_losses, int64_t m,
                        const double* sum_squares, float grad_clip, bool stop_on_nonfinite,
                        int64_t fault_step, const float* lr_table, int64_t lr_steps,
                        StepWindow window, cudaStream_t stream);
-// x (n, f32 or bf16) *= s->clip, as scale() does with a host factor; no pass when it is 1.
-void scale_by_step_clip(ScalarType t, void* x, const StepScalars* s, int64_t n,
-                        cudaStream_t stream);
 
 }  // namespace trident::kernels::cuda
