@@ -201,6 +201,12 @@ class NcclWork final : public Work {
     if (completed_ || ordered_) return;  // done on the device, or the stream already waits
     DeviceGuard guard(comm_->device);
     const cudaStream_t compute = compute_stream(comm_->device);
+    if (captured_) {  // the join of the capture; no timing event (nothing may wait for it)
+      check_cuda(cudaStreamWaitEvent(compute, done_->get(), 0),
+                 comm_->context(what_) + ": cudaStreamWaitEvent (captured)");
+      ordered_ = true;
+      return;
+    }
     auto arrived = std::make_shared<CudaEvent>(/*timing=*/true);
     check_cuda(cudaEventRecord(arrived->get(), compute),
                comm_->context(what_) + ": cudaEventRecord on the compute stream");
@@ -212,7 +218,7 @@ class NcclWork final : public Work {
 
   bool test() override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (completed_ || error_) return true;
+    if (completed_ || error_ || captured_) return true;
     return done_ != nullptr && cudaEventQuery(done_->get()) == cudaSuccess;
   }
 
@@ -223,6 +229,7 @@ class NcclWork final : public Work {
     std::unique_lock<std::mutex> lock(mu_);
     TRIDENT_CHECK(done_ != nullptr || error_, comm_->context(what_),
                   ": issued between group_start() and group_end(); call group_end() first");
+    if (captured_) return;  // runs at each launch of the graph, in its stream order
     cv_.wait(lock, [&] { return completed_ || error_ != nullptr; });
     if (error_) std::rethrow_exception(error_);
   }
@@ -251,12 +258,16 @@ class NcclWork final : public Work {
     return std::max(0.0, elapsed_seconds(arrived->get(), done->get()));
   }
 
+  // `captured`: issued while the compute stream was capturing a CUDA graph. The operation is a
+  // node of the graph (it runs at each launch, ordered by the stream), so the host never waits
+  // for it or queries its events (a query of an event recorded in an active capture fails).
   void set_issued(std::shared_ptr<CudaEvent> start, std::shared_ptr<CudaEvent> done,
-                  Clock::time_point at) {
+                  Clock::time_point at, bool captured) {
     std::lock_guard<std::mutex> lock(mu_);
     start_ = std::move(start);
     done_ = std::move(done);
     issued_at_ = at;
+    captured_ = captured;
   }
   Clock::time_point issued_at() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -286,7 +297,7 @@ class NcclWork final : public Work {
   // Completed without error: seen by the watchdog, or its event already done (the watchdog
   // polls; a caller that drained the compute stream need not wait for it). Under mu_.
   bool done_on_device() const {
-    if (error_) return false;
+    if (error_ || captured_) return false;  // captured: not measured (run and stall -1)
     return completed_ || (done_ != nullptr && cudaEventQuery(done_->get()) == cudaSuccess);
   }
 
@@ -304,7 +315,8 @@ class NcclWork final : public Work {
   std::shared_ptr<CudaEvent> arrived_;  // on the compute stream at the first wait()
   Clock::time_point issued_at_;
   bool completed_ = false;
-  bool ordered_ = false;  // the compute stream waits on done_
+  bool ordered_ = false;   // the compute stream waits on done_
+  bool captured_ = false;  // a node of a CUDA graph being captured (set_issued)
   std::exception_ptr error_;
 };
 
@@ -390,6 +402,12 @@ void launch_locked(NcclCommState& s, std::vector<GroupedOp>& ops) {
   }
   DeviceGuard guard(s.device);
   const cudaStream_t stream = s.stream->get();
+  // Under a capture of the compute stream the events below fork the communication stream into
+  // the capture and wait() joins it back: the collective becomes a node of the graph.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(compute_stream(s.device), &capture),
+             s.context(what) + ": cudaStreamIsCapturing");
+  const bool captured = capture == cudaStreamCaptureStatusActive;
   check_cuda(cudaEventRecord(s.ready->get(), compute_stream(s.device)),
              s.context(what) + ": cudaEventRecord on the compute stream");
   check_cuda(cudaStreamWaitEvent(stream, s.ready->get(), 0),
@@ -417,8 +435,8 @@ void launch_locked(NcclCommState& s, std::vector<GroupedOp>& ops) {
   {
     std::lock_guard<std::mutex> state_lock(s.mu);
     for (GroupedOp& op : ops) {
-      op.work->set_issued(start, done, now);
-      s.in_flight.push_back(op.work);
+      op.work->set_issued(start, done, now, captured);
+      if (!captured) s.in_flight.push_back(op.work);  // the watchdog polls eager work only
     }
   }
   s.cv.notify_all();

@@ -533,9 +533,12 @@ TEST_CASE(
   cuda_ok(cudaGraphExecDestroy(exec));
   cuda_ok(cudaGraphDestroy(graph));
 
-  // A forked stream whose work the capture never waits for: the capture fails, unjoined.
-  cuda_ok(cudaStreamBeginCapture(compute.s, cudaStreamCaptureModeGlobal));
+  // A forked stream whose work the capture never waits for: the capture fails, unjoined. (Relaxed
+  // mode, where the host may query events, but not one recorded in the capture in progress.)
+  cuda_ok(cudaStreamBeginCapture(compute.s, cudaStreamCaptureModeRelaxed));
   cuda_ok(cudaEventRecord(fork, compute.s));
+  CHECK(std::string(cudaGetErrorName(cudaEventQuery(fork))) == "cudaErrorCapturedEvent");
+  cudaGetLastError();
   cuda_ok(cudaStreamWaitEvent(nccl.s, fork, 0));
   cuda_ok(cudaMemsetAsync(z.p, 0, 4, nccl.s));
   graph = nullptr;

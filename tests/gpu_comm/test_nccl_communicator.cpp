@@ -4,9 +4,12 @@
 // a timeout that aborts the communicator and names the rank, communicator and operation.
 #if defined(TRIDENT_WITH_NCCL)
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "gpu_test_util.hpp"
+#include "trident/core/cuda.hpp"
 #include "trident/parallel/nccl_communicator.hpp"
 #include "trident/parallel/process_group_factory.hpp"
 
@@ -100,6 +103,49 @@ TEST_CASE(
       check_equal(out, in);
     }
   }
+}
+
+TEST_CASE(
+    "NCCL: collectives issued while the compute stream is captured become graph nodes that run "
+    "at each launch",
+    "[nccl]") {
+  // As the training step under --cuda-graphs issues them: an asynchronous all-gather waited on
+  // (the reducer's buckets) and a blocking all-reduce (the tensor-parallel layers). Neither may
+  // make the host wait or query a captured event, or the capture fails.
+  Fixture f;
+  const auto compute = static_cast<cudaStream_t>(trident::cuda_compute_stream(0));
+  constexpr size_t n = 1000;
+  DeviceArray send(n * 4), recv(n * 4);
+  gpu_test::check(cudaStreamBeginCapture(compute, cudaStreamCaptureModeGlobal), "begin capture");
+  const auto work = f.nccl->all_gather_async(send.get(), recv.get(), n, DType::F32);
+  work->wait();
+  f.nccl->all_reduce(recv.get(), n, DType::F32, ReduceOp::Max);
+  work->synchronize();  // nothing for the host to wait for: returns
+  CHECK(work->test());
+  CHECK(work->run_seconds() < 0);
+  CHECK(work->stall_seconds() < 0);
+  // The watchdog has had time to poll (it would query the captured events, and fail them).
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  cudaGraph_t graph = nullptr;
+  gpu_test::check(cudaStreamEndCapture(compute, &graph), "end capture");
+  cudaGraphExec_t exec = nullptr;
+  gpu_test::check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (int launch = 1; launch <= 2; ++launch) {
+    INFO("launch " << launch);
+    const Buffer in = pattern_buffer(DType::F32, n, 10 + launch);
+    send.upload(in);
+    gpu_test::check(cudaGraphLaunch(exec, compute), "cudaGraphLaunch");
+    gpu_test::check(cudaStreamSynchronize(compute), "cudaStreamSynchronize");
+    Buffer out(DType::F32, n);
+    recv.download(out);
+    check_equal(out, in);
+  }
+  (void)cudaGraphExecDestroy(exec);
+  (void)cudaGraphDestroy(graph);
+  // Eager work afterwards is tracked again (its completion comes from the watchdog).
+  const auto eager = f.nccl->all_reduce_async(recv.get(), n, DType::F32, ReduceOp::Sum);
+  eager->synchronize();
+  CHECK(eager->run_seconds() >= 0);
 }
 
 TEST_CASE("NCCL: bad arguments are refused with the rank, communicator and operation", "[nccl]") {

@@ -29,6 +29,9 @@ cudaError_t enqueue_replayable(cudaStream_t stream, std::function<std::function<
 // cudaErrorStreamCaptureUnjoined (904; not in the emulated cuda_runtime_api.h): the capture
 // ended while a stream that joined it had work nothing in the capture waited for.
 constexpr cudaError_t kCaptureUnjoined = static_cast<cudaError_t>(904);
+// cudaErrorCapturedEvent (907; not in the emulated header): a query, synchronisation or timing
+// of an event whose latest record is a node of a capture still in progress.
+constexpr cudaError_t kCapturedEvent = static_cast<cudaError_t>(907);
 
 // The device a stream belongs to (-1 for an unknown handle).
 int stream_device(cudaStream_t stream);

@@ -348,6 +348,28 @@ bool capture_forbids(const char* who, Stream* own = nullptr) {
   return hit;
 }
 
+// Whether the latest record of `event` is a node of a capture still in progress (a GPU refuses
+// to query, wait for or time such an event: cudaErrorCapturedEvent); reported under `who`.
+bool recorded_in_active_capture(cudaEvent_t event, const char* who) {
+  auto* ev = static_cast<Event*>(event);
+  const Graph* g = nullptr;
+  {
+    std::lock_guard<std::mutex> l(ev->mu);
+    g = ev->captured_in;
+  }
+  if (g == nullptr) return false;
+  std::lock_guard<std::mutex> cl(g_capture_mu);
+  for (Stream* s : g_capturing) {
+    std::lock_guard<std::mutex> l(s->mu);
+    if (s->graph == g) {
+      report(std::string(who) +
+             " of an event recorded in a capture in progress: cudaErrorCapturedEvent");
+      return true;
+    }
+  }
+  return false;
+}
+
 // Queues on a resolved stream; returns the op's ticket (0: recorded by a capture, not queued).
 uint64_t push(Stream* s, std::function<void()> fn, const char* what, std::vector<Ticket> waits) {
   {
@@ -612,6 +634,7 @@ using cuemu::machine;
 
 const char* cudaGetErrorName(cudaError_t e) {
   if (e == cuemu::kCaptureUnjoined) return "cudaErrorStreamCaptureUnjoined";
+  if (e == cuemu::kCapturedEvent) return "cudaErrorCapturedEvent";
   switch (e) {
     case cudaSuccess:
       return "cudaSuccess";
@@ -671,6 +694,9 @@ const char* cudaGetErrorName(cudaError_t e) {
 
 const char* cudaGetErrorString(cudaError_t e) {
   if (e == cuemu::kCaptureUnjoined) return "capture unjoined";
+  if (e == cuemu::kCapturedEvent) {
+    return "operation not permitted on an event last recorded in a capturing stream";
+  }
   switch (e) {
     case cudaSuccess:
       return "no error";
@@ -1211,6 +1237,14 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (event == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  // An unsafe call under a global-mode capture, from any thread (a watchdog polling its events
+  // breaks a capture on a GPU: PyTorch's allocator and NCCL watchdog avoid it for that reason).
+  if (cuemu::capture_forbids("cudaEventQuery")) {
+    return cuemu::set_last_error(cudaErrorStreamCaptureUnsupported);
+  }
+  if (cuemu::recorded_in_active_capture(event, "cudaEventQuery")) {
+    return cuemu::set_last_error(cuemu::kCapturedEvent);
+  }
   const cuemu::Ticket last = static_cast<cuemu::Event*>(event)->latest();
   cuemu::Stream* s = last.stream;
   const uint64_t t = last.ticket;
@@ -1221,6 +1255,9 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (event == nullptr) return cuemu::set_last_error(cudaErrorInvalidResourceHandle);
+  if (cuemu::recorded_in_active_capture(event, "cudaEventSynchronize")) {
+    return cuemu::set_last_error(cuemu::kCapturedEvent);
+  }
   const cuemu::Ticket last = static_cast<cuemu::Event*>(event)->latest();
   cuemu::Stream* s = last.stream;
   const uint64_t t = last.ticket;
