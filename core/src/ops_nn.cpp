@@ -435,10 +435,10 @@ Tensor cross_entropy_fused(const Tensor& logits_in, const Tensor& targets_in, in
     // g / grad_scale, a division so that the factor is exactly 1 when g is the expected
     // (f32-rounded) gradient: g * (1 / grad_scale) is 1 - 2^-24 for some m at grad_scale 1/m (41,
     // 47, ...). At factor 1 the rescale kernel returns at once.
-    const DType st = stats_dtype(dlogits.dtype());
-    const Tensor g32 = g.to(st);
+    const DType stats = stats_dtype(dlogits.dtype());
+    const Tensor g32 = g.to(stats);
     const Tensor factor =
-        grad_scale == 1.0 ? g32 : div(g32, Tensor::full({}, grad_scale, st, g32.device()));
+        grad_scale == 1.0 ? g32 : div(g32, Tensor::full({}, grad_scale, stats, g32.device()));
     be(dlogits).cross_entropy_fused_rescale(dlogits.dtype(), dlogits.raw_data(), factor.raw_data(),
                                             dlogits.numel());
     return std::vector<Tensor>{dlogits};
