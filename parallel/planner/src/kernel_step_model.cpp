@@ -2,6 +2,7 @@
 #include "trident/planner/kernel_step_model.hpp"
 
 #include <algorithm>
+#include <vector>
 
 namespace trident::planner {
 
@@ -29,11 +30,35 @@ constexpr double kWmmaFwd = 0.20, kWmmaBwd = 0.15;
 //   hand-written CUDA kernels report (70-85%); 0.60 for one-thread-per-element scalar kernels
 //   (an assumption below that range). Vectorised now (kernels/cuda/vec.cuh): layer norm and the
 //   fused residual + layer norm, GELU, dense adds, scale, axpy, f32 <-> bf16 casts, AdamW;
-//   still scalar: cross entropy, embedding, reductions (gradient norm), bias.
+//   the fused classifier; still scalar: embedding, reductions (gradient norm), bias.
 constexpr double kMemoryPlanned = 0.80, kMemoryCurrent = 0.60;
 // - Element-wise arithmetic on CUDA cores (exp, tanh, rsqrt): 0.5 of the fp32 peak; these
 //   kernels are memory-bound at any value above ~0.05, so it does not move the result.
 constexpr double kElementwiseCompute = 0.5;
+
+// Gradient buckets of the data-parallel reducer at its default 25 MiB (data_parallel.hpp): f32
+// gradients in backward order (the last layer's first), a bucket closed once it holds 25 MiB;
+// the tied token table in a bucket of its own.
+int64_t gradient_buckets(const ModelShape& m, double T) {
+  const double C = static_cast<double>(m.width);
+  std::vector<double> sizes = {2 * C};  // ln_f
+  for (int64_t l = 0; l < m.layers; ++l) {
+    for (double n : {C * 4 * C + C, 4 * C * C + 4 * C, 2 * C, C * C + C, 3 * C * C + 3 * C, 2 * C})
+      sizes.push_back(n);
+  }
+  sizes.push_back(T * C);  // wpe; wte, tied, gets a bucket of its own (solo_params)
+  const double cap = 25.0 * (1 << 20);
+  int64_t buckets = 0;
+  double open = 0;
+  for (double n : sizes) {
+    open += 4 * n;
+    if (open >= cap) {
+      ++buckets;
+      open = 0;
+    }
+  }
+  return buckets + (open > 0 ? 1 : 0) + 1;
+}
 
 }  // namespace
 
@@ -93,13 +118,13 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
 
   // --- forward ---
   if (!planned)  // planned: the optimizer writes the bf16 copy
-    add("casts + grad accumulate", "cast weights f32 -> bf16", "forward", tensors, 0, 6 * N,
-        Engine::CudaCore, kElementwiseCompute, vec);
+    add("casts + grad accumulate", "cast weights f32 -> bf16 (per tensor, in the linear ops)",
+        "forward", tensors, 0, 6 * N, Engine::CudaCore, kElementwiseCompute, vec);
   // Looked up and summed in f32 (the embedding gradients scatter-add in f32), then cast once.
   add("embedding", "embedding fwd (f32 gathers, token + position add, cast to bf16)", "forward", 4,
       R * C, 4 * (2 * R * C + 2 * Td * C) + 4 * 3 * R * C + 6 * R * C);
   // Linear layers per block: qkv C -> 3C, proj C -> C, fc C -> 4C (+ GELU, aux written), out
-  // 4C -> C; then the tied LM head C -> V without bias.
+  // 4C -> C, every bias in the epilogue; then the tied LM head C -> V without bias.
   const double layer_gemm_flops = 2 * R * (3 * C * C + C * C + 4 * C * C + 4 * C * C);
   const double head_flops = 2 * R * V * C;
   const double fwd_gemm_bytes =
@@ -113,83 +138,89 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   const double attn_fwd_flops = L * 2 * Bd * Td * Td * C;  // causal: half of QK^T and PV
   const double attn_fwd_bytes = L * (4 * act + 4 * Bd * H * Td);
   if (planned) {
-    add("attention", "attention fwd (FA2-style, bf16 tensor cores)", "forward", Li, attn_fwd_flops,
+    add("attention", "attention fwd (FA2-class, bf16 tensor cores)", "forward", Li, attn_fwd_flops,
         attn_fwd_bytes, Engine::TensorCore, kFlashFwd, kMemoryPlanned);
-    add("layernorm + residual", "residual add + layernorm fwd (fused)", "forward", 2 * Li + 1,
-        (2 * L + 1) * 9 * R * C, (2 * L + 1) * (4 * act + 8 * R));
-    add("cross-entropy", "fused classifier (cross-entropy fwd + bwd, logits -> dlogits in place)",
-        "forward", 2, 10 * R * V, 2 * R * V * A + 8 * R);
   } else {
-    // As the kernels are: tensor-core FA2 (wmma) writing its output twice (out and the saved
-    // copy backward's D = dO.O reads); h = x + attn and ln2(h) fused, ln1 and ln_f plain, the
-    // block's output add; the fused classifier (one online pass, gradient written in place).
-    add("attention", "attention fwd (bf16 wmma FA2, output written twice)", "forward", Li,
-        attn_fwd_flops, attn_fwd_bytes + L * act, Engine::TensorCore, kWmmaFwd, kMemoryPlanned);
-    add("layernorm + residual", "residual add + layernorm fwd (fused, ln2)", "forward", Li,
-        L * 9 * R * C, L * (4 * act + 8 * R), Engine::CudaCore, kElementwiseCompute, vec);
-    add("layernorm + residual", "layernorm fwd (ln1, ln_f)", "forward", Li + 1, (L + 1) * 8 * R * C,
-        (L + 1) * (2 * act + 8 * R), Engine::CudaCore, kElementwiseCompute, vec);
-    add("layernorm + residual", "add fwd (block output residual)", "forward", Li, L * R * C,
-        L * 3 * act, Engine::CudaCore, kElementwiseCompute, vec);
-    add("cross-entropy", "fused classifier (scalar loads, gradient written in place)", "forward", 2,
-        10 * R * V, 2 * R * V * A + 8 * R);
+    add("attention", "attention fwd (bf16 wmma FA2, output written once)", "forward", Li,
+        attn_fwd_flops, attn_fwd_bytes, Engine::TensorCore, kWmmaFwd, kMemoryPlanned);
   }
+  // Every residual add inside a fused residual + layer norm (ln2; ln1 of blocks 1..L-1 takes the
+  // previous block's output add; ln_f the last block's); block 0's ln1 has nothing to add.
+  add("layernorm + residual", "residual add + layernorm fwd (fused: ln2, ln1, ln_f)", "forward",
+      2 * Li, 2 * L * 9 * R * C, 2 * L * (4 * act + 8 * R), Engine::CudaCore, kElementwiseCompute,
+      vec);
+  add("layernorm + residual", "layernorm fwd (block 0's ln1)", "forward", 1, 8 * R * C,
+      2 * act + 8 * R, Engine::CudaCore, kElementwiseCompute, vec);
+  add("cross-entropy", "fused classifier (16-byte loads, gradient written in place)", "forward", 2,
+      10 * R * V, 2 * R * V * A + 8 * R, Engine::CudaCore, kElementwiseCompute, vec);
 
   // --- backward ---
   const double bwd_gemm_bytes = fwd_gemm_bytes - L * A * 4 * R * C;  // no GELU aux written
-  add("matmul", "matmul bwd dX (cuBLASLt)", "backward", 4 * Li + 1,
-      L * layer_gemm_flops + head_flops, bwd_gemm_bytes, Engine::TensorCore, kGemm, kMemoryPlanned,
-      true);
-  add("matmul", "matmul bwd dW (cuBLASLt, bias-grad epilogue)", "backward", 4 * Li + 1,
-      L * layer_gemm_flops + head_flops, bwd_gemm_bytes, Engine::TensorCore, kGemm, kMemoryPlanned,
-      true);
-  add("gelu", "gelu bwd", "backward", Li, L * 30 * 4 * R * C, L * 3 * 4 * act, Engine::CudaCore,
-      kElementwiseCompute, vec);
+  // mlp.proj's dX GEMM applies GELU's derivative in its epilogue (dGELU), reading the saved
+  // pre-activation: no separate GELU backward.
+  add("matmul", "matmul bwd dX (cuBLASLt; mlp.proj's with the dGELU epilogue)", "backward",
+      4 * Li + 1, L * layer_gemm_flops + head_flops, bwd_gemm_bytes + L * A * 4 * R * C,
+      Engine::TensorCore, kGemm, kMemoryPlanned, true);
+  // Weight gradients written in f32 straight into the master gradients (beta 1: read and write
+  // f32 instead of writing bf16, 6 more bytes an element), biases by the bias-grad epilogue.
+  const double gemm_weights = L * 12 * C * C + V * C;
+  add("matmul", "matmul bwd dW (cuBLASLt, f32 into the master gradients, bias-grad epilogue)",
+      "backward", 4 * Li + 1, L * layer_gemm_flops + head_flops, bwd_gemm_bytes + 6 * gemm_weights,
+      Engine::TensorCore, kGemm, kMemoryPlanned, true);
   if (planned) {
-    add("attention", "attention bwd (FA2-style: dO.O, then one pass; S recomputed once)",
+    add("attention", "attention bwd (FA2-class: dO.O, then one pass; S recomputed once)",
         "backward", 2 * Li, L * 5 * Bd * Td * Td * C, L * (10 * act + 4 * Bd * H * Td),
         Engine::TensorCore, kFlashBwd, kMemoryPlanned);
-    add("layernorm + residual", "layernorm bwd + residual-gradient add (fused)", "backward",
-        2 * Li + 1, (2 * L + 1) * 12 * R * C, (2 * L + 1) * (4 * act + 8 * R));
   } else {
-    // D = dO.O (SIMT), a memset of the fp32 dQ scratch, one block per key tile (5 tile
-    // products; dQ added by fp32 atomics), dQ converted: 4 launches a layer.
+    // D = dO.O (SIMT, reading the forward's output), a memset of the fp32 dQ scratch, one block
+    // per key tile (5 tile products; dQ added by fp32 atomics), dQ converted: 4 launches a layer.
     add("attention", "attention bwd (bf16 wmma FA2, dQ by fp32 atomics)", "backward", 4 * Li,
         L * 5 * Bd * Td * Td * C, L * (10 * act + 4 * Bd * H * Td + 3 * 4 * R * C),
         Engine::TensorCore, kWmmaBwd, kMemoryPlanned);
-    // ln2's backward adds h's gradient in place (dout, residual, dresidual read, dinp written,
-    // then the column sums); ln1 / ln_f plain; x's two gradients summed by autograd (one add).
-    add("layernorm + residual", "residual + layernorm bwd (fused, in place, ln2)", "backward",
-        3 * Li, L * 12 * R * C, L * (6 * act + 8 * R), Engine::CudaCore, kElementwiseCompute, vec);
-    add("layernorm + residual", "layernorm bwd (ln1, ln_f; row pass, column sums)", "backward",
-        3 * (Li + 1), (L + 1) * 10 * R * C, (L + 1) * (5 * act + 8 * R), Engine::CudaCore,
-        kElementwiseCompute, vec);
-    add("layernorm + residual", "add bwd (x's two gradients, autograd)", "backward", Li, L * R * C,
-        L * 3 * act, Engine::CudaCore, kElementwiseCompute, vec);
+  }
+  // The fused backward adds the residual stream's gradient in place (dout, residual, dresidual
+  // read, dinp written, then the column sums); ln_f's has no gradient to add into; block 0's ln1
+  // is plain; one add left where autograd sums block 0's input gradients.
+  add("layernorm + residual", "residual + layernorm bwd (fused, in place but ln_f)", "backward",
+      3 * 2 * Li, 2 * L * 12 * R * C, (2 * L - 1) * (6 * act + 8 * R) + 5 * act + 8 * R,
+      Engine::CudaCore, kElementwiseCompute, vec);
+  add("layernorm + residual", "layernorm bwd (block 0's ln1) + one autograd add", "backward", 4,
+      11 * R * C, 8 * act + 8 * R, Engine::CudaCore, kElementwiseCompute, vec);
+  if (!planned) {
+    // autograd clones a gradient that two inputs of one node share (the fused residual + layer
+    // norm hands the same gradient to the residual and the branch): about 4 a block, 48 for
+    // GPT-2 124M, from reading core/src/autograd.cpp (not counted by a launch log).
+    add("autograd copies", "gradient copies (a gradient two inputs share is cloned)", "backward",
+        4 * Li, 0, 4 * L * 2 * act, Engine::CudaCore, kElementwiseCompute, vec);
   }
   // Radix sort of the ids (CUB, ~4 launches), zeroing the f32 table gradient, one block per
   // run of equal ids; for both tables; then the tied token table's two gradients summed.
   const double emb_bwd_bytes = 4 * V * C + 8 * 8 * R + act + 4 * Td * C + 8 * 8 * R + act;
   add("embedding", "embedding bwd (sorted, deterministic) + tied-weight add", "backward", 13, V * C,
       emb_bwd_bytes + 12 * V * C);
-  add("casts + grad accumulate", "weight-grad cast bf16 -> f32 + accumulate", "backward",
-      2 * tensors, N, 18 * N, Engine::CudaCore, kElementwiseCompute, vec);
+  // Left of the 296 weight-gradient casts: the layer norms' parameters (cast bf16 -> f32 and
+  // accumulated), and one small f32 add for each bias gradient the epilogue wrote to scratch.
+  const double ln_params = (4 * L + 2) * C, biases = L * 9 * C;
+  add("casts + grad accumulate", "layernorm-parameter grad cast + accumulate, bias-grad adds",
+      "backward", 2 * (4 * Li + 2) + 4 * Li, ln_params + biases, 18 * ln_params + 12 * biases,
+      Engine::CudaCore, kElementwiseCompute, vec);
 
   // --- optimizer (f32 master weights, gradients, m, v) ---
   if (planned) {
     add("optimizer", "zero grads (one memset of the contiguous buffer)", "optimizer", 1, 0, 4 * N);
-    add("optimizer", "grad norm (multi-tensor sum of squares)", "optimizer", 2, 2 * N, 4 * N);
-    add("optimizer", "AdamW (one multi-tensor launch: clip scale, update, bf16 copy)", "optimizer",
-        1, 16 * N, 30 * N);
   } else {
-    add("optimizer", "zero grads (per tensor)", "optimizer", tensors, 0, 4 * N);
-    add("optimizer", "grad norm (per-tensor sum of squares + total)", "optimizer", tensors + 1,
-        2 * N, 4 * N);
-    add("optimizer", "clip scale (per tensor)", "optimizer", tensors, N, 8 * N, Engine::CudaCore,
-        kElementwiseCompute, vec);
-    add("optimizer", "AdamW (multi-tensor, 32 tensors a launch)", "optimizer", (tensors + 31) / 32,
-        15 * N, 28 * N, Engine::CudaCore, kElementwiseCompute, vec);
+    add("optimizer", "zero grads (one fill per gradient bucket)", "optimizer",
+        gradient_buckets(model, Td), 0, 4 * N);
   }
+  add("optimizer", "grad norm (one range per bucket, then the total)", "optimizer", 2, 2 * N,
+      4 * N);
+  // One launch over a device table of every tensor; the clip factor multiplies the gradient in
+  // the update (no separate pass); planned: it also writes the bf16 working copy.
+  add("optimizer",
+      planned ? "AdamW (one launch: clip folded in, update, bf16 copy)"
+              : "AdamW (one launch over every tensor, clip folded in)",
+      "optimizer", 1, 16 * N, planned ? 30 * N : 28 * N, Engine::CudaCore, kElementwiseCompute,
+      vec);
   return k;
 }
 
@@ -206,14 +237,17 @@ std::vector<std::string> efficiency_sources() {
   return {
       "cuBLASLt bf16 GEMMs: 0.65 of 989 TFLOP/s (cuBLAS on H100 at GPT-2 124M shapes, the 60-75% "
       "range issue 16 cites; not re-measured)",
-      "FA2-style bf16 attention: forward 0.35, backward 0.30 of 989 TFLOP/s (FA2 on H100 at ~35%, "
+      "FA2-class bf16 attention (planned): forward 0.35, backward 0.30 of 989 TFLOP/s (FA2 on H100 "
+      "at ~35%, "
       "FlashAttention-3 paper, arXiv 2407.08608; backward/forward ratio from the "
       "FlashAttention-2 paper, arXiv 2307.08691)",
       "bf16 wmma attention (current): forward 0.20, backward 0.15 of 989 TFLOP/s (assumption: "
       "the low end of kernels/cuda/NOTES.md's estimate; no published measurement of this kernel)",
       "memory-bound kernels: 0.80 of HBM bandwidth vectorised (llm.c's CUDA kernels, 70-85%; "
-      "current: layer norm, fused residual + layer norm, GELU, adds, casts, AdamW), 0.60 for "
-      "scalar kernels (assumption; current: cross entropy, embedding, norm reductions)",
+      "current: layer norm, fused residual + layer norm, fused classifier, adds, casts, AdamW), "
+      "0.60 for scalar kernels (assumption; current: embedding, norm reductions)",
+      "autograd gradient copies: 48 a step for GPT-2 124M, counted by reading "
+      "core/src/autograd.cpp, not by a launch log",
       "vocabulary: head GEMMs and the classifier over the padded 50304 columns; MFU counts the "
       "unpadded model",
       "launch: 3 us per kernel (the planner's h100 preset); peaks: NVIDIA H100 SXM / H200 "

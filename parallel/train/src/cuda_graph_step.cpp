@@ -22,8 +22,8 @@ void check_cuda_graphs_supported(Device device, const ParallelLayout& layout, in
                 ": pipeline stages exchange activations through host-driven send/recv");
   TRIDENT_CHECK(world_size == 1, "--cuda-graphs needs one GPU (", world_size, " ranks: dp ",
                 layout.dp, ", tp ", layout.tp,
-                "): the gradient, norm and loss reductions are not captured (MPI is called "
-                "from the host; NCCL capture is not implemented)");
+                "): the step's norm and loss reductions over the ranks are host MPI calls, which "
+                "a graph cannot capture (NCCL collectives themselves can be captured)");
   TRIDENT_CHECK(!zero, "--cuda-graphs does not support --zero 1");
   TRIDENT_CHECK(!trace,
                 "--cuda-graphs does not support --trace (its device spans time each "
