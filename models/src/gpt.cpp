@@ -151,7 +151,7 @@ Tensor GPT::head_loss(const Tensor& hidden, const Tensor& targets, double grad_s
   Communicator& tpc = ctx_->tp();
   // The tied head in the hidden states' dtype; the loss itself is computed in f32.
   const Tensor logits_local =
-      ops::linear(tp::copy_to_tp_region(hidden, tpc), wte->weight.to(hidden.dtype()));
+      ops::linear(tp::copy_to_tp_region(hidden, tpc), tp::linear_param(wte->weight, hidden));
   // One rank: the fused classifier, which writes the gradient over the logits (nothing else
   // reads them: the head's backward needs the hidden states and wte) and masks the padding;
   // written for the upstream gradient grad_scale, its backward then has nothing to rescale.
@@ -179,7 +179,7 @@ Tensor GPT::forward(const Tensor& ids) {
   TRIDENT_CHECK(ctx_->layout().pp == 1 && ctx_->layout().tp == 1,
                 "GPT::forward returns full logits: it needs the whole model on one rank");
   const Tensor hidden = forward_stage(ids);
-  return ops::linear(hidden, wte->weight.to(hidden.dtype()));  // tied head
+  return ops::linear(hidden, tp::linear_param(wte->weight, hidden));  // tied head
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) {

@@ -8,10 +8,10 @@ namespace trident::models {
 
 namespace {
 // x W^T for a column-parallel layer whose input is already in the tensor-parallel region
-// (tp::copy_to_tp_region applied once for several projections of the same x); W is cast to x's
-// dtype as the layer's own forward does.
+// (tp::copy_to_tp_region applied once for several projections of the same x); W as the layer's
+// own forward passes it (the f32 master itself under bf16 mixed precision).
 Tensor project(const Tensor& x_in_region, const tp::ColumnParallelLinear& layer) {
-  return ops::linear(x_in_region, layer.weight.to(x_in_region.dtype()));
+  return ops::linear(x_in_region, tp::linear_param(layer.weight, x_in_region));
 }
 bool is_norm_weight(const std::string& name) {
   const std::string suffix = "norm.weight";

@@ -48,14 +48,14 @@ void check_divides(int64_t n, int parts, const char* what) {
 Tensor in_dtype_of(const Tensor& param, const Tensor& x) {
   return param.defined() ? param.to(x.dtype()) : param;
 }
-// A parameter as the linear ops take it: itself when of x's dtype or an f32 master of a bf16 x
-// (mixed precision), else cast to x's dtype (an f64 gradient check of f32 layers).
+
+}  // namespace
+
 Tensor linear_param(const Tensor& param, const Tensor& x) {
   const bool as_is = !param.defined() || param.dtype() == x.dtype() ||
                      (x.dtype() == DType::BF16 && param.dtype() == DType::F32);
   return as_is ? param : param.to(x.dtype());
 }
-}  // namespace
 
 ColumnParallelLinear::ColumnParallelLinear(int64_t in, int64_t out, bool has_bias,
                                            Communicator& comm, int blocks)

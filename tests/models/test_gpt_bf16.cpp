@@ -1,6 +1,7 @@
 // GPT in bf16 mixed precision on the CPU against the same model in f32: one forward/backward,
 // micro-batch gradient accumulation, and a short training run. The bf16 model keeps f32
 // parameters (master weights) and gradients; its activations and weight copies are bf16.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
@@ -124,12 +125,24 @@ TEST_CASE("GPT in bf16 accumulates micro-batch gradients in f32", "[models][bf16
   model.loss(x1, y1).backward();
   model.loss(x2, y2).backward();
 
-  const auto params = model.parameters();
+  const auto named = model.named_parameters();
   int64_t needs_f32 = 0, total = 0;
-  for (size_t i = 0; i < params.size(); ++i) {
+  for (size_t i = 0; i < named.size(); ++i) {
+    const auto& [name, param] = named[i];
     const Tensor sum = g1[i] + g2[i];  // f32
-    CHECK(params[i].grad().dtype() == DType::F32);
-    REQUIRE(params[i].grad().to_vector<float>() == sum.to_vector<float>());
+    CHECK(param.grad().dtype() == DType::F32);
+    if (name == "wte.weight") {
+      // The tied table gets two contributions a pass (the head's f32 dW, then the embedding's
+      // scatter-add): accumulated as (g1 + head2) + emb2, the f32 sums differ from
+      // g1 + (head2 + emb2) by rounding only.
+      const auto got = param.grad().to_vector<float>(), want = sum.to_vector<float>();
+      float scale = 0;
+      for (float v : want) scale = std::max(scale, std::fabs(v));
+      for (size_t j = 0; j < got.size(); ++j)
+        REQUIRE(std::fabs(got[j] - want[j]) <= 4e-7f * scale + 1e-6f * std::fabs(want[j]));
+    } else {
+      REQUIRE(param.grad().to_vector<float>() == sum.to_vector<float>());
+    }
     const auto exact = sum.to_vector<float>(), rounded = sum.to(DType::BF16).to_vector<float>();
     for (size_t j = 0; j < exact.size(); ++j) needs_f32 += exact[j] != rounded[j];
     total += static_cast<int64_t>(exact.size());

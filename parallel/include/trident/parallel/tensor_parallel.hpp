@@ -20,6 +20,10 @@
 namespace trident::tp {
 
 // Forward identity, backward all-reduce (sum) of the gradient over `comm`.
+// A parameter as the linear ops take it: itself when of x's dtype or an f32 master weight of a
+// bf16 x (mixed precision: the op casts it for the matmul and writes the f32 gradient straight
+// into the master's), else cast to x's dtype (an f64 gradient check of f32 layers).
+Tensor linear_param(const Tensor& param, const Tensor& x);
 Tensor copy_to_tp_region(const Tensor& x, Communicator& comm);
 // Forward all-reduce (sum) over `comm`, backward identity.
 Tensor reduce_from_tp_region(const Tensor& x, Communicator& comm);
