@@ -114,7 +114,9 @@ check "the message names the mismatch" grep -q "DP x TP x PP = 3 x 1 x 1 = 3" "$
 check "nothing was launched" test ! -e "$work/runs/layout-$job/run-0/rank-0.log"
 
 # --- 2. train, preempt with USR1 to the batch shell, checkpoint, exit 0 ---------------------------
-STEPS=40
+# Long enough that USR1 (scancel -> slurmd -> batch shell -> srun -> ranks, about a second)
+# always lands mid-run: at 40 steps a fast machine finished training first (1-2 s).
+STEPS=200
 job=$(submit first TRIDENT_STEPS=$STEPS TRIDENT_CKPT_EVERY=0 TRIDENT_REQUEUE=0) || fail "sbatch refused"
 d1=$(rundir first "$job")
 wait_steps "$d1" 4 || fail "training did not reach step 4"
