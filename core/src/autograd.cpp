@@ -36,15 +36,40 @@ struct ByLatest {
   bool operator()(const Node* a, const Node* b) const { return a->sequence_nr < b->sequence_nr; }
 };
 
-// Adds g into the gradient slot `slot` (defined or not) without recording history.
-void accumulate(Tensor& slot, const Tensor& g) {
+// True when `t` is the only reference to its buffer: writing into it in place is invisible to
+// anything else.
+bool sole_owner(const Tensor& t) {
+  return t.impl_ptr().use_count() == 1 && t.impl().storage.use_count() == 1;
+}
+
+// Adds g into a LEAF's gradient slot `slot` (defined or not) without recording history. A leaf's
+// gradient outlives the pass and is written in place later (the next micro-batch's
+// contributions, data-parallel all-reduces, clipping), so the slot must own its buffer: it
+// takes g when nothing else refers to it (the common case: a freshly computed gradient), else
+// a copy.
+void accumulate_leaf(Tensor& slot, const Tensor& g) {
   if (!slot.defined()) {
-    // Later contributions are added in place, so the slot must own its buffer: take g when
-    // nothing else refers to it (the common case: a freshly computed gradient), else copy.
-    const bool exclusive = g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1;
-    slot = exclusive && g.is_contiguous() ? g : g.contiguous().same(g) ? g.clone() : g.contiguous();
+    slot = sole_owner(g) && g.is_contiguous() ? g
+           : g.contiguous().same(g)           ? g.clone()
+                                              : g.contiguous();
   } else {
     ops::add_(slot, g);
+  }
+}
+
+// Adds g into the pending gradient of a NODE (copy on write). Backward functions only read
+// their incoming gradient, so a slot may share its buffer with other slots (an add's backward
+// hands one gradient to both inputs): the first contribution is taken as is, without a copy;
+// a later one is added in place when the slot is the sole owner of its buffer, else into a
+// fresh buffer. pending_input_grad() hands out a slot for in-place writes only when it is the
+// sole owner.
+void accumulate_pending(Tensor& slot, Tensor g) {
+  if (!slot.defined()) {
+    slot = g.is_contiguous() ? std::move(g) : g.contiguous();
+  } else if (sole_owner(slot)) {
+    ops::add_(slot, g);
+  } else {
+    slot = ops::add(slot, g);
   }
 }
 }  // namespace
@@ -90,7 +115,7 @@ void run_backward(const Tensor& root, const Tensor& grad) {
 
   if (!root.grad_fn()) {  // a leaf: its gradient is the seed itself
     Tensor slot = root.grad();
-    accumulate(slot, grad);
+    accumulate_leaf(slot, grad);
     root.impl().grad = slot.impl_ptr();
     Tensor self(root.impl_ptr());
     for (auto& hook : root.impl().grad_ready_hooks) hook(self);
@@ -142,13 +167,15 @@ void run_backward(const Tensor& root, const Tensor& grad) {
     for (size_t i = 0; i < grads.size(); ++i) {
       const Edge& e = n->edges[i];
       if (e.node) {
-        if (grads[i].defined()) accumulate(pending[e.node.get()], grads[i]);
+        // Moved: the last edge that receives a gradient shared by several edges holds no
+        // extra reference to it.
+        if (grads[i].defined()) accumulate_pending(pending[e.node.get()], std::move(grads[i]));
         if (--deps[e.node.get()] == 0) ready.push(e.node.get());
       } else if (e.leaf) {
         TensorImpl* leaf = e.leaf.get();
         if (grads[i].defined()) {
           Tensor slot = leaf->grad ? Tensor(leaf->grad) : Tensor();
-          accumulate(slot, grads[i]);
+          accumulate_leaf(slot, grads[i]);
           leaf->grad = slot.impl_ptr();
         }
         if (--leaf_uses[leaf] == 0) {
@@ -164,7 +191,9 @@ Tensor pending_input_grad(size_t i) {
   const RunningNode& r = t_running;
   if (r.node == nullptr || i >= r.node->edges.size() || !r.node->edges[i].node) return Tensor();
   auto it = r.pending->find(r.node->edges[i].node.get());
-  return it == r.pending->end() ? Tensor() : it->second;
+  // Only a slot that is the sole owner of its buffer may be written in place: one that shares
+  // it with another pending gradient (copy on write, accumulate_pending) is not handed out.
+  return it == r.pending->end() || !sole_owner(it->second) ? Tensor() : it->second;
 }
 
 Tensor leaf_input_grad(size_t i) {

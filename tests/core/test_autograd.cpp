@@ -3,6 +3,7 @@
 
 #include "grad_check.hpp"
 #include "trident/core/allocator.hpp"
+#include "trident/core/autograd.hpp"
 
 using namespace trident;
 using trident::testing::randn;
@@ -23,6 +24,69 @@ TEST_CASE("a tensor used twice gets the sum of both gradients", "[core][autograd
   Tensor a = Tensor::from_vector(std::vector<double>{1, 2, 3}, {3}).requires_grad_();
   ops::sum(a * a + a).backward();  // d/da = 2a + 1
   CHECK(a.grad().to_vector<double>() == std::vector<double>{3, 5, 7});
+}
+
+namespace {
+// y = x, recording the address of the gradient its backward receives.
+Tensor identity_seeing(const Tensor& x, const void** seen) {
+  Tensor y = x.detach().clone();
+  autograd::record(y, "identity_seeing", {x}, [seen](const Tensor& g) {
+    *seen = g.raw_data();
+    return std::vector<Tensor>{g};
+  });
+  return y;
+}
+}  // namespace
+
+TEST_CASE("a gradient an add hands to two nodes is shared, not copied", "[core][autograd]") {
+  // s = u + v, u and v both outputs of other nodes: add's backward hands one gradient to both;
+  // the engine passes that one buffer on (copy on write), where it used to copy it twice.
+  Tensor p = Tensor::from_vector(std::vector<double>{1, 2, 3}, {3}).requires_grad_();
+  const void* seen_u = nullptr;
+  const void* seen_v = nullptr;
+  const Tensor u = identity_seeing(p * 2.0, &seen_u);
+  const Tensor v = identity_seeing(p * 5.0, &seen_v);
+  const Tensor c = Tensor::from_vector(std::vector<double>{1, -1, 4}, {3});
+  ops::sum((u + v) * c).backward();
+  REQUIRE(seen_u != nullptr);
+  CHECK(seen_u == seen_v);
+  CHECK(p.grad().to_vector<double>() == std::vector<double>{7, -7, 28});
+}
+
+TEST_CASE("an in-place gradient write never reaches a gradient another node shares",
+          "[core][autograd][residual_layer_norm]") {
+  // r = x + d (fused with ln = layer_norm(r)), t = r + q, loss = sum(ln * cn) + sum(t * ct),
+  // with q computed BEFORE r: t's backward hands one buffer to r and q; the layer norm's
+  // backward (adding into r's gradient in place when it owns it) runs while q's node still
+  // holds that buffer, so it must add out of place, or q's gradient would include it.
+  for (const bool q_first : {true, false}) {
+    Tensor x = randn({2, 16}, 41).to(DType::F64).requires_grad_();
+    Tensor a = randn({2, 16}, 42).to(DType::F64).requires_grad_();
+    Tensor b = randn({2, 16}, 43).to(DType::F64).requires_grad_();
+    Tensor w = randn({16}, 44).to(DType::F64).requires_grad_();
+    Tensor bias = randn({16}, 45).to(DType::F64).requires_grad_();
+    const Tensor cn = randn({2, 16}, 46).to(DType::F64), ct = randn({2, 16}, 47).to(DType::F64);
+    Tensor q;
+    if (q_first) q = b * 3.0;
+    const ops::ResidualLayerNorm r = ops::residual_layer_norm(x * 1.0, a * 2.0, w, bias, 1e-5);
+    if (!q_first) q = b * 3.0;
+    ops::sum(ops::sum(r.normed * cn) + ops::sum((r.residual + q) * ct)).backward();
+    // d loss / d q = ct, so d loss / d b = 3 ct exactly, whatever the layer norm adds to r's.
+    const std::vector<double> gb = b.grad().to_vector<double>(),
+                              want = (ct * 3.0).to_vector<double>();
+    INFO("q computed " << (q_first ? "before" : "after") << " the residual");
+    CHECK(gb == want);
+    // And r's gradient is ct plus the layer norm's: against the unfused ops.
+    Tensor x2 = x.detach().clone().requires_grad_();
+    const Tensor r2 = x2 * 1.0 + a.detach() * 2.0;
+    ops::sum(ops::sum(ops::layer_norm(r2, w.detach(), bias.detach(), 1e-5) * cn) +
+             ops::sum((r2 + q.detach()) * ct))
+        .backward();
+    const std::vector<double> gx = x.grad().to_vector<double>(),
+                              gx2 = x2.grad().to_vector<double>();
+    REQUIRE(gx.size() == gx2.size());
+    for (size_t i = 0; i < gx.size(); ++i) CHECK(gx[i] == Approx(gx2[i]).epsilon(1e-12));
+  }
 }
 
 TEST_CASE("no_grad records no history", "[core][autograd]") {

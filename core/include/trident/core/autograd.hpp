@@ -35,7 +35,9 @@ bool needs_grad(std::initializer_list<const Tensor*> inputs);
 
 // Makes `output` the result of a differentiable op over `inputs`: records a node whose `fn`
 // returns one gradient per input (an undefined Tensor for inputs without one). Does nothing
-// when no input requires a gradient or grad mode is off.
+// when no input requires a gradient or grad mode is off. `fn` must only read grad_output: the
+// engine passes one gradient buffer to several nodes without copying it (an add's backward
+// returns the same gradient for both inputs), so writing into it would change theirs too.
 void record(Tensor& output, const std::string& name, const std::vector<Tensor>& inputs,
             BackwardFn fn);
 
@@ -44,7 +46,8 @@ void run_backward(const Tensor& root, const Tensor& grad);
 
 // Only inside a backward function that run_backward is running: the gradient accumulated so
 // far for input `i` of the running node, when that input is another op's output that already
-// received a gradient from a consumer that ran earlier; an undefined Tensor otherwise. It owns
+// received a gradient from a consumer that ran earlier and that gradient is the sole owner of
+// its buffer (not shared with another pending gradient); an undefined Tensor otherwise. It owns
 // its buffer, so the backward may add its own contribution into it in place and return an
 // undefined gradient for input i (the fused residual + layer norm adds the residual stream's
 // gradient in the same kernel that writes its own, with no separate accumulation pass).
