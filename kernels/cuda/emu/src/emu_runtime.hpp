@@ -71,8 +71,14 @@ void report(const std::string& message);
 void warp_collective(const char* name, const void* ptr, unsigned ldm, int layout, const char* file,
                      int line);
 // The calling warp's scratch area, at least `bytes` large, zeroed when its block starts. Growing
-// it moves it, so every user asks for the same size.
+// it moves it, so every user asks for the same size, kWarpScratchBytes: wmma.cpp uses it from
+// offset 0, mma_sync.cpp (PTX mma.sync / ldmatrix) from kWarpScratchMmaSyncOffset.
+constexpr size_t kWarpScratchBytes = 16384;
+constexpr size_t kWarpScratchMmaSyncOffset = 8192;
 void* warp_scratch(size_t bytes);
+// True when [ptr, ptr + bytes) lies inside one shared-memory variable (static or dynamic) of the
+// calling thread's block.
+bool is_shared_range(const void* ptr, size_t bytes);
 // The calling thread's linear index in its block (its warp is index / 32).
 int thread_rank();
 // The running launch's seed: from TRIDENT_CUDA_EMU_SEED and the number of launches queued

@@ -646,6 +646,20 @@ void* warp_scratch(size_t bytes) {
   return s.data();
 }
 
+bool is_shared_range(const void* ptr, size_t bytes) {
+  const Block& b = *current_lane("a shared-memory check").block;
+  const auto* p = static_cast<const unsigned char*>(ptr);
+  const auto inside = [&](const void* base, size_t size) {
+    const auto* lo = static_cast<const unsigned char*>(base);
+    return base != nullptr && p >= lo && p + bytes <= lo + size;
+  };
+  if (inside(b.dynamic, b.dynamic_bytes)) return true;
+  for (const SharedVar& v : b.statics) {
+    if (inside(v.ptr, v.bytes)) return true;
+  }
+  return false;
+}
+
 int thread_rank() {
   return current_lane("a warp-collective call").index;
 }

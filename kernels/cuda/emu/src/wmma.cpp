@@ -112,7 +112,8 @@ void store(float* p, const float* x, unsigned ldm, bool col_major, const char* f
 
 void mma(float* d, Kind a_kind, const __nv_bfloat16* a, Kind b_kind, const __nv_bfloat16* b,
          const float* c, const char* file, int line) {
-  auto* s = static_cast<MmaScratch*>(warp_scratch(sizeof(MmaScratch)));
+  static_assert(sizeof(MmaScratch) <= kWarpScratchMmaSyncOffset, "wmma's scratch overlaps");
+  auto* s = static_cast<MmaScratch*>(warp_scratch(kWarpScratchBytes));
   const int lane = thread_rank() % 32;
   const int set = static_cast<int>(s->calls[lane]++ & 1u);
   float* ta = s->a[set];
