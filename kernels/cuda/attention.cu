@@ -13,10 +13,11 @@
 //                   dV = sum_i P^T dO, dK = scale sum_i dS^T Q   over query tiles >= key tile
 //   per query tile: dQ = scale sum_j dS K                    over key tiles <= query tile
 // Every element of dqkv is written exactly once; the result does not depend on scheduling.
-// bf16 storage with head size 64 or 128 goes to the tensor-core kernels of attention_wmma.cu
-// instead (forward always; backward unless TRIDENT_ATTENTION_DETERMINISTIC=1 asks for the
-// kernels here). Both save the same lse, and backward reads the forward's out itself (for D),
-// so either backward follows either forward.
+// bf16 storage with head size 64 or 128 goes to the tensor-core kernels instead: the forward of
+// attention_fa2_fwd.cu (mma.sync) always, the backward of attention_fa2_bwd.cu (mma.sync) unless
+// TRIDENT_ATTENTION_DETERMINISTIC=1 asks for the kernels here; the rowdot kernel below then also
+// zeroes its fp32 dQ scratch. Both save the same lse, and backward reads the forward's out itself
+// (for D), so either backward follows either forward.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -25,6 +26,8 @@
 #include <string>
 #include <type_traits>
 
+#include "attention_fa2_bwd.cuh"
+#include "attention_fa2_fwd.cuh"
 #include "attention_wmma.cuh"
 #include "common.cuh"
 #include "trident/kernels/cuda/attention.hpp"
@@ -46,8 +49,7 @@ constexpr int kScoreStride = kTile + 1;
 
 using Dims = detail::AttentionDims;
 
-std::atomic<uint64_t> g_tensor_core_forward{0}, g_tensor_core_backward{0}, g_simt_forward{0},
-    g_simt_backward{0};
+std::atomic<uint64_t> g_fa2_forward{0}, g_fa2_backward{0}, g_simt_forward{0}, g_simt_backward{0};
 
 bool deterministic_backward_requested() {
   const char* v = std::getenv("TRIDENT_ATTENTION_DETERMINISTIC");
@@ -154,9 +156,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Dd[bh * T + t] = dO . O over the head's hs columns; one warp per (b, t, h).
+// Dd[bh * T + t] = dO . O over the head's hs columns; one warp per (b, t, h). When dq_zero is
+// given (the tensor-core backward's fp32 dQ scratch, (B, T, C)), the warp also zeroes the same
+// hs columns of it: no separate memset launch.
 template <typename T>
-__global__ void attention_rowdot_kernel(float* Dd, const T* dout, const T* out, Dims D) {
+__global__ void attention_rowdot_kernel(float* Dd, float* dq_zero, const T* dout, const T* out,
+                                        Dims D) {
   const int lane = threadIdx.x % 32;
   const int64_t rows = D.B * D.T * D.NH;
   for (int64_t w = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; w < rows;
@@ -165,6 +170,9 @@ __global__ void attention_rowdot_kernel(float* Dd, const T* dout, const T* out, 
     const int64_t off = bt * D.C + h * D.hs;
     float s = 0.0f;
     for (int64_t d = lane; d < D.hs; d += 32) s += to_float(dout[off + d]) * to_float(out[off + d]);
+    if (dq_zero != nullptr) {
+      for (int64_t d = lane; d < D.hs; d += 32) dq_zero[off + d] = 0.0f;
+    }
     s = warp_sum(s);
     if (lane == 0) Dd[(b * D.NH + h) * D.T + t] = s;
   }
@@ -405,7 +413,7 @@ void backward_hs(T* dqkv, const T* dout, const T* qkv, const float* lse, const f
 }  // namespace
 
 AttentionKernelCounts attention_kernel_counts() {
-  return {g_tensor_core_forward.load(), g_tensor_core_backward.load(), g_simt_forward.load(),
+  return {g_fa2_forward.load(), g_fa2_backward.load(), g_simt_forward.load(),
           g_simt_backward.load()};
 }
 
@@ -421,9 +429,9 @@ void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, in
   if (B == 0 || T_ == 0 || C == 0) return;
   float* lse = static_cast<float*>(saved);
   if (t == ScalarType::BF16 && detail::attention_wmma_supported(D, out, qkv, out)) {
-    detail::attention_wmma_forward(static_cast<__nv_bfloat16*>(out), lse,
-                                   static_cast<const __nv_bfloat16*>(qkv), D, stream);
-    ++g_tensor_core_forward;
+    detail::attention_fa2_forward(static_cast<__nv_bfloat16*>(out), lse,
+                                  static_cast<const __nv_bfloat16*>(qkv), D, stream);
+    ++g_fa2_forward;
     return;
   }
   ++g_simt_forward;
@@ -451,17 +459,19 @@ void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* 
     T* dx = static_cast<T*>(dqkv);
     const T* dy = static_cast<const T*>(dout);
     const T* x = static_cast<const T*>(qkv);
+    const bool tensor_cores = std::is_same<T, __nv_bfloat16>::value &&
+                              !deterministic_backward_requested() &&
+                              detail::attention_wmma_supported(D, dx, dy, x);
+    float* dq_acc = tensor_cores ? scratch.get_as<float>(B * T_ * C) : nullptr;
     const unsigned rows_grid = detail::grid_for(B * T_ * NH, kThreads / 32, int64_t{1} << 16);
     TRIDENT_LAUNCH(attention_rowdot_kernel<T>, rows_grid, kThreads, 0, stream)
-    (Dd, dy, static_cast<const T*>(out), D);
+    (Dd, dq_acc, dy, static_cast<const T*>(out), D);
     check_launch("attention_rowdot_kernel");
-    if (std::is_same<T, __nv_bfloat16>::value && !deterministic_backward_requested() &&
-        detail::attention_wmma_supported(D, dx, dy, x)) {
-      float* dq_acc = scratch.get_as<float>(B * T_ * C);
-      detail::attention_wmma_backward(
-          reinterpret_cast<__nv_bfloat16*>(dx), dq_acc, reinterpret_cast<const __nv_bfloat16*>(dy),
-          reinterpret_cast<const __nv_bfloat16*>(x), lse, Dd, D, stream);
-      ++g_tensor_core_backward;
+    if (tensor_cores) {
+      detail::attention_fa2_backward(reinterpret_cast<__nv_bfloat16*>(dx), dq_acc,
+                                     reinterpret_cast<const __nv_bfloat16*>(dy),
+                                     reinterpret_cast<const __nv_bfloat16*>(x), lse, Dd, D, stream);
+      ++g_fa2_backward;
       break;
     }
     ++g_simt_backward;

@@ -150,9 +150,9 @@ void run_case(const Shape& s, uint64_t seed, bool expect_tc_bwd) {
                         att.raw_data(), s.B, s.T, C, s.NH);
   be.synchronize();
   const kc::AttentionKernelCounts after = kc::attention_kernel_counts();
-  CHECK(after.tensor_core_forward == before.tensor_core_forward + 1);
+  CHECK(after.fa2_forward == before.fa2_forward + 1);
   CHECK(after.simt_forward == before.simt_forward);
-  CHECK(after.tensor_core_backward == before.tensor_core_backward + (expect_tc_bwd ? 1 : 0));
+  CHECK(after.fa2_backward == before.fa2_backward + (expect_tc_bwd ? 1 : 0));
   CHECK(after.simt_backward == before.simt_backward + (expect_tc_bwd ? 0 : 1));
 
   check_elements("out", download(out), ref.out, ref.out_mag);
