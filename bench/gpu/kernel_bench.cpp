@@ -308,7 +308,8 @@ json bench_breakdown(Bench& b) {
     });
     add("embedding backward", 2, [&] {
       return b.time_ms([&] {
-        b.be.embedding_backward(t, dtable->get(), out->get(), ids->as<int32_t>(), N, V, C, 0, V);
+        b.be.embedding_backward(t, dtable->get(), out->get(), ids->as<int32_t>(), N, V, C, 0, V,
+                                false);
       });
     });
   }

@@ -356,7 +356,9 @@ class CpuBackend final : public Backend {
                              C, first, vocab));
   }
   void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
-                          int64_t V, int64_t C, int64_t first, int64_t vocab) override {
+                          int64_t V, int64_t C, int64_t first, int64_t vocab,
+                          bool accumulate) override {
+    TRIDENT_CHECK(!accumulate, "internal: the CPU embedding backward does not accumulate");
     TRIDENT_CPU_FLOAT_DISPATCH(
         t, "embedding_backward",
         k::embedding_backward(io.out<scalar_t>(dtable, V * C), io.in<scalar_t>(dout, N * C), ids, N,

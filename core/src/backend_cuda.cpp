@@ -377,10 +377,12 @@ class CudaBackend final : public Backend {
     });
   }
   void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
-                          int64_t V, int64_t C, int64_t first, int64_t vocab) override {
+                          int64_t V, int64_t C, int64_t first, int64_t vocab,
+                          bool accumulate) override {
     run("embedding_backward", [&] {
       CallScratch scratch(alloc_);
-      kc::embedding_backward(st(t), dtable, dout, ids, N, V, C, first, vocab, scratch, s());
+      kc::embedding_backward(st(t), dtable, dout, ids, N, V, C, first, vocab, accumulate, scratch,
+                             s());
     });
   }
   void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,

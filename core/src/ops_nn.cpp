@@ -254,10 +254,18 @@ Tensor embedding(const Tensor& ids_in, const Tensor& table, int64_t first, int64
   }
   autograd::record(out, "embedding", {t}, [ids, N, V, C, first, vocab](const Tensor& g_in) {
     const Tensor g = g_in.contiguous();
-    Tensor dt = Tensor::empty({V, C}, g.dtype(), g.device());
+    // On CUDA, a table that already holds a gradient (the tied LM head's, an earlier
+    // micro-batch's, a zeroed data-parallel bucket view) receives the rows in place: no zeroed
+    // (V, C) table and no separate add, with the same bits (the kernel adds each row's summed
+    // run). The CPU kernel scatters in position order, so it keeps the fresh table.
+    const Tensor held = autograd::leaf_input_grad(0);
+    const bool in_place = g.device().is_cuda() && held.defined() && held.is_contiguous() &&
+                          held.dtype() == g.dtype() && held.device() == g.device() &&
+                          held.shape() == Shape{V, C};
+    Tensor dt = in_place ? held : Tensor::empty({V, C}, g.dtype(), g.device());
     be(g).embedding_backward(g.dtype(), dt.raw_data(), g.raw_data(), ids.data<int32_t>(), N, V, C,
-                             first, vocab);
-    return std::vector<Tensor>{dt};
+                             first, vocab, in_place);
+    return std::vector<Tensor>{in_place ? Tensor() : dt};
   });
   return out;
 }

@@ -55,7 +55,7 @@ __global__ void embedding_keys_kernel(const int32_t* ids, int64_t N, int64_t V, 
 template <typename T>
 __global__ void embedding_accumulate_kernel(T* dtable, const T* dout, const uint32_t* keys,
                                             const int32_t* positions, int64_t N, int64_t V,
-                                            int64_t C) {
+                                            int64_t C, bool accumulate) {
   for (int64_t k = blockIdx.x; k < N; k += gridDim.x) {
     const uint32_t key = keys[k];
     if (key >= V || (k > 0 && keys[k - 1] == key)) continue;  // not the start of a valid run
@@ -64,7 +64,11 @@ __global__ void embedding_accumulate_kernel(T* dtable, const T* dout, const uint
       for (int64_t j = k; j < N && keys[j] == key; ++j) {
         acc += detail::to_float(dout[int64_t(positions[j]) * C + c]);
       }
-      dtable[int64_t(key) * C + c] = detail::from_float<T>(acc);
+      T& dst = dtable[int64_t(key) * C + c];
+      // The run's sum rounded to T first, then added: a fresh table's row plus the old value.
+      dst = accumulate ? detail::from_float<T>(detail::to_float(dst) +
+                                               detail::to_float(detail::from_float<T>(acc)))
+                       : detail::from_float<T>(acc);
     }
   }
 }
@@ -96,8 +100,8 @@ void embedding_forward(ScalarType t, void* out, const int32_t* ids, const void* 
 }
 
 void embedding_backward(ScalarType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
-                        int64_t V, int64_t C, int64_t first, int64_t vocab, Scratch& scratch,
-                        cudaStream_t stream) {
+                        int64_t V, int64_t C, int64_t first, int64_t vocab, bool accumulate,
+                        Scratch& scratch, cudaStream_t stream) {
   check_rows("embedding_backward", V, first, vocab);
   if (V <= 0 || C <= 0) return;
   if (N > int64_t{1} << 30 || V >= int64_t{1} << 31) {
@@ -105,8 +109,10 @@ void embedding_backward(ScalarType t, void* dtable, const void* dout, const int3
                                 std::to_string(V) + " rows exceed the 32-bit sort keys");
   }
   TRIDENT_CUDA_FLOAT_DISPATCH(t, "embedding_backward", {
-    detail::check_cuda(cudaMemsetAsync(dtable, 0, size_t(V) * size_t(C) * sizeof(T), stream),
-                       "embedding_backward (zero)");
+    if (!accumulate) {
+      detail::check_cuda(cudaMemsetAsync(dtable, 0, size_t(V) * size_t(C) * sizeof(T), stream),
+                         "embedding_backward (zero)");
+    }
     if (N > 0) {
       uint32_t* keys_in = scratch.get_as<uint32_t>(N);
       uint32_t* keys_out = scratch.get_as<uint32_t>(N);
@@ -129,7 +135,8 @@ void embedding_backward(ScalarType t, void* dtable, const void* dout, const int3
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535));
       const int threads = static_cast<int>(std::min<int64_t>(256, (C + 31) / 32 * 32));
       TRIDENT_LAUNCH(embedding_accumulate_kernel<T>, grid, threads, 0, stream)
-      (static_cast<T*>(dtable), static_cast<const T*>(dout), keys_out, pos_out, N, V, C);
+      (static_cast<T*>(dtable), static_cast<const T*>(dout), keys_out, pos_out, N, V, C,
+       accumulate);
       check_launch("embedding_accumulate_kernel");
     }
   });

@@ -17,6 +17,7 @@
 
 #include "gpu_test_util.hpp"
 #include "trident/core/backend.hpp"
+#include "trident/core/ops.hpp"
 
 namespace trident::gpu_test {
 namespace {
@@ -349,7 +350,7 @@ const std::vector<OpCase> kCases = {
        const int o = h.out(N * C), dt = h.out(V * C);
        h.check("embedding forward and backward", [=](Backend& be, DType t, const Buffers& b) {
          be.embedding_forward(t, b[o], b.ids(id), b[table], N, V, C, 0, V);
-         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C, 0, V);
+         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C, 0, V, false);
          return 0.0;
        });
      }},
@@ -363,7 +364,7 @@ const std::vector<OpCase> kCases = {
        const int o = h.out(N * C), dt = h.out(V * C);
        h.check("shard embedding forward and backward", [=](Backend& be, DType t, const Buffers& b) {
          be.embedding_forward(t, b[o], b.ids(id), b[table], N, V, C, first, vocab);
-         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C, first, vocab);
+         be.embedding_backward(t, b[dt], b[dout], b.ids(id), N, V, C, first, vocab, false);
          return 0.0;
        });
      }},
@@ -799,6 +800,32 @@ TEST_CASE("dropout masks on CUDA equal the CPU's bit for bit", "[ops]") {
   CHECK(download(out_g) == out_c);
 }
 
+TEST_CASE("the embedding backward accumulating into a gradient equals old + a fresh scatter",
+          "[ops][embedding]") {
+  // The trainer's tied token table already holds the LM head's gradient when the embedding's
+  // backward runs: it adds its rows into it (no zeroed (V, C) table, no separate add), with the
+  // bits of the separate add, f32 and bf16.
+  std::mt19937_64 rng(test_seed());
+  const int64_t N = 300, V = 37, C = 40;
+  std::vector<int32_t> ids(N);
+  std::uniform_int_distribution<int32_t> pick(0, V - 3);  // rows V-2, V-1 untouched
+  for (auto& v : ids) v = pick(rng);
+  const Tensor ids_g = upload_i32(ids);
+  Backend& be = backend_for(gpu());
+  for (const DType t : {DType::F32, DType::BF16}) {
+    INFO(dtype_name(t));
+    const Tensor dout = upload(normal(N * C, rng), t), old = upload(normal(V * C, rng), t);
+    Tensor fresh = poisoned(V * C, t);
+    be.embedding_backward(t, fresh.raw_data(), dout.raw_data(), ids_g.data<int32_t>(), N, V, C, 0,
+                          V, false);
+    const Tensor want = ops::add(old.clone(), fresh);
+    Tensor acc = old.clone();
+    be.embedding_backward(t, acc.raw_data(), dout.raw_data(), ids_g.data<int32_t>(), N, V, C, 0, V,
+                          true);
+    CHECK(acc.to(DType::F32).to_vector<float>() == want.to(DType::F32).to_vector<float>());
+  }
+}
+
 TEST_CASE("reductions and sorted-scatter gradients are bitwise deterministic", "[ops]") {
   std::mt19937_64 rng(test_seed());
   const int64_t N = 4096, V = 50, C = 96;
@@ -812,7 +839,7 @@ TEST_CASE("reductions and sorted-scatter gradients are bitwise deterministic", "
   for (int rep = 0; rep < 3; ++rep) {
     Tensor dt = poisoned(V * C, DType::F32), db = poisoned(C, DType::F32);
     be.embedding_backward(DType::F32, dt.raw_data(), dout.raw_data(), ids_g.data<int32_t>(), N, V,
-                          C, 0, V);
+                          C, 0, V, false);
     be.bias_backward(DType::F32, db.raw_data(), dout.raw_data(), N, C);
     const double s = be.sum_squares(DType::F32, dout.raw_data(), N * C);
     if (rep == 0) {

@@ -107,9 +107,12 @@ class Backend {
   // are errors; ids of other shards read zero rows and add no gradient.
   virtual void embedding_forward(DType t, void* out, const int32_t* ids, const void* table,
                                  int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab) = 0;
+  // dtable = (accumulate ? dtable : 0) + the scatter of dout. The CPU kernel scatters in
+  // position order and supports only accumulate false; the CUDA kernel sums each row's run
+  // first and adds it to the existing row: the bits of a separate add of a fresh table.
   virtual void embedding_backward(DType t, void* dtable, const void* dout, const int32_t* ids,
-                                  int64_t N, int64_t V, int64_t C, int64_t first,
-                                  int64_t vocab) = 0;
+                                  int64_t N, int64_t V, int64_t C, int64_t first, int64_t vocab,
+                                  bool accumulate) = 0;
   // mean and rstd (N) are in stats_dtype(t): f32 for bf16 rows, so that backward rebuilds
   // the normalised values from unrounded statistics.
   virtual void layernorm_forward(DType t, void* out, void* mean, void* rstd, const void* inp,

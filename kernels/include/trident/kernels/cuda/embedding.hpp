@@ -12,11 +12,13 @@ namespace trident::kernels::cuda {
 void embedding_forward(ScalarType t, void* out, const int32_t* ids, const void* table, int64_t N,
                        int64_t V, int64_t C, int64_t first, int64_t vocab, int32_t* bad_position,
                        cudaStream_t stream);
-// dtable = 0; dtable[ids[i] - first, :] += dout[i, :]. Deterministic: positions are sorted by
-// row with a stable radix sort and each touched row is summed by one block in position order;
-// ids of other shards and invalid ids are skipped.
+// dtable = (accumulate ? dtable : 0); dtable[ids[i] - first, :] += dout[i, :]. Deterministic:
+// positions are sorted by row with a stable radix sort and each touched row is summed by one
+// block in position order, in f32, then added to the row's old value when accumulating (one
+// rounding: the bits of adding a fresh table's row); ids of other shards and invalid ids are
+// skipped. Accumulating skips the zeroing of the (V, C) table and the separate add.
 void embedding_backward(ScalarType t, void* dtable, const void* dout, const int32_t* ids, int64_t N,
-                        int64_t V, int64_t C, int64_t first, int64_t vocab, Scratch& scratch,
-                        cudaStream_t stream);
+                        int64_t V, int64_t C, int64_t first, int64_t vocab, bool accumulate,
+                        Scratch& scratch, cudaStream_t stream);
 
 }  // namespace trident::kernels::cuda
