@@ -309,3 +309,39 @@ TEST_CASE("the emulated device reports a named Hopper GPU", "[cuda-emu][emulator
   CHECK(p.maxThreadsPerBlock == 1024);
   CHECK(p.sharedMemPerBlock == 48 * 1024);
 }
+
+TEST_CASE("the launch log counts each stream op by name once it has run, graph nodes per replay",
+          "[cuda-emu][emulator][launch-log]") {
+  cudaStream_t s;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  DeviceArray<int> out(24);
+  check(cudaDeviceSynchronize());
+  cuemu::reset_launch_counts();
+  for (int i = 0; i < 3; ++i) TRIDENT_LAUNCH(coords_kernel, 1, 24, 0, s)(out.p);
+  check(cudaMemsetAsync(out.p, 0, 24 * sizeof(int), s));
+  cudaEvent_t ev;
+  check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  check(cudaEventRecord(ev, s));
+  check(cudaStreamWaitEvent(s, ev, 0));
+  // Captured: nothing runs at capture; each of the 2 replays runs the kernel and the memset.
+  cudaGraph_t graph = nullptr;
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  TRIDENT_LAUNCH(coords_kernel, 1, 24, 0, s)(out.p);
+  check(cudaMemsetAsync(out.p, 0, sizeof(int), s));
+  check(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec = nullptr;
+  check(cudaGraphInstantiate(&exec, graph, 0));
+  check(cudaGraphLaunch(exec, s));
+  check(cudaGraphLaunch(exec, s));
+  check(cudaStreamSynchronize(s));
+  const std::map<std::string, long long> c = cuemu::launch_counts();
+  CHECK(c.size() == 2);  // event records and waits are not work
+  CHECK(c.at("coords_kernel") == 5);
+  CHECK(c.at("cudaMemsetAsync") == 3);
+  cuemu::reset_launch_counts();
+  CHECK(cuemu::launch_counts().empty());
+  check(cudaGraphExecDestroy(exec));
+  check(cudaGraphDestroy(graph));
+  check(cudaEventDestroy(ev));
+  check(cudaStreamDestroy(s));
+}

@@ -6,7 +6,10 @@
 //   TRIDENT_CUDA_EMU_DEVICES=N                     visible devices (8; 0 = no device)
 //   TRIDENT_CUDA_EMU_GPU=h100|h200|a100            the emulated model (h100)
 //   TRIDENT_CUDA_EMU_MEMORY_MB=N                   memory per device (the model's)
+//   TRIDENT_CUDA_EMU_LAUNCH_LOG=FILE               at exit, launch_counts() as "COUNT<tab>NAME"
+//                                                  lines ("%p" in FILE: the pid, "%r": the rank)
 #pragma once
+#include <map>
 #include <string>
 
 namespace cuemu {
@@ -28,5 +31,11 @@ long long launches_executed();
 long long host_syncs();
 // cudaMalloc calls so far (all devices): a training step should make none.
 long long device_mallocs();
+// Stream operations run so far per name (all devices): kernels by their launch name (as written
+// in TRIDENT_LAUNCH), "cublasLtMatmul", "cudaMemsetAsync", "cudaMemcpyAsync", ..., NCCL calls by
+// theirs; counted when the op has run (synchronise first), a graph's nodes at each replay. Event
+// records and stream waits are not counted.
+std::map<std::string, long long> launch_counts();
+void reset_launch_counts();
 
 }  // namespace cuemu

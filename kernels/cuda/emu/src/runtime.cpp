@@ -284,6 +284,66 @@ Stream* resolve(cudaStream_t handle) {
 
 thread_local std::minstd_rand tls_rng{std::random_device{}()};
 
+// --- launch log: every stream op that does device work (a kernel, a cuBLASLt matmul, a memset or
+// memcpy, an NCCL call, a host function), counted per name when it has run; a graph's nodes are
+// counted at each replay, not at capture. Event records and waits are ordering, not work.
+struct LaunchLog {
+  std::mutex mu;
+  std::map<std::string, long long> counts;
+};
+LaunchLog& launch_log() {
+  static LaunchLog* log = new LaunchLog();  // never destroyed: stream workers may outlive exit
+  return *log;
+}
+
+void count_launch(const char* what) {
+  if (std::strcmp(what, "cudaEventRecord") == 0 || std::strcmp(what, "cudaStreamWaitEvent") == 0) {
+    return;
+  }
+  LaunchLog& log = launch_log();
+  std::lock_guard<std::mutex> lock(log.mu);
+  ++log.counts[what];
+}
+
+// TRIDENT_CUDA_EMU_LAUNCH_LOG=FILE: at exit, "COUNT<tab>NAME" per name, sorted by name; "%p" in
+// FILE becomes the process id, "%r" the MPI rank (OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID).
+void write_launch_log() {
+  const char* e = std::getenv("TRIDENT_CUDA_EMU_LAUNCH_LOG");
+  if (e == nullptr || *e == '\0') return;
+  std::string rank = "0";
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    if (const char* r = std::getenv(v)) {
+      rank = r;
+      break;
+    }
+  }
+  std::string path;
+  for (const char* c = e; *c != '\0'; ++c) {
+    if (c[0] == '%' && c[1] == 'p') {
+      path += std::to_string(static_cast<long long>(getpid()));
+      ++c;
+    } else if (c[0] == '%' && c[1] == 'r') {
+      path += rank;
+      ++c;
+    } else {
+      path += *c;
+    }
+  }
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) {
+    std::fprintf(stderr, "[cuda-emu] cannot write the launch log %s\n", path.c_str());
+    return;
+  }
+  for (const auto& kv : launch_counts()) std::fprintf(f, "%lld\t%s\n", kv.second, kv.first.c_str());
+  std::fclose(f);
+}
+
+const bool g_launch_log_at_exit = [] {
+  const char* e = std::getenv("TRIDENT_CUDA_EMU_LAUNCH_LOG");
+  if (e != nullptr && *e != '\0') std::atexit(write_launch_log);
+  return true;
+}();
+
 void worker_loop(Stream* s) {
   for (;;) {
     Op op;
@@ -299,6 +359,7 @@ void worker_loop(Stream* s) {
     if (sticky(s->device) == cudaSuccess) {
       try {
         op.fn();
+        count_launch(op.what);
       } catch (const std::exception& e) {
         fault(s->device, cudaErrorLaunchFailure, std::string(op.what) + " threw: " + e.what());
       }
@@ -504,6 +565,17 @@ long long host_syncs() {
 }
 long long device_mallocs() {
   return g_device_mallocs.load();
+}
+
+std::map<std::string, long long> launch_counts() {
+  LaunchLog& log = launch_log();
+  std::lock_guard<std::mutex> lock(log.mu);
+  return log.counts;
+}
+void reset_launch_counts() {
+  LaunchLog& log = launch_log();
+  std::lock_guard<std::mutex> lock(log.mu);
+  log.counts.clear();
 }
 
 // --- internal interface (emu_runtime.hpp) ---------------------------------------------------
