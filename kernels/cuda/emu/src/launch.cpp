@@ -28,6 +28,7 @@
 
 #include "cuda_runtime.h"
 #include "emu_runtime.hpp"
+#include "trident_cp_async_emu.hpp"
 #include "trident_cuda_emu.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -124,6 +125,16 @@ struct Lane {
   unsigned mask = 0;
   uint64_t value = 0, result = 0;
   int arg = 0, width = 32;
+  // cp.async copies issued and not yet completed (group 0 while not committed), and the number
+  // of groups this thread has committed.
+  struct AsyncCopy {
+    void* dst;
+    unsigned char bytes[16];
+    unsigned size;
+    int64_t group;
+  };
+  std::vector<AsyncCopy> async_copies;
+  int64_t async_groups = 0;
 #if defined(TRIDENT_EMU_ASAN)
   void* fake_stack = nullptr;
 #endif
@@ -577,6 +588,56 @@ void fail_in_kernel(const std::string& what) {
 const ThreadContext& this_thread() {
   return current_lane("threadIdx/blockIdx").tc;
 }
+
+namespace ptx {
+
+void cp_async(void* dst, const void* src, unsigned bytes, const char* file, int line) {
+  Lane& l = current_lane("cp.async");
+  const auto misaligned = [bytes](const void* p) {
+    return reinterpret_cast<uintptr_t>(p) % bytes != 0;
+  };
+  if (bytes != 4 && bytes != 8 && bytes != 16) {
+    device_trap(("cp.async of " + std::to_string(bytes) + " bytes (4, 8 or 16)").c_str(), file,
+                line);
+  }
+  if (misaligned(dst) || misaligned(src)) {
+    device_trap(("cp.async of " + std::to_string(bytes) +
+                 " bytes from or to an address not aligned to them")
+                    .c_str(),
+                file, line);
+  }
+  if (!is_shared_range(dst, bytes)) {
+    device_trap("cp.async to an address outside the block's shared memory", file, line);
+  }
+  Lane::AsyncCopy c{dst, {}, bytes, 0};
+  std::memcpy(c.bytes, src, bytes);  // the source is read at issue, the destination written later
+  l.async_copies.push_back(c);
+}
+
+void cp_async_commit(const char* file, int line) {
+  (void)file;
+  (void)line;
+  Lane& l = current_lane("cp.async.commit_group");
+  ++l.async_groups;
+  for (auto& c : l.async_copies) {
+    if (c.group == 0) c.group = l.async_groups;
+  }
+}
+
+void cp_async_wait(int pending, const char* file, int line) {
+  (void)file;
+  (void)line;
+  Lane& l = current_lane("cp.async.wait_group");
+  const int64_t last = l.async_groups - pending;  // groups 1..last complete
+  auto& v = l.async_copies;
+  auto done = [last](const Lane::AsyncCopy& c) { return c.group > 0 && c.group <= last; };
+  for (const auto& c : v) {
+    if (done(c)) std::memcpy(c.dst, c.bytes, c.size);
+  }
+  v.erase(std::remove_if(v.begin(), v.end(), done), v.end());
+}
+
+}  // namespace ptx
 
 void syncthreads(const char* file, int line) {
   Lane& l = current_lane("__syncthreads");
