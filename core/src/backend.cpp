@@ -59,8 +59,12 @@ void Backend::step_scalars_init(void*, int64_t, int64_t) {
 void Backend::sum_squares_multi_to(DType, double*, const void* const*, const int64_t*, int) {
   no_device_step(*this, "sum_squares_multi_to");
 }
-void Backend::train_step_finish(void*, const float*, int64_t, const double*, float, bool, int64_t,
-                                const float*, int64_t, double*, double*, double*, int64_t) {
+void Backend::train_step_loss_sum(const float*, int64_t, double*) {
+  no_device_step(*this, "train_step_loss_sum");
+}
+void Backend::train_step_finish(void*, const float*, int64_t, const double*, int64_t, const double*,
+                                float, bool, int64_t, const float*, int64_t, double*, double*,
+                                double*, int64_t) {
   no_device_step(*this, "train_step_finish");
 }
 void Backend::adamw_update_table_step(const void*, int, int64_t, float, float, float, const void*) {

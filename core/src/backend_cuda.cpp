@@ -624,16 +624,19 @@ class CudaBackend final : public Backend {
       kc::sum_squares_multi(st(t), xs, ns, count, out, scratch, s());
     });
   }
+  void train_step_loss_sum(const float* micro_losses, int64_t m, double* loss_sum) override {
+    run("train_step_loss_sum", [&] { kc::train_step_loss_sum(micro_losses, m, loss_sum, s()); });
+  }
   void train_step_finish(void* scalars, const float* micro_losses, int64_t m,
-                         const double* sum_squares, float grad_clip, bool stop_on_nonfinite,
-                         int64_t fault_step, const float* lr_table, int64_t lr_steps,
-                         double* window_loss, double* window_norm, double* window_nonfinite,
-                         int64_t window) override {
+                         const double* loss_sum, int64_t loss_ranks, const double* sum_squares,
+                         float grad_clip, bool stop_on_nonfinite, int64_t fault_step,
+                         const float* lr_table, int64_t lr_steps, double* window_loss,
+                         double* window_norm, double* window_nonfinite, int64_t window) override {
     run("train_step_finish", [&] {
-      kc::train_step_finish(P<kc::StepScalars>(scalars), micro_losses, m, sum_squares, grad_clip,
-                            stop_on_nonfinite, fault_step, lr_table, lr_steps,
-                            kc::StepWindow{window_loss, window_norm, window_nonfinite, window},
-                            s());
+      kc::train_step_finish(
+          P<kc::StepScalars>(scalars), micro_losses, m, loss_sum, loss_ranks, sum_squares,
+          grad_clip, stop_on_nonfinite, fault_step, lr_table, lr_steps,
+          kc::StepWindow{window_loss, window_norm, window_nonfinite, window}, s());
     });
   }
   void adamw_update_table_step(const void* table, int count, int64_t units, float beta1,

@@ -46,7 +46,9 @@ Plan validate(const Options& opt, int world_size) {
   backend_for(device);                     // a CUDA device without a CUDA build or GPU fails here
   resolve_comm_backend(opt.comm, device);  // --comm nccl without a GPU or NCCL fails here
   if (opt.cuda_graphs) {
-    check_cuda_graphs_supported(device, p.layout, world_size, opt.zero == 1, !opt.trace.empty());
+    check_cuda_graphs_supported(device, p.layout, world_size,
+                                resolve_comm_backend(opt.comm, device) == CommBackend::Nccl,
+                                opt.zero == 1, !opt.trace.empty());
   }
   p.data = load_data(opt, p.model->vocab_size());
   return p;

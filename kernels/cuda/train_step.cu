@@ -3,7 +3,9 @@
 // thread from device memory, so a step never waits for the device. The arithmetic is the host
 // trainer's, in the same order and precision (double sums and divisions, rounded to float
 // where the host rounds), so results are bitwise those of the host-side bookkeeping. The clip
-// factor is not applied here: the optimizer's update reads it (optimizer.hpp).
+// factor is not applied here: the optimizer's update reads it (optimizer.hpp). Over several
+// ranks the loss sum and the squared norm are all-reduced on the device between the kernels
+// (train_step_loss_sum, then train_step_finish reading the reduced sum).
 #include <cmath>
 #include <limits>
 
@@ -18,14 +20,27 @@ __device__ __forceinline__ bool finite(double x) {
   return x - x == 0.0;
 }
 
+// The micro-batch losses summed in double, in order k = 0, 1, .. (the host's loop).
+__device__ double sum_micro_losses(const float* micro_losses, int64_t m) {
+  double loss = 0;
+  for (int64_t k = 0; k < m; ++k) loss += micro_losses[k];
+  return loss;
+}
+
+__global__ void train_step_loss_sum_kernel(const float* micro_losses, int64_t m, double* loss_sum) {
+  *loss_sum = sum_micro_losses(micro_losses, m);
+}
+
 __global__ void train_step_finish_kernel(StepScalars* s, const float* micro_losses, int64_t m,
+                                         const double* loss_sum, int64_t loss_ranks,
                                          const double* sum_squares, float grad_clip,
                                          bool stop_on_nonfinite, int64_t fault_step,
                                          const float* lr_table, int64_t lr_steps,
                                          StepWindow window) {
   const int64_t step = s->step;
-  double loss = 0;
-  for (int64_t k = 0; k < m; ++k) loss += micro_losses[k];
+  // Over ranks: the sum of every rank's sum, divided by their number (MPI's average).
+  double loss = loss_sum != nullptr ? *loss_sum / static_cast<double>(loss_ranks)
+                                    : sum_micro_losses(micro_losses, m);
   if (fault_step == step + 1) loss = std::numeric_limits<double>::quiet_NaN();
   const double norm = sqrt(*sum_squares);
   const bool nonfinite = !finite(loss) || !finite(norm);
@@ -54,18 +69,28 @@ void step_scalars_init(StepScalars* s, const StepScalars& init, cudaStream_t str
                      "step_scalars_init");
 }
 
-void train_step_finish(StepScalars* s, const float* micro_losses, int64_t m,
-                       const double* sum_squares, float grad_clip, bool stop_on_nonfinite,
-                       int64_t fault_step, const float* lr_table, int64_t lr_steps,
-                       StepWindow window, cudaStream_t stream) {
-  if (m < 0 || lr_steps < 1 || window.window < 1) {
+void train_step_loss_sum(const float* micro_losses, int64_t m, double* loss_sum,
+                         cudaStream_t stream) {
+  if (m < 0) {
+    throw std::invalid_argument("train_step_loss_sum: " + std::to_string(m) + " micro-batches");
+  }
+  TRIDENT_LAUNCH(train_step_loss_sum_kernel, 1, 1, 0, stream)(micro_losses, m, loss_sum);
+  detail::check_launch("train_step_loss_sum_kernel");
+}
+
+void train_step_finish(StepScalars* s, const float* micro_losses, int64_t m, const double* loss_sum,
+                       int64_t loss_ranks, const double* sum_squares, float grad_clip,
+                       bool stop_on_nonfinite, int64_t fault_step, const float* lr_table,
+                       int64_t lr_steps, StepWindow window, cudaStream_t stream) {
+  if (m < 0 || loss_ranks < 1 || lr_steps < 1 || window.window < 1) {
     throw std::invalid_argument("train_step_finish: " + std::to_string(m) + " micro-batches, " +
+                                std::to_string(loss_ranks) + " loss ranks, " +
                                 std::to_string(lr_steps) + " learning rates, window " +
                                 std::to_string(window.window));
   }
   TRIDENT_LAUNCH(train_step_finish_kernel, 1, 1, 0, stream)
-  (s, micro_losses, m, sum_squares, grad_clip, stop_on_nonfinite, fault_step, lr_table, lr_steps,
-   window);
+  (s, micro_losses, m, loss_sum, loss_ranks, sum_squares, grad_clip, stop_on_nonfinite, fault_step,
+   lr_table, lr_steps, window);
   detail::check_launch("train_step_finish_kernel");
 }
 

@@ -213,8 +213,8 @@ TEST_CASE(
   const Tensor lrs = Tensor::from_vector(std::vector<float>{3e-3f}, {1}, gpu());
   Tensor window = Tensor::zeros({3}, DType::F64, gpu());
   double* w = window.data<double>();
-  be.train_step_finish(scalars.raw_data(), losses.data<float>(), 1, sq.data<double>(), 1.0f, false,
-                       0, lrs.data<float>(), 1, w, w + 1, w + 2, 1);
+  be.train_step_finish(scalars.raw_data(), losses.data<float>(), 1, nullptr, 1, sq.data<double>(),
+                       1.0f, false, 0, lrs.data<float>(), 1, w, w + 1, w + 2, 1);
   be.adamw_update_table_step(td.raw_data(), count, ud, 0.9f, 0.95f, 1e-8f, scalars.raw_data());
   const double norm = std::sqrt(7.3 * 7.3);
   be.adamw_update_table(th.raw_data(), count, uh, 3e-3f, 0.9f, 0.95f, 1e-8f, 3,

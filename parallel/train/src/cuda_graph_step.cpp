@@ -15,16 +15,19 @@ namespace trident::train {
 
 // Each refusal is something that needs the host in the middle of a step.
 void check_cuda_graphs_supported(Device device, const ParallelLayout& layout, int world_size,
-                                 bool zero, bool trace) {
+                                 bool nccl, bool zero, bool trace) {
   TRIDENT_CHECK(device.is_cuda(), "--cuda-graphs needs --device cuda (", device.str(),
                 " has no graphs)");
   TRIDENT_CHECK(layout.pp == 1, "--cuda-graphs does not support --pp ", layout.pp,
                 ": pipeline stages exchange activations through host-driven send/recv");
-  TRIDENT_CHECK(world_size == 1, "--cuda-graphs needs one GPU (", world_size, " ranks: dp ",
-                layout.dp, ", tp ", layout.tp,
-                "): the step's norm and loss reductions over the ranks are host MPI calls, which "
-                "a graph cannot capture (NCCL collectives themselves can be captured)");
-  TRIDENT_CHECK(!zero, "--cuda-graphs does not support --zero 1");
+  TRIDENT_CHECK(world_size == 1 || nccl, "--cuda-graphs needs NCCL collectives over ", world_size,
+                " ranks (dp ", layout.dp, ", tp ", layout.tp,
+                "; --comm nccl, the default on GPUs): MPI's collectives on device memory wait for "
+                "the device and stage through the host, which a graph cannot capture");
+  TRIDENT_CHECK(!zero,
+                "--cuda-graphs does not support --zero 1 (ZeroAdamW's update takes the learning "
+                "rate, step count and clip factor from the host, and the norm of its shards is "
+                "reduced with host MPI)");
   TRIDENT_CHECK(!trace,
                 "--cuda-graphs does not support --trace (its device spans time each "
                 "step's kernels from the host)");
@@ -81,7 +84,12 @@ bool CudaGraphStep::run(const std::function<void()>& queue_step) {
   const bool capturing = captures_ == 0;
   if (capturing) {
     g.allocator->begin_private_pool();
-    check(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+    // Thread-local mode: only this thread's calls are checked. Over several ranks the NCCL
+    // communicators' watchdogs and the reducer's timing thread go on querying the events of the
+    // eager steps' collectives (never the captured ones), which global mode would count against
+    // the capture although nothing of theirs is in it.
+    check(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal),
+          "cudaStreamBeginCapture");
     try {
       queue_step();
     } catch (...) {

@@ -1,10 +1,11 @@
 // --cuda-graphs: one training step (forward + backward of every micro-batch, the device-side
 // norm, clipping and non-finite check, the optimizer) captured once into a CUDA graph and
-// replayed for every later step (one GPU; the device step of device_step.hpp).
+// replayed for every later step (one GPU, or every rank of dp/tp over NCCL, whose collectives
+// become graph nodes; the device step of device_step.hpp).
 //   steps 1-2         eager (warm-up), with the allocator's private pool open: plans,
 //                     workspaces, the optimizer state and every transient block of a step
 //                     are made here;
-//   step 3 (capture)  the same work queued on the compute stream under a global-mode stream
+//   step 3 (capture)  the same work queued on the compute stream under a thread-local stream
 //                     capture (nothing runs), its allocations served by the pool (no
 //                     cudaMalloc), then the graph is instantiated and launched once;
 //   later steps       the graph is launched: no host code of the step runs at all.

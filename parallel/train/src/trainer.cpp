@@ -296,13 +296,15 @@ struct Trainer::Loop {
     val_batches = std::max<int64_t>(
         1, std::min<int64_t>(wanted, (val_loader->num_tokens() - 1) / global_tokens));
     flops_per_step = model().flops_per_token(opt.seq) * t.tokens_per_step();
-    // On one GPU (no pipeline, no ZeRO) the step's bookkeeping stays on the device: no host
+    // On GPUs (no pipeline, no ZeRO; over ranks, NCCL collectives) the step's bookkeeping
+    // stays on the device, its norm and loss all-reduced there (tp and dp): no host
     // synchronisation between log lines (device_step.hpp). Elsewhere the host reads the loss
     // and the gradient norm back every step.
-    if (device.is_cuda() && world().size() == 1 && topo.layout().pp == 1 && !opt.zero) {
+    if (device.is_cuda() && topo.layout().pp == 1 && !opt.zero &&
+        collectives_on_device(t.ctx_.tp()) && collectives_on_device(t.ctx_.dp())) {
       dstep = std::make_unique<DeviceStep>(device, schedule, std::max<int64_t>(opt.steps, 1),
                                            std::max<int64_t>(opt.log_interval, 1), m, start,
-                                           optimizer->steps_taken());
+                                           optimizer->steps_taken(), t.ctx_.tp(), t.ctx_.dp());
       optimizer->use_step_scalars(dstep->scalars());
     }
     if (opt.cuda_graphs) {
@@ -408,14 +410,18 @@ struct Trainer::Loop {
     return true;
   }
 
-  // Device path (one GPU): the step's bookkeeping is queued on the device (run_step); the
+  // Device path (GPUs): the step's bookkeeping is queued on the device (run_step); the
   // numbers are read back on log lines and before evaluations, checkpoints or a stop. The host
   // waits for the device once, here; its wait counts as the last pending step's time. Returns
-  // false when the job must stop (a non-finite step under the stop policy).
-  bool read_back() {
+  // false when the job must stop (a non-finite step under the stop policy). `measure_comm`: the
+  // last pending step ran the reducer's host code (not a graph replay), whose exposed
+  // communication time (the device's stall at the buckets, from events) is read now that the
+  // host waited anyway; the other steps report 0 (measuring them would make the host wait).
+  bool read_back(bool measure_comm) {
     const auto t_read = Clock::now();
     const std::vector<DeviceStep::Numbers> nums =
         dstep->read(pending.front().step - 1, static_cast<int64_t>(pending.size()));
+    if (measure_comm) pending.back().exposed_comm_s = reducer->exposed_comm_seconds();
     pending.back().step_s += seconds_since(t_read);
     int64_t skipped = 0;
     for (size_t i = 0; i < pending.size(); ++i) {
@@ -463,6 +469,7 @@ struct Trainer::Loop {
     step_span->arg("step", step + 1);
     Tensor micro_losses;
     double loss = 0, bubble = 0;
+    bool host_ran = true;  // the step's host code ran (not a graph replay)
     if (graph) {
       // The step's batch into the captured input buffers (device to device, before the
       // launch), then the whole device step: eager, captured, or a replay of the graph.
@@ -471,7 +478,7 @@ struct Trainer::Loop {
         graph_inputs[k].inputs.copy_(mbs[k].inputs);
         graph_inputs[k].targets.copy_(mbs[k].targets);
       }
-      const bool host_ran = graph->run([&] {
+      host_ran = graph->run([&] {
         forward_backward(step, micro_losses, loss, bubble);
         dstep->finish(*reducer, norm_weights, opt.grad_clip, opt.nan_policy == "stop",
                       opt.fault_nan_step);
@@ -494,7 +501,8 @@ struct Trainer::Loop {
     // What both paths record once the optimizer has run.
     const auto finish_record = [&] {
       rec.lr = optimizer->lr();
-      rec.exposed_comm_s = reducer->exposed_comm_seconds();
+      // With the device step, at the read-back (reading it here waits for the device).
+      if (!dstep) rec.exposed_comm_s = reducer->exposed_comm_seconds();
       rec.peak_mem_bytes = allocator_for(device).stats().peak_bytes;
       rec.step_s = seconds_since(t0);
       if (syncs0 >= 0) {
@@ -515,7 +523,7 @@ struct Trainer::Loop {
       rec.have_norm = true;
       finish_record();
       pending.push_back(rec);
-      if (rec.log_line || must_read || verdict.stop_signal != 0) ok = read_back();
+      if (rec.log_line || must_read || verdict.stop_signal != 0) ok = read_back(host_ran);
     } else {
       ok = finish_step_on_host(rec, micro_losses, loss, verdict);
       finish_record();
@@ -601,8 +609,10 @@ Trainer::Trainer(TrainableModel& model, const ParallelContext& ctx, Communicator
   TRIDENT_CHECK(!opt_.checkpoints || !opt_.checkpoint_dir.empty(),
                 "checkpoints need a checkpoint directory");
   if (opt_.cuda_graphs) {
-    check_cuda_graphs_supported(model_.device(), ctx_.layout(), world_.size(), opt_.zero,
-                                !opt_.trace.empty());
+    check_cuda_graphs_supported(
+        model_.device(), ctx_.layout(), world_.size(),
+        collectives_on_device(ctx_.tp()) && collectives_on_device(ctx_.dp()), opt_.zero,
+        !opt_.trace.empty());
   }
 }
 

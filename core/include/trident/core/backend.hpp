@@ -256,11 +256,17 @@ class Backend {
   // *out (a device double) = the sum of squares of the xs, queued (sum_squares_multi's pass).
   virtual void sum_squares_multi_to(DType t, double* out, const void* const* xs, const int64_t* ns,
                                     int count);
-  // Queues the step's bookkeeping: loss = sum of micro_losses (m, f32), norm = sqrt(*sum_squares),
+  // *loss_sum (a device double) = the sum of micro_losses (m, f32) as train_step_finish sums
+  // them, queued: the value an all-reduce over data-parallel ranks then adds up.
+  virtual void train_step_loss_sum(const float* micro_losses, int64_t m, double* loss_sum);
+  // Queues the step's bookkeeping: loss = sum of micro_losses (m, f32), or *loss_sum / loss_ranks
+  // when loss_sum is given (the all-reduced train_step_loss_sum of loss_ranks ranks),
+  // norm = sqrt(*sum_squares),
   // the clip factor, skip, lr = lr_table[step] (lr_steps f32), the AdamW count; loss, norm and a
   // non-finite flag (1 or 0) go to slot step % window of window_loss, window_norm and
   // window_nonfinite (f64). fault_step (1-based) makes that step's loss NaN (tests).
   virtual void train_step_finish(void* scalars, const float* micro_losses, int64_t m,
+                                 const double* loss_sum, int64_t loss_ranks,
                                  const double* sum_squares, float grad_clip, bool stop_on_nonfinite,
                                  int64_t fault_step, const float* lr_table, int64_t lr_steps,
                                  double* window_loss, double* window_norm, double* window_nonfinite,

@@ -3,7 +3,9 @@
 // same kernel arguments: anything that changes from step to step must be read from memory).
 // One StepScalars block per job; train_step_finish() runs once per step, after the gradients
 // are final and before the optimizer, in one thread:
-//   loss  = sum_k micro_losses[k] (in double, in order k = 0, 1, ..), NaN when step == fault_step
+//   loss  = sum_k micro_losses[k] (in double, in order k = 0, 1, ..), NaN when step == fault_step;
+//           over several ranks *loss_sum / loss_ranks, where loss_sum is the all-reduced sum of
+//           every rank's train_step_loss_sum (the host's average over data-parallel ranks)
 //   norm  = sqrt(*sum_squares)
 //   clip  = grad_clip / (norm + 1e-6) as float when grad_clip > 0 and that is < 1, else 1
 //   skip  = loss or norm not finite, or an earlier step was (stop policy)
@@ -33,10 +35,14 @@ struct StepWindow {
 
 // `s` (device) = `init` (host), queued on the stream (pageable source: staged at once).
 void step_scalars_init(StepScalars* s, const StepScalars& init, cudaStream_t stream);
-// The bookkeeping above; micro_losses (m, f32) and sum_squares (one double) are device memory.
-void train_step_finish(StepScalars* s, const float* micro_losses, int64_t m,
-                       const double* sum_squares, float grad_clip, bool stop_on_nonfinite,
-                       int64_t fault_step, const float* lr_table, int64_t lr_steps,
-                       StepWindow window, cudaStream_t stream);
+// *loss_sum (a device double) = sum_k micro_losses[k], as train_step_finish sums them.
+void train_step_loss_sum(const float* micro_losses, int64_t m, double* loss_sum,
+                         cudaStream_t stream);
+// The bookkeeping above; micro_losses (m, f32), loss_sum and sum_squares (one double each) are
+// device memory. loss_sum == nullptr (one rank): the loss is the sum of micro_losses.
+void train_step_finish(StepScalars* s, const float* micro_losses, int64_t m, const double* loss_sum,
+                       int64_t loss_ranks, const double* sum_squares, float grad_clip,
+                       bool stop_on_nonfinite, int64_t fault_step, const float* lr_table,
+                       int64_t lr_steps, StepWindow window, cudaStream_t stream);
 
 }  // namespace trident::kernels::cuda

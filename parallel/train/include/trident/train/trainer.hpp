@@ -15,10 +15,11 @@
 // Callbacks (TrainerCallback) see every step's numbers, validations and checkpoints: the
 // console log and metrics.jsonl of trident-train are two of them (ConsoleLog, MetricsJsonl).
 //
-// Host synchronisation: on one GPU (no pipeline, no ZeRO) none inside a step: the loss, the
-// gradient norm, clipping, the non-finite check and the optimizer's lr and step count stay in
-// device memory and are read back once per log line (and before an evaluation or a
-// checkpoint). Other layouts read the device back once a step.
+// Host synchronisation: on GPUs (no pipeline, no ZeRO; over several ranks, NCCL collectives)
+// none inside a step: the loss, the gradient norm (both all-reduced on the device), clipping,
+// the non-finite check and the optimizer's lr and step count stay in device memory and are
+// read back once per log line (and before an evaluation or a checkpoint). Other layouts read
+// the device back once a step.
 //
 // Minimal use (every rank of an MPI job; see README "Training a model"):
 //
@@ -87,9 +88,10 @@ struct TrainerOptions {
   double peak_flops_per_rank = 0;
   // Error lines start "<program>: error: ".
   std::string program = "trident";
-  // One GPU: the first two steps run eagerly, the third is captured into a CUDA graph that every
-  // later step replays (cuda_graph_step.hpp). Refused with pipeline or data/tensor parallelism
-  // (the MPI and NCCL calls are not captured), ZeRO, a trace, the CPU device.
+  // The first two steps run eagerly, the third is captured into a CUDA graph that every later
+  // step replays (cuda_graph_step.hpp); with data/tensor parallelism over NCCL too (its
+  // collectives are graph nodes). Refused with pipeline parallelism, ZeRO, a trace, MPI
+  // collectives over several ranks, the CPU device.
   bool cuda_graphs = false;
 };
 
@@ -117,10 +119,11 @@ struct StepMetrics {
 };
 
 // Throws trident::Error naming the cause where --cuda-graphs cannot capture a step: not a CUDA
-// device, --pp > 1, more than one rank (dp or tp), ZeRO, a trace. Trainer's constructor checks
-// it; a launcher can call it first, to report the error once.
+// device, --pp > 1, more than one rank without NCCL collectives (`nccl`: the job's dp and tp
+// communicators are NCCL's), ZeRO, a trace. Trainer's constructor checks it; a launcher can
+// call it first, to report the error once.
 void check_cuda_graphs_supported(Device device, const ParallelLayout& layout, int world_size,
-                                 bool zero, bool trace);
+                                 bool nccl, bool zero, bool trace);
 
 struct TrainResult {
   int exit_code = 0;  // 0: trained (or preempted after its checkpoint); 1: stopped on an error
