@@ -225,6 +225,37 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("the device step's loss over ranks: the summed micro-batch losses, divided by the ranks",
+          "[optimizer]") {
+  Backend& be = backend_for(gpu());
+  Tensor scalars =
+      Tensor::empty({static_cast<int64_t>((be.step_scalars_bytes() + 7) / 8)}, DType::I64, gpu());
+  be.step_scalars_init(scalars.raw_data(), 0, 0);
+  // Three micro-batches: the sum in double, in order (0.1f + 0.2f) + 0.7f, as the host adds them.
+  const std::vector<float> ls{0.1f, 0.2f, 0.7f};
+  const Tensor losses = Tensor::from_vector(ls, {3}, gpu());
+  Tensor sum = Tensor::zeros({1}, DType::F64, gpu());
+  be.train_step_loss_sum(losses.data<float>(), 3, sum.data<double>());
+  const double local = (0.0 + double{ls[0]} + double{ls[1]}) + double{ls[2]};
+  CHECK(sum.to_vector<double>()[0] == local);
+  // What a data-parallel all-reduce over 4 ranks would leave: 4 sums; the loss is their mean.
+  const Tensor reduced = Tensor::from_vector(std::vector<double>{10.5}, {1}, gpu());
+  const Tensor sq = Tensor::from_vector(std::vector<double>{4.0}, {1}, gpu());
+  const Tensor lrs = Tensor::from_vector(std::vector<float>{1e-3f}, {1}, gpu());
+  Tensor window = Tensor::zeros({3}, DType::F64, gpu());
+  double* w = window.data<double>();
+  be.train_step_finish(scalars.raw_data(), losses.data<float>(), 3, reduced.data<double>(), 4,
+                       sq.data<double>(), 0.0f, false, 0, lrs.data<float>(), 1, w, w + 1, w + 2, 1);
+  const std::vector<double> got = window.to_vector<double>();
+  CHECK(got[0] == 10.5 / 4);  // not the local micro-batch sum
+  CHECK(got[1] == 2.0);
+  CHECK(got[2] == 0.0);
+  // Without a reduced sum (one rank) the micro-batch losses are summed, as before.
+  be.train_step_finish(scalars.raw_data(), losses.data<float>(), 3, nullptr, 1, sq.data<double>(),
+                       0.0f, false, 0, lrs.data<float>(), 1, w, w + 1, w + 2, 1);
+  CHECK(window.to_vector<double>()[0] == local);
+}
+
 TEST_CASE("optim::AdamW and SGD write their table once per parameter set and launch once a step",
           "[optimizer]") {
   std::mt19937_64 rng(test_seed() + 5);
