@@ -31,6 +31,7 @@
 
 #include "attention_fa2_bwd.cuh"
 #include "common.cuh"
+#include "cp_async.cuh"
 #include "mma_sync.cuh"
 
 namespace trident::kernels::cuda::detail {
@@ -52,14 +53,15 @@ constexpr size_t align128(size_t x) {
   return (x + 127) / 128 * 128;
 }
 
-// Shared memory, byte offsets: K, V, Q, dO tiles, dS^T of the block's 64 keys, lse log2(e) and
-// D of the tile's 64 queries.
+// Shared memory, byte offsets: K, V, two buffers each of Q and dO (the next query tile loads
+// while the current one is used), dS^T of the block's 64 keys, lse log2(e) and D of the tile's
+// 64 queries.
 template <int HS>
 struct Fa2BackwardSmem {
   static constexpr int ldh = HS + 8;
   static constexpr size_t tile = align128(sizeof(bf16) * kKeys * ldh);
-  static constexpr size_t k = 0, v = k + tile, q = v + tile, dout = q + tile;
-  static constexpr size_t dst = dout + tile;
+  static constexpr size_t k = 0, v = k + tile, q = v + tile, dout = q + 2 * tile;
+  static constexpr size_t dst = dout + 2 * tile;
   static constexpr size_t stats = dst + align128(sizeof(bf16) * kKeys * kLdS);
   static constexpr size_t bytes = stats + align128(sizeof(float) * 2 * kKeys);
 };
@@ -81,6 +83,23 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* base, int64_t 
     Pack8 v{{0u, 0u, 0u, 0u}};
     if (row < T) v = *reinterpret_cast<const Pack8*>(base + row * ld + c);
     *reinterpret_cast<Pack8*>(tile + r * LD + c) = v;
+  }
+}
+
+// The same rows as load_tile, through asynchronous copies (cp.async) that land in shared memory
+// at the caller's cp_async_wait; rows past T are zeroed with plain stores.
+template <int HS, int LD>
+__device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* base, int64_t ld,
+                                                int64_t row0, int64_t T) {
+  constexpr int packs = HS / 8;
+  for (int idx = threadIdx.x; idx < kKeys * packs; idx += kThreads) {
+    const int r = idx / packs, c = idx % packs * 8;
+    const int64_t row = row0 + r;
+    if (row < T) {
+      async::cp_async_16(tile + r * LD + c, base + row * ld + c);
+    } else {
+      *reinterpret_cast<Pack8*>(tile + r * LD + c) = Pack8{{0u, 0u, 0u, 0u}};
+    }
   }
 }
 
@@ -127,8 +146,9 @@ __global__ void __launch_bounds__(kThreads)
   char* smem = reinterpret_cast<char*>(smem_f);
   bf16* Ks = reinterpret_cast<bf16*>(smem + L::k);
   bf16* Vs = reinterpret_cast<bf16*>(smem + L::v);
-  bf16* Qs = reinterpret_cast<bf16*>(smem + L::q);
-  bf16* dOs = reinterpret_cast<bf16*>(smem + L::dout);
+  bf16* Qbuf = reinterpret_cast<bf16*>(smem + L::q);  // buffer i at Qbuf + i * tile_elems
+  bf16* dObuf = reinterpret_cast<bf16*>(smem + L::dout);
+  constexpr size_t tile_elems = L::tile / sizeof(bf16);
   bf16* dSt = reinterpret_cast<bf16*>(smem + L::dst);  // 64 keys x 64 queries
   float* lse_s = reinterpret_cast<float*>(smem + L::stats);
   float* d_s = lse_s + kKeys;
@@ -139,6 +159,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t k0 = kt * kKeys, ld = 3 * D.C;
   const bf16* base = qkv + b * D.T * ld + h * D.hs;
   const bf16* dbase = dout + b * D.T * D.C + h * D.hs;
+  load_tile_async<HS, ldh>(Qbuf, base, ld, k0, D.T);  // the first query tile is the diagonal
+  load_tile_async<HS, ldh>(dObuf, dbase, D.C, k0, D.T);
+  async::cp_async_commit();
   load_tile<HS, ldh>(Ks, base + D.C, ld, k0, D.T);
   load_tile<HS, ldh>(Vs, base + 2 * D.C, ld, k0, D.T);
   const bf16* Kw = Ks + warp * 16 * ldh;
@@ -158,9 +181,18 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t key_lo = key_first + g, key_hi = key_lo + 8;
   for (int64_t qt = kt; qt < n_tiles; ++qt) {
     const int64_t q0 = qt * kKeys;
-    __syncthreads();  // Q, dO, dS^T of the previous tile fully used
-    load_tile<HS, ldh>(Qs, base, ld, q0, D.T);
-    load_tile<HS, ldh>(dOs, dbase, D.C, q0, D.T);
+    const int buf = static_cast<int>((qt - kt) & 1);
+    const bf16* Qs = Qbuf + buf * tile_elems;
+    const bf16* dOs = dObuf + buf * tile_elems;
+    __syncthreads();         // Q, dO, dS^T of the previous tile fully used
+    if (qt + 1 < n_tiles) {  // the next tile into the other buffer, while this one is used
+      load_tile_async<HS, ldh>(Qbuf + (buf ^ 1) * tile_elems, base, ld, q0 + kKeys, D.T);
+      load_tile_async<HS, ldh>(dObuf + (buf ^ 1) * tile_elems, dbase, D.C, q0 + kKeys, D.T);
+      async::cp_async_commit();
+      async::cp_async_wait<1>();  // this tile's copies landed, the next tile's in flight
+    } else {
+      async::cp_async_wait<0>();
+    }
     if (threadIdx.x < kKeys) {
       const int64_t qq = q0 + threadIdx.x;
       lse_s[threadIdx.x] = qq < D.T ? lse[bh * D.T + qq] * kLog2e : 0.0f;
