@@ -585,6 +585,17 @@ class CpuBackend final : public Backend {
     k::sgd_update(param, grad, buf, n, lr, momentum, dampening, weight_decay, nesterov, first_step);
   }
   // The table is the OptimizerTensor array itself, in host memory.
+  size_t convert_table_bytes(int count) const override {
+    return sizeof(ConvertTensor) * static_cast<size_t>(std::max(count, 0));
+  }
+  int64_t convert_table_write(void* table, const ConvertTensor* tensors, int count) override {
+    if (count > 0) std::memcpy(table, tensors, convert_table_bytes(count));
+    return count;
+  }
+  void convert_to_bf16_table(const void* table, int count, int64_t) override {
+    const auto* ts = static_cast<const ConvertTensor*>(table);
+    for (int i = 0; i < count; ++i) convert(DType::BF16, ts[i].dst, DType::F32, ts[i].src, ts[i].n);
+  }
   size_t optimizer_table_bytes(int count) const override {
     return sizeof(OptimizerTensor) * static_cast<size_t>(std::max(count, 0));
   }

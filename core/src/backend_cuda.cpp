@@ -581,6 +581,26 @@ class CudaBackend final : public Backend {
     const kc::OptimizerEntry e = entry_of({param, grad, buf, nullptr, n, weight_decay, first_step});
     run("sgd", [&] { kc::sgd_update_one(e, lr, momentum, dampening, nesterov, 1.0f, s()); });
   }
+  size_t convert_table_bytes(int count) const override {
+    return sizeof(kc::ConvertEntry) * static_cast<size_t>(std::max(count, 0));
+  }
+  int64_t convert_table_write(void* table, const ConvertTensor* tensors, int count) override {
+    std::vector<kc::ConvertEntry> entries(static_cast<size_t>(std::max(count, 0)));
+    for (int i = 0; i < count; ++i) {
+      entries[static_cast<size_t>(i)].src = tensors[i].src;
+      entries[static_cast<size_t>(i)].dst = tensors[i].dst;
+      entries[static_cast<size_t>(i)].n = tensors[i].n;
+    }
+    const int64_t chunks = kc::convert_table_chunks(entries.data(), count);
+    run("convert_table_write",
+        [&] { kc::convert_table_upload(P<kc::ConvertEntry>(table), entries.data(), count, s()); });
+    return chunks;
+  }
+  void convert_to_bf16_table(const void* table, int count, int64_t units) override {
+    run("convert_to_bf16_table", [&] {
+      kc::convert_f32_to_bf16_table(P<const kc::ConvertEntry>(table), count, units, s());
+    });
+  }
   size_t optimizer_table_bytes(int count) const override {
     return sizeof(kc::OptimizerEntry) * static_cast<size_t>(std::max(count, 0));
   }

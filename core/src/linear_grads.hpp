@@ -14,7 +14,8 @@ inline bool is_mixed(const Tensor& x, const Tensor& weight) {
 }
 
 // A parameter as the GEMM reads it: its bf16 copy when mixed (no autograd: the op's own
-// backward returns the f32 gradient), itself (contiguous) otherwise.
+// backward returns the f32 gradient; the current WorkingCopies' copy when it keeps one, else a
+// cast), itself (contiguous) otherwise.
 Tensor gemm_operand(const Tensor& param, DType dtype);
 
 struct ParamGrads {

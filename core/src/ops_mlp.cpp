@@ -11,6 +11,7 @@
 #include "trident/core/autograd.hpp"
 #include "trident/core/backend.hpp"
 #include "trident/core/ops.hpp"
+#include "trident/core/working_copies.hpp"
 
 namespace trident::ops {
 
@@ -18,7 +19,9 @@ namespace detail {
 
 Tensor gemm_operand(const Tensor& param, DType dtype) {
   const Tensor p = param.detach();
-  return p.dtype() == dtype ? p.contiguous() : p.to(dtype);
+  if (p.dtype() == dtype) return p.contiguous();
+  const Tensor kept = WorkingCopies::find(p, dtype);  // the step's copy, cast once per step
+  return kept.defined() ? kept : p.to(dtype);
 }
 
 namespace {

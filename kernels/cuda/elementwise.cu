@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 
 #include <cstring>
+#include <stdexcept>
 
 #include "common.cuh"
 #include "trident/kernels/cuda/elementwise.hpp"
@@ -247,6 +248,48 @@ __global__ void axpy_kernel(T* y, const T* x, float alpha, int64_t n) {
   });
 }
 
+// Chunk b of the table: the entry whose first chunk is the last at or before b (entries of no
+// chunks share their successor's first chunk and are passed over), f32 -> bf16 4 at a time
+// when both pointers are 16-byte aligned (any the caching allocator hands out).
+__global__ void convert_table_kernel(const ConvertEntry* table, int count) {
+  const int64_t b = blockIdx.x;
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (table[mid].first_chunk <= b) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const ConvertEntry e = table[lo];
+  const int64_t begin = (b - e.first_chunk) * kConvertChunk;
+  const int64_t n = e.n - begin < kConvertChunk ? e.n - begin : kConvertChunk;
+  const float* in = e.src + begin;
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(e.dst) + begin;
+  if (detail::aligned16(e.src) && detail::aligned_to(e.dst, 8)) {
+    for (int64_t i = 4 * int64_t(threadIdx.x); i < n; i += 4 * int64_t(blockDim.x)) {
+      if (i + 4 <= n) {
+        float x[4];
+        detail::load_f<4>(in + i, x);
+        detail::store_f<4>(out + i, x);
+      } else {
+        for (int64_t j = i; j < n; ++j) {
+          float x[1];
+          detail::load_f<1>(in + j, x);
+          detail::store_f<1>(out + j, x);
+        }
+      }
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      float x[1];
+      detail::load_f<1>(in + i, x);
+      detail::store_f<1>(out + i, x);
+    }
+  }
+}
+
 template <typename T>
 void launch_fill(T* out, T value, int64_t n, cudaStream_t stream) {
   TRIDENT_LAUNCH(fill_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream)(out, value, n);
@@ -405,6 +448,38 @@ void axpy(ScalarType t, void* y, const void* x, float alpha, int64_t n, cudaStre
       check_launch("axpy_kernel");
     });
   });
+}
+
+int64_t convert_table_chunks(ConvertEntry* entries, int count) {
+  int64_t chunks = 0;
+  for (int i = 0; i < count; ++i) {
+    entries[i].first_chunk = chunks;
+    chunks += (entries[i].n + kConvertChunk - 1) / kConvertChunk;
+  }
+  return chunks;
+}
+
+void convert_table_upload(ConvertEntry* table, const ConvertEntry* entries, int count,
+                          cudaStream_t stream) {
+  if (count <= 0) return;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  detail::check_cuda(cudaStreamIsCapturing(stream, &capture), "convert_table_upload");
+  if (capture != cudaStreamCaptureStatusNone) {
+    throw std::runtime_error(
+        "convert_table_upload: the working copies' tensors changed while a CUDA graph is being "
+        "captured (their table must be written before the capture)");
+  }
+  detail::check_cuda(cudaMemcpyAsync(table, entries, sizeof(ConvertEntry) * size_t(count),
+                                     cudaMemcpyHostToDevice, stream),
+                     "convert_table_upload");
+}
+
+void convert_f32_to_bf16_table(const ConvertEntry* table, int count, int64_t chunks,
+                               cudaStream_t stream) {
+  if (count <= 0 || chunks <= 0) return;
+  TRIDENT_LAUNCH(convert_table_kernel, static_cast<unsigned>(chunks), kThreads, 0, stream)
+  (table, count);
+  check_launch("convert_table_kernel");
 }
 
 }  // namespace trident::kernels::cuda

@@ -24,6 +24,7 @@
 #include "trident/core/cuda.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/optim/optimizer.hpp"
+#include "trident/core/working_copies.hpp"
 #include "trident/io/safetensors.hpp"
 #include "trident/parallel/distributed_checkpoint.hpp"
 #include "trident/parallel/pipeline.hpp"
@@ -222,6 +223,10 @@ struct Trainer::Loop {
   std::optional<data::TokenLoader> train_loader, val_loader;
   int64_t val_batches = 1;
   std::unique_ptr<DeviceStep> dstep;
+  // Mixed precision: the bf16 copies of the f32 weights the linear ops read, cast in one launch
+  // per step (the first step learns which; stable addresses for a captured step;
+  // destroyed after the graph that replays their cast).
+  WorkingCopies working_copies;
   std::unique_ptr<CudaGraphStep> graph;  // --cuda-graphs (after dstep: destroyed first)
   std::vector<MicroBatch> graph_inputs;  // the captured step's input buffers
   std::vector<double> norm_weights;
@@ -328,6 +333,9 @@ struct Trainer::Loop {
       trace::Span span("zero_grad", trace::Category::Optimizer);
       reducer->zero_grad();  // one pass per gradient bucket
     }
+    // Every micro-batch's forward and backward read the same weights (the optimizer runs after
+    // this, ZeRO's all-gather with it): their bf16 copies are cast once, here.
+    const WorkingCopies::Scope copies(working_copies);
     if (!pipeline) {
       micro_losses = dstep ? dstep->micro_losses() : Tensor::zeros({m}, DType::F32, device);
       for (int64_t k = 0; k < m; ++k) {

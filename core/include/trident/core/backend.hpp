@@ -26,6 +26,14 @@ struct OptimizerTensor {
   bool first_step = false;
 };
 
+// One tensor of a multi-tensor f32 -> bf16 conversion (the step's working copies of the f32
+// master weights, WorkingCopies).
+struct ConvertTensor {
+  const float* src = nullptr;
+  void* dst = nullptr;  // bf16
+  int64_t n = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -235,6 +243,13 @@ class Backend {
   // changes (never while a CUDA graph is being captured). Each gradient is read as
   // grad * grad_scale in f32 (the clip factor folded into the update: bitwise what scaling the
   // gradients first gives).
+  // Many f32 -> bf16 conversions in one pass (one launch on a GPU), through a table written as
+  // the optimizer's is (convert_table_bytes(count) bytes the caller owns, in device memory;
+  // rewritten when the set changes, never during a capture). Each element is bitwise what
+  // convert() gives.
+  virtual size_t convert_table_bytes(int count) const = 0;
+  virtual int64_t convert_table_write(void* table, const ConvertTensor* tensors, int count) = 0;
+  virtual void convert_to_bf16_table(const void* table, int count, int64_t units) = 0;
   virtual size_t optimizer_table_bytes(int count) const = 0;
   virtual int64_t optimizer_table_write(void* table, const OptimizerTensor* tensors, int count) = 0;
   virtual void adamw_update_table(const void* table, int count, int64_t units, float lr,

@@ -24,4 +24,25 @@ void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const i
 void scale(ScalarType t, void* out, const void* in, float alpha, int64_t n, cudaStream_t stream);
 void axpy(ScalarType t, void* y, const void* x, float alpha, int64_t n, cudaStream_t stream);
 
+// Many f32 -> bf16 conversions in ONE launch (the step's bf16 working copies of the f32 master
+// weights): the tensors are listed in a table in device memory, written once per tensor set
+// (convert_table_upload, as the optimizer's table) and reused, so every step's launch has the
+// same arguments (a CUDA graph replays it). Block b converts chunk b (kConvertChunk elements of
+// the entry whose chunks hold it); each element is bitwise what convert() gives.
+inline constexpr int64_t kConvertChunk = 8192;  // a multiple of 4: chunks keep 16-byte alignment
+struct ConvertEntry {
+  const float* src = nullptr;
+  void* dst = nullptr;  // bf16
+  int64_t n = 0;
+  int64_t first_chunk = 0;  // set by convert_table_chunks
+};
+// Sets entries[i].first_chunk (host array); returns the table's chunks (the launch's blocks).
+int64_t convert_table_chunks(ConvertEntry* entries, int count);
+// Copies `count` host entries into `table` (device), queued on the stream; throws while the
+// stream is being captured (the table must be written before a capture).
+void convert_table_upload(ConvertEntry* table, const ConvertEntry* entries, int count,
+                          cudaStream_t stream);
+void convert_f32_to_bf16_table(const ConvertEntry* table, int count, int64_t chunks,
+                               cudaStream_t stream);
+
 }  // namespace trident::kernels::cuda
