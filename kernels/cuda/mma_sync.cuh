@@ -110,8 +110,13 @@ __device__ inline void ldmatrix_x2_trans(uint32_t (&r)[2],
 
 // Two floats as one register of two bf16, each rounded to nearest even; lo in the low 16 bits.
 __host__ __device__ inline uint32_t pack_bf16(float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // one cvt.rn.bf16x2.f32
+  return *reinterpret_cast<const uint32_t*>(&v);
+#else
   return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
          (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
+#endif
 }
 
 // The two bf16 of a register as floats (lo from the low 16 bits).
