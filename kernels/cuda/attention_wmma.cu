@@ -1,8 +1,8 @@
 // Causal self-attention on tensor cores (FlashAttention-2), bf16 storage, head size 64 or 128,
 // through nvcuda::wmma bf16 m16n16k16 fragments with fp32 accumulators. Shapes as
 // trident/kernels/cuda/attention.hpp: qkv (B, T, 3C), out (B, T, C), lse (B, NH, T) fp32.
-// A block is 4 warps (128 threads) and owns a tile of 64 rows; a warp owns 16 of them. Q, K, V,
-// dO tiles are bf16 in shared memory with rows padded to HS + 8 elements; everything that needs
+// A block is 4 warps (128 threads) and owns a tile of 64 rows; a warp owns 16 of them. Q, K, V
+// tiles are bf16 in shared memory with rows padded to HS + 8 elements; everything that needs
 // to know which (row, col) an element is (masking, softmax, scaling rows) goes through shared
 // memory with store_matrix_sync, because a fragment's element-to-lane mapping is unspecified.
 //
@@ -14,15 +14,7 @@
 // O += P V on tensor cores with O loaded as an accumulator from shared memory and stored back.
 // Writes O / l (to out, which backward reads for D) and lse = m + log l.
 //
-// Backward, one block per (key tile of 64, b*h), one pass over the query tiles at or below the
-// diagonal: per query tile each warp recomputes S^T = K Q^T and dP^T = V dO^T for its 16 keys,
-// P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - D) (D = dO . O, from the caller), both rounded to
-// bf16; dV += P^T dO and dK += dS^T Q stay in fp32 accumulator fragments for the whole loop;
-// after a block barrier (dS^T of all 64 keys in shared memory) warp w computes rows 16w..16w+15
-// of dQ_tile = dS K and adds them with fp32 atomicAdd into dq_acc (B, T, C). A last kernel
-// writes dQ = scale dq_acc as bf16. dQ, dK, dV never materialise T x T. Five tile products per
-// (query, key) tile pair, as FlashAttention-2. The atomics make dQ's summation order, and so its
-// last bits, depend on block scheduling on a GPU (not bitwise reproducible run to run).
+// The backward is attention_fa2_bwd.cu's (mma.sync); the wmma backward that was here is gone.
 #include <mma.h>
 
 #include <cmath>
@@ -62,24 +54,6 @@ struct ForwardSmem {
   static constexpr size_t p = s + align128(sizeof(float) * kRows * kLdS);
   static constexpr size_t o = p + align128(sizeof(bf16) * kRows * kLdP);
   static constexpr size_t bytes = o + align128(sizeof(float) * kRows * ldo);
-};
-
-// Shared memory of the backward kernel. Each warp's fp32 region holds S^T and dP^T (16 x 64
-// each) and, once they are consumed, the warp's 16 x HS fp32 rows of dQ, dK or dV on their way
-// to global memory.
-template <int HS>
-struct BackwardSmem {
-  static constexpr int ldh = HS + 8;
-  static constexpr int ldw = HS + 4;  // fp32 rows staged for global memory
-  static constexpr size_t warp_floats = 2 * 16 * kLdS;
-  static_assert(16 * ldw <= warp_floats, "the staging rows fit in the S^T and dP^T tiles");
-  static constexpr size_t tile = align128(sizeof(bf16) * kRows * ldh);
-  static constexpr size_t k = 0, v = k + tile, q = v + tile, dout = q + tile;
-  static constexpr size_t work = dout + tile;
-  static constexpr size_t pt = work + align128(sizeof(float) * kWarps * warp_floats);
-  static constexpr size_t dst = pt + align128(sizeof(bf16) * kRows * kLdP);  // dS^T, all keys
-  static constexpr size_t stats = dst + align128(sizeof(bf16) * kRows * kLdP);
-  static constexpr size_t bytes = stats + align128(sizeof(float) * 2 * kRows);
 };
 
 __device__ __forceinline__ int min_int(int64_t a, int64_t b) {
@@ -214,164 +188,6 @@ __global__ void __launch_bounds__(kThreads)
 #endif
 }
 
-// Writes the warp's 16 fp32 staged rows (row stride ldw) times `scale` as bf16 to rows
-// row0.. (< T) of a matrix with row stride ld starting at `dst`.
-template <int HS>
-__device__ __forceinline__ void write_rows(bf16* dst, int64_t ld, int64_t row0, int64_t T,
-                                           const float* rows, int ldw, float scale) {
-  const int lane = threadIdx.x % 32;
-  for (int rr = 0; rr < 16 && row0 + rr < T; ++rr) {
-    for (int d = lane; d < HS; d += 32) {
-      dst[(row0 + rr) * ld + d] = __float2bfloat16_rn(rows[rr * ldw + d] * scale);
-    }
-  }
-}
-
-template <int HS>
-__global__ void __launch_bounds__(kThreads)
-    attention_backward_wmma_kernel(bf16* dqkv, float* dq_acc, const bf16* dout, const bf16* qkv,
-                                   const float* lse, const float* Dd, AttentionDims D) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  using L = BackwardSmem<HS>;
-  constexpr int ldh = L::ldh, ldw = L::ldw, NF = HS / 16;
-  TRIDENT_DYNAMIC_SHARED(float, smem_f);
-  char* smem = reinterpret_cast<char*>(smem_f);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + L::k);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + L::v);
-  bf16* Qs = reinterpret_cast<bf16*>(smem + L::q);
-  bf16* dOs = reinterpret_cast<bf16*>(smem + L::dout);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* St = reinterpret_cast<float*>(smem + L::work) + warp * L::warp_floats;
-  float* dPt = St + 16 * kLdS;
-  float* Wrows = St;  // staging rows, once S^T and dP^T are consumed
-  bf16* Pt = reinterpret_cast<bf16*>(smem + L::pt) + warp * 16 * kLdP;
-  bf16* dSt = reinterpret_cast<bf16*>(smem + L::dst);  // 64 keys x 64 queries
-  float* lse_s = reinterpret_cast<float*>(smem + L::stats);
-  float* d_s = lse_s + kRows;
-  const int64_t n_tiles = gridDim.x, kt = blockIdx.x;
-  const int64_t bh = blockIdx.y, b = bh / D.NH, h = bh % D.NH;
-  const int64_t k0 = kt * kRows, ld = 3 * D.C;
-  const bf16* base = qkv + b * D.T * ld + h * D.hs;
-  const bf16* dbase = dout + b * D.T * D.C + h * D.hs;
-  load_tile<HS, ldh>(Ks, base + D.C, ld, k0, D.T);
-  load_tile<HS, ldh>(Vs, base + 2 * D.C, ld, k0, D.T);
-
-  FragC dk[NF], dv[NF];
-  for (int n = 0; n < NF; ++n) {
-    wmma::fill_fragment(dk[n], 0.0f);
-    wmma::fill_fragment(dv[n], 0.0f);
-  }
-  const int64_t key_first = k0 + warp * 16;  // the warp's 16 keys
-  const int r = lane / 2, half = lane % 2;   // lanes 2r, 2r+1: key row r, 32 queries each
-  for (int64_t qt = kt; qt < n_tiles; ++qt) {
-    const int64_t q0 = qt * kRows;
-    __syncthreads();  // Q, dO, dS^T of the previous tile fully used
-    load_tile<HS, ldh>(Qs, base, ld, q0, D.T);
-    load_tile<HS, ldh>(dOs, dbase, D.C, q0, D.T);
-    if (threadIdx.x < kRows) {
-      const int64_t qq = q0 + threadIdx.x;
-      lse_s[threadIdx.x] = qq < D.T ? lse[bh * D.T + qq] : 0.0f;
-      d_s[threadIdx.x] = qq < D.T ? Dd[bh * D.T + qq] : 0.0f;
-    }
-    __syncthreads();
-    // Query sub-tile i is fully masked for this warp when its last query precedes the first key.
-    for (int i = 0; i < kWarps; ++i) {
-      if (q0 + i * 16 + 15 < key_first) continue;
-      FragC s, dp;
-      wmma::fill_fragment(s, 0.0f);
-      wmma::fill_fragment(dp, 0.0f);
-      for (int kk = 0; kk < NF; ++kk) {
-        FragA a;
-        FragBT bt;
-        wmma::load_matrix_sync(a, Ks + warp * 16 * ldh + kk * 16, ldh);
-        wmma::load_matrix_sync(bt, Qs + i * 16 * ldh + kk * 16, ldh);
-        wmma::mma_sync(s, a, bt, s);
-        wmma::load_matrix_sync(a, Vs + warp * 16 * ldh + kk * 16, ldh);
-        wmma::load_matrix_sync(bt, dOs + i * 16 * ldh + kk * 16, ldh);
-        wmma::mma_sync(dp, a, bt, dp);
-      }
-      wmma::store_matrix_sync(St + i * 16, s, kLdS, wmma::mem_row_major);
-      wmma::store_matrix_sync(dPt + i * 16, dp, kLdS, wmma::mem_row_major);
-    }
-    __syncwarp();
-    const int64_t key = key_first + r;
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const int64_t qq = q0 + c;
-      float p = 0.0f, ds = 0.0f;
-      if (key <= qq && qq < D.T && key < D.T) {
-        p = expf(St[r * kLdS + c] * D.scale - lse_s[c]);
-        ds = p * (dPt[r * kLdS + c] - d_s[c]);
-      }
-      Pt[r * kLdP + c] = __float2bfloat16_rn(p);
-      dSt[(warp * 16 + r) * kLdP + c] = __float2bfloat16_rn(ds);
-    }
-    __syncwarp();
-    // dV += P^T dO and dK += dS^T Q over the query sub-tiles that hold a valid pair.
-    for (int i = 0; i < kWarps; ++i) {
-      if (q0 + i * 16 + 15 < key_first) continue;
-      FragA pa, dsa;
-      wmma::load_matrix_sync(pa, Pt + i * 16, kLdP);
-      wmma::load_matrix_sync(dsa, dSt + warp * 16 * kLdP + i * 16, kLdP);
-      for (int n = 0; n < NF; ++n) {
-        FragB bm;
-        wmma::load_matrix_sync(bm, dOs + i * 16 * ldh + n * 16, ldh);
-        wmma::mma_sync(dv[n], pa, bm, dv[n]);
-        wmma::load_matrix_sync(bm, Qs + i * 16 * ldh + n * 16, ldh);
-        wmma::mma_sync(dk[n], dsa, bm, dk[n]);
-      }
-    }
-    __syncthreads();  // dS^T of every key of the tile written
-    // dQ rows q0 + 16 warp .. + 15 += dS K over the key sub-tiles at or before those rows;
-    // dS (queries x keys) is dS^T read column-major.
-    const int64_t row0 = q0 + warp * 16;
-    if (row0 < D.T) {
-      const int nj = min_int(kWarps, (row0 + 15 - k0) / 16 + 1);
-      for (int n = 0; n < NF; ++n) {
-        FragC acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int j = 0; j < nj; ++j) {
-          FragAT a;
-          FragB bm;
-          wmma::load_matrix_sync(a, dSt + j * 16 * kLdP + warp * 16, kLdP);
-          wmma::load_matrix_sync(bm, Ks + j * 16 * ldh + n * 16, ldh);
-          wmma::mma_sync(acc, a, bm, acc);
-        }
-        wmma::store_matrix_sync(Wrows + n * 16, acc, ldw, wmma::mem_row_major);
-      }
-      __syncwarp();
-      for (int rr = 0; rr < 16 && row0 + rr < D.T; ++rr) {
-        float* dst = dq_acc + (b * D.T + row0 + rr) * D.C + h * D.hs;
-        for (int d = lane; d < HS; d += 32) atomicAdd(dst + d, Wrows[rr * ldw + d]);
-      }
-    }
-  }
-  // dK = scale dS^T Q and dV = P^T dO of the warp's 16 keys, staged through shared memory.
-  __syncwarp();
-  bf16* krow = dqkv + b * D.T * ld + h * D.hs;
-  for (int n = 0; n < NF; ++n)
-    wmma::store_matrix_sync(Wrows + n * 16, dk[n], ldw, wmma::mem_row_major);
-  __syncwarp();
-  write_rows<HS>(krow + D.C, ld, key_first, D.T, Wrows, ldw, D.scale);
-  __syncwarp();
-  for (int n = 0; n < NF; ++n)
-    wmma::store_matrix_sync(Wrows + n * 16, dv[n], ldw, wmma::mem_row_major);
-  __syncwarp();
-  write_rows<HS>(krow + 2 * D.C, ld, key_first, D.T, Wrows, ldw, 1.0f);
-#else
-  __trap();
-#endif
-}
-
-// dqkv's q columns = bf16(scale * dq_acc), (B, T, C) -> (B, T, 3C).
-__global__ void attention_dq_convert_kernel(bf16* dqkv, const float* dq_acc, AttentionDims D) {
-  const int64_t n = D.B * D.T * D.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t bt = i / D.C, c = i % D.C;
-    dqkv[bt * 3 * D.C + c] = __float2bfloat16_rn(dq_acc[i] * D.scale);
-  }
-}
-
 template <typename Kernel>
 void allow_smem(Kernel kernel, size_t bytes) {
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -393,16 +209,6 @@ void forward_hs(bf16* out, float* lse, const bf16* qkv, const AttentionDims& D,
   check_launch("attention_forward_wmma_kernel");
 }
 
-template <int HS>
-void backward_hs(bf16* dqkv, float* dq_acc, const bf16* dout, const bf16* qkv, const float* lse,
-                 const float* Dd, const AttentionDims& D, cudaStream_t stream) {
-  constexpr size_t smem = BackwardSmem<HS>::bytes;
-  allow_smem(attention_backward_wmma_kernel<HS>, smem);
-  TRIDENT_LAUNCH(attention_backward_wmma_kernel<HS>, tile_grid(D), kThreads, smem, stream)
-  (dqkv, dq_acc, dout, qkv, lse, Dd, D);
-  check_launch("attention_backward_wmma_kernel");
-}
-
 }  // namespace
 
 bool attention_wmma_supported(const AttentionDims& D, const void* a, const void* b, const void* c) {
@@ -417,22 +223,6 @@ void attention_wmma_forward(bf16* out, float* lse, const bf16* qkv, const Attent
   } else {
     forward_hs<128>(out, lse, qkv, D, stream);
   }
-}
-
-void attention_wmma_backward(bf16* dqkv, float* dq_acc, const bf16* dout, const bf16* qkv,
-                             const float* lse, const float* Dd, const AttentionDims& D,
-                             cudaStream_t stream) {
-  check_cuda(
-      cudaMemsetAsync(dq_acc, 0, static_cast<size_t>(D.B * D.T * D.C) * sizeof(float), stream),
-      "attention_backward (zeroing the dQ accumulator)");
-  if (D.hs == 64) {
-    backward_hs<64>(dqkv, dq_acc, dout, qkv, lse, Dd, D, stream);
-  } else {
-    backward_hs<128>(dqkv, dq_acc, dout, qkv, lse, Dd, D, stream);
-  }
-  TRIDENT_LAUNCH(attention_dq_convert_kernel, grid_for(D.B * D.T * D.C, 256), 256, 0, stream)
-  (dqkv, dq_acc, D);
-  check_launch("attention_dq_convert_kernel");
 }
 
 }  // namespace trident::kernels::cuda::detail

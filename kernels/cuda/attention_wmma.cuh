@@ -22,10 +22,4 @@ bool attention_wmma_supported(const AttentionDims& D, const void* a, const void*
 void attention_wmma_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv,
                             const AttentionDims& D, cudaStream_t stream);
 
-// dqkv (B, T, 3C); Dd (B, NH, T) = dO . O per row (computed by the caller); dq_acc (B, T, C)
-// fp32 scratch that this call zeroes, accumulates dQ into with atomicAdd, and converts.
-void attention_wmma_backward(__nv_bfloat16* dqkv, float* dq_acc, const __nv_bfloat16* dout,
-                             const __nv_bfloat16* qkv, const float* lse, const float* Dd,
-                             const AttentionDims& D, cudaStream_t stream);
-
 }  // namespace trident::kernels::cuda::detail
