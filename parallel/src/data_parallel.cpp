@@ -164,7 +164,8 @@ struct DataParallelReducer::Impl {
   std::vector<std::shared_ptr<Work>> waited;
   double device_stall_seconds = -1;  // their sum, once measured; negative until then
   std::vector<Tensor> grad_views;    // per parameter: its view into the bucket's gradients
-  std::vector<char> fired;           // per parameter: hook fired in the armed pass
+  Tensor all_grads;         // every bucket's gradients, one allocation (zero_grad: one fill)
+  std::vector<char> fired;  // per parameter: hook fired in the armed pass
   size_t next_launch = 0;
   CompletionClock clock;
 };
@@ -229,12 +230,23 @@ DataParallelReducer::DataParallelReducer(std::vector<std::pair<std::string, Tens
   impl_->grad_views.resize(n);
   impl_->fired.assign(n, 0);
   impl_->state.resize(buckets_.size());
+  // The buckets' gradients are slices of one buffer, each on a 256-byte boundary (16-byte vector
+  // accesses, NCCL's alignment), so that zero_grad is one fill, not one per bucket.
+  constexpr int64_t kGradAlign = 64;  // elements (f32: 256 bytes)
+  std::vector<int64_t> grads_offset(buckets_.size());
+  int64_t all_numel = 0;
   for (size_t b = 0; b < buckets_.size(); ++b) {
     GradientBucket& bucket = buckets_[b];
     bucket.numel = std::max<int64_t>(dp_size, round_up(bucket.used, dp_size));
+    grads_offset[b] = all_numel;
+    all_numel += round_up(bucket.numel, kGradAlign);
+  }
+  impl_->all_grads = Tensor::zeros({std::max<int64_t>(all_numel, 1)}, dtype, device);
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    GradientBucket& bucket = buckets_[b];
     bucket.shard_numel = bucket.numel / dp_size;
     bucket.shard_begin = opts_.zero ? dp_.rank() * bucket.shard_numel : 0;
-    bucket.grads = Tensor::zeros({bucket.numel}, dtype, device);
+    bucket.grads = impl_->all_grads.slice(0, grads_offset[b], grads_offset[b] + bucket.numel);
     if (opts_.zero) {
       bucket.values = Tensor::zeros({bucket.numel}, dtype, device);
       bucket.shard_grads = Tensor::zeros({bucket.shard_numel}, dtype, device);
@@ -335,7 +347,7 @@ void DataParallelReducer::install_grad_views() {
 void DataParallelReducer::zero_grad() {
   TRIDENT_CHECK(!armed_ || reduced_,
                 "DataParallelReducer::zero_grad() in the middle of a step: call finish() first");
-  for (auto& bucket : buckets_) bucket.grads.zero_();  // one pass per bucket, padding included
+  impl_->all_grads.zero_();  // every bucket in one pass, padding included
   for (size_t k = 0; k < params_.size(); ++k)
     params_[k].second.impl().grad = impl_->grad_views[k].impl_ptr();
 }
