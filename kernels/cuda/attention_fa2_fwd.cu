@@ -22,12 +22,14 @@
 //                    rows (B fragments of two n8 tiles) + 2 mma per 16 keys per 16 columns
 // After the last tile the 4 lanes of a group sum their partial l, O / l is rounded to bf16 and
 // staged in the warp's own Q rows of shared memory, then written to out in 16-byte vectors; lse
-// = m * scale + log(l). K and V are loaded synchronously (two block barriers per tile, no
-// cp.async double buffering: the emulation has no cp.async).
+// = m * scale + log(l). K and V are double-buffered with cp.async (cp_async.cuh): the copies of
+// key tile kt + 1 are issued before tile kt is computed, so the load overlaps the tile's work;
+// two block barriers per tile (copies landed; buffer free for the copies of tile kt + 2).
 #include <cmath>
 
 #include "attention_fa2_fwd.cuh"
 #include "common.cuh"
+#include "cp_async.cuh"
 #include "mma_sync.cuh"
 
 namespace trident::kernels::cuda::detail {
@@ -47,8 +49,11 @@ template <int HS>
 struct Fa2ForwardSmem {
   static constexpr int ld = HS + 8;  // bf16 rows of Q, K, V
   static constexpr size_t tile = sizeof(bf16) * kRows * ld;
-  static constexpr size_t q = 0, k = q + tile, v = k + tile;
-  static constexpr size_t bytes = v + tile;
+  // Q, then two buffers of K and V (key tiles kt with kt % 2 == 0 and 1).
+  static constexpr size_t q = 0, kv = q + tile;
+  __host__ __device__ static constexpr size_t k(int buf) { return kv + 2 * tile * buf; }
+  __host__ __device__ static constexpr size_t v(int buf) { return k(buf) + tile; }
+  static constexpr size_t bytes = kv + 4 * tile;
 };
 
 // 8 bf16 moved as one 16-byte access.
@@ -56,18 +61,22 @@ struct alignas(16) Pack8 {
   uint32_t w[4];
 };
 
-// Rows [row0, row0 + 64) of a (T, HS) slab at `base` (row stride `ld` elements) into a bf16
-// tile with row stride LD; rows past T are zero. 16-byte alignment: attention_wmma_supported.
+// Issues the copies of rows [row0, row0 + 64) of a (T, HS) slab at `base` (row stride `ld`
+// elements) into a bf16 tile with row stride LD, 16 bytes per cp.async; they land at the
+// caller's cp_async_wait. Rows past T are zeroed with plain stores. 16-byte alignment:
+// attention_wmma_supported.
 template <int HS, int LD>
-__device__ __forceinline__ void load_tile(bf16* tile, const bf16* base, int64_t ld, int64_t row0,
-                                          int64_t T) {
+__device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* base, int64_t ld,
+                                                int64_t row0, int64_t T) {
   constexpr int packs = HS / 8;
   for (int idx = threadIdx.x; idx < kRows * packs; idx += kThreads) {
     const int r = idx / packs, c = idx % packs * 8;
     const int64_t row = row0 + r;
-    Pack8 v{{0u, 0u, 0u, 0u}};
-    if (row < T) v = *reinterpret_cast<const Pack8*>(base + row * ld + c);
-    *reinterpret_cast<Pack8*>(tile + r * LD + c) = v;
+    if (row < T) {
+      async::cp_async_16(tile + r * LD + c, base + row * ld + c);
+    } else {
+      *reinterpret_cast<Pack8*>(tile + r * LD + c) = Pack8{{0u, 0u, 0u, 0u}};
+    }
   }
 }
 
@@ -82,15 +91,18 @@ __global__ void __launch_bounds__(kThreads)
   TRIDENT_DYNAMIC_SHARED(float, smem_f);
   char* smem = reinterpret_cast<char*>(smem_f);
   bf16* Qs = reinterpret_cast<bf16*>(smem + L::q);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + L::k);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + L::v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   const int64_t qt = gridDim.x - 1 - blockIdx.x;  // longest rows first
   const int64_t bh = blockIdx.y, b = bh / D.NH, h = bh % D.NH;
   const int64_t q0 = qt * kRows, row_stride = 3 * D.C;
   const bf16* base = qkv + b * D.T * row_stride + h * D.hs;
-  load_tile<HS, ld>(Qs, base, row_stride, q0, D.T);
+  // Group 0: Q and key tile 0.
+  load_tile_async<HS, ld>(Qs, base, row_stride, q0, D.T);
+  load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::k(0)), base + D.C, row_stride, 0, D.T);
+  load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::v(0)), base + 2 * D.C, row_stride, 0,
+                          D.T);
+  async::cp_async_commit();
 
   const int64_t first_row = q0 + warp * 16, last_row = first_row + 15;
   const int64_t row_g = first_row + g, row_g8 = row_g + 8;  // this lane's two rows
@@ -104,10 +116,21 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int64_t kt = 0; kt <= qt; ++kt) {
     const int64_t k0 = kt * kRows;
-    __syncthreads();  // the previous K, V fully read
-    load_tile<HS, ld>(Ks, base + D.C, row_stride, k0, D.T);
-    load_tile<HS, ld>(Vs, base + 2 * D.C, row_stride, k0, D.T);
-    __syncthreads();
+    const int buf = static_cast<int>(kt % 2);
+    const bf16* Ks = reinterpret_cast<const bf16*>(smem + L::k(buf));
+    const bf16* Vs = reinterpret_cast<const bf16*>(smem + L::v(buf));
+    if (kt < qt) {  // the next tile into the other buffer (free: the barrier ending kt - 1)
+      const int64_t n0 = k0 + kRows;
+      load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::k(1 - buf)), base + D.C, row_stride,
+                              n0, D.T);
+      load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::v(1 - buf)), base + 2 * D.C,
+                              row_stride, n0, D.T);
+      async::cp_async_commit();
+      async::cp_async_wait<1>();  // this tile's copies landed, the next tile's in flight
+    } else {
+      async::cp_async_wait<0>();
+    }
+    __syncthreads();  // every thread's copies (and zero rows) of this tile visible
     if (kt == 0) {
 #pragma unroll
       for (int kk = 0; kk < NK; ++kk)
@@ -199,6 +222,7 @@ __global__ void __launch_bounds__(kThreads)
         mma_m16n8k16(o[2 * n2 + 1], pf, b1);
       }
     }
+    __syncthreads();  // K, V of this buffer fully read before tile kt + 2's copies into it
   }
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
