@@ -28,7 +28,6 @@
 
 #include "attention_fa2_bwd.cuh"
 #include "attention_fa2_fwd.cuh"
-#include "attention_wmma.cuh"
 #include "common.cuh"
 #include "trident/kernels/cuda/attention.hpp"
 
@@ -428,7 +427,7 @@ void attention_forward(ScalarType t, void* out, void* saved, const void* qkv, in
   const Dims D = make_dims("attention_forward", B, T_, C, NH);
   if (B == 0 || T_ == 0 || C == 0) return;
   float* lse = static_cast<float*>(saved);
-  if (t == ScalarType::BF16 && detail::attention_wmma_supported(D, out, qkv, out)) {
+  if (t == ScalarType::BF16 && detail::attention_fa2_supported(D, out, qkv, out)) {
     detail::attention_fa2_forward(static_cast<__nv_bfloat16*>(out), lse,
                                   static_cast<const __nv_bfloat16*>(qkv), D, stream);
     ++g_fa2_forward;
@@ -461,7 +460,7 @@ void attention_backward(ScalarType t, void* dqkv, const void* dout, const void* 
     const T* x = static_cast<const T*>(qkv);
     const bool tensor_cores = std::is_same<T, __nv_bfloat16>::value &&
                               !deterministic_backward_requested() &&
-                              detail::attention_wmma_supported(D, dx, dy, x);
+                              detail::attention_fa2_supported(D, dx, dy, x);
     float* dq_acc = tensor_cores ? scratch.get_as<float>(B * T_ * C) : nullptr;
     const unsigned rows_grid = detail::grid_for(B * T_ * NH, kThreads / 32, int64_t{1} << 16);
     TRIDENT_LAUNCH(attention_rowdot_kernel<T>, rows_grid, kThreads, 0, stream)

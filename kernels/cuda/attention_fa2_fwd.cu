@@ -64,7 +64,7 @@ struct alignas(16) Pack8 {
 // Issues the copies of rows [row0, row0 + 64) of a (T, HS) slab at `base` (row stride `ld`
 // elements) into a bf16 tile with row stride LD, 16 bytes per cp.async; they land at the
 // caller's cp_async_wait. Rows past T are zeroed with plain stores. 16-byte alignment:
-// attention_wmma_supported.
+// attention_fa2_supported.
 template <int HS, int LD>
 __device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* base, int64_t ld,
                                                 int64_t row0, int64_t T) {

@@ -1,13 +1,13 @@
 // Private interface between attention.cu (the launcher the backend calls) and
 // attention_fa2_fwd.cu (the FlashAttention-2 forward on mma.sync tensor cores for bf16 storage,
 // head sizes 64 and 128). Shapes as trident/kernels/cuda/attention.hpp; AttentionDims and the
-// support check (attention_wmma_supported: head size and 16-byte alignment) are shared with the
+// support check (attention_fa2_supported: head size and 16-byte alignment) are shared with the
 // other tensor-core kernels.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "attention_wmma.cuh"
+#include "attention_fa2.cuh"
 
 namespace trident::kernels::cuda::detail {
 

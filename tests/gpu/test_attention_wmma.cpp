@@ -1,4 +1,4 @@
-// The tensor-core flash attention (kernels/cuda/attention_wmma.cu) through the CUDA Backend, bf16
+// The tensor-core flash attention (kernels/cuda/attention_fa2_*.cu) through the CUDA Backend, bf16
 // storage, head sizes 64 and 128, T across and inside the 64-row tiles, several (batch, head)
 // pairs: out, dQ, dK and dV against the CPU attention in double on the same bf16-rounded inputs,
 // element by element, and the launch counters prove that the tensor-core kernels ran (a silent
