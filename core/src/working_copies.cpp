@@ -2,6 +2,7 @@
 #include "trident/core/working_copies.hpp"
 
 #include <algorithm>
+#include <exception>
 
 #include "trident/core/backend.hpp"
 
@@ -18,7 +19,8 @@ WorkingCopies::Scope::Scope(WorkingCopies& copies) : copies_(copies), prev_(tls_
 
 WorkingCopies::Scope::~Scope() {
   tls_current = prev_;
-  if (copies_.learning_) copies_.build();
+  // Not while an exception unwinds (build allocates): the next scope learns on.
+  if (copies_.learning_ && std::uncaught_exceptions() == 0) copies_.build();
 }
 
 Tensor WorkingCopies::find(const Tensor& param, DType dtype) {
