@@ -110,7 +110,8 @@ int main(int argc, char** argv) {
   r->add_option("--out-dir", o.out_dir, "Where the trained weights are written")
       ->capture_default_str();
   r->add_flag("--cuda-graphs", o.cuda_graphs,
-              "One GPU: run steps 1-2 eagerly, capture step 3 into a CUDA graph, replay it after");
+              "Run steps 1-2 eagerly, capture step 3 into a CUDA graph, replay it after (one "
+              "GPU, or dp/tp over NCCL)");
   r->add_option("--trace", o.trace,
                 "Record a timeline: Chrome trace JSON in FILE (rank 0) and FILE.rank<N>.json; "
                 "read with trident-report or ui.perfetto.dev");

@@ -47,7 +47,7 @@ struct Options {
   int64_t eval_interval = 0;  // 0 = only at the end
   int64_t eval_batches = 0;   // global batches per validation; 0 = about 20 x 1024 tokens
   std::string out_dir = "runs/default";
-  bool cuda_graphs = false;  // capture the step into a CUDA graph, replay it (one GPU)
+  bool cuda_graphs = false;  // capture the step into a CUDA graph, replay it (dp/tp: NCCL)
   std::string trace;  // Chrome trace JSON: FILE for rank 0, FILE.rank<N>.json (see trace.hpp)
   // eval / sample
   std::string load;  // Trident weights (.safetensors) to start from
