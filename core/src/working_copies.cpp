@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <exception>
 
+#include "trident/core/autograd.hpp"
 #include "trident/core/backend.hpp"
 
 namespace trident {
@@ -21,6 +22,16 @@ WorkingCopies::Scope::~Scope() {
   tls_current = prev_;
   // Not while an exception unwinds (build allocates): the next scope learns on.
   if (copies_.learning_ && std::uncaught_exceptions() == 0) copies_.build();
+}
+
+Tensor WorkingCopies::to(const Tensor& param, DType dtype) {
+  if (!param.defined() || param.dtype() == dtype) return param;
+  Tensor copy = find(param, dtype);
+  if (!copy.defined()) return param.to(dtype);
+  const DType from = param.dtype();
+  autograd::record(copy, "to_dtype", {param},
+                   [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+  return copy;
 }
 
 Tensor WorkingCopies::find(const Tensor& param, DType dtype) {

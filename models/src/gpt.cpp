@@ -8,6 +8,7 @@
 #include "model_parts.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/rng.hpp"
+#include "trident/core/working_copies.hpp"
 
 namespace trident::models {
 
@@ -20,7 +21,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // pending branch, in the stream's dtype (ln's f32 parameters cast to it: a no-op in f32).
 ops::ResidualLayerNorm add_and_norm(const ResidualStream& s, const nn::LayerNorm& ln) {
   const Tensor& x = s.residual;
-  const Tensor w = ln.weight.to(x.dtype()), b = ln.bias.to(x.dtype());
+  const Tensor w = WorkingCopies::to(ln.weight, x.dtype());
+  const Tensor b = WorkingCopies::to(ln.bias, x.dtype());
   if (s.pending.defined()) return ops::residual_layer_norm(x, s.pending, w, b, ln.eps);
   return {x, ops::layer_norm(x, w, b, ln.eps)};
 }

@@ -3,6 +3,7 @@
 #include "model_parts.hpp"
 #include "trident/core/ops.hpp"
 #include "trident/core/rng.hpp"
+#include "trident/core/working_copies.hpp"
 
 namespace trident::models {
 
@@ -25,7 +26,7 @@ RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
 }
 
 Tensor RMSNorm::forward(const Tensor& x) {
-  return ops::rms_norm(x, weight.to(x.dtype()), eps);
+  return ops::rms_norm(x, WorkingCopies::to(weight, x.dtype()), eps);
 }
 
 LlamaAttention::LlamaAttention(const LlamaConfig& cfg, Communicator& tpc)

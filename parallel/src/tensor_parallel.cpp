@@ -3,6 +3,7 @@
 #include "trident/core/autograd.hpp"
 #include "trident/core/backend.hpp"
 #include "trident/core/ops.hpp"
+#include "trident/core/working_copies.hpp"
 
 namespace trident::tp {
 
@@ -46,7 +47,7 @@ void check_divides(int64_t n, int parts, const char* what) {
 // linear ops take the f32 weights and biases themselves (ops.hpp): their matmuls write the f32
 // gradients straight into the master gradients.
 Tensor in_dtype_of(const Tensor& param, const Tensor& x) {
-  return param.defined() ? param.to(x.dtype()) : param;
+  return WorkingCopies::to(param, x.dtype());
 }
 
 }  // namespace

@@ -45,6 +45,12 @@ class WorkingCopies {
   // (outside a scope, in the learning scope, for another dtype, or for a tensor it never saw).
   static Tensor find(const Tensor& param, DType dtype);
 
+  // param.to(dtype) for a parameter an element-wise op reads in the activations' dtype (a layer
+  // norm's gamma and beta, an RMSNorm weight, a tensor-parallel bias): the current scope's copy
+  // when one is kept (learned as gemm_operand's are; no launch), with Tensor::to's autograd (the
+  // gradient cast back to the parameter's dtype, bitwise the same); param.to(dtype) otherwise.
+  static Tensor to(const Tensor& param, DType dtype);
+
   int64_t count() const { return static_cast<int64_t>(masters_.size()); }  // tensors kept
   int64_t elements() const { return buffer_.numel(); }  // incl. 8-element alignment padding
   int64_t refreshes() const { return refreshes_; }      // one-launch casts so far
