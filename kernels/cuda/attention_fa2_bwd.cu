@@ -66,11 +66,6 @@ struct Fa2BackwardSmem {
   static constexpr size_t bytes = stats + align128(sizeof(float) * 2 * kKeys);
 };
 
-// 8 bf16 moved as one 16-byte access.
-struct alignas(16) Pack8 {
-  uint32_t w[4];
-};
-
 // Rows [row0, row0 + 64) of a (T, HS) slab at `base` with row stride `ld` elements into a bf16
 // tile with row stride LD; rows past T are zero.
 template <int HS, int LD>
@@ -83,23 +78,6 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* base, int64_t 
     Pack8 v{{0u, 0u, 0u, 0u}};
     if (row < T) v = *reinterpret_cast<const Pack8*>(base + row * ld + c);
     *reinterpret_cast<Pack8*>(tile + r * LD + c) = v;
-  }
-}
-
-// The same rows as load_tile, through asynchronous copies (cp.async) that land in shared memory
-// at the caller's cp_async_wait; rows past T are zeroed with plain stores.
-template <int HS, int LD>
-__device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* base, int64_t ld,
-                                                int64_t row0, int64_t T) {
-  constexpr int packs = HS / 8;
-  for (int idx = threadIdx.x; idx < kKeys * packs; idx += kThreads) {
-    const int r = idx / packs, c = idx % packs * 8;
-    const int64_t row = row0 + r;
-    if (row < T) {
-      async::cp_async_16(tile + r * LD + c, base + row * ld + c);
-    } else {
-      *reinterpret_cast<Pack8*>(tile + r * LD + c) = Pack8{{0u, 0u, 0u, 0u}};
-    }
   }
 }
 
@@ -159,8 +137,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t k0 = kt * kKeys, ld = 3 * D.C;
   const bf16* base = qkv + b * D.T * ld + h * D.hs;
   const bf16* dbase = dout + b * D.T * D.C + h * D.hs;
-  load_tile_async<HS, ldh>(Qbuf, base, ld, k0, D.T);  // the first query tile is the diagonal
-  load_tile_async<HS, ldh>(dObuf, dbase, D.C, k0, D.T);
+  load_tile_async<HS, ldh, kKeys, kThreads>(Qbuf, base, ld, k0,
+                                            D.T);  // the first query tile is the diagonal
+  load_tile_async<HS, ldh, kKeys, kThreads>(dObuf, dbase, D.C, k0, D.T);
   async::cp_async_commit();
   load_tile<HS, ldh>(Ks, base + D.C, ld, k0, D.T);
   load_tile<HS, ldh>(Vs, base + 2 * D.C, ld, k0, D.T);
@@ -186,8 +165,10 @@ __global__ void __launch_bounds__(kThreads)
     const bf16* dOs = dObuf + buf * tile_elems;
     __syncthreads();         // Q, dO, dS^T of the previous tile fully used
     if (qt + 1 < n_tiles) {  // the next tile into the other buffer, while this one is used
-      load_tile_async<HS, ldh>(Qbuf + (buf ^ 1) * tile_elems, base, ld, q0 + kKeys, D.T);
-      load_tile_async<HS, ldh>(dObuf + (buf ^ 1) * tile_elems, dbase, D.C, q0 + kKeys, D.T);
+      load_tile_async<HS, ldh, kKeys, kThreads>(Qbuf + (buf ^ 1) * tile_elems, base, ld, q0 + kKeys,
+                                                D.T);
+      load_tile_async<HS, ldh, kKeys, kThreads>(dObuf + (buf ^ 1) * tile_elems, dbase, D.C,
+                                                q0 + kKeys, D.T);
       async::cp_async_commit();
       async::cp_async_wait<1>();  // this tile's copies landed, the next tile's in flight
     } else {

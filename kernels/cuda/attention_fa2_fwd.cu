@@ -56,30 +56,6 @@ struct Fa2ForwardSmem {
   static constexpr size_t bytes = kv + 4 * tile;
 };
 
-// 8 bf16 moved as one 16-byte access.
-struct alignas(16) Pack8 {
-  uint32_t w[4];
-};
-
-// Issues the copies of rows [row0, row0 + 64) of a (T, HS) slab at `base` (row stride `ld`
-// elements) into a bf16 tile with row stride LD, 16 bytes per cp.async; they land at the
-// caller's cp_async_wait. Rows past T are zeroed with plain stores. 16-byte alignment:
-// attention_fa2_supported.
-template <int HS, int LD>
-__device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* base, int64_t ld,
-                                                int64_t row0, int64_t T) {
-  constexpr int packs = HS / 8;
-  for (int idx = threadIdx.x; idx < kRows * packs; idx += kThreads) {
-    const int r = idx / packs, c = idx % packs * 8;
-    const int64_t row = row0 + r;
-    if (row < T) {
-      async::cp_async_16(tile + r * LD + c, base + row * ld + c);
-    } else {
-      *reinterpret_cast<Pack8*>(tile + r * LD + c) = Pack8{{0u, 0u, 0u, 0u}};
-    }
-  }
-}
-
 template <int HS>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_fa2_kernel(bf16* out, float* lse, const bf16* qkv, AttentionDims D) {
@@ -98,10 +74,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t q0 = qt * kRows, row_stride = 3 * D.C;
   const bf16* base = qkv + b * D.T * row_stride + h * D.hs;
   // Group 0: Q and key tile 0.
-  load_tile_async<HS, ld>(Qs, base, row_stride, q0, D.T);
-  load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::k(0)), base + D.C, row_stride, 0, D.T);
-  load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::v(0)), base + 2 * D.C, row_stride, 0,
-                          D.T);
+  load_tile_async<HS, ld, kRows, kThreads>(Qs, base, row_stride, q0, D.T);
+  load_tile_async<HS, ld, kRows, kThreads>(reinterpret_cast<bf16*>(smem + L::k(0)), base + D.C,
+                                           row_stride, 0, D.T);
+  load_tile_async<HS, ld, kRows, kThreads>(reinterpret_cast<bf16*>(smem + L::v(0)), base + 2 * D.C,
+                                           row_stride, 0, D.T);
   async::cp_async_commit();
 
   const int64_t first_row = q0 + warp * 16, last_row = first_row + 15;
@@ -121,10 +98,10 @@ __global__ void __launch_bounds__(kThreads)
     const bf16* Vs = reinterpret_cast<const bf16*>(smem + L::v(buf));
     if (kt < qt) {  // the next tile into the other buffer (free: the barrier ending kt - 1)
       const int64_t n0 = k0 + kRows;
-      load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::k(1 - buf)), base + D.C, row_stride,
-                              n0, D.T);
-      load_tile_async<HS, ld>(reinterpret_cast<bf16*>(smem + L::v(1 - buf)), base + 2 * D.C,
-                              row_stride, n0, D.T);
+      load_tile_async<HS, ld, kRows, kThreads>(reinterpret_cast<bf16*>(smem + L::k(1 - buf)),
+                                               base + D.C, row_stride, n0, D.T);
+      load_tile_async<HS, ld, kRows, kThreads>(reinterpret_cast<bf16*>(smem + L::v(1 - buf)),
+                                               base + 2 * D.C, row_stride, n0, D.T);
       async::cp_async_commit();
       async::cp_async_wait<1>();  // this tile's copies landed, the next tile's in flight
     } else {

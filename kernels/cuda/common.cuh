@@ -42,6 +42,21 @@ inline void check_launch(const char* kernel) {
   check_cuda(cudaGetLastError(), kernel);
 }
 
+// Copies a multi-tensor kernel's device table (`bytes` of host `entries`) on `stream`. Never
+// during a stream capture: the graph would replay the copy from host memory that no longer holds
+// the table; `who` and `what` (what changed while capturing) name the refusal.
+inline void upload_table(void* table, const void* entries, size_t bytes, const char* who,
+                         const char* what, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(stream, &capture), who);
+  if (capture != cudaStreamCaptureStatusNone) {
+    throw std::runtime_error(std::string(who) + ": " + what +
+                             " changed while a CUDA graph is being captured (the table must be "
+                             "written before the capture)");
+  }
+  check_cuda(cudaMemcpyAsync(table, entries, bytes, cudaMemcpyHostToDevice, stream), who);
+}
+
 [[noreturn]] inline void unsupported(const char* who, ScalarType t) {
   throw std::invalid_argument(std::string(who) + ": dtype " + scalar_name(t) +
                               " is not supported on CUDA (use f32 or bf16)");

@@ -462,16 +462,8 @@ int64_t convert_table_chunks(ConvertEntry* entries, int count) {
 void convert_table_upload(ConvertEntry* table, const ConvertEntry* entries, int count,
                           cudaStream_t stream) {
   if (count <= 0) return;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  detail::check_cuda(cudaStreamIsCapturing(stream, &capture), "convert_table_upload");
-  if (capture != cudaStreamCaptureStatusNone) {
-    throw std::runtime_error(
-        "convert_table_upload: the working copies' tensors changed while a CUDA graph is being "
-        "captured (their table must be written before the capture)");
-  }
-  detail::check_cuda(cudaMemcpyAsync(table, entries, sizeof(ConvertEntry) * size_t(count),
-                                     cudaMemcpyHostToDevice, stream),
-                     "convert_table_upload");
+  detail::upload_table(table, entries, sizeof(ConvertEntry) * size_t(count), "convert_table_upload",
+                       "the working copies' tensors", stream);
 }
 
 void convert_f32_to_bf16_table(const ConvertEntry* table, int count, int64_t chunks,

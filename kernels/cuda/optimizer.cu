@@ -211,16 +211,8 @@ int64_t optimizer_table_chunks(OptimizerEntry* entries, int count) {
 void optimizer_table_upload(OptimizerEntry* table, const OptimizerEntry* entries, int count,
                             cudaStream_t stream) {
   if (count <= 0) return;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  detail::check_cuda(cudaStreamIsCapturing(stream, &capture), "optimizer_table_upload");
-  if (capture != cudaStreamCaptureStatusNone) {
-    throw std::runtime_error(
-        "optimizer_table_upload: the optimizer's parameter set changed while a CUDA graph is "
-        "being captured (its table must be written before the capture)");
-  }
-  detail::check_cuda(cudaMemcpyAsync(table, entries, sizeof(OptimizerEntry) * size_t(count),
-                                     cudaMemcpyHostToDevice, stream),
-                     "optimizer_table_upload");
+  detail::upload_table(table, entries, sizeof(OptimizerEntry) * size_t(count),
+                       "optimizer_table_upload", "the optimizer's parameter set", stream);
 }
 
 void adamw_update_table(const OptimizerEntry* table, int count, int64_t chunks, float lr,
