@@ -14,18 +14,24 @@ namespace {
 //   50304-wide padded head): 0.65, inside the 60-75% of peak that cuBLAS reaches on H100 for GEMMs
 //   of this size, the range issue 16 states; not re-measured here.
 constexpr double kGemm = 0.65;
-// - FlashAttention-2 on H100, bf16: 35% of peak in the forward, as the FlashAttention-3 paper
-//   (Shah et al. 2024, arXiv 2407.08608) reports for FA2 on H100; the backward at 0.30, keeping
-//   the forward/backward ratio of the FlashAttention-2 paper's own A100 figures (Dao 2023,
-//   arXiv 2307.08691: forward up to 73% of peak, backward lower).
-constexpr double kFlashFwd = 0.35, kFlashBwd = 0.30;
-// - Our bf16 tensor-core attention as it is (attention_wmma.cu: nvcuda::wmma, softmax and row
-//   scaling through shared memory, dQ by fp32 atomics): 0.20 of the bf16 peak forward, 0.15
-//   backward, the low ends of the estimate in kernels/cuda/NOTES.md (wmma compiles to mma.sync,
-//   which the FlashAttention-3 paper puts at about 2/3 of Hopper's peak, less the SIMT softmax
-//   work per tile). No published measurement of this kernel: an assumption, to be replaced by
-//   bench/gpu/run_on_device.sh's measurement.
-constexpr double kWmmaFwd = 0.20, kWmmaBwd = 0.15;
+// - Attention at GPT-2's shape (head size 64, causal, T = 1024), bf16 on an H100 SXM5, from the
+//   FlashAttention-3 paper's figures (Shah et al. 2024, arXiv 2407.08608, figures 5 and 6, head
+//   dim 64, sequence length 1k; FLOPs counted as here, the causal half only):
+//   FlashAttention-2: forward, causal 229 TFLOP/s (0.23 of 989); backward 238 TFLOP/s without
+//   the causal mask, and no causal backward figure: scaled by the forward's causal / non-causal
+//   ratio at 1k (229 / 306), 178 TFLOP/s (0.18). Our attention (attention_fa2_fwd.cu,
+//   attention_fa2_bwd.cu) is FlashAttention-2's algorithm with its instructions - mma.sync
+//   m16n8k16 and ldmatrix, the softmax and P / dS in registers, K / V (forward) and Q / dO
+//   (backward) double-buffered with cp.async, dQ by fp32 atomics - so it is priced at FA2's
+//   published efficiency: an assumption until bench/gpu/run_on_device.sh measures it (its tile
+//   shapes and scheduling are ours, not FA2's tuned ones).
+//   FlashAttention-3 (wgmma and TMA, Hopper only; the planned kernel): forward causal 265
+//   TFLOP/s (0.27); backward 363 without the mask, scaled by its forward's ratio (265 / 392):
+//   245 TFLOP/s (0.25).
+//   (Until this session the model used 0.35 / 0.30 for FA2, a figure for long sequences and
+//   large heads; at GPT-2's head size and length the paper's own bars are lower.)
+constexpr double kFa2Fwd = 229.0 / 989.0, kFa2Bwd = 238.0 * (229.0 / 306.0) / 989.0;
+constexpr double kFa3Fwd = 265.0 / 989.0, kFa3Bwd = 363.0 * (265.0 / 392.0) / 989.0;
 // - Memory-bound kernels: 0.80 of HBM bandwidth when vectorised (128-bit loads), as llm.c's
 //   hand-written CUDA kernels report (70-85%); 0.60 for one-thread-per-element scalar kernels
 //   (an assumption below that range). Vectorised now (kernels/cuda/vec.cuh): layer norm and the
@@ -35,30 +41,6 @@ constexpr double kMemoryPlanned = 0.80, kMemoryCurrent = 0.60;
 // - Element-wise arithmetic on CUDA cores (exp, tanh, rsqrt): 0.5 of the fp32 peak; these
 //   kernels are memory-bound at any value above ~0.05, so it does not move the result.
 constexpr double kElementwiseCompute = 0.5;
-
-// Gradient buckets of the data-parallel reducer at its default 25 MiB (data_parallel.hpp): f32
-// gradients in backward order (the last layer's first), a bucket closed once it holds 25 MiB;
-// the tied token table in a bucket of its own.
-int64_t gradient_buckets(const ModelShape& m, double T) {
-  const double C = static_cast<double>(m.width);
-  std::vector<double> sizes = {2 * C};  // ln_f
-  for (int64_t l = 0; l < m.layers; ++l) {
-    for (double n : {C * 4 * C + C, 4 * C * C + 4 * C, 2 * C, C * C + C, 3 * C * C + 3 * C, 2 * C})
-      sizes.push_back(n);
-  }
-  sizes.push_back(T * C);  // wpe; wte, tied, gets a bucket of its own (solo_params)
-  const double cap = 25.0 * (1 << 20);
-  int64_t buckets = 0;
-  double open = 0;
-  for (double n : sizes) {
-    open += 4 * n;
-    if (open >= cap) {
-      ++buckets;
-      open = 0;
-    }
-  }
-  return buckets + (open > 0 ? 1 : 0) + 1;
-}
 
 }  // namespace
 
@@ -104,7 +86,6 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   const int64_t Li = model.layers;
   const double A = 2;  // bf16 activations and working weights
   const double N = static_cast<double>(model.num_parameters());
-  const int64_t tensors = 12 * Li + 4;  // wte, wpe, 12 per block, the final LayerNorm's two
   const double mem = planned ? kMemoryPlanned : kMemoryCurrent;  // kernels not listed above
   const double vec = kMemoryPlanned;  // the vectorised kernels, current and planned
   std::vector<StepKernel> k;
@@ -116,10 +97,18 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   };
   const double act = R * C * A;  // one (B, T, C) bf16 activation
 
+  // Elements of the parameters read as bf16 working copies: the four weights and biases of every
+  // block, the tied token table (the LM head) and the layer norms' gamma and beta.
+  const double ln_params = (4 * L + 2) * C;
+  const double gemm_params = L * (12 * C * C + 9 * C) + V * C + ln_params;
+
   // --- forward ---
-  if (!planned)  // planned: the optimizer writes the bf16 copy
-    add("casts + grad accumulate", "cast weights f32 -> bf16 (per tensor, in the linear ops)",
-        "forward", tensors, 0, 6 * N, Engine::CudaCore, kElementwiseCompute, vec);
+  if (!planned) {
+    // trident::WorkingCopies: every such parameter cast f32 -> bf16 in ONE multi-tensor launch a
+    // step (all micro-batches), into buffers allocated once. Planned: the optimizer writes them.
+    add("casts + grad accumulate", "bf16 working copies of the parameters (one launch)", "forward",
+        1, 0, 6 * gemm_params, Engine::CudaCore, kElementwiseCompute, vec);
+  }
   // Looked up and summed in f32 (the embedding gradients scatter-add in f32), then cast once.
   add("embedding", "embedding fwd (f32 gathers, token + position add, cast to bf16)", "forward", 4,
       R * C, 4 * (2 * R * C + 2 * Td * C) + 4 * 3 * R * C + 6 * R * C);
@@ -138,11 +127,11 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   const double attn_fwd_flops = L * 2 * Bd * Td * Td * C;  // causal: half of QK^T and PV
   const double attn_fwd_bytes = L * (4 * act + 4 * Bd * H * Td);
   if (planned) {
-    add("attention", "attention fwd (FA2-class, bf16 tensor cores)", "forward", Li, attn_fwd_flops,
-        attn_fwd_bytes, Engine::TensorCore, kFlashFwd, kMemoryPlanned);
+    add("attention", "attention fwd (FA3-class: wgmma + TMA on Hopper)", "forward", Li,
+        attn_fwd_flops, attn_fwd_bytes, Engine::TensorCore, kFa3Fwd, kMemoryPlanned);
   } else {
-    add("attention", "attention fwd (bf16 wmma FA2, output written once)", "forward", Li,
-        attn_fwd_flops, attn_fwd_bytes, Engine::TensorCore, kWmmaFwd, kMemoryPlanned);
+    add("attention", "attention fwd (FA2: mma.sync, softmax in registers, cp.async K/V)", "forward",
+        Li, attn_fwd_flops, attn_fwd_bytes, Engine::TensorCore, kFa2Fwd, kMemoryPlanned);
   }
   // Every residual add inside a fused residual + layer norm (ln2; ln1 of blocks 1..L-1 takes the
   // previous block's output add; ln_f the last block's); block 0's ln1 has nothing to add.
@@ -167,60 +156,65 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   add("matmul", "matmul bwd dW (cuBLASLt, f32 into the master gradients, bias-grad epilogue)",
       "backward", 4 * Li + 1, L * layer_gemm_flops + head_flops, bwd_gemm_bytes + 6 * gemm_weights,
       Engine::TensorCore, kGemm, kMemoryPlanned, true);
+  const double attn_bwd_flops = L * 5 * Bd * Td * Td * C;  // 5 tile products, the causal half
   if (planned) {
-    add("attention", "attention bwd (FA2-class: dO.O, then one pass; S recomputed once)",
-        "backward", 2 * Li, L * 5 * Bd * Td * Td * C, L * (10 * act + 4 * Bd * H * Td),
-        Engine::TensorCore, kFlashBwd, kMemoryPlanned);
+    add("attention", "attention bwd (FA3-class: wgmma + TMA on Hopper)", "backward", 2 * Li,
+        attn_bwd_flops, L * (10 * act + 4 * Bd * H * Td), Engine::TensorCore, kFa3Bwd,
+        kMemoryPlanned);
   } else {
-    // D = dO.O (SIMT, reading the forward's output), a memset of the fp32 dQ scratch, one block
-    // per key tile (5 tile products; dQ added by fp32 atomics), dQ converted: 4 launches a layer.
-    add("attention", "attention bwd (bf16 wmma FA2, dQ by fp32 atomics)", "backward", 4 * Li,
-        L * 5 * Bd * Td * Td * C, L * (10 * act + 4 * Bd * H * Td + 3 * 4 * R * C),
-        Engine::TensorCore, kWmmaBwd, kMemoryPlanned);
+    // D = dO.O (SIMT, reading the forward's output; it also zeroes the fp32 dQ scratch rows it
+    // owns), one block per key tile (5 tile products, Q / dO double-buffered with cp.async, dQ
+    // added by fp32 atomics), dQ converted: 3 launches a layer.
+    add("attention", "attention bwd (FA2: mma.sync, P / dS in registers, dQ by fp32 atomics)",
+        "backward", 3 * Li, attn_bwd_flops, L * (10 * act + 4 * Bd * H * Td + 3 * 4 * R * C),
+        Engine::TensorCore, kFa2Bwd, kMemoryPlanned);
   }
   // The fused backward adds the residual stream's gradient in place (dout, residual, dresidual
   // read, dinp written, then the column sums); ln_f's has no gradient to add into; block 0's ln1
-  // is plain; one add left where autograd sums block 0's input gradients.
+  // is plain; one add left where autograd sums block 0's input gradients. Autograd hands the
+  // residual add's gradient to both inputs without a copy (copy on write).
   add("layernorm + residual", "residual + layernorm bwd (fused, in place but ln_f)", "backward",
       3 * 2 * Li, 2 * L * 12 * R * C, (2 * L - 1) * (6 * act + 8 * R) + 5 * act + 8 * R,
       Engine::CudaCore, kElementwiseCompute, vec);
   add("layernorm + residual", "layernorm bwd (block 0's ln1) + one autograd add", "backward", 4,
       11 * R * C, 8 * act + 8 * R, Engine::CudaCore, kElementwiseCompute, vec);
+  // Radix sort of the ids (CUB, ~4 launches) and one block per run of equal ids, for both
+  // tables, each run's sum added into the table's existing f32 gradient (the tied head's dW
+  // for the token table): no zeroed (V, C) table and no separate add.
+  const double emb_bwd_bytes = 2 * (8 * 8 * R + act) + 8 * std::min(R, V) * C + 8 * Td * C;
+  add("embedding", "embedding bwd (sorted, deterministic, added into the gradients)", "backward",
+      10, R * C, emb_bwd_bytes);
+  // The layer norms' bf16 parameter gradients cast to f32 and added into the master gradients
+  // (2 launches each); the bias gradients the epilogue wrote to scratch, each added into the
+  // master gradient. Planned: the layer norms read f32 gamma / beta and write f32 gradients.
+  const double biases = L * 9 * C;
   if (!planned) {
-    // autograd clones a gradient that two inputs of one node share (the fused residual + layer
-    // norm hands the same gradient to the residual and the branch): about 4 a block, 48 for
-    // GPT-2 124M, from reading core/src/autograd.cpp (not counted by a launch log).
-    add("autograd copies", "gradient copies (a gradient two inputs share is cloned)", "backward",
-        4 * Li, 0, 4 * L * 2 * act, Engine::CudaCore, kElementwiseCompute, vec);
+    add("casts + grad accumulate", "layernorm-parameter grad cast + accumulate", "backward",
+        2 * (4 * Li + 2), ln_params, 18 * ln_params, Engine::CudaCore, kElementwiseCompute, vec);
   }
-  // Radix sort of the ids (CUB, ~4 launches), zeroing the f32 table gradient, one block per
-  // run of equal ids; for both tables; then the tied token table's two gradients summed.
-  const double emb_bwd_bytes = 4 * V * C + 8 * 8 * R + act + 4 * Td * C + 8 * 8 * R + act;
-  add("embedding", "embedding bwd (sorted, deterministic) + tied-weight add", "backward", 13, V * C,
-      emb_bwd_bytes + 12 * V * C);
-  // Left of the 296 weight-gradient casts: the layer norms' parameters (cast bf16 -> f32 and
-  // accumulated), and one small f32 add for each bias gradient the epilogue wrote to scratch.
-  const double ln_params = (4 * L + 2) * C, biases = L * 9 * C;
-  add("casts + grad accumulate", "layernorm-parameter grad cast + accumulate, bias-grad adds",
-      "backward", 2 * (4 * Li + 2) + 4 * Li, ln_params + biases, 18 * ln_params + 12 * biases,
-      Engine::CudaCore, kElementwiseCompute, vec);
+  add("casts + grad accumulate", "bias-grad adds (one small f32 add per bias)", "backward", 4 * Li,
+      biases, 12 * biases, Engine::CudaCore, kElementwiseCompute, vec);
+
+  // Small launches the emulator's launch log counts in a step besides the kernels above (one
+  // training step of the GPT under the CUDA emulation, tests/cuda_emu/launch_log.sh): the batch's
+  // two host-to-device copies and the loss and norm read-back copies, 3 memsets, the norm's f64
+  // zero fill, the classifier's dloss and mean kernels, the loss cast and the step's finish.
+  add("optimizer", "step bookkeeping (batch copies, memsets, loss and step-finish kernels)",
+      "optimizer", 12, 0, 2 * 4 * R);  // the bytes: the batch's i32 ids and targets
 
   // --- optimizer (f32 master weights, gradients, m, v) ---
-  if (planned) {
-    add("optimizer", "zero grads (one memset of the contiguous buffer)", "optimizer", 1, 0, 4 * N);
-  } else {
-    add("optimizer", "zero grads (one fill per gradient bucket)", "optimizer",
-        gradient_buckets(model, Td), 0, 4 * N);
-  }
+  // The gradient buckets are slices of one allocation: one fill zeroes them all.
+  add("optimizer", "zero grads (one fill of the contiguous gradient buffer)", "optimizer", 1, 0,
+      4 * N, Engine::CudaCore, kElementwiseCompute, vec);
   add("optimizer", "grad norm (one range per bucket, then the total)", "optimizer", 2, 2 * N,
       4 * N);
   // One launch over a device table of every tensor; the clip factor multiplies the gradient in
-  // the update (no separate pass); planned: it also writes the bf16 working copy.
+  // the update (no separate pass); planned: it also writes the bf16 working copies.
   add("optimizer",
-      planned ? "AdamW (one launch: clip folded in, update, bf16 copy)"
+      planned ? "AdamW (one launch: clip folded in, update, bf16 working copies)"
               : "AdamW (one launch over every tensor, clip folded in)",
-      "optimizer", 1, 16 * N, planned ? 30 * N : 28 * N, Engine::CudaCore, kElementwiseCompute,
-      vec);
+      "optimizer", 1, 16 * N, 28 * N + (planned ? 2 * gemm_params : 0), Engine::CudaCore,
+      kElementwiseCompute, vec);
   return k;
 }
 
@@ -237,17 +231,15 @@ std::vector<std::string> efficiency_sources() {
   return {
       "cuBLASLt bf16 GEMMs: 0.65 of 989 TFLOP/s (cuBLAS on H100 at GPT-2 124M shapes, the 60-75% "
       "range issue 16 cites; not re-measured)",
-      "FA2-class bf16 attention (planned): forward 0.35, backward 0.30 of 989 TFLOP/s (FA2 on H100 "
-      "at ~35%, "
-      "FlashAttention-3 paper, arXiv 2407.08608; backward/forward ratio from the "
-      "FlashAttention-2 paper, arXiv 2307.08691)",
-      "bf16 wmma attention (current): forward 0.20, backward 0.15 of 989 TFLOP/s (assumption: "
-      "the low end of kernels/cuda/NOTES.md's estimate; no published measurement of this kernel)",
+      "attention (head size 64, causal, T 1k, H100 SXM5; FlashAttention-3 paper, arXiv "
+      "2407.08608, figs. 5-6): FA2 forward 229 TFLOP/s (0.23), backward 238 non-causal x "
+      "229/306 = 178 (0.18), applied to our FA2-algorithm kernels (mma.sync, registers, "
+      "cp.async: an assumption until measured); planned FA3-class: 265 (0.27) and 363 x 265/392 "
+      "= 245 (0.25)",
       "memory-bound kernels: 0.80 of HBM bandwidth vectorised (llm.c's CUDA kernels, 70-85%; "
-      "current: layer norm, fused residual + layer norm, fused classifier, adds, casts, AdamW), "
+      "current: layer norm, fused residual + layer norm, fused classifier, adds, casts, fills, "
+      "AdamW), "
       "0.60 for scalar kernels (assumption; current: embedding, norm reductions)",
-      "autograd gradient copies: 48 a step for GPT-2 124M, counted by reading "
-      "core/src/autograd.cpp, not by a launch log",
       "vocabulary: head GEMMs and the classifier over the padded 50304 columns; MFU counts the "
       "unpadded model",
       "launch: 3 us per kernel (the planner's h100 preset); peaks: NVIDIA H100 SXM / H200 "
