@@ -3,13 +3,13 @@
 // FLOPs and bytes moved, priced on a GPU from datasheet peaks and stated efficiencies:
 //   time = max(FLOPs / (peak(engine) x compute efficiency), bytes / (bandwidth x memory
 //          efficiency)) + launches x launch overhead
-// for two implementations: "current" (the CUDA backend as it is: bf16 wmma flash attention,
-// every residual add fused with a layer norm, the fused vectorised classifier, cuBLASLt GEMMs
-// with bias / GELU / dGELU epilogues writing f32 weight gradients into the master gradients,
-// per-tensor weight casts in the forward, one-launch AdamW with the clip folded in) and
-// "planned" (what remains of issue 16: FA2-class attention at FA2's published efficiency, the
-// optimizer writing the bf16 weight copy, one memset for the gradients, no autograd gradient
-// copies). Every number it produces is a PREDICTION, not a measurement.
+// for two implementations: "current" (the CUDA backend as it is: FlashAttention-2's algorithm
+// on mma.sync with cp.async double buffering, every residual add fused with a layer norm, the
+// fused vectorised classifier, cuBLASLt GEMMs with bias / GELU / dGELU epilogues writing f32
+// weight gradients into the master gradients, the bf16 working copies cast in one launch a step,
+// one zero-grad fill, one-launch AdamW with the clip folded in) and "planned" (what remains:
+// FA3-class attention, the optimizer writing the working copies, layer norms reading f32 gamma
+// and beta). Every number it produces is a PREDICTION, not a measurement.
 // Byte counts assume each operand is read once and each result written once (tiles re-read
 // from L2 are free), bf16 activations and working weights (2 bytes), f32 master weights,
 // gradients and AdamW state (4 bytes). Pure logic; the command line prints it.
