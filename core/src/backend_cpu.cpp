@@ -249,6 +249,32 @@ class CpuBackend final : public Backend {
     std::memcpy(out, in, static_cast<size_t>(n) * dtype_size(to));
   }
 
+  void accumulate_converted(DType dst_t, void* dst, DType src_t, const void* src,
+                            int64_t n) override {
+    switch (dtype_pair(dst_t, src_t)) {
+      case dtype_pair(DType::F32, DType::BF16):
+        k::accumulate_converted(P<float>(dst), P<uint16_t>(src), n);
+        return;
+      case dtype_pair(DType::F64, DType::BF16):
+        k::accumulate_converted(P<double>(dst), P<uint16_t>(src), n);
+        return;
+      case dtype_pair(DType::BF16, DType::F32):
+        k::accumulate_converted(P<uint16_t>(dst), P<float>(src), n);
+        return;
+      case dtype_pair(DType::F32, DType::F64):
+        k::accumulate_converted(P<float>(dst), P<double>(src), n);
+        return;
+      case dtype_pair(DType::F64, DType::F32):
+        k::accumulate_converted(P<double>(dst), P<float>(src), n);
+        return;
+      default:
+        break;
+    }
+    TRIDENT_CHECK(dst_t == src_t, "accumulate_converted: ", dtype_name(src_t), " into ",
+                  dtype_name(dst_t), " is not supported on the CPU (f32, f64 and bf16 pairs)");
+    axpy(dst_t, dst, src, 1.0, n);
+  }
+
   void binary_strided(BinaryOpKind op, DType t, void* out, const void* a, const int64_t* a_strides,
                       const void* b, const int64_t* b_strides, const int64_t* shape,
                       int ndim) override {

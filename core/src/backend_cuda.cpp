@@ -211,6 +211,11 @@ class CudaBackend final : public Backend {
   void convert(DType to, void* out, DType from, const void* in, int64_t n) override {
     run("convert", [&] { kc::convert(st(to), out, st(from), in, n, s()); });
   }
+  void accumulate_converted(DType dst_t, void* dst, DType src_t, const void* src,
+                            int64_t n) override {
+    run("accumulate_converted",
+        [&] { kc::accumulate_converted(st(dst_t), dst, st(src_t), src, n, s()); });
+  }
 
   // --- element-wise and reductions --------------------------------------------------
   void binary_strided(BinaryOpKind op, DType t, void* out, const void* a, const int64_t* a_strides,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cast_grad.hpp"
 #include "trident/core/allocator.hpp"
 #include "trident/core/autograd.hpp"
 #include "trident/core/backend.hpp"
@@ -232,13 +233,30 @@ Tensor Tensor::to(DType target) const {
   Tensor src = contiguous();
   Tensor out = empty(shape(), target, device());
   backend_for(device()).convert(target, out.raw_data(), dtype(), src.raw_data(), numel());
-  const DType from = dtype();
-  if (dtype_is_floating(target) && dtype_is_floating(from)) {
-    autograd::record(out, "to_dtype", {src},
-                     [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
-  }
+  if (dtype_is_floating(target) && dtype_is_floating(dtype())) detail::record_cast(out, src);
   return out;
 }
+
+namespace detail {
+void record_cast(Tensor& out, const Tensor& src) {
+  const DType from = src.dtype();
+  const Shape shape = src.shape();
+  const Device device = src.device();
+  autograd::record(out, "to_dtype", {src}, [from, shape, device](const Tensor& g) {
+    // f32 and bf16 are the pairs every backend adds in one pass (CUDA has no f64 kernel).
+    const auto fused = [](DType t) { return t == DType::F32 || t == DType::BF16; };
+    const Tensor held = autograd::leaf_input_grad(0);
+    if (held.defined() && held.is_contiguous() && held.dtype() == from && held.shape() == shape &&
+        held.device() == device && g.device() == device && fused(from) && fused(g.dtype())) {
+      const Tensor gc = g.contiguous();
+      backend_for(device).accumulate_converted(from, held.raw_data(), gc.dtype(), gc.raw_data(),
+                                               gc.numel());
+      return std::vector<Tensor>{Tensor()};
+    }
+    return std::vector<Tensor>{g.to(from)};
+  });
+}
+}  // namespace detail
 
 Tensor Tensor::clone() const {
   Tensor out = empty(shape(), dtype(), device());

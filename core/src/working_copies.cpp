@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <exception>
 
-#include "trident/core/autograd.hpp"
+#include "cast_grad.hpp"
 #include "trident/core/backend.hpp"
 
 namespace trident {
@@ -28,9 +28,7 @@ Tensor WorkingCopies::to(const Tensor& param, DType dtype) {
   if (!param.defined() || param.dtype() == dtype) return param;
   Tensor copy = find(param, dtype);
   if (!copy.defined()) return param.to(dtype);
-  const DType from = param.dtype();
-  autograd::record(copy, "to_dtype", {param},
-                   [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+  detail::record_cast(copy, param);
   return copy;
 }
 

@@ -42,4 +42,31 @@ void convert_from_bf16(double* out, const uint16_t* in, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<double>(bf16_to_f32(in[i]));
 }
 
+void accumulate_converted(float* dst, const uint16_t* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) dst[i] += bf16_to_f32(src[i]);
+}
+
+void accumulate_converted(double* dst, const uint16_t* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<double>(bf16_to_f32(src[i]));
+}
+
+void accumulate_converted(uint16_t* dst, const float* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = f32_to_bf16(bf16_to_f32(dst[i]) + bf16_to_f32(f32_to_bf16(src[i])));
+  }
+}
+
+void accumulate_converted(float* dst, const double* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<float>(src[i]);
+}
+
+void accumulate_converted(double* dst, const float* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<double>(src[i]);
+}
+
 }  // namespace trident::kernels::cpu

@@ -248,6 +248,21 @@ __global__ void axpy_kernel(T* y, const T* x, float alpha, int64_t n) {
   });
 }
 
+// y[i] += (To) x[i] in chunks of W (4: 16 bytes of f32, 8 of bf16): x rounded to To first, then
+// one add in f32 rounded to To, bitwise convert() then axpy(alpha 1) (bf16 -> f32 is exact).
+template <typename To, typename From, int W>
+__global__ void accumulate_converted_kernel(To* y, const From* x, int64_t n) {
+  detail::flat_packs<W>(n, [&](int64_t i, auto width) {
+    constexpr int K = decltype(width)::value;
+    float a[K], b[K];
+    detail::load_f<K>(y + i, a);
+    detail::load_f<K>(x + i, b);
+#pragma unroll
+    for (int k = 0; k < K; ++k) a[k] += to_float(from_float<To>(b[k]));
+    detail::store_f<K>(y + i, a);
+  });
+}
+
 // Chunk b of the table: the entry whose first chunk is the last at or before b (entries of no
 // chunks share their successor's first chunk and are passed over), f32 -> bf16 4 at a time
 // when both pointers are 16-byte aligned (any the caching allocator hands out).
@@ -316,6 +331,21 @@ void launch_convert_float(void* out, const void* in, int64_t n, cudaStream_t str
     (static_cast<To*>(out), static_cast<const From*>(in), n);
   }
   check_launch("convert_float_kernel");
+}
+
+template <typename To, typename From>
+void launch_accumulate_converted(void* y, const void* x, int64_t n, cudaStream_t stream) {
+  constexpr int kW = 4;
+  if (detail::aligned_to(y, kW * sizeof(To)) && detail::aligned_to(x, kW * sizeof(From))) {
+    TRIDENT_LAUNCH((accumulate_converted_kernel<To, From, kW>),
+                   grid_for((n + kW - 1) / kW, kThreads), kThreads, 0, stream)
+    (static_cast<To*>(y), static_cast<const From*>(x), n);
+  } else {
+    TRIDENT_LAUNCH((accumulate_converted_kernel<To, From, 1>), grid_for(n, kThreads), kThreads, 0,
+                   stream)
+    (static_cast<To*>(y), static_cast<const From*>(x), n);
+  }
+  check_launch("accumulate_converted_kernel");
 }
 
 }  // namespace
@@ -398,6 +428,25 @@ void convert(ScalarType to, void* out, ScalarType from, const void* in, int64_t 
   } else {
     throw std::invalid_argument(std::string("cannot convert ") + scalar_name(from) + " to " +
                                 scalar_name(to) + " on CUDA");
+  }
+}
+
+void accumulate_converted(ScalarType to, void* y, ScalarType from, const void* x, int64_t n,
+                          cudaStream_t stream) {
+  if (n <= 0) return;
+  using S = ScalarType;
+  if (to == S::F32 && from == S::BF16) {
+    launch_accumulate_converted<float, __nv_bfloat16>(y, x, n, stream);
+  } else if (to == S::BF16 && from == S::F32) {
+    launch_accumulate_converted<__nv_bfloat16, float>(y, x, n, stream);
+  } else if (to == S::F32 && from == S::F32) {
+    launch_accumulate_converted<float, float>(y, x, n, stream);
+  } else if (to == S::BF16 && from == S::BF16) {
+    launch_accumulate_converted<__nv_bfloat16, __nv_bfloat16>(y, x, n, stream);
+  } else {
+    throw std::invalid_argument(std::string("accumulate_converted: ") + scalar_name(from) +
+                                " into " + scalar_name(to) +
+                                " is not supported on CUDA (f32 and bf16 only)");
   }
 }
 

@@ -9,6 +9,7 @@
 // A new op is covered by adding a case to kCases.
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -781,6 +782,49 @@ TEST_CASE("f32 <-> bf16 conversion on CUDA rounds to nearest even, as the host",
   Tensor back = Tensor::empty({4099}, DType::F32, gpu());
   backend_for(gpu()).convert(DType::F32, back.raw_data(), DType::BF16, b.raw_data(), 4099);
   CHECK(download(back) == got);
+}
+
+TEST_CASE("accumulate_converted on CUDA and the CPU is bitwise convert then add", "[ops]") {
+  // A bf16 cast's backward adds its gradient into the f32 master's in one pass: every pair of
+  // f32 and bf16, 16-byte aligned (vector kernel, 4099 elements: a scalar tail) and one element
+  // off (scalar kernel), bit for bit what convert() into a temporary then axpy(1) give, on CUDA
+  // and on the CPU.
+  std::mt19937_64 rng(test_seed());
+  const int64_t n = 4099;
+  const auto bits = [](const Tensor& t) {
+    const std::vector<float> v = download(t);
+    std::vector<uint32_t> u(v.size());
+    std::memcpy(u.data(), v.data(), v.size() * sizeof(float));
+    return u;
+  };
+  using P = std::pair<DType, DType>;
+  for (const auto& [dst_t, src_t] : {P{DType::F32, DType::BF16}, P{DType::BF16, DType::F32},
+                                     P{DType::F32, DType::F32}, P{DType::BF16, DType::BF16}}) {
+    for (const int64_t off : {int64_t{0}, int64_t{1}}) {
+      INFO(dtype_name(src_t) << " into " << dtype_name(dst_t) << ", offset " << off);
+      const std::vector<float> y0 = normal(n + 1, rng, 3.0f), x = normal(n + 1, rng, 0.01f);
+      std::vector<std::vector<uint32_t>> results;
+      for (const Device d : {gpu(), Device::cpu()}) {
+        Backend& be = backend_for(d);
+        const auto at = [off](const Tensor& t) {
+          return static_cast<char*>(t.raw_data()) +
+                 off * static_cast<int64_t>(dtype_size(t.dtype()));
+        };
+        const Tensor src = upload(x, src_t, d);
+        Tensor fused = upload(y0, dst_t, d), two = upload(y0, dst_t, d);
+        be.accumulate_converted(dst_t, at(fused), src_t, at(src), n);
+        Tensor tmp = Tensor::empty({n + 1}, dst_t, d);
+        be.convert(dst_t, at(tmp), src_t, at(src), n);
+        be.axpy(dst_t, at(two), at(tmp), 1.0, n);
+        const std::vector<uint32_t> f = bits(fused);
+        CHECK(f == bits(two));
+        CHECK(f[static_cast<size_t>(off == 0 ? n : 0)] ==
+              bits(upload(y0, dst_t, d))[static_cast<size_t>(off == 0 ? n : 0)]);
+        results.push_back(f);
+      }
+      CHECK(results[0] == results[1]);  // CUDA == CPU
+    }
+  }
 }
 
 TEST_CASE("dropout masks on CUDA equal the CPU's bit for bit", "[ops]") {

@@ -46,6 +46,11 @@ class Backend {
   virtual void copy_strided(DType t, void* out, const void* in, const int64_t* in_strides,
                             const int64_t* shape, int ndim) = 0;
   virtual void convert(DType to, void* out, DType from, const void* in, int64_t n) = 0;
+  // dst[i] += (dst_t) src[i]: bitwise convert() into a temporary then axpy() with alpha 1 (src
+  // rounded to dst_t, then one add in dst_t's arithmetic), in one pass. A to_dtype node's
+  // backward adds a bf16 gradient straight into its f32 leaf's gradient this way.
+  virtual void accumulate_converted(DType dst_t, void* dst, DType src_t, const void* src,
+                                    int64_t n) = 0;
 
   // --- element-wise and reductions --------------------------------------------------
   virtual void binary_strided(BinaryOpKind op, DType t, void* out, const void* a,

@@ -36,4 +36,13 @@ void convert_to_bf16(uint16_t* out, const double* in, int64_t n);
 void convert_from_bf16(float* out, const uint16_t* in, int64_t n);
 void convert_from_bf16(double* out, const uint16_t* in, int64_t n);
 
+// dst[i] += src[i] converted to dst's type, bitwise the conversion above (or static_cast between
+// f32 and f64) followed by the element-wise add: a bf16 dst adds in f32 and rounds once, as the
+// CPU's bf16 axpy does. dst and src must not overlap.
+void accumulate_converted(float* dst, const uint16_t* src, int64_t n);
+void accumulate_converted(double* dst, const uint16_t* src, int64_t n);
+void accumulate_converted(uint16_t* dst, const float* src, int64_t n);
+void accumulate_converted(float* dst, const double* src, int64_t n);
+void accumulate_converted(double* dst, const float* src, int64_t n);
+
 }  // namespace trident::kernels::cpu

@@ -16,6 +16,10 @@ void copy_strided(ScalarType t, void* out, const void* in, const int64_t* in_str
 // out = (to) in for f32<->bf16, f32<->f64, i32->f32, and any type to itself.
 void convert(ScalarType to, void* out, ScalarType from, const void* in, int64_t n,
              cudaStream_t stream);
+// y[i] += (to) x[i] for f32 and bf16 (any pair), bitwise convert() then axpy() with alpha 1:
+// x rounded to `to`, then one f32 add rounded to `to`. y and x must not overlap.
+void accumulate_converted(ScalarType to, void* y, ScalarType from, const void* x, int64_t n,
+                          cudaStream_t stream);
 // out[i] = a[ia] op b[ib] over `shape` (strides 0 where broadcast); out contiguous.
 void binary_strided(BinaryOp op, ScalarType t, void* out, const void* a, const int64_t* a_strides,
                     const void* b, const int64_t* b_strides, const int64_t* shape, int ndim,
