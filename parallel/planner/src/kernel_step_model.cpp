@@ -184,13 +184,15 @@ std::vector<StepKernel> step_kernels(const ModelShape& model, int64_t B, int64_t
   const double emb_bwd_bytes = 2 * (8 * 8 * R + act) + 8 * std::min(R, V) * C + 8 * Td * C;
   add("embedding", "embedding bwd (sorted, deterministic, added into the gradients)", "backward",
       10, R * C, emb_bwd_bytes);
-  // The layer norms' bf16 parameter gradients cast to f32 and added into the master gradients
-  // (2 launches each); the bias gradients the epilogue wrote to scratch, each added into the
-  // master gradient. Planned: the layer norms read f32 gamma / beta and write f32 gradients.
+  // The layer norms' bf16 parameter gradients, each added into its f32 master gradient by one
+  // convert-and-add launch (Backend::accumulate_converted); the bias gradients the epilogue wrote
+  // to scratch, each added into the master gradient. Planned: the layer norms read f32 gamma /
+  // beta and write f32 gradients.
   const double biases = L * 9 * C;
   if (!planned) {
-    add("casts + grad accumulate", "layernorm-parameter grad cast + accumulate", "backward",
-        2 * (4 * Li + 2), ln_params, 18 * ln_params, Engine::CudaCore, kElementwiseCompute, vec);
+    add("casts + grad accumulate", "layernorm-parameter grads added into f32 (convert + add)",
+        "backward", 4 * Li + 2, ln_params, 10 * ln_params, Engine::CudaCore, kElementwiseCompute,
+        vec);
   }
   add("casts + grad accumulate", "bias-grad adds (one small f32 add per bias)", "backward", 4 * Li,
       biases, 12 * biases, Engine::CudaCore, kElementwiseCompute, vec);
