@@ -42,6 +42,23 @@ inline void check_launch(const char* kernel) {
   check_cuda(cudaGetLastError(), kernel);
 }
 
+// The index of the multi-tensor table entry that holds chunk `b`: the last i with
+// table[i].first_chunk <= b (entries of no chunks share their successor's first chunk and are
+// passed over). Entry is any struct with an int64_t first_chunk, in ascending order.
+template <typename Entry>
+__device__ __forceinline__ int table_entry_of_chunk(const Entry* table, int count, int64_t b) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (table[mid].first_chunk <= b) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
 // Copies a multi-tensor kernel's device table (`bytes` of host `entries`) on `stream`. Never
 // during a stream capture: the graph would replay the copy from host memory that no longer holds
 // the table; `who` and `what` (what changed while capturing) name the refusal.

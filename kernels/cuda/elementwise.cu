@@ -263,21 +263,11 @@ __global__ void accumulate_converted_kernel(To* y, const From* x, int64_t n) {
   });
 }
 
-// Chunk b of the table: the entry whose first chunk is the last at or before b (entries of no
-// chunks share their successor's first chunk and are passed over), f32 -> bf16 4 at a time
-// when both pointers are 16-byte aligned (any the caching allocator hands out).
+// Chunk b of the table (detail::table_entry_of_chunk), f32 -> bf16 4 at a time when both
+// pointers are 16-byte aligned (any the caching allocator hands out).
 __global__ void convert_table_kernel(const ConvertEntry* table, int count) {
   const int64_t b = blockIdx.x;
-  int lo = 0, hi = count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (table[mid].first_chunk <= b) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  const ConvertEntry e = table[lo];
+  const ConvertEntry e = table[detail::table_entry_of_chunk(table, count, b)];
   const int64_t begin = (b - e.first_chunk) * kConvertChunk;
   const int64_t n = e.n - begin < kConvertChunk ? e.n - begin : kConvertChunk;
   const float* in = e.src + begin;

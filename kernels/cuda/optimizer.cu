@@ -39,21 +39,11 @@ __device__ __forceinline__ float scaled(float g, float grad_scale) {
 #endif
 }
 
-// The entry block `b` updates: table[i] for the last i with first_chunk <= b (entries of no
-// chunks share their successor's first chunk and are passed over), or `one` without a table.
+// The entry block `b` updates (detail::table_entry_of_chunk), or `one` without a table.
 __device__ __forceinline__ OptimizerEntry entry_of_block(const OptimizerEntry* table, int count,
                                                          const OptimizerEntry& one, int64_t b) {
   if (table == nullptr) return one;
-  int lo = 0, hi = count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (table[mid].first_chunk <= b) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return table[lo];
+  return table[detail::table_entry_of_chunk(table, count, b)];
 }
 
 // Calls update(i, width) over this block's chunk of `e`: 4 elements at a time when `vec`.
