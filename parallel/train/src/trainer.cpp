@@ -331,7 +331,7 @@ struct Trainer::Loop {
         graph ? graph_inputs : micro_batches(*train_loader, step, topo, m, device);
     {
       trace::Span span("zero_grad", trace::Category::Optimizer);
-      reducer->zero_grad();  // one pass per gradient bucket
+      reducer->zero_grad();  // one fill over every gradient bucket
     }
     // Every micro-batch's forward and backward read the same weights (the optimizer runs after
     // this, ZeRO's all-gather with it): their bf16 copies are cast once, here.
